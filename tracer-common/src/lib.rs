@@ -1,0 +1,126 @@
+//! Records and map values shared by the eBPF programs and the `tracer` binary.
+//!
+//! Every type here is `#[repr(C)]` with explicit padding so both sides agree on the layout
+//! byte for byte. The eBPF side writes them into the ring buffer or reads them from maps;
+//! userspace decodes them once (see `tracer::events`) into typed values.
+#![no_std]
+
+/// Record kinds: the first `u32` of every ring-buffer record.
+pub const KIND_PACKET: u32 = 1;
+pub const KIND_FIB: u32 = 2;
+
+/// TC hook direction, as stored in [`PacketRecord::dir`].
+pub const DIR_INGRESS: u8 = 0;
+pub const DIR_EGRESS: u8 = 1;
+
+/// Address families, as stored in the records (Linux values).
+pub const AF_INET: u8 = 2;
+pub const AF_INET6: u8 = 10;
+
+/// IP protocols the programs understand.
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// Ring buffer size in bytes (a power of two multiple of the page size).
+pub const RING_BYTES: u32 = 1 << 22;
+
+/// Indexes into the `COUNTERS` per-CPU array.
+pub const COUNTER_LOST: u32 = 0;
+pub const COUNTER_MATCHED: u32 = 1;
+pub const COUNTERS_LEN: u32 = 2;
+
+/// One packet seen by the TC classifier on one interface, in one direction.
+///
+/// Addresses are 16 bytes; IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`) so one
+/// key type serves both families in the VIP set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketRecord {
+    pub kind: u32,
+    pub ifindex: u32,
+    pub ts_ns: u64,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub eth_src: [u8; 6],
+    pub eth_dst: [u8; 6],
+    pub sport: u16,
+    pub dport: u16,
+    pub ip_len: u16,
+    pub vlan: u16,
+    pub mark: u32,
+    pub hash: u32,
+    pub dir: u8,
+    pub family: u8,
+    pub proto: u8,
+    pub tcp_flags: u8,
+}
+
+/// One `fib:fib_table_lookup` / `fib6:fib6_table_lookup` tracepoint hit on a VIP flow.
+///
+/// The kernel reports the first usable next-hop of a multipath route here, before the hash
+/// picks one: `gw` names the table's candidate, not the choice.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FibRecord {
+    pub kind: u32,
+    pub table: u32,
+    pub ts_ns: u64,
+    pub err: i32,
+    pub oif: i32,
+    pub iif: i32,
+    pub sport: u16,
+    pub dport: u16,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub gw: [u8; 16],
+    pub dev: [u8; 16],
+    pub family: u8,
+    pub proto: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Filter settings, one entry in the `CONFIG` array map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Client port to follow, 0 = every flow of the VIPs.
+    pub client_port: u16,
+    pub _pad: [u8; 6],
+}
+
+/// Byte offsets of the fields the fib tracepoint programs read, taken at start-up from
+/// `/sys/kernel/tracing/events/fib*/fib*_table_lookup/format` (they differ between kernels).
+/// Entry 0 of `FIB_OFFSETS` is IPv4, entry 1 is IPv6. `gw4` is unused for IPv6.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FibOffsets {
+    pub tb_id: u16,
+    pub err: u16,
+    pub oif: u16,
+    pub iif: u16,
+    pub proto: u16,
+    pub src: u16,
+    pub dst: u16,
+    pub gw: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub name: u16,
+    /// 1 once userspace has filled the entry; the program does nothing before that.
+    pub valid: u16,
+}
+
+/// IPv4-mapped IPv6 form of an IPv4 address, the key form used in the VIP set.
+pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain-old-data structs with explicit padding and no invalid bit patterns.
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::FibOffsets {}
+}

@@ -1,0 +1,334 @@
+//! eBPF side of the Meridio path tracer.
+//!
+//! - `tc_ingress` / `tc_egress`: one TC classifier per direction, attached to every traced
+//!   interface. They parse Ethernet (one 802.1Q tag), IPv4/IPv6 and TCP/UDP/ICMP, keep only
+//!   packets of the VIP set (and of the client port, when one is given) and write one
+//!   `PacketRecord` per kept packet. They never touch the packet and always return
+//!   `TC_ACT_UNSPEC` (TCX_NEXT) so whatever else is attached still decides.
+//! - `fib_lookup` / `fib6_lookup`: tracepoints on the routing table lookups. The kernel does
+//!   not fill ports into the lookup key of forwarded packets, nor tell which netns looks up,
+//!   so a lookup is only reported when it follows, on the same CPU, a traced ingress packet
+//!   with the same addresses on the lookup's input interface (see `LAST_INGRESS`).
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::TC_ACT_UNSPEC,
+    helpers::bpf_ktime_get_ns,
+    macros::{classifier, map, tracepoint},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    programs::{TcContext, TracePointContext},
+};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
+use tracer_common::{
+    v4_mapped, Config, FibOffsets, FibRecord, PacketRecord, AF_INET, AF_INET6, COUNTERS_LEN,
+    COUNTER_LOST, COUNTER_MATCHED, DIR_EGRESS, DIR_INGRESS, KIND_FIB, KIND_PACKET, PROTO_ICMP,
+    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, RING_BYTES,
+};
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// VIPs (IPv4 stored IPv4-mapped) -> 1.
+#[map]
+static VIPS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(256, 0);
+
+#[map]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Index 0: IPv4 tracepoint offsets, index 1: IPv6.
+#[map]
+static FIB_OFFSETS: Array<FibOffsets> = Array::with_max_entries(2, 0);
+
+/// Records lost (ring buffer full) and records matched, per CPU.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+
+/// The last traced packet seen at TC ingress on this CPU. A forwarded packet's route lookup
+/// runs synchronously after its TC ingress hook, in the same softirq on the same CPU, so the
+/// fib tracepoint can match its lookup to it and borrow the ports the lookup key lacks.
+#[map]
+static LAST_INGRESS: PerCpuArray<LastIngress> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct LastIngress {
+    ts_ns: u64,
+    src: [u8; 16],
+    dst: [u8; 16],
+    ifindex: u32,
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    _pad: [u8; 7],
+}
+
+/// A lookup further from its ingress hook than this is not the same packet's.
+const LAST_INGRESS_MAX_AGE_NS: u64 = 1_000_000;
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const VLAN_HDR_LEN: usize = 4;
+
+#[classifier]
+pub fn tc_ingress(ctx: TcContext) -> i32 {
+    observe(&ctx, DIR_INGRESS);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn tc_egress(ctx: TcContext) -> i32 {
+    observe(&ctx, DIR_EGRESS);
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn bump(counter: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(counter) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+fn is_vip(addr: &[u8; 16]) -> bool {
+    // SAFETY: the value is only tested for presence.
+    unsafe { VIPS.get(addr).is_some() }
+}
+
+#[inline(always)]
+fn client_port() -> u16 {
+    CONFIG.get(0).map(|c| c.client_port).unwrap_or(0)
+}
+
+/// Keeps a packet of a VIP flow; with a client port, only that client's flow.
+#[inline(always)]
+fn wanted(src: &[u8; 16], dst: &[u8; 16], sport: u16, dport: u16) -> bool {
+    let port = client_port();
+    if is_vip(dst) {
+        port == 0 || sport == port
+    } else if is_vip(src) {
+        port == 0 || dport == port
+    } else {
+        false
+    }
+}
+
+#[inline(always)]
+fn observe(ctx: &TcContext, dir: u8) {
+    let _ = try_observe(ctx, dir);
+}
+
+fn try_observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
+    let eth: EthHdr = ctx.load(0).map_err(|_| ())?;
+    let mut ether_type = u16::from_be(eth.ether_type);
+    let mut l3 = EthHdr::LEN;
+    // SAFETY: ctx.skb.skb is the valid __sk_buff the program was called with.
+    let skb = unsafe { &*ctx.skb.skb };
+    let mut vlan = if skb.vlan_present != 0 {
+        skb.vlan_tci as u16
+    } else {
+        0
+    };
+    if ether_type == ETH_P_8021Q {
+        let tci: u16 = ctx.load(l3).map_err(|_| ())?;
+        let inner: u16 = ctx.load(l3 + 2).map_err(|_| ())?;
+        vlan = u16::from_be(tci);
+        ether_type = u16::from_be(inner);
+        l3 += VLAN_HDR_LEN;
+    }
+
+    let (family, src, dst, proto, ip_len, l4) = match ether_type {
+        ETH_P_IP => {
+            let ip: Ipv4Hdr = ctx.load(l3).map_err(|_| ())?;
+            let ihl = ((ip.vihl & 0x0f) as usize) * 4;
+            (
+                AF_INET,
+                v4_mapped(ip.src_addr),
+                v4_mapped(ip.dst_addr),
+                ip.proto,
+                u16::from_be_bytes(ip.tot_len),
+                l3 + ihl,
+            )
+        }
+        ETH_P_IPV6 => {
+            let ip: Ipv6Hdr = ctx.load(l3).map_err(|_| ())?;
+            (
+                AF_INET6,
+                ip.src_addr,
+                ip.dst_addr,
+                ip.next_hdr,
+                u16::from_be_bytes(ip.payload_len).wrapping_add(Ipv6Hdr::LEN as u16),
+                l3 + Ipv6Hdr::LEN,
+            )
+        }
+        _ => return Ok(()),
+    };
+
+    let (sport, dport, tcp_flags) = match proto {
+        PROTO_TCP => {
+            let ports: [u8; 4] = ctx.load(l4).map_err(|_| ())?;
+            let flags: u8 = ctx.load(l4 + 13).map_err(|_| ())?;
+            (
+                u16::from_be_bytes([ports[0], ports[1]]),
+                u16::from_be_bytes([ports[2], ports[3]]),
+                flags,
+            )
+        }
+        PROTO_UDP => {
+            let ports: [u8; 4] = ctx.load(l4).map_err(|_| ())?;
+            (
+                u16::from_be_bytes([ports[0], ports[1]]),
+                u16::from_be_bytes([ports[2], ports[3]]),
+                0,
+            )
+        }
+        PROTO_ICMP | PROTO_ICMPV6 => (0, 0, 0),
+        _ => return Ok(()),
+    };
+
+    if !wanted(&src, &dst, sport, dport) {
+        return Ok(());
+    }
+    bump(COUNTER_MATCHED);
+
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    if dir == DIR_INGRESS {
+        if let Some(last) = LAST_INGRESS.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot, only this CPU writes it.
+            unsafe {
+                *last = LastIngress {
+                    ts_ns,
+                    src,
+                    dst,
+                    ifindex: skb.ifindex,
+                    sport,
+                    dport,
+                    proto,
+                    _pad: [0; 7],
+                };
+            }
+        }
+    }
+
+    let record = PacketRecord {
+        kind: KIND_PACKET,
+        ifindex: skb.ifindex,
+        ts_ns,
+        src,
+        dst,
+        eth_src: eth.src_addr,
+        eth_dst: eth.dst_addr,
+        sport,
+        dport,
+        ip_len,
+        vlan,
+        mark: skb.mark,
+        hash: skb.hash,
+        dir,
+        family,
+        proto,
+        tcp_flags,
+    };
+    if EVENTS.output::<PacketRecord>(&record, 0).is_err() {
+        bump(COUNTER_LOST);
+    }
+    Ok(())
+}
+
+#[tracepoint]
+pub fn fib_lookup(ctx: TracePointContext) -> u32 {
+    let _ = try_fib(&ctx, 0, AF_INET);
+    0
+}
+
+#[tracepoint]
+pub fn fib6_lookup(ctx: TracePointContext) -> u32 {
+    let _ = try_fib(&ctx, 1, AF_INET6);
+    0
+}
+
+#[inline(always)]
+fn read<T>(ctx: &TracePointContext, offset: u16) -> Result<T, ()> {
+    // SAFETY: offsets come from the tracepoint's own format file; the helper checks the read.
+    unsafe { ctx.read_at::<T>(offset as usize).map_err(|_| ()) }
+}
+
+fn try_fib(ctx: &TracePointContext, index: u32, family: u8) -> Result<(), ()> {
+    let off = *FIB_OFFSETS.get(index).ok_or(())?;
+    if off.valid == 0 {
+        return Ok(());
+    }
+    let (src, dst) = if family == AF_INET {
+        (
+            v4_mapped(read::<[u8; 4]>(ctx, off.src)?),
+            v4_mapped(read::<[u8; 4]>(ctx, off.dst)?),
+        )
+    } else {
+        (
+            read::<[u8; 16]>(ctx, off.src)?,
+            read::<[u8; 16]>(ctx, off.dst)?,
+        )
+    };
+    if !is_vip(&src) && !is_vip(&dst) {
+        return Ok(());
+    }
+    let iif: i32 = read(ctx, off.iif)?;
+
+    // Only lookups made for a packet we just saw come in (see LAST_INGRESS).
+    let last = LAST_INGRESS.get(0).ok_or(())?;
+    let now = unsafe { bpf_ktime_get_ns() };
+    if last.ts_ns == 0
+        || now.wrapping_sub(last.ts_ns) > LAST_INGRESS_MAX_AGE_NS
+        || last.ifindex as i32 != iif
+        || last.src != src
+        || last.dst != dst
+    {
+        return Ok(());
+    }
+
+    // Filled in place: a FibRecord on the BPF stack would not fit beside the reads above.
+    let Some(mut entry) = EVENTS.reserve::<FibRecord>(0) else {
+        bump(COUNTER_LOST);
+        return Ok(());
+    };
+    let r = entry.as_mut_ptr();
+    // SAFETY: `r` points at a reserved, exclusively owned FibRecord-sized slot.
+    unsafe {
+        (*r).kind = KIND_FIB;
+        (*r).table = read(ctx, off.tb_id).unwrap_or(0);
+        (*r).ts_ns = now;
+        (*r).err = read(ctx, off.err).unwrap_or(0);
+        (*r).oif = read(ctx, off.oif).unwrap_or(0);
+        (*r).iif = iif;
+        (*r).sport = last.sport;
+        (*r).dport = last.dport;
+        (*r).src = src;
+        (*r).dst = dst;
+        (*r).gw = if family == AF_INET {
+            v4_mapped(read::<[u8; 4]>(ctx, off.gw).unwrap_or([0; 4]))
+        } else {
+            read::<[u8; 16]>(ctx, off.gw).unwrap_or([0; 16])
+        };
+        (*r).dev = read(ctx, off.name).unwrap_or([0; 16]);
+        (*r).family = family;
+        (*r).proto = last.proto;
+        (*r)._pad = [0; 6];
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";
