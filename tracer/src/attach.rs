@@ -1,0 +1,232 @@
+//! Loading the eBPF object, filling its maps and attaching its programs.
+//!
+//! All or nothing for the TC side: if any interface cannot be attached, everything already
+//! attached is detached before the error is returned. The fib tracepoints are best effort:
+//! without them the tracer still names the next-hop from the wire, and says what it lacks.
+//! TCX links (kernel >= 6.6) are file descriptors owned by [`Probes`]: they disappear with
+//! the process, also when it is killed, so nothing of ours can be left on an interface.
+use std::{collections::HashSet, net::IpAddr, path::Path};
+
+use anyhow::{anyhow, Context, Result};
+use aya::{
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{SchedClassifier, TcAttachType, TracePoint},
+    util::KernelVersion,
+    Ebpf,
+};
+use tracer_common::{Config, FibOffsets, COUNTER_LOST};
+
+use crate::{events::vip_key, netns::Netns, tracefs};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("TRACER_EBPF_OBJECT"));
+
+/// What the loader attached and could not attach, for the ready line/record.
+#[derive(Debug, Clone, Default)]
+pub struct Ready {
+    pub netns: String,
+    pub vips: Vec<IpAddr>,
+    pub client_port: Option<u16>,
+    pub interfaces: Vec<String>,
+    /// Hooks attached, e.g. "tc:bridge0/ingress (tcx)", "tracepoint:fib/fib_table_lookup".
+    pub hooks: Vec<String>,
+    /// Hooks tried and refused by the kernel, with the reason.
+    pub refused: Vec<(String, String)>,
+    /// Hooks this kernel cannot offer, not tried, with the reason.
+    pub unavailable: Vec<(String, String)>,
+}
+
+pub struct Probes {
+    ebpf: Ebpf,
+    pub ready: Ready,
+}
+
+pub struct Request<'a> {
+    pub netns: &'a Netns,
+    pub vips: &'a [IpAddr],
+    pub client_port: Option<u16>,
+    pub interfaces: &'a [String],
+}
+
+fn tc_mode() -> &'static str {
+    match KernelVersion::current() {
+        Ok(v) if v >= KernelVersion::new(6, 6, 0) => "tcx",
+        _ => "netlink clsact",
+    }
+}
+
+impl Probes {
+    pub fn load(req: &Request) -> Result<Probes> {
+        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| {
+            anyhow!("the kernel refused the tracer's eBPF maps ({e}); a kernel >= 5.8 with BPF ring buffers is needed")
+        })?;
+        let mut ready = Ready {
+            netns: req.netns.label.clone(),
+            vips: req.vips.to_vec(),
+            client_port: req.client_port,
+            interfaces: req.interfaces.to_vec(),
+            ..Default::default()
+        };
+
+        let mut vips: BpfHashMap<_, [u8; 16], u8> =
+            BpfHashMap::try_from(ebpf.map_mut("VIPS").context("map VIPS missing")?)?;
+        for vip in req.vips.iter().collect::<HashSet<_>>() {
+            vips.insert(vip_key(*vip), 1, 0)?;
+        }
+        let mut config: Array<_, Config> =
+            Array::try_from(ebpf.map_mut("CONFIG").context("map CONFIG missing")?)?;
+        config.set(
+            0,
+            Config {
+                client_port: req.client_port.unwrap_or(0),
+                _pad: [0; 6],
+            },
+            0,
+        )?;
+
+        attach_tc(&mut ebpf, req, &mut ready)?;
+        attach_fib(&mut ebpf, &mut ready);
+        note_unavailable(&mut ready);
+        Ok(Probes { ebpf, ready })
+    }
+
+    /// The ring buffer the programs write to; call once.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self.ebpf.take_map("EVENTS").context("map EVENTS missing")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// Records the programs could not write because the ring buffer was full.
+    pub fn lost(&self) -> Result<u64> {
+        let counters: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map("COUNTERS").context("map COUNTERS missing")?)?;
+        Ok(counters.get(&COUNTER_LOST, 0)?.iter().sum())
+    }
+
+    /// Detaches everything from inside the traced namespace (netlink-attached filters must
+    /// be removed from there) by dropping the programs on a thread in it.
+    pub fn detach(self, ns: &Netns) -> Result<()> {
+        let ebpf = self.ebpf;
+        ns.run(move || drop(ebpf))
+    }
+}
+
+fn attach_tc(ebpf: &mut Ebpf, req: &Request, ready: &mut Ready) -> Result<()> {
+    let mode = tc_mode();
+    for (name, attach_type) in [
+        ("tc_ingress", TcAttachType::Ingress),
+        ("tc_egress", TcAttachType::Egress),
+    ] {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing"))?
+            .try_into()?;
+        prog.load()
+            .with_context(|| format!("the kernel refused to load the TC program {name}"))?;
+        for iface in req.interfaces {
+            let res = req.netns.run(|| {
+                if mode != "tcx" {
+                    // Older kernels: the clsact qdisc may already exist (EEXIST is fine).
+                    let _ = aya::programs::tc::qdisc_add_clsact(iface);
+                }
+                prog.attach(iface, attach_type)
+            })?;
+            res.with_context(|| {
+                format!(
+                    "cannot attach the TC {} program to {iface} in netns {}",
+                    dir_name(attach_type),
+                    req.netns.label
+                )
+            })?;
+            ready
+                .hooks
+                .push(format!("tc:{iface}/{} ({mode})", dir_name(attach_type)));
+        }
+    }
+    Ok(())
+}
+
+fn dir_name(t: TcAttachType) -> &'static str {
+    match t {
+        TcAttachType::Ingress => "ingress",
+        _ => "egress",
+    }
+}
+
+/// The fib tracepoints: offsets from tracefs, then load and attach. Failures are recorded
+/// in `ready.refused`, not fatal.
+fn attach_fib(ebpf: &mut Ebpf, ready: &mut Ready) {
+    let tracefs = match tracefs::ensure_mounted() {
+        Ok(p) => p,
+        Err(e) => {
+            for tp in ["fib/fib_table_lookup", "fib6/fib6_table_lookup"] {
+                ready
+                    .refused
+                    .push((format!("tracepoint:{tp}"), e.to_string()));
+            }
+            return;
+        }
+    };
+    for (index, prog_name, category, event) in [
+        (0u32, "fib_lookup", "fib", "fib_table_lookup"),
+        (1u32, "fib6_lookup", "fib6", "fib6_table_lookup"),
+    ] {
+        let hook = format!("tracepoint:{category}/{event}");
+        match attach_one_fib(ebpf, &tracefs, index, prog_name, category, event) {
+            Ok(()) => ready.hooks.push(hook),
+            Err(e) => ready.refused.push((hook, format!("{e:#}"))),
+        }
+    }
+}
+
+fn attach_one_fib(
+    ebpf: &mut Ebpf,
+    tracefs: &Path,
+    index: u32,
+    prog_name: &str,
+    category: &str,
+    event: &str,
+) -> Result<()> {
+    let format_path = tracefs
+        .join("events")
+        .join(category)
+        .join(event)
+        .join("format");
+    let text = std::fs::read_to_string(&format_path)
+        .with_context(|| format!("cannot read {}", format_path.display()))?;
+    let offsets: FibOffsets = tracefs::fib_offsets(&text, index == 1)?;
+    let mut map: Array<_, FibOffsets> = Array::try_from(
+        ebpf.map_mut("FIB_OFFSETS")
+            .context("map FIB_OFFSETS missing")?,
+    )?;
+    map.set(index, offsets, 0)?;
+    let prog: &mut TracePoint = ebpf
+        .program_mut(prog_name)
+        .with_context(|| format!("program {prog_name} missing"))?
+        .try_into()?;
+    prog.load().context("the kernel refused to load it")?;
+    prog.attach(category, event).context("attach failed")?;
+    Ok(())
+}
+
+/// Hooks that would see the multipath choice directly, and why this kernel cannot give
+/// them. Not tried here: the next-hop comes from the routed packet's Ethernet destination.
+fn note_unavailable(ready: &mut Ready) {
+    let kprobes = [
+        "/sys/kernel/tracing/kprobe_events",
+        "/sys/kernel/debug/tracing/kprobe_events",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists());
+    if !kprobes {
+        ready.unavailable.push((
+            "kprobe:fib_select_path".into(),
+            "this kernel is built without kprobes (no kprobe_events in tracefs)".into(),
+        ));
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        ready.unavailable.push((
+            "fentry:fib_select_path".into(),
+            "no kernel BTF at /sys/kernel/btf/vmlinux".into(),
+        ));
+    }
+}

@@ -1,0 +1,149 @@
+//! Command line: what the operator can ask for, and the checks that turn bad input into one
+//! clear sentence before anything is loaded or attached.
+use std::{collections::HashSet, net::IpAddr, time::Duration};
+
+use anyhow::{bail, Result};
+use clap::Parser;
+
+/// Follow Meridio VIP flows through a proxy pod's network namespace, hop by hop, and name
+/// the ECMP next-hop (stateless-lb-frontend) the kernel really sent them to.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "tracer",
+    version,
+    after_help = "Example (on a node, proxy netns found with `ip netns` or a pid of the proxy pod):\n  \
+                  tracer --netns 12345 --vip 20.0.0.1 --vip 2000::1 --port 35000\n\
+                  then start one connection, e.g. `nc 20.0.0.1 4000 -p 35000` from the gateway."
+)]
+pub struct Args {
+    /// Proxy network namespace: a name under /var/run/netns, a path to a netns file
+    /// (e.g. /proc/<pid>/ns/net), or the pid of a process in the proxy pod.
+    #[arg(long, value_name = "NAME|PATH|PID")]
+    pub netns: String,
+
+    /// VIP to follow (IPv4 or IPv6, repeatable). Packets to or from it are traced.
+    #[arg(long = "vip", value_name = "IP", required = true, value_parser = parse_vip)]
+    pub vips: Vec<IpAddr>,
+
+    /// Follow only the flow of this client (source) port, e.g. the `-p` of `nc`.
+    #[arg(long, value_name = "CLIENT_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+
+    /// Interface to trace (repeatable): a bridge or a bridge port of the proxy. Default:
+    /// every bridge and each port enslaved to it.
+    #[arg(long = "iface", value_name = "NAME")]
+    pub ifaces: Vec<String>,
+
+    /// One JSON object per line instead of the text view.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Stop after this many seconds (default: run until Ctrl-C / SIGTERM).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+fn parse_vip(s: &str) -> Result<IpAddr, String> {
+    s.parse::<IpAddr>()
+        .map_err(|_| format!("{s:?} is not an IPv4 or IPv6 address"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err("the duration must be more than 0 seconds".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl Args {
+    /// Checks clap cannot express.
+    pub fn validate(&self) -> Result<()> {
+        let mut seen = HashSet::new();
+        for vip in &self.vips {
+            if !seen.insert(vip) {
+                bail!("VIP {vip} is given twice");
+            }
+            if vip.is_unspecified() || vip.is_multicast() || vip.is_loopback() {
+                bail!("{vip} cannot be a VIP (unspecified, loopback or multicast address)");
+            }
+        }
+        let mut seen = HashSet::new();
+        for iface in &self.ifaces {
+            if !seen.insert(iface) {
+                bail!("interface {iface} is given twice");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        let mut argv = vec!["tracer"];
+        argv.extend_from_slice(args);
+        Args::try_parse_from(argv)
+            .map_err(|e| e.to_string())
+            .and_then(|a| a.validate().map(|_| a).map_err(|e| e.to_string()))
+    }
+
+    #[test]
+    fn accepts_the_documented_form() {
+        let a = parse(&[
+            "--netns",
+            "proxy-a",
+            "--vip",
+            "20.0.0.1",
+            "--vip",
+            "2000::1",
+            "--port",
+            "35000",
+            "--duration",
+            "1.5",
+        ])
+        .unwrap();
+        assert_eq!(a.vips.len(), 2);
+        assert_eq!(a.port, Some(35000));
+        assert_eq!(a.duration, Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn rejects_bad_input_with_a_reason() {
+        for (args, needle) in [
+            (
+                &["--netns", "p", "--vip", "20.0.0.300"][..],
+                "not an IPv4 or IPv6",
+            ),
+            (
+                &["--netns", "p", "--vip", "1.2.3.4", "--vip", "1.2.3.4"],
+                "given twice",
+            ),
+            (&["--netns", "p", "--vip", "0.0.0.0"], "cannot be a VIP"),
+            (&["--netns", "p", "--vip", "1.2.3.4", "--port", "0"], "0"),
+            (
+                &["--netns", "p", "--vip", "1.2.3.4", "--port", "65536"],
+                "65536",
+            ),
+            (
+                &["--netns", "p", "--vip", "1.2.3.4", "--duration", "0"],
+                "more than 0",
+            ),
+            (&["--netns", "p"], "--vip"),
+            (&["--vip", "1.2.3.4"], "--netns"),
+            (
+                &[
+                    "--netns", "p", "--vip", "1.2.3.4", "--iface", "x", "--iface", "x",
+                ],
+                "given twice",
+            ),
+        ] {
+            let e = parse(args).unwrap_err();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+    }
+}

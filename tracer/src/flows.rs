@@ -1,0 +1,546 @@
+//! The flow table: the one place where events are correlated.
+//!
+//! Both directions of a connection are one flow, keyed by (protocol, VIP, VIP port, client,
+//! client port). Each packet hop is labelled with its path relative to the VIP (`ingress`:
+//! the VIP is the destination, `egress`: the VIP is the source). On the egress path the
+//! *routed hop* (the packet leaving the L3 interface, bridge0 in a Meridio proxy) names the
+//! next-hop the kernel really chose: its Ethernet destination, mapped back to an IP through
+//! the neighbour table. The bridge port the same frame then leaves by names the frontend link.
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
+
+use crate::{
+    events::{Dir, FibLookup, Mac, Packet},
+    kernel_state::{KernelState, NextHop, Rule},
+};
+
+/// Direction of travel relative to the VIP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PathDir {
+    /// Toward the VIP (gateway -> frontend -> proxy -> target).
+    Ingress,
+    /// From the VIP (target -> proxy -> frontend -> gateway).
+    Egress,
+}
+
+impl PathDir {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathDir::Ingress => "ingress",
+            PathDir::Egress => "egress",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub proto: u8,
+    pub vip: IpAddr,
+    pub vip_port: u16,
+    pub client: IpAddr,
+    pub client_port: u16,
+}
+
+impl FlowKey {
+    /// The flow a packet (or lookup) belongs to, and its path; `None` when neither address
+    /// is a VIP.
+    pub fn classify(
+        vips: &HashSet<IpAddr>,
+        proto: u8,
+        src: IpAddr,
+        sport: u16,
+        dst: IpAddr,
+        dport: u16,
+    ) -> Option<(FlowKey, PathDir)> {
+        if vips.contains(&dst) {
+            Some((
+                FlowKey {
+                    proto,
+                    vip: dst,
+                    vip_port: dport,
+                    client: src,
+                    client_port: sport,
+                },
+                PathDir::Ingress,
+            ))
+        } else if vips.contains(&src) {
+            Some((
+                FlowKey {
+                    proto,
+                    vip: src,
+                    vip_port: sport,
+                    client: dst,
+                    client_port: dport,
+                },
+                PathDir::Egress,
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// Where a hop sits in the proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HopKind {
+    /// A bridge port (conduit or proxy.cond port): L2.
+    Port,
+    /// An L3 interface (bridge0): egress here is the routed hop.
+    L3,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hop {
+    pub flow: FlowKey,
+    pub flow_id: u32,
+    pub path: PathDir,
+    /// Nanoseconds since the flow's first event.
+    pub rel_ns: u64,
+    pub ifname: String,
+    pub kind: HopKind,
+    pub packet: Packet,
+    /// On the routed egress hop: the next-hop IP its Ethernet destination belongs to.
+    pub nexthop: Option<IpAddr>,
+    /// True on the routed hop when the neighbour table has no entry for the MAC.
+    pub nexthop_unknown: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteHop {
+    pub flow: FlowKey,
+    pub flow_id: u32,
+    pub path: PathDir,
+    pub rel_ns: u64,
+    pub lookup: FibLookup,
+    /// The policy rule that points to the looked-up table for this source, when there is one.
+    pub rule: Option<Rule>,
+}
+
+/// One next-hop a flow's egress packets were sent to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NextHopUse {
+    pub ip: Option<IpAddr>,
+    pub mac: Mac,
+    pub port: Option<String>,
+    pub packets: u64,
+    pub first_rel_ns: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct FlowState {
+    id: u32,
+    first_ts: u64,
+    ingress_packets: u64,
+    ingress_port: Option<String>,
+    egress_packets: u64,
+    nexthops: Vec<NextHopUse>,
+    tables: Vec<u32>,
+}
+
+/// End-of-run account of one flow.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowSummary {
+    pub flow: FlowKey,
+    pub flow_id: u32,
+    pub ingress_port: Option<String>,
+    pub ingress_packets: u64,
+    pub egress_packets: u64,
+    pub nexthops: Vec<NextHopUse>,
+    /// Every egress packet went to the same next-hop.
+    pub consistent: bool,
+    /// The VIP's source rule, its table and that table's default-route next-hops.
+    pub rule: Option<Rule>,
+    pub table: Option<u32>,
+    pub candidates: Vec<NextHop>,
+    /// Whether the (single) next-hop taken is one of `candidates`; `None` when unknown.
+    pub nexthop_in_route: Option<bool>,
+}
+
+impl FlowSummary {
+    /// The next-hop taken, when there was exactly one.
+    pub fn nexthop(&self) -> Option<&NextHopUse> {
+        match self.nexthops.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct FlowTable {
+    vips: HashSet<IpAddr>,
+    flows: HashMap<FlowKey, FlowState>,
+    next_id: u32,
+}
+
+impl FlowTable {
+    pub fn new(vips: impl IntoIterator<Item = IpAddr>) -> FlowTable {
+        FlowTable {
+            vips: vips.into_iter().collect(),
+            ..Default::default()
+        }
+    }
+
+    fn flow(&mut self, key: &FlowKey, ts: u64) -> &mut FlowState {
+        if !self.flows.contains_key(key) {
+            self.next_id += 1;
+            let state = FlowState {
+                id: self.next_id,
+                first_ts: ts,
+                ..Default::default()
+            };
+            self.flows.insert(key.clone(), state);
+        }
+        self.flows.get_mut(key).expect("inserted above")
+    }
+
+    /// Correlates one packet hop. `None` for packets of no VIP flow or on an interface the
+    /// snapshot does not know.
+    pub fn on_packet(&mut self, p: Packet, state: &KernelState) -> Option<Hop> {
+        let (key, path) = FlowKey::classify(&self.vips, p.proto, p.src, p.sport, p.dst, p.dport)?;
+        let link = state.link(p.ifindex)?;
+        let kind = if state.is_bridge_port(p.ifindex) {
+            HopKind::Port
+        } else {
+            HopKind::L3
+        };
+        let flow = self.flow(&key, p.ts_ns);
+        let rel_ns = p.ts_ns.saturating_sub(flow.first_ts);
+        let mut nexthop = None;
+        let mut nexthop_unknown = false;
+        match (path, kind, p.dir) {
+            // A packet enters the proxy on a bridge port: count it once, there.
+            (PathDir::Ingress, HopKind::Port, Dir::Ingress) => {
+                flow.ingress_packets += 1;
+                flow.ingress_port.get_or_insert_with(|| link.name.clone());
+            }
+            // The routed hop: the Ethernet destination is the chosen next-hop.
+            (PathDir::Egress, HopKind::L3, Dir::Egress) => {
+                flow.egress_packets += 1;
+                nexthop = state.neighbour_ip(p.ifindex, &p.eth_dst, p.dst.is_ipv6());
+                nexthop_unknown = nexthop.is_none();
+                match flow.nexthops.iter_mut().find(|n| n.mac == p.eth_dst) {
+                    Some(n) => {
+                        n.packets += 1;
+                        n.ip = n.ip.or(nexthop);
+                    }
+                    None => flow.nexthops.push(NextHopUse {
+                        ip: nexthop,
+                        mac: p.eth_dst,
+                        port: None,
+                        packets: 1,
+                        first_rel_ns: rel_ns,
+                    }),
+                }
+            }
+            // The same frame leaving by a bridge port names the frontend link.
+            (PathDir::Egress, HopKind::Port, Dir::Egress) => {
+                if let Some(n) = flow.nexthops.iter_mut().find(|n| n.mac == p.eth_dst) {
+                    n.port.get_or_insert_with(|| link.name.clone());
+                }
+            }
+            _ => {}
+        }
+        Some(Hop {
+            flow_id: flow.id,
+            flow: key,
+            path,
+            rel_ns,
+            ifname: link.name.clone(),
+            kind,
+            packet: p,
+            nexthop,
+            nexthop_unknown,
+        })
+    }
+
+    /// Correlates a routing table lookup made for a traced packet.
+    pub fn on_fib(&mut self, f: FibLookup, state: &KernelState) -> Option<RouteHop> {
+        let (key, path) = FlowKey::classify(&self.vips, f.proto, f.src, f.sport, f.dst, f.dport)?;
+        let rule = state
+            .source_rule(f.src)
+            .filter(|r| r.table == Some(f.table))
+            .cloned();
+        let flow = self.flow(&key, f.ts_ns);
+        if f.err == 0 && !flow.tables.contains(&f.table) {
+            flow.tables.push(f.table);
+        }
+        Some(RouteHop {
+            flow_id: flow.id,
+            flow: key,
+            path,
+            rel_ns: f.ts_ns.saturating_sub(flow.first_ts),
+            lookup: f,
+            rule,
+        })
+    }
+
+    /// One summary per flow, in the order flows were first seen; `state` should be fresh.
+    pub fn summaries(&self, state: &KernelState) -> Vec<FlowSummary> {
+        let mut out: Vec<FlowSummary> = self
+            .flows
+            .iter()
+            .map(|(key, f)| {
+                let rule = state.source_rule(key.vip).cloned();
+                let table = rule
+                    .as_ref()
+                    .and_then(|r| r.table)
+                    .or(f.tables.first().copied());
+                let candidates = table
+                    .map(|t| state.default_nexthops(t, key.vip.is_ipv6()))
+                    .unwrap_or_default();
+                let nexthop_in_route = match f.nexthops.as_slice() {
+                    [one] if !candidates.is_empty() => {
+                        Some(one.ip.is_some() && candidates.iter().any(|c| c.gw == one.ip))
+                    }
+                    _ => None,
+                };
+                FlowSummary {
+                    flow: key.clone(),
+                    flow_id: f.id,
+                    ingress_port: f.ingress_port.clone(),
+                    ingress_packets: f.ingress_packets,
+                    egress_packets: f.egress_packets,
+                    consistent: f.nexthops.len() <= 1,
+                    nexthops: f.nexthops.clone(),
+                    rule,
+                    table,
+                    candidates,
+                    nexthop_in_route,
+                }
+            })
+            .collect();
+        out.sort_by_key(|s| s.flow_id);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel_state::{Link, Neighbour, Route};
+
+    const BR: u32 = 2;
+    const TO_A: u32 = 3;
+    const TO_B: u32 = 4;
+    const TO_TARGET: u32 = 5;
+    const MAC_A: Mac = [2, 0, 0, 0, 0, 0xa];
+    const MAC_B: Mac = [2, 0, 0, 0, 0, 0xb];
+    const MAC_BR: Mac = [2, 0, 0, 0, 0, 1];
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn link(index: u32, name: &str, master: Option<u32>) -> (u32, Link) {
+        let l = Link {
+            index,
+            name: name.into(),
+            mac: None,
+            master,
+            is_bridge: master.is_none(),
+        };
+        (index, l)
+    }
+
+    fn proxy() -> KernelState {
+        KernelState {
+            links: [
+                link(BR, "bridge0", None),
+                link(TO_A, "conduit-a.-3150", Some(BR)),
+                link(TO_B, "conduit-a.-6496", Some(BR)),
+                link(TO_TARGET, "proxy.cond-0a85", Some(BR)),
+            ]
+            .into_iter()
+            .collect(),
+            neighbours: vec![
+                Neighbour {
+                    ip: ip("172.16.0.3"),
+                    mac: MAC_A,
+                    ifindex: BR,
+                },
+                Neighbour {
+                    ip: ip("172.16.0.5"),
+                    mac: MAC_B,
+                    ifindex: BR,
+                },
+            ],
+            rules: vec![Rule {
+                priority: 32765,
+                src: Some((ip("20.0.0.1"), 32)),
+                fwmark: None,
+                iif: None,
+                other_selectors: false,
+                table: Some(7),
+                v6: false,
+            }],
+            routes: vec![Route {
+                table: 7,
+                dst: None,
+                v6: false,
+                nexthops: ["172.16.0.3", "172.16.0.5"]
+                    .iter()
+                    .map(|g| NextHop {
+                        gw: Some(ip(g)),
+                        ifindex: BR,
+                        weight: 1,
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    fn pkt(ts: u64, ifindex: u32, dir: Dir, egress: bool, eth_dst: Mac) -> Packet {
+        let (vip, client) = (ip("20.0.0.1"), ip("169.254.100.150"));
+        let (src, sport, dst, dport) = if egress {
+            (vip, 4000, client, 35000)
+        } else {
+            (client, 35000, vip, 4000)
+        };
+        Packet {
+            ts_ns: ts,
+            ifindex,
+            dir,
+            proto: 6,
+            src,
+            dst,
+            sport,
+            dport,
+            len: 60,
+            tcp_flags: 0x10,
+            eth_src: [0; 6],
+            eth_dst,
+            vlan: 0,
+            mark: 0,
+            hash: 0,
+        }
+    }
+
+    /// One egress packet through the proxy to frontend `mac` on `port`.
+    fn egress(t: &mut FlowTable, s: &KernelState, ts: u64, mac: Mac, port: u32) -> Vec<Hop> {
+        [
+            pkt(ts, TO_TARGET, Dir::Ingress, true, MAC_BR),
+            pkt(ts + 1, BR, Dir::Ingress, true, MAC_BR),
+            pkt(ts + 2, BR, Dir::Egress, true, mac),
+            pkt(ts + 3, port, Dir::Egress, true, mac),
+        ]
+        .into_iter()
+        .filter_map(|p| t.on_packet(p, s))
+        .collect()
+    }
+
+    #[test]
+    fn both_directions_are_one_flow_and_the_routed_hop_names_the_next_hop() {
+        let s = proxy();
+        let mut t = FlowTable::new([ip("20.0.0.1")]);
+        let h = t
+            .on_packet(pkt(100, TO_A, Dir::Ingress, false, MAC_A), &s)
+            .unwrap();
+        assert_eq!(
+            (h.path, h.kind, h.rel_ns),
+            (PathDir::Ingress, HopKind::Port, 0)
+        );
+        t.on_packet(pkt(110, TO_TARGET, Dir::Egress, false, MAC_A), &s);
+        let hops = egress(&mut t, &s, 200, MAC_B, TO_B);
+        assert_eq!(hops.len(), 4);
+        assert!(hops
+            .iter()
+            .all(|h| h.flow_id == 1 && h.path == PathDir::Egress));
+        assert_eq!(hops[2].nexthop, Some(ip("172.16.0.5")));
+        assert_eq!(hops[2].rel_ns, 102);
+        assert_eq!(hops[0].nexthop, None);
+
+        let [sum] = t.summaries(&s).try_into().unwrap();
+        assert_eq!((sum.ingress_packets, sum.egress_packets), (1, 1));
+        assert_eq!(sum.ingress_port.as_deref(), Some("conduit-a.-3150"));
+        let nh = sum.nexthop().unwrap();
+        assert_eq!(
+            (nh.ip, nh.port.as_deref()),
+            (Some(ip("172.16.0.5")), Some("conduit-a.-6496"))
+        );
+        assert!(sum.consistent);
+        assert_eq!((sum.table, sum.nexthop_in_route), (Some(7), Some(true)));
+        assert_eq!(sum.candidates.len(), 2);
+    }
+
+    #[test]
+    fn a_flow_split_over_two_next_hops_is_not_consistent() {
+        let s = proxy();
+        let mut t = FlowTable::new([ip("20.0.0.1")]);
+        egress(&mut t, &s, 10, MAC_A, TO_A);
+        egress(&mut t, &s, 20, MAC_B, TO_B);
+        egress(&mut t, &s, 30, MAC_B, TO_B);
+        let [sum] = t.summaries(&s).try_into().unwrap();
+        assert!(!sum.consistent);
+        assert_eq!(sum.nexthop_in_route, None);
+        let counts: Vec<(Option<IpAddr>, u64)> =
+            sum.nexthops.iter().map(|n| (n.ip, n.packets)).collect();
+        assert_eq!(
+            counts,
+            vec![(Some(ip("172.16.0.3")), 1), (Some(ip("172.16.0.5")), 2)]
+        );
+    }
+
+    #[test]
+    fn a_next_hop_outside_the_vip_table_is_flagged() {
+        let mut s = proxy();
+        s.neighbours.push(Neighbour {
+            ip: ip("172.16.0.9"),
+            mac: [9; 6],
+            ifindex: BR,
+        });
+        let mut t = FlowTable::new([ip("20.0.0.1")]);
+        egress(&mut t, &s, 10, [9; 6], TO_A);
+        let [sum] = t.summaries(&s).try_into().unwrap();
+        assert_eq!(sum.nexthop_in_route, Some(false));
+    }
+
+    #[test]
+    fn unknown_mac_and_foreign_packets() {
+        let s = proxy();
+        let mut t = FlowTable::new([ip("20.0.0.1")]);
+        let hops = egress(&mut t, &s, 10, [7; 6], TO_A);
+        assert!(hops[2].nexthop_unknown);
+        let mut other = pkt(1, BR, Dir::Ingress, false, MAC_BR);
+        other.dst = ip("20.0.0.2");
+        assert!(t.on_packet(other, &s).is_none());
+        assert!(t
+            .on_packet(pkt(1, 99, Dir::Ingress, false, MAC_BR), &s)
+            .is_none());
+    }
+
+    #[test]
+    fn fib_lookup_gets_the_rule_that_selected_its_table() {
+        let s = proxy();
+        let mut t = FlowTable::new([ip("20.0.0.1")]);
+        let f = FibLookup {
+            ts_ns: 5,
+            table: 7,
+            err: 0,
+            iif: BR as i32,
+            oif: 0,
+            proto: 6,
+            src: ip("20.0.0.1"),
+            dst: ip("169.254.100.150"),
+            sport: 4000,
+            dport: 35000,
+            gw: ip("172.16.0.3"),
+            dev: "bridge0".into(),
+        };
+        let r = t.on_fib(f.clone(), &s).unwrap();
+        assert_eq!((r.path, r.rule.unwrap().priority), (PathDir::Egress, 32765));
+        let r = t
+            .on_fib(
+                FibLookup {
+                    table: 255,
+                    err: -11,
+                    ..f
+                },
+                &s,
+            )
+            .unwrap();
+        assert!(r.rule.is_none());
+    }
+}

@@ -1,0 +1,491 @@
+//! What the traced namespace's kernel holds: links, neighbours, policy rules and routes,
+//! read over rtnetlink from inside that namespace (never by parsing `ip` output).
+//!
+//! [`KernelState`] is a plain snapshot with the lookups the flow table needs; [`Netlink`]
+//! owns the socket (bound to the namespace when it was created) and takes snapshots.
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use anyhow::{Context, Result};
+use futures::TryStreamExt;
+use rtnetlink::{
+    packet_route::{
+        link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
+        neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
+        route::{RouteAddress, RouteAttribute, RouteMessage},
+        rule::{RuleAction, RuleAttribute, RuleMessage},
+        AddressFamily,
+    },
+    Handle, IpVersion,
+};
+
+use crate::{events::Mac, netns::Netns};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mac: Option<Mac>,
+    /// Index of the bridge (or other controller) this link is enslaved to.
+    pub master: Option<u32>,
+    pub is_bridge: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    pub ip: IpAddr,
+    pub mac: Mac,
+    pub ifindex: u32,
+}
+
+/// One `ip rule`. Only the selectors Meridio uses are kept; a rule with any other selector
+/// is marked `other_selectors` so it is never mistaken for a plain source rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub priority: u32,
+    pub src: Option<(IpAddr, u8)>,
+    pub fwmark: Option<u32>,
+    pub iif: Option<String>,
+    pub other_selectors: bool,
+    /// Table for `lookup` rules; `None` for other actions.
+    pub table: Option<u32>,
+    pub v6: bool,
+}
+
+impl Rule {
+    /// `from 20.0.0.1`, `fwmark 0x1389`, ... as `ip rule` would print the selector.
+    pub fn selector(&self) -> String {
+        let mut parts = Vec::new();
+        match self.src {
+            Some((ip, len)) if len == host_len(ip) => parts.push(format!("from {ip}")),
+            Some((ip, len)) => parts.push(format!("from {ip}/{len}")),
+            None => parts.push("from all".to_string()),
+        }
+        if let Some(m) = self.fwmark {
+            parts.push(format!("fwmark {m:#x}"));
+        }
+        if let Some(i) = &self.iif {
+            parts.push(format!("iif {i}"));
+        }
+        parts.join(" ")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NextHop {
+    pub gw: Option<IpAddr>,
+    pub ifindex: u32,
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub table: u32,
+    pub dst: Option<(IpAddr, u8)>,
+    pub v6: bool,
+    pub nexthops: Vec<NextHop>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelState {
+    pub links: BTreeMap<u32, Link>,
+    pub neighbours: Vec<Neighbour>,
+    pub rules: Vec<Rule>,
+    pub routes: Vec<Route>,
+}
+
+impl KernelState {
+    pub fn link(&self, ifindex: u32) -> Option<&Link> {
+        self.links.get(&ifindex)
+    }
+
+    pub fn link_by_name(&self, name: &str) -> Option<&Link> {
+        self.links.values().find(|l| l.name == name)
+    }
+
+    /// Every bridge with the ports enslaved to it: the interfaces of a Meridio proxy.
+    pub fn bridges_and_ports(&self) -> Vec<&Link> {
+        let bridges: Vec<u32> = self
+            .links
+            .values()
+            .filter(|l| l.is_bridge)
+            .map(|l| l.index)
+            .collect();
+        self.links
+            .values()
+            .filter(|l| l.is_bridge || l.master.is_some_and(|m| bridges.contains(&m)))
+            .collect()
+    }
+
+    pub fn is_bridge_port(&self, ifindex: u32) -> bool {
+        self.link(ifindex)
+            .and_then(|l| l.master)
+            .and_then(|m| self.link(m))
+            .is_some_and(|m| m.is_bridge)
+    }
+
+    /// The IP whose neighbour entry on `ifindex` holds `mac`: how a routed packet's
+    /// Ethernet destination names the next-hop the kernel chose.
+    pub fn neighbour_ip(&self, ifindex: u32, mac: &Mac, v6: bool) -> Option<IpAddr> {
+        self.neighbours
+            .iter()
+            .filter(|n| n.ifindex == ifindex && &n.mac == mac && n.ip.is_ipv6() == v6)
+            // A global address beats a link-local one for the same MAC (IPv6 routers).
+            .min_by_key(|n| matches!(n.ip, IpAddr::V6(a) if a.is_unicast_link_local()))
+            .map(|n| n.ip)
+    }
+
+    /// The first rule, in priority order, that sends traffic from `src` to a table by a
+    /// source selector alone: Meridio's per-VIP rule (`from <VIP> lookup <T>`).
+    pub fn source_rule(&self, src: IpAddr) -> Option<&Rule> {
+        let mut rules: Vec<&Rule> = self
+            .rules
+            .iter()
+            .filter(|r| r.v6 == src.is_ipv6())
+            .collect();
+        rules.sort_by_key(|r| r.priority);
+        rules.into_iter().find(|r| {
+            r.table.is_some()
+                && r.fwmark.is_none()
+                && r.iif.is_none()
+                && !r.other_selectors
+                && r.src
+                    .is_some_and(|(net, len)| prefix_contains(net, len, src))
+        })
+    }
+
+    /// Next-hops of the default route in `table` for the family of `v6`.
+    pub fn default_nexthops(&self, table: u32, v6: bool) -> Vec<NextHop> {
+        self.routes
+            .iter()
+            .find(|r| r.table == table && r.v6 == v6 && r.dst.is_none_or(|(_, len)| len == 0))
+            .map(|r| r.nexthops.clone())
+            .unwrap_or_default()
+    }
+}
+
+fn host_len(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+pub fn prefix_contains(net: IpAddr, len: u8, ip: IpAddr) -> bool {
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(len.min(128)))
+                .unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
+/// An rtnetlink connection whose socket lives in the traced namespace.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// Opens the socket inside `ns`; the connection task runs on the current tokio runtime.
+    pub fn connect(ns: &Netns) -> Result<Netlink> {
+        let rt = tokio::runtime::Handle::current();
+        let (conn, handle, _) = ns
+            .run(|| {
+                let _guard = rt.enter();
+                rtnetlink::new_connection()
+            })?
+            .context("cannot open a netlink socket in the traced namespace")?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    pub async fn snapshot(&self) -> Result<KernelState> {
+        let links = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect::<Vec<LinkMessage>>()
+            .await
+            .context("netlink: listing links")?;
+        let mut rules = Vec::new();
+        let mut routes = Vec::new();
+        for (version, v6) in [(IpVersion::V4, false), (IpVersion::V6, true)] {
+            let msgs: Vec<RuleMessage> = self
+                .handle
+                .rule()
+                .get(version)
+                .execute()
+                .try_collect()
+                .await
+                .context("netlink: listing rules")?;
+            rules.extend(msgs.iter().map(|m| parse_rule(m, v6)));
+            let mut req = RouteMessage::default();
+            req.header.address_family = if v6 {
+                AddressFamily::Inet6
+            } else {
+                AddressFamily::Inet
+            };
+            let msgs: Vec<RouteMessage> = self
+                .handle
+                .route()
+                .get(req)
+                .execute()
+                .try_collect()
+                .await
+                .context("netlink: listing routes")?;
+            routes.extend(msgs.iter().map(|m| parse_route(m, v6)));
+        }
+        Ok(KernelState {
+            links: links.iter().map(parse_link).map(|l| (l.index, l)).collect(),
+            neighbours: self.neighbours().await?,
+            rules,
+            routes,
+        })
+    }
+
+    pub async fn neighbours(&self) -> Result<Vec<Neighbour>> {
+        let msgs: Vec<NeighbourMessage> = self
+            .handle
+            .neighbours()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .context("netlink: listing neighbours")?;
+        Ok(msgs.iter().filter_map(parse_neighbour).collect())
+    }
+}
+
+fn mac_of(bytes: &[u8]) -> Option<Mac> {
+    bytes.try_into().ok()
+}
+
+fn parse_link(m: &LinkMessage) -> Link {
+    let mut link = Link {
+        index: m.header.index,
+        name: String::new(),
+        mac: None,
+        master: None,
+        is_bridge: false,
+    };
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => link.name = n.clone(),
+            LinkAttribute::Address(b) => link.mac = mac_of(b),
+            LinkAttribute::Controller(i) => link.master = Some(*i),
+            LinkAttribute::LinkInfo(infos) => {
+                link.is_bridge = infos
+                    .iter()
+                    .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge)))
+            }
+            _ => {}
+        }
+    }
+    link
+}
+
+fn parse_neighbour(m: &NeighbourMessage) -> Option<Neighbour> {
+    let mut ip = None;
+    let mut mac = None;
+    for a in &m.attributes {
+        match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                ip = Some(IpAddr::V4(*v4))
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                ip = Some(IpAddr::V6(*v6))
+            }
+            NeighbourAttribute::LinkLocalAddress(b) => mac = mac_of(b),
+            _ => {}
+        }
+    }
+    Some(Neighbour {
+        ip: ip?,
+        mac: mac?,
+        ifindex: m.header.ifindex,
+    })
+}
+
+fn parse_rule(m: &RuleMessage, v6: bool) -> Rule {
+    let mut rule = Rule {
+        priority: 0,
+        src: None,
+        fwmark: None,
+        iif: None,
+        other_selectors: m.header.dst_len != 0 || m.header.tos != 0,
+        table: (m.header.action == RuleAction::ToTable).then_some(u32::from(m.header.table)),
+        v6,
+    };
+    for a in &m.attributes {
+        match a {
+            RuleAttribute::Priority(p) => rule.priority = *p,
+            RuleAttribute::Source(ip) => rule.src = Some((*ip, m.header.src_len)),
+            RuleAttribute::FwMark(mark) => rule.fwmark = Some(*mark),
+            RuleAttribute::Iifname(i) => rule.iif = Some(i.clone()),
+            RuleAttribute::Table(t) if rule.table.is_some() => rule.table = Some(*t),
+            RuleAttribute::Oifname(_)
+            | RuleAttribute::UidRange(_)
+            | RuleAttribute::IpProtocol(_)
+            | RuleAttribute::SourcePortRange(_)
+            | RuleAttribute::DestinationPortRange(_) => rule.other_selectors = true,
+            _ => {}
+        }
+    }
+    rule
+}
+
+fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+fn parse_route(m: &RouteMessage, v6: bool) -> Route {
+    let mut table = u32::from(m.header.table);
+    let mut dst = None;
+    let mut single = NextHop {
+        gw: None,
+        ifindex: 0,
+        weight: 1,
+    };
+    let mut nexthops = Vec::new();
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Destination(d) => {
+                dst = route_ip(d).map(|ip| (ip, m.header.destination_prefix_length))
+            }
+            RouteAttribute::Gateway(g) => single.gw = route_ip(g),
+            RouteAttribute::Oif(i) => single.ifindex = *i,
+            RouteAttribute::MultiPath(hops) => {
+                nexthops = hops
+                    .iter()
+                    .map(|h| NextHop {
+                        gw: h.attributes.iter().find_map(|a| match a {
+                            RouteAttribute::Gateway(g) => route_ip(g),
+                            _ => None,
+                        }),
+                        ifindex: h.interface_index,
+                        weight: u32::from(h.hops) + 1,
+                    })
+                    .collect()
+            }
+            _ => {}
+        }
+    }
+    if nexthops.is_empty() && (single.gw.is_some() || single.ifindex != 0) {
+        nexthops.push(single);
+    }
+    if dst.is_none() && m.header.destination_prefix_length != 0 {
+        // A prefix length without an address cannot happen; keep the route unmatched.
+        let unspecified = if v6 {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
+        dst = Some((unspecified, m.header.destination_prefix_length));
+    }
+    Route {
+        table,
+        dst,
+        v6,
+        nexthops,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn rule(priority: u32, src: Option<(&str, u8)>, fwmark: Option<u32>, table: u32) -> Rule {
+        Rule {
+            priority,
+            src: src.map(|(a, l)| (ip(a), l)),
+            fwmark,
+            iif: None,
+            other_selectors: false,
+            table: Some(table),
+            v6: false,
+        }
+    }
+
+    #[test]
+    fn source_rule_takes_the_first_plain_source_rule_by_priority() {
+        let state = KernelState {
+            rules: vec![
+                rule(0, None, None, 255),
+                rule(32766, None, None, 254),
+                rule(32765, Some(("20.0.0.1", 32)), None, 7),
+                rule(100, Some(("20.0.0.0", 24)), Some(0x1389), 9),
+                rule(32000, Some(("30.0.0.1", 32)), None, 8),
+            ],
+            ..Default::default()
+        };
+        let r = state.source_rule(ip("20.0.0.1")).unwrap();
+        assert_eq!((r.priority, r.table), (32765, Some(7)));
+        assert_eq!(r.selector(), "from 20.0.0.1");
+        assert!(state.source_rule(ip("2000::1")).is_none());
+    }
+
+    #[test]
+    fn neighbour_ip_maps_mac_back_to_the_next_hop() {
+        let mac = [2, 0, 0, 0, 0, 3];
+        let state = KernelState {
+            neighbours: vec![
+                Neighbour {
+                    ip: ip("fe80::3"),
+                    mac,
+                    ifindex: 4,
+                },
+                Neighbour {
+                    ip: ip("fd00::3"),
+                    mac,
+                    ifindex: 4,
+                },
+                Neighbour {
+                    ip: ip("172.16.0.3"),
+                    mac,
+                    ifindex: 4,
+                },
+                Neighbour {
+                    ip: ip("172.16.0.5"),
+                    mac: [2, 0, 0, 0, 0, 5],
+                    ifindex: 4,
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(state.neighbour_ip(4, &mac, false), Some(ip("172.16.0.3")));
+        assert_eq!(state.neighbour_ip(4, &mac, true), Some(ip("fd00::3")));
+        assert_eq!(state.neighbour_ip(5, &mac, false), None);
+    }
+
+    #[test]
+    fn prefixes() {
+        assert!(prefix_contains(ip("20.0.0.0"), 24, ip("20.0.0.9")));
+        assert!(!prefix_contains(ip("20.0.0.0"), 32, ip("20.0.0.9")));
+        assert!(prefix_contains(ip("0.0.0.0"), 0, ip("1.2.3.4")));
+        assert!(prefix_contains(ip("2000::"), 64, ip("2000::1")));
+        assert!(!prefix_contains(ip("2000::"), 64, ip("20.0.0.1")));
+    }
+}

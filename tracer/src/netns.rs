@@ -1,0 +1,120 @@
+//! Network namespaces: resolving what the operator names (`--netns`) to a namespace file,
+//! and running code inside a namespace.
+//!
+//! aya and netlink sockets have no netns parameter: a socket, an ifindex lookup or a TCX
+//! attach all act in the calling thread's namespace. So namespace-bound work runs on a
+//! short-lived OS thread (never a tokio worker) that has entered the namespace with
+//! `setns(CLONE_NEWNET)`; sockets created there stay bound to that namespace afterwards.
+use std::{
+    fs::File,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context, Result};
+
+const NETNS_DIRS: [&str; 2] = ["/var/run/netns", "/run/netns"];
+
+/// An opened network namespace and how to call it in output.
+#[derive(Debug)]
+pub struct Netns {
+    pub label: String,
+    file: File,
+}
+
+impl Netns {
+    /// Resolves `spec`: a name under /var/run/netns (or /run/netns), a path to a netns
+    /// file (such as /proc/<pid>/ns/net), or a pid.
+    pub fn open(spec: &str) -> Result<Netns> {
+        let path = resolve(spec)?;
+        let file = File::open(&path)
+            .with_context(|| format!("cannot open network namespace {}", path.display()))?;
+        if !is_netns(&file) {
+            bail!("{} is not a network namespace file", path.display());
+        }
+        Ok(Netns {
+            label: spec.to_string(),
+            file,
+        })
+    }
+
+    /// Runs `f` on a new thread inside this namespace and returns its result.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: setns on a fd we own; it only changes this (new) thread's netns.
+                if unsafe { libc::setns(self.file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error())
+                        .with_context(|| format!("cannot enter network namespace {}", self.label));
+                }
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread inside netns {} panicked", self.label))?
+        })
+    }
+}
+
+fn resolve(spec: &str) -> Result<PathBuf> {
+    if spec.is_empty() {
+        bail!("--netns is empty: give a netns name, a path to a netns file or a pid");
+    }
+    if spec.contains('/') {
+        let p = Path::new(spec);
+        if !p.exists() {
+            bail!("network namespace file {spec} does not exist");
+        }
+        return Ok(p.to_path_buf());
+    }
+    if spec.bytes().all(|b| b.is_ascii_digit()) {
+        let p = PathBuf::from(format!("/proc/{spec}/ns/net"));
+        if !Path::new(&format!("/proc/{spec}")).exists() {
+            bail!("no process with pid {spec}, so no network namespace to trace");
+        }
+        if !p.exists() {
+            bail!(
+                "process {spec} has no network namespace file {}",
+                p.display()
+            );
+        }
+        return Ok(p);
+    }
+    for dir in NETNS_DIRS {
+        let p = Path::new(dir).join(spec);
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    bail!("network namespace {spec:?} not found under /var/run/netns or /run/netns (`ip netns list` shows the names; a pid or a path also works)")
+}
+
+/// True when `file` is a network namespace (nsfs inode whose NS_GET_NSTYPE is NEWNET).
+fn is_netns(file: &File) -> bool {
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703; // _IO(0xb7, 0x3)
+                                                 // SAFETY: ioctl on an open fd with no argument.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+    kind == libc::CLONE_NEWNET
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_unknown_names_pids_and_paths() {
+        let e = Netns::open("no-such-netns-xyz").unwrap_err().to_string();
+        assert!(e.contains("not found"), "{e}");
+        let e = Netns::open("999999999").unwrap_err().to_string();
+        assert!(e.contains("no process with pid"), "{e}");
+        let e = Netns::open("/nonexistent/ns").unwrap_err().to_string();
+        assert!(e.contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn own_process_netns_opens_and_a_plain_file_does_not() {
+        let me = std::process::id().to_string();
+        assert!(Netns::open(&me).is_ok());
+        let e = Netns::open("/etc/hostname").unwrap_err().to_string();
+        assert!(e.contains("not a network namespace"), "{e}");
+    }
+}

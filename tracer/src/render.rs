@@ -1,0 +1,344 @@
+//! Output: the live text view and JSON lines. Renderers only render; every fact they print
+//! was worked out by the flow table or the loader.
+use std::{io::Write, net::IpAddr};
+
+use serde_json::{json, Value};
+
+use crate::{
+    attach::Ready,
+    events::{fmt_mac, fmt_tcp_flags, proto_name},
+    flows::{FlowKey, FlowSummary, Hop, HopKind, PathDir, RouteHop},
+    kernel_state::NextHop,
+};
+
+pub trait Render {
+    fn ready(&mut self, r: &Ready);
+    fn hop(&mut self, h: &Hop);
+    fn route(&mut self, r: &RouteHop);
+    fn lost(&mut self, count: u64, total: u64);
+    fn summary(&mut self, s: &FlowSummary);
+}
+
+pub fn renderer(json: bool, netns: String) -> Box<dyn Render> {
+    if json {
+        Box::new(Json { netns })
+    } else {
+        Box::new(Text {
+            netns,
+            headed: Default::default(),
+        })
+    }
+}
+
+fn sockaddr(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(_) => format!("{ip}:{port}"),
+        IpAddr::V6(_) => format!("[{ip}]:{port}"),
+    }
+}
+
+fn opt_ip(ip: Option<IpAddr>) -> String {
+    ip.map_or_else(|| "?".to_string(), |i| i.to_string())
+}
+
+fn ms(ns: u64) -> String {
+    format!("{:>9.3} ms", ns as f64 / 1e6)
+}
+
+fn flow_title(k: &FlowKey) -> String {
+    format!(
+        "{} {} <-> {}",
+        proto_name(k.proto),
+        sockaddr(k.client, k.client_port),
+        sockaddr(k.vip, k.vip_port)
+    )
+}
+
+fn candidates_text(c: &[NextHop]) -> String {
+    let list: Vec<String> = c
+        .iter()
+        .map(|n| match n.weight {
+            1 => opt_ip(n.gw),
+            w => format!("{} (weight {w})", opt_ip(n.gw)),
+        })
+        .collect();
+    format!("[{}]", list.join(", "))
+}
+
+/// The human view: a header per flow, one line per hop, a verdict per flow at the end.
+struct Text {
+    netns: String,
+    headed: std::collections::HashSet<u32>,
+}
+
+impl Text {
+    fn head(&mut self, id: u32, k: &FlowKey) {
+        if self.headed.insert(id) {
+            println!("flow #{id} {} in netns {}", flow_title(k), self.netns);
+        }
+    }
+}
+
+impl Render for Text {
+    fn ready(&mut self, r: &Ready) {
+        println!(
+            "ready: tracing {} in netns {} on {} ({})",
+            r.vips
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+                + &r.client_port
+                    .map_or(String::new(), |p| format!(" client port {p}")),
+            r.netns,
+            r.interfaces.join(", "),
+            r.hooks.join(", "),
+        );
+        for (hook, why) in &r.unavailable {
+            println!("       not used: {hook}: {why}");
+        }
+        let _ = std::io::stdout().flush();
+    }
+
+    fn hop(&mut self, h: &Hop) {
+        self.head(h.flow_id, &h.flow);
+        let p = &h.packet;
+        let arrow = match h.path {
+            PathDir::Ingress => "to VIP  ",
+            PathDir::Egress => "from VIP",
+        };
+        let flags = if p.proto == tracer_common::PROTO_TCP {
+            fmt_tcp_flags(p.tcp_flags)
+        } else {
+            proto_name(p.proto).to_string()
+        };
+        let mut line = format!(
+            "  #{} +{}  {:<16} {:<7} {arrow}  {:<8} {:>5} B  {} > {}",
+            h.flow_id,
+            ms(h.rel_ns),
+            h.ifname,
+            p.dir.as_str(),
+            flags,
+            p.len,
+            sockaddr(p.src, p.sport),
+            sockaddr(p.dst, p.dport),
+        );
+        if h.kind == HopKind::L3 && h.path == PathDir::Egress && p.dir == crate::events::Dir::Egress
+        {
+            line += &format!("  next-hop {} ({})", opt_ip(h.nexthop), fmt_mac(&p.eth_dst));
+            if h.nexthop_unknown {
+                line += " not in the neighbour table";
+            }
+        }
+        println!("{line}");
+    }
+
+    fn route(&mut self, r: &RouteHop) {
+        let l = &r.lookup;
+        if l.err == -libc::EAGAIN {
+            return; // a table that did not match; the lookup goes on to the next rule
+        }
+        self.head(r.flow_id, &r.flow);
+        let rule = r.rule.as_ref().map_or(String::new(), |rule| {
+            format!(" via rule {} `{}`", rule.priority, rule.selector())
+        });
+        let result = if l.err == 0 {
+            format!(
+                "first usable gw {} dev {} (the multipath hash picks afterwards)",
+                l.gw, l.dev
+            )
+        } else {
+            format!("failed: error {}", l.err)
+        };
+        println!(
+            "  #{} +{}  fib lookup table {}{rule}: {result}",
+            r.flow_id,
+            ms(r.rel_ns),
+            l.table
+        );
+    }
+
+    fn lost(&mut self, count: u64, total: u64) {
+        println!("WARNING: {count} records lost (ring buffer full), {total} in all: hops are missing from this view");
+    }
+
+    fn summary(&mut self, s: &FlowSummary) {
+        println!("flow #{} {}", s.flow_id, flow_title(&s.flow));
+        match &s.ingress_port {
+            Some(port) => println!(
+                "  ingress: {} packets entered the proxy on {port}",
+                s.ingress_packets
+            ),
+            None => println!("  ingress: no packets toward the VIP seen in this netns"),
+        }
+        if let Some(rule) = &s.rule {
+            println!(
+                "  routing: rule {} `{}` -> table {}, next-hops {}",
+                rule.priority,
+                rule.selector(),
+                s.table.map_or("?".into(), |t| t.to_string()),
+                candidates_text(&s.candidates)
+            );
+        } else {
+            println!("  routing: no `from {}` rule in this netns", s.flow.vip);
+        }
+        let verdict = match (s.nexthop(), s.nexthops.len()) {
+            (_, 0) => "no routed egress packet seen".to_string(),
+            (Some(n), _) => {
+                let where_ = match s.nexthop_in_route {
+                    Some(true) => "one of the VIP table's next-hops".to_string(),
+                    Some(false) => "NOT one of the VIP table's next-hops".to_string(),
+                    None => "the VIP table's next-hops are unknown".to_string(),
+                };
+                format!(
+                    "all {} egress packets went to next-hop {} via {} ({where_})",
+                    n.packets,
+                    opt_ip(n.ip),
+                    n.port.as_deref().unwrap_or("an unseen port"),
+                )
+            }
+            (None, k) => {
+                let parts: Vec<String> = s
+                    .nexthops
+                    .iter()
+                    .map(|n| {
+                        format!(
+                            "{} via {} x{} from +{}",
+                            opt_ip(n.ip),
+                            n.port.as_deref().unwrap_or("?"),
+                            n.packets,
+                            ms(n.first_rel_ns).trim()
+                        )
+                    })
+                    .collect();
+                format!(
+                    "INCONSISTENT: egress moved over {k} next-hops: {}",
+                    parts.join("; ")
+                )
+            }
+        };
+        println!("  verdict: {verdict}");
+    }
+}
+
+/// One JSON object per line.
+struct Json {
+    netns: String,
+}
+
+fn emit(v: Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+fn flow_fields(k: &FlowKey) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("proto".into(), json!(proto_name(k.proto)));
+    m.insert("vip".into(), json!(k.vip));
+    m.insert("vip_port".into(), json!(k.vip_port));
+    m.insert("client".into(), json!(k.client));
+    m.insert("client_port".into(), json!(k.client_port));
+    m
+}
+
+fn nexthops_json(c: &[NextHop]) -> Value {
+    c.iter()
+        .map(|n| json!({"gw": n.gw, "ifindex": n.ifindex, "weight": n.weight}))
+        .collect()
+}
+
+impl Render for Json {
+    fn ready(&mut self, r: &Ready) {
+        emit(json!({
+            "type": "ready",
+            "netns": r.netns,
+            "vips": r.vips,
+            "client_port": r.client_port,
+            "interfaces": r.interfaces,
+            "hooks": r.hooks,
+            "refused": r.refused.iter().map(|(h, why)| json!({"hook": h, "reason": why})).collect::<Vec<_>>(),
+            "unavailable": r.unavailable.iter().map(|(h, why)| json!({"hook": h, "reason": why})).collect::<Vec<_>>(),
+        }));
+    }
+
+    fn hop(&mut self, h: &Hop) {
+        let p = &h.packet;
+        let mut v = json!({
+            "type": "hop",
+            "flow_id": h.flow_id,
+            "ts_ns": p.ts_ns,
+            "rel_ns": h.rel_ns,
+            "netns": self.netns,
+            "ifname": h.ifname,
+            "dir": p.dir.as_str(),
+            "path": h.path.as_str(),
+            "proto": proto_name(p.proto),
+            "src": p.src,
+            "sport": p.sport,
+            "dst": p.dst,
+            "dport": p.dport,
+            "vip": h.flow.vip,
+            "len": p.len,
+            "tcp_flags": fmt_tcp_flags(p.tcp_flags),
+            "eth_src": fmt_mac(&p.eth_src),
+            "eth_dst": fmt_mac(&p.eth_dst),
+            "mark": p.mark,
+            "hash": p.hash,
+            "vlan": p.vlan,
+            "routed": h.kind == HopKind::L3 && h.path == PathDir::Egress && p.dir == crate::events::Dir::Egress,
+        });
+        if let Some(nh) = h.nexthop {
+            v["nexthop"] = json!(nh);
+        }
+        emit(v);
+    }
+
+    fn route(&mut self, r: &RouteHop) {
+        let l = &r.lookup;
+        let mut v = Value::Object(flow_fields(&r.flow));
+        v["type"] = json!("route");
+        v["flow_id"] = json!(r.flow_id);
+        v["ts_ns"] = json!(l.ts_ns);
+        v["rel_ns"] = json!(r.rel_ns);
+        v["netns"] = json!(self.netns);
+        v["path"] = json!(r.path.as_str());
+        v["table"] = json!(l.table);
+        v["gw"] = json!(l.gw);
+        v["dev"] = json!(l.dev);
+        v["err"] = json!(l.err);
+        v["iif"] = json!(l.iif);
+        if let Some(rule) = &r.rule {
+            v["rule"] = json!({"priority": rule.priority, "selector": rule.selector()});
+        }
+        emit(v);
+    }
+
+    fn lost(&mut self, count: u64, total: u64) {
+        emit(json!({"type": "lost", "count": count, "total": total}));
+    }
+
+    fn summary(&mut self, s: &FlowSummary) {
+        let mut v = Value::Object(flow_fields(&s.flow));
+        v["type"] = json!("flow");
+        v["flow_id"] = json!(s.flow_id);
+        v["netns"] = json!(self.netns);
+        let one = s.nexthop();
+        v["egress"] = json!({
+            "nexthop": one.and_then(|n| n.ip),
+            "ifname": one.and_then(|n| n.port.clone()),
+            "packets": s.egress_packets,
+            "consistent": s.consistent,
+            "nexthop_in_route": s.nexthop_in_route,
+            "nexthops": s.nexthops.iter().map(|n| json!({
+                "nexthop": n.ip, "eth_dst": fmt_mac(&n.mac), "ifname": n.port,
+                "packets": n.packets, "first_rel_ns": n.first_rel_ns,
+            })).collect::<Vec<_>>(),
+            "rule": s.rule.as_ref().map(|r| json!({"priority": r.priority, "selector": r.selector()})),
+            "table": s.table,
+            "candidates": nexthops_json(&s.candidates),
+        });
+        v["ingress"] = json!({"ifname": s.ingress_port, "packets": s.ingress_packets});
+        emit(v);
+    }
+}
