@@ -47,9 +47,17 @@ static FIB_OFFSETS: Array<FibOffsets> = Array::with_max_entries(2, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
 
-/// The last traced packet seen at TC ingress on this CPU. A forwarded packet's route lookup
-/// runs synchronously after its TC ingress hook, in the same softirq on the same CPU, so the
-/// fib tracepoint can match its lookup to it and borrow the ports the lookup key lacks.
+/// Ifindexes of the traced L3 interfaces (bridge0): packets entering there go up to IP
+/// routing. Bridge ports are L2 and are not listed.
+#[map]
+static L3_IFACES: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
+
+/// The last traced packet that entered a traced L3 interface on this CPU. A forwarded
+/// packet's route lookup runs synchronously after that TC ingress hook, in the same softirq
+/// on the same CPU, so the fib tracepoint can match its lookup to it and borrow the ports
+/// the lookup key lacks. It is cleared by the first successful lookup and by any TC egress
+/// hook (the packet has been routed by then), so lookups made later in other namespaces
+/// for the same flow never match it.
 #[map]
 static LAST_INGRESS: PerCpuArray<LastIngress> = PerCpuArray::with_max_entries(1, 0);
 
@@ -197,7 +205,13 @@ fn try_observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
     bump(COUNTER_MATCHED);
 
     let ts_ns = unsafe { bpf_ktime_get_ns() };
-    if dir == DIR_INGRESS {
+    // Map keys must live on the BPF stack, not point into the context.
+    let ifindex: u32 = skb.ifindex;
+    // SAFETY: presence test only.
+    let l3 = unsafe { L3_IFACES.get(&ifindex).is_some() };
+    if dir == DIR_EGRESS {
+        forget_last_ingress();
+    } else if l3 {
         if let Some(last) = LAST_INGRESS.get_ptr_mut(0) {
             // SAFETY: per-CPU slot, only this CPU writes it.
             unsafe {
@@ -205,7 +219,7 @@ fn try_observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
                     ts_ns,
                     src,
                     dst,
-                    ifindex: skb.ifindex,
+                    ifindex,
                     sport,
                     dport,
                     proto,
@@ -238,6 +252,14 @@ fn try_observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
         bump(COUNTER_LOST);
     }
     Ok(())
+}
+
+#[inline(always)]
+fn forget_last_ingress() {
+    if let Some(last) = LAST_INGRESS.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, only this CPU writes it.
+        unsafe { (*last).ts_ns = 0 };
+    }
 }
 
 #[tracepoint]
@@ -297,12 +319,13 @@ fn try_fib(ctx: &TracePointContext, index: u32, family: u8) -> Result<(), ()> {
         return Ok(());
     };
     let r = entry.as_mut_ptr();
+    let err: i32 = read(ctx, off.err).unwrap_or(0);
     // SAFETY: `r` points at a reserved, exclusively owned FibRecord-sized slot.
     unsafe {
         (*r).kind = KIND_FIB;
         (*r).table = read(ctx, off.tb_id).unwrap_or(0);
         (*r).ts_ns = now;
-        (*r).err = read(ctx, off.err).unwrap_or(0);
+        (*r).err = err;
         (*r).oif = read(ctx, off.oif).unwrap_or(0);
         (*r).iif = iif;
         (*r).sport = last.sport;
@@ -320,6 +343,10 @@ fn try_fib(ctx: &TracePointContext, index: u32, family: u8) -> Result<(), ()> {
         (*r)._pad = [0; 6];
     }
     entry.submit(0);
+    if err == 0 {
+        // The packet's route is found; later lookups belong to other packets.
+        forget_last_ingress();
+    }
     Ok(())
 }
 

@@ -45,6 +45,8 @@ pub struct Request<'a> {
     pub vips: &'a [IpAddr],
     pub client_port: Option<u16>,
     pub interfaces: &'a [String],
+    /// Ifindexes of the traced interfaces that route (not bridge ports): bridge0.
+    pub l3_ifindexes: &'a [u32],
 }
 
 fn tc_mode() -> &'static str {
@@ -71,6 +73,11 @@ impl Probes {
             BpfHashMap::try_from(ebpf.map_mut("VIPS").context("map VIPS missing")?)?;
         for vip in req.vips.iter().collect::<HashSet<_>>() {
             vips.insert(vip_key(*vip), 1, 0)?;
+        }
+        let mut l3: BpfHashMap<_, u32, u8> =
+            BpfHashMap::try_from(ebpf.map_mut("L3_IFACES").context("map L3_IFACES missing")?)?;
+        for ifindex in req.l3_ifindexes {
+            l3.insert(ifindex, 1, 0)?;
         }
         let mut config: Array<_, Config> =
             Array::try_from(ebpf.map_mut("CONFIG").context("map CONFIG missing")?)?;

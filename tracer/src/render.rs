@@ -11,6 +11,8 @@ use crate::{
     kernel_state::NextHop,
 };
 
+const RT_TABLE_LOCAL: u32 = 255;
+
 pub trait Render {
     fn ready(&mut self, r: &Ready);
     fn hop(&mut self, h: &Hop);
@@ -135,7 +137,7 @@ impl Render for Text {
 
     fn route(&mut self, r: &RouteHop) {
         let l = &r.lookup;
-        if l.err == -libc::EAGAIN {
+        if l.err == -libc::EAGAIN || (l.err != 0 && l.table == RT_TABLE_LOCAL) {
             return; // a table that did not match; the lookup goes on to the next rule
         }
         self.head(r.flow_id, &r.flow);

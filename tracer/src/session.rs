@@ -25,12 +25,19 @@ pub async fn run(args: Args) -> Result<()> {
     let netlink = Netlink::connect(&ns)?;
     let mut state = netlink.snapshot().await?;
     let interfaces = pick_interfaces(&state, &args.ifaces, &ns.label)?;
+    let l3_ifindexes: Vec<u32> = interfaces
+        .iter()
+        .filter_map(|name| state.link_by_name(name))
+        .filter(|l| !state.is_bridge_port(l.index))
+        .map(|l| l.index)
+        .collect();
 
     let mut probes = Probes::load(&Request {
         netns: &ns,
         vips: &args.vips,
         client_port: args.port,
         interfaces: &interfaces,
+        l3_ifindexes: &l3_ifindexes,
     })?;
     let mut out = renderer(args.json, ns.label.clone());
     out.ready(&probes.ready);
