@@ -1,1 +1,244 @@
-fn main(){}
+//! `cargo xtask`: the command line over the xtask library. Owns the subcommands and what
+//! each one runs in what order; the work itself lives in the library modules (lab,
+//! toolchain, daemon) and in `demo`.
+
+mod demo;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use xtask::cmd::{self, is_root, run_visible};
+use xtask::lab::{Lab, LabSpec, Role, VIP4, VIP6, VIP_PORT};
+use xtask::toolchain::{ensure_ebpf_toolchain, ensure_host_tools, ensure_tracefs, LAB_TOOLS};
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Build, run, lab, demo and test tasks for the Meridio packet-path tracer"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the tracer (its build script builds the eBPF object with nightly).
+    Build {
+        /// Use the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run the tracer as root (through sudo -E when not root).
+    Run {
+        /// Use the release profile.
+        #[arg(long)]
+        release: bool,
+        /// Arguments for the tracer, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Bring the namespace lab (the Meridio trench-a path) up or down.
+    Lab {
+        #[command(subcommand)]
+        cmd: LabCmd,
+    },
+    /// Build the tracer, bring up the lab, trace one IPv4 and one IPv6 connection, tear down.
+    Demo {
+        /// Use the release profile.
+        #[arg(long)]
+        release: bool,
+        /// Netns name prefix of the demo's lab (default: none, the tutorial's names).
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// Install what tests need, then run the workspace tests (end-to-end ones need root).
+    Test,
+    /// Benchmarks: not implemented yet (prints so and exits with status 2).
+    Bench,
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Build the lab and leave an echo server on port 4000 in the target.
+    Up {
+        /// Prepended to every netns name.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Proxy/target routing table for the IPv4 VIP.
+        #[arg(long, default_value_t = 1)]
+        table_v4: u32,
+        /// Proxy/target routing table for the IPv6 VIP.
+        #[arg(long, default_value_t = 2)]
+        table_v6: u32,
+    },
+    /// Stop the lab's echo server and delete its namespaces.
+    Down {
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// Serve TCP echo on [::]:4000 in the current netns forever (the `lab up` daemon).
+    #[command(hide = true)]
+    Serve,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Build { release } => build(release),
+        Cmd::Run { release, args } => run(release, &args),
+        Cmd::Lab {
+            cmd:
+                LabCmd::Up {
+                    prefix,
+                    table_v4,
+                    table_v6,
+                },
+        } => lab_up(prefix, table_v4, table_v6),
+        Cmd::Lab {
+            cmd: LabCmd::Down { prefix },
+        } => lab_down(&prefix),
+        Cmd::Lab { cmd: LabCmd::Serve } => xtask::echo::serve_forever(VIP_PORT),
+        Cmd::Demo { release, prefix } => demo::demo(release, &prefix),
+        Cmd::Test => test(),
+        Cmd::Bench => {
+            println!("cargo xtask bench: not implemented yet");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The workspace root: xtask sits one level below it.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
+}
+
+/// Where cargo puts the tracer binary for this profile.
+pub(crate) fn tracer_path(release: bool) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target
+        .join(if release { "release" } else { "debug" })
+        .join("tracer")
+}
+
+pub(crate) fn require_root(what: &str) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "`cargo xtask {what}` needs root (network namespaces, nftables, eBPF); run it as root"
+        );
+    }
+    Ok(())
+}
+
+/// Builds the tracer; its build.rs builds the eBPF object.
+pub(crate) fn build(release: bool) -> Result<()> {
+    ensure_ebpf_toolchain()?;
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace_root())
+        .args(["build", "-p", "tracer"]);
+    if release {
+        c.arg("--release");
+    }
+    run_visible(c).context("building the tracer failed")
+}
+
+/// Builds, then replaces this process with the tracer (signals and exit code are then
+/// the tracer's own).
+fn run(release: bool, args: &[String]) -> Result<()> {
+    build(release)?;
+    let tracer = tracer_path(release);
+    let err = if is_root() {
+        Command::new(&tracer).args(args).exec()
+    } else if let Some(sudo) = cmd::which("sudo") {
+        Command::new(sudo).arg("-E").arg(&tracer).args(args).exec()
+    } else {
+        bail!("the tracer needs root and sudo is not installed; run `cargo xtask run` as root");
+    };
+    Err(err).with_context(|| format!("could not start {}", tracer.display()))
+}
+
+fn lab_up(prefix: String, table_v4: u32, table_v6: u32) -> Result<()> {
+    require_root("lab up")?;
+    ensure_host_tools(LAB_TOOLS)?;
+    let spec = LabSpec {
+        prefix: prefix.clone(),
+        table_v4,
+        table_v6,
+        ..LabSpec::default()
+    };
+    let lab = Lab::up(spec).context("could not bring the lab up")?;
+    let exe = std::env::current_exe().context("could not find the xtask executable")?;
+    // If the daemon fails, `lab` is dropped and the namespaces go with it.
+    let pid = xtask::daemon::start(&prefix, &lab.ns(Role::Target), &exe, VIP_PORT)?;
+    let gw = lab.ns(Role::Gateway);
+    let down = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!(" --prefix {prefix}")
+    };
+    println!("lab is up:");
+    println!(
+        "  gateway    {gw}  (vlan0: 169.254.100.150/24, 100:100::150/64; ECMP routes to the VIPs)"
+    );
+    println!(
+        "  frontends  {}, {}  (conduit 172.16.0.3 / fd00::3 and 172.16.0.5 / fd00::5)",
+        lab.ns(Role::FrontendA),
+        lab.ns(Role::FrontendB)
+    );
+    println!("  proxy      {}  (bridge0 172.16.0.1 / fd00::1; VIP tables {table_v4} (v4), {table_v6} (v6))", lab.ns(Role::Proxy));
+    println!("  target     {}  (nsm-0 172.16.0.6 / fd00::6; VIPs {VIP4}, {VIP6}; echo server on port {VIP_PORT}, pid {pid})", lab.ns(Role::Target));
+    // Different source ports: nc does not set SO_REUSEADDR, so a port in TIME_WAIT
+    // cannot be bound again for 60 s.
+    println!("connect with:");
+    println!("  ip netns exec {gw} nc {VIP4} {VIP_PORT} -p 35000");
+    println!("  ip netns exec {gw} nc {VIP6} {VIP_PORT} -p 35001");
+    println!("trace with:");
+    println!(
+        "  cargo xtask run -- --netns {} --vip {VIP4} --vip {VIP6}",
+        lab.ns(Role::Proxy)
+    );
+    println!("tear down with:");
+    println!("  cargo xtask lab down{down}");
+    lab.keep();
+    Ok(())
+}
+
+fn lab_down(prefix: &str) -> Result<()> {
+    require_root("lab down")?;
+    ensure_host_tools(LAB_TOOLS)?;
+    xtask::lab::teardown(prefix)?;
+    let name = if prefix.is_empty() { "default" } else { prefix };
+    println!("lab `{name}` is down");
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    if is_root() {
+        ensure_host_tools(LAB_TOOLS)?;
+        // Ground truth for what is loaded and attached, and a non-root run for the CLI test.
+        ensure_host_tools(&[("bpftool", "bpftool"), ("setpriv", "util-linux")])?;
+        ensure_tracefs()?;
+    } else if std::env::var_os("CI").is_some() {
+        bail!("end-to-end tests need root; run `cargo xtask test` as root in CI");
+    } else {
+        println!("not root: the end-to-end tests will skip themselves");
+    }
+    ensure_ebpf_toolchain()?;
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace_root())
+        .args(["test", "--workspace", "--", "--test-threads=1"]);
+    run_visible(c).context("the tests failed")
+}

@@ -1,0 +1,122 @@
+//! The detached echo server that `cargo xtask lab up` leaves in the target netns, so a
+//! user can connect by hand after xtask has exited. Owns its pid file
+//! (/run/meridio-tracer-lab/<prefix or "default">.pid), starting it and stopping it.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+const PID_DIR: &str = "/run/meridio-tracer-lab";
+
+/// Pid file of the daemon of the lab with this prefix.
+pub fn pid_file(prefix: &str) -> PathBuf {
+    let name = if prefix.is_empty() { "default" } else { prefix };
+    PathBuf::from(PID_DIR).join(format!("{name}.pid"))
+}
+
+/// Starts `<xtask_exe> lab serve` in `ns_name` via `ip netns exec`, in its own session with
+/// stdio on /dev/null, waits until it listens on `port`, and records its pid.
+pub fn start(prefix: &str, ns_name: &str, xtask_exe: &Path, port: u16) -> Result<u32> {
+    let mut cmd = crate::cmd::command("ip");
+    cmd.args(["netns", "exec", ns_name])
+        .arg(xtask_exe)
+        .args(["lab", "serve"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe; its own session keeps the daemon out of the
+    // terminal's process group, so a Ctrl-C aimed at xtask does not reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .context("could not start the lab's echo server daemon")?;
+    // `ip netns exec` execs the command in place, so the child's pid is the daemon's.
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !listening(pid, port) {
+        if let Some(status) = child.try_wait()? {
+            bail!("the lab's echo server daemon exited at once ({status}); run `ip netns exec {ns_name} {} lab serve` to see why", xtask_exe.display());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("the lab's echo server daemon did not listen on port {port} within 5 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::create_dir_all(PID_DIR).with_context(|| format!("could not create {PID_DIR}"))?;
+    let file = pid_file(prefix);
+    std::fs::write(&file, format!("{pid}\n"))
+        .with_context(|| format!("could not write {}", file.display()))?;
+    Ok(pid)
+}
+
+/// Whether process `pid` has a TCP socket listening on `port` in its netns:
+/// /proc/<pid>/net shows the sockets of that process's netns.
+fn listening(pid: u32, port: u16) -> bool {
+    let want = format!(":{port:04X}");
+    ["tcp6", "tcp"].iter().any(|f| {
+        std::fs::read_to_string(format!("/proc/{pid}/net/{f}"))
+            .map(|text| {
+                text.lines().skip(1).any(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    // cols[1] = local address:port, cols[3] = state (0A = LISTEN).
+                    cols.len() > 3 && cols[1].ends_with(&want) && cols[3] == "0A"
+                })
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// Whether `pid` is alive and is a `lab serve` daemon (a recycled pid must not be killed).
+fn is_daemon(pid: i32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.windows(2).any(|w| w[0] == b"lab" && w[1] == b"serve")
+}
+
+fn gone(pid: i32) -> bool {
+    // A zombie (state Z) has stopped serving; count it as gone.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+/// Stops the recorded daemon of this prefix, if any, and removes its pid file. Returns
+/// whether a running daemon was stopped.
+pub fn stop(prefix: &str) -> Result<bool> {
+    let file = pid_file(prefix);
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        return Ok(false);
+    };
+    let mut stopped = false;
+    if let Ok(pid) = text.trim().parse::<i32>() {
+        if pid > 0 && is_daemon(pid) {
+            // SAFETY: plain kill(2) on a pid checked above to be our daemon.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !gone(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !gone(pid) {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            stopped = true;
+        }
+    }
+    std::fs::remove_file(&file).with_context(|| format!("could not remove {}", file.display()))?;
+    Ok(stopped)
+}

@@ -1,0 +1,166 @@
+//! The TCP echo server that stands in for the application in the target pod: it echoes
+//! what it reads until EOF, then closes. Owns the dual-stack listening socket (one socket
+//! serves both VIPs) and the two ways it runs: in-process ([`Listener`], stops on drop) and
+//! forever (`cargo xtask lab serve`, the `lab up` daemon).
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// A connection that stalls longer than this is dropped, so no handler thread lingers.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the in-process accept loop looks at its stop flag.
+const STOP_POLL_MS: i32 = 100;
+
+/// Binds [::]:`port` with IPV6_V6ONLY off (so IPv4 VIPs arrive as v4-mapped) in the
+/// calling thread's netns, and listens.
+pub fn bind_dual_stack(port: u16) -> Result<TcpListener> {
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))
+        .context("could not create a TCP socket")?;
+    socket
+        .set_only_v6(false)
+        .context("could not turn IPV6_V6ONLY off")?;
+    socket
+        .set_reuse_address(true)
+        .context("could not set SO_REUSEADDR")?;
+    let addr = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("could not bind [::]:{port} (is another echo server, e.g. a `lab up` daemon, running there?)"))?;
+    socket.listen(128).context("could not listen")?;
+    Ok(socket.into())
+}
+
+/// Echoes what the peer sends until it closes its side, then closes ours.
+fn echo(mut stream: TcpStream) {
+    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+fn spawn_echo(stream: TcpStream) {
+    // One thread per connection: a slow client must not hold up the next one. Threads
+    // inherit the creator's netns, though an accepted socket does not need it.
+    let _ = std::thread::Builder::new()
+        .name("echo-conn".into())
+        .spawn(move || echo(stream));
+}
+
+/// Serves `port` in the calling thread's netns until the process ends.
+pub fn serve_forever(port: u16) -> Result<()> {
+    let listener = bind_dual_stack(port)?;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => spawn_echo(stream),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                eprintln!("echo server: accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// An echo server running on its own thread inside a netns. Ready to accept when
+/// [`Listener::start`] returns; stops, and its thread ends, on drop.
+pub struct Listener {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Listener {
+    /// Starts an echo server on [::]:`port` inside the named netns.
+    pub fn start(ns_name: &str, port: u16) -> Result<Listener> {
+        crate::netns::netns_path(ns_name)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
+        let ns = ns_name.to_string();
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("echo-{ns}"))
+            .spawn(move || {
+                let bound = crate::netns::enter(&ns).and_then(|_| {
+                    let l = bind_dual_stack(port)?;
+                    l.set_nonblocking(true)
+                        .context("could not make the listener non-blocking")?;
+                    Ok(l)
+                });
+                match bound {
+                    Ok(l) => {
+                        let _ = ready_tx.send(Ok(()));
+                        accept_until(&l, &flag);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            })
+            .context("could not start the echo server thread")?;
+        let ready = ready_rx
+            .recv()
+            .context("the echo server thread ended before it was ready")?;
+        let listener = Listener {
+            stop,
+            thread: Some(thread),
+        };
+        ready.with_context(|| {
+            format!("could not start an echo server on port {port} in `{ns_name}`")
+        })?;
+        Ok(listener)
+    }
+}
+
+/// Accepts until `stop` is set, waking every STOP_POLL_MS to look at it.
+fn accept_until(listener: &TcpListener, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let _ = stream.set_nonblocking(false);
+                spawn_echo(stream);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let mut pfd = libc::pollfd {
+                    fd: listener.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd, for a socket that outlives the call.
+                unsafe { libc::poll(&mut pfd, 1, STOP_POLL_MS) };
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                eprintln!("echo server: accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(STOP_POLL_MS as u64));
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
