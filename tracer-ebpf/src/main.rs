@@ -1,11 +1,11 @@
 //! eBPF side of the Meridio path tracer.
 //!
-//! - `tc_ingress` / `tc_egress`: one TC classifier per direction, attached to every traced
+//! - `meridio_tc_in` / `meridio_tc_out`: one TC classifier per direction, attached to every traced
 //!   interface. They parse Ethernet (one 802.1Q tag), IPv4/IPv6 and TCP/UDP/ICMP, keep only
 //!   packets of the VIP set (and of the client port, when one is given) and write one
 //!   `PacketRecord` per kept packet. They never touch the packet and always return
 //!   `TC_ACT_UNSPEC` (TCX_NEXT) so whatever else is attached still decides.
-//! - `fib_lookup` / `fib6_lookup`: tracepoints on the routing table lookups. The kernel does
+//! - `meridio_fib4` / `meridio_fib6`: tracepoints on the routing table lookups. The kernel does
 //!   not fill ports into the lookup key of forwarded packets, nor tell which netns looks up,
 //!   so a lookup is only reported when it follows, on the same CPU, a traced ingress packet
 //!   with the same addresses on the lookup's input interface (see `LAST_INGRESS`).
@@ -83,13 +83,13 @@ const ETH_P_8021Q: u16 = 0x8100;
 const VLAN_HDR_LEN: usize = 4;
 
 #[classifier]
-pub fn tc_ingress(ctx: TcContext) -> i32 {
+pub fn meridio_tc_in(ctx: TcContext) -> i32 {
     observe(&ctx, DIR_INGRESS);
     TC_ACT_UNSPEC
 }
 
 #[classifier]
-pub fn tc_egress(ctx: TcContext) -> i32 {
+pub fn meridio_tc_out(ctx: TcContext) -> i32 {
     observe(&ctx, DIR_EGRESS);
     TC_ACT_UNSPEC
 }
@@ -263,13 +263,13 @@ fn forget_last_ingress() {
 }
 
 #[tracepoint]
-pub fn fib_lookup(ctx: TracePointContext) -> u32 {
+pub fn meridio_fib4(ctx: TracePointContext) -> u32 {
     let _ = try_fib(&ctx, 0, AF_INET);
     0
 }
 
 #[tracepoint]
-pub fn fib6_lookup(ctx: TracePointContext) -> u32 {
+pub fn meridio_fib6(ctx: TracePointContext) -> u32 {
     let _ = try_fib(&ctx, 1, AF_INET6);
     0
 }

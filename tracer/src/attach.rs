@@ -120,15 +120,15 @@ impl Probes {
 fn attach_tc(ebpf: &mut Ebpf, req: &Request, ready: &mut Ready) -> Result<()> {
     let mode = tc_mode();
     for (name, attach_type) in [
-        ("tc_ingress", TcAttachType::Ingress),
-        ("tc_egress", TcAttachType::Egress),
+        ("meridio_tc_in", TcAttachType::Ingress),
+        ("meridio_tc_out", TcAttachType::Egress),
     ] {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
             .with_context(|| format!("program {name} missing"))?
             .try_into()?;
         prog.load()
-            .with_context(|| format!("the kernel refused to load the TC program {name}"))?;
+            .map_err(|e| refused("the TC program", name, &e))?;
         for iface in req.interfaces {
             let res = req.netns.run(|| {
                 if mode != "tcx" {
@@ -150,6 +150,16 @@ fn attach_tc(ebpf: &mut Ebpf, req: &Request, ready: &mut Ready) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One sentence for a program the kernel would not load; the verifier log, which can run to
+/// thousands of lines, goes to the debug log (`RUST_LOG=debug`) instead.
+fn refused(what: &str, name: &str, e: &aya::programs::ProgramError) -> anyhow::Error {
+    let text = e.to_string();
+    log::debug!("{name}: {text}");
+    let first = text.lines().next().unwrap_or_default();
+    let first = first.split(". Verifier output").next().unwrap_or(first);
+    anyhow!("the kernel refused to load {what} {name}: {first}")
 }
 
 fn dir_name(t: TcAttachType) -> &'static str {
@@ -174,8 +184,8 @@ fn attach_fib(ebpf: &mut Ebpf, ready: &mut Ready) {
         }
     };
     for (index, prog_name, category, event) in [
-        (0u32, "fib_lookup", "fib", "fib_table_lookup"),
-        (1u32, "fib6_lookup", "fib6", "fib6_table_lookup"),
+        (0u32, "meridio_fib4", "fib", "fib_table_lookup"),
+        (1u32, "meridio_fib6", "fib6", "fib6_table_lookup"),
     ] {
         let hook = format!("tracepoint:{category}/{event}");
         match attach_one_fib(ebpf, &tracefs, index, prog_name, category, event) {
@@ -210,7 +220,8 @@ fn attach_one_fib(
         .program_mut(prog_name)
         .with_context(|| format!("program {prog_name} missing"))?
         .try_into()?;
-    prog.load().context("the kernel refused to load it")?;
+    prog.load()
+        .map_err(|e| refused("the tracepoint program", prog_name, &e))?;
     prog.attach(category, event).context("attach failed")?;
     Ok(())
 }

@@ -1,0 +1,225 @@
+//! Shared pieces of the end-to-end tests: the root gate, the tracer as a child process with
+//! its JSON records, and what the kernel says is loaded (bpftool, tc) as ground truth.
+#![allow(dead_code)] // each test binary uses a different part of it
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{mpsc, Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
+pub const OUR_PROGRAMS: [&str; 4] = [
+    "meridio_tc_in",
+    "meridio_tc_out",
+    "meridio_fib4",
+    "meridio_fib6",
+];
+
+/// Labs and tracers are heavy on a 2-core machine and the checks read global kernel state
+/// (loaded programs): one test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Takes the test lock, or returns `None` (and says so) when not root outside CI.
+/// In CI (env `CI` set) a missing root is a failure, never a skip.
+pub fn root_or_skip(test: &str) -> Option<MutexGuard<'static, ()>> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        if std::env::var_os("CI").is_some() {
+            panic!("{test}: end-to-end tests need root, and CI must run them");
+        }
+        eprintln!(
+            "SKIPPED {test}: needs root (eBPF and network namespaces); run `sudo cargo xtask test`"
+        );
+        return None;
+    }
+    Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+pub struct Tracer {
+    child: Child,
+    records: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+pub struct Finished {
+    pub status: ExitStatus,
+    pub records: Vec<Value>,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn of_type(&self, t: &str) -> Vec<&Value> {
+        self.records.iter().filter(|r| r["type"] == t).collect()
+    }
+}
+
+impl Tracer {
+    /// Starts `tracer --json <args>` and waits for its ready record.
+    pub fn start(args: &[&str]) -> Tracer {
+        let mut child = Command::new(TRACER)
+            .arg("--json")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tracer");
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let recs = records.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+                    panic!("tracer printed a line that is not JSON ({e}): {line}")
+                });
+                if v["type"] == "ready" {
+                    let _ = ready_tx.send(());
+                }
+                recs.lock().unwrap().push(v);
+            }
+        });
+        let err = child.stderr.take().unwrap();
+        let errs = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut e = errs.lock().unwrap();
+                e.push_str(&line);
+                e.push('\n');
+            }
+        });
+        let t = Tracer {
+            child,
+            records,
+            stderr,
+        };
+        if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            let f = t.stop(libc::SIGKILL);
+            panic!("tracer did not become ready: {:?}\n{}", f.status, f.stderr);
+        }
+        t
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `signal` and waits for the exit (at most 10 s, then SIGKILL and fail).
+    pub fn stop(mut self, signal: i32) -> Finished {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid(), signal) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("tracer did not exit within 10 s of signal {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Let the reader threads see EOF.
+        std::thread::sleep(Duration::from_millis(200));
+        Finished {
+            status,
+            records: std::mem::take(&mut *self.records.lock().unwrap()),
+            stderr: self.stderr.lock().unwrap().clone(),
+        }
+    }
+}
+
+/// Runs the tracer to completion with a bad argument list.
+pub fn run_tracer(args: &[&str]) -> (ExitStatus, String, String) {
+    let out = Command::new(TRACER)
+        .args(args)
+        .output()
+        .expect("run tracer");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn bpftool_json(args: &[&str]) -> Value {
+    let out = Command::new("bpftool")
+        .arg("-j")
+        .args(args)
+        .output()
+        .expect("bpftool (Debian package bpftool) is needed by the tests");
+    assert!(
+        out.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// Ids of the loaded programs that are ours, by name.
+pub fn our_program_ids() -> Vec<u64> {
+    bpftool_json(&["prog", "show"])
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|p| OUR_PROGRAMS.iter().any(|n| p["name"] == *n))
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
+}
+
+/// Links (TCX, perf_event) that hold one of our programs.
+pub fn our_links() -> usize {
+    let ids = our_program_ids();
+    bpftool_json(&["link", "show"])
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|l| l["prog_id"].as_u64().is_some_and(|id| ids.contains(&id)))
+        .count()
+}
+
+/// Every tc qdisc and filter on every interface of `netns`, as `tc` prints them (empty
+/// when the netlink attach path left nothing behind).
+pub fn tc_state(netns: &str) -> String {
+    let mut all = String::new();
+    for args in [
+        &["qdisc", "show"][..],
+        &["filter", "show", "ingress"],
+        &["filter", "show", "egress"],
+    ] {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns, "tc"]).args(args);
+        if args[0] == "filter" {
+            // `tc filter show` needs a device: ask per device.
+            let links = Command::new("ip")
+                .args(["-n", netns, "-o", "link", "show"])
+                .output()
+                .unwrap();
+            for line in String::from_utf8_lossy(&links.stdout).lines() {
+                let dev = line.split(':').nth(1).unwrap_or("").trim();
+                let dev = dev.split('@').next().unwrap_or(dev);
+                let out = Command::new("ip")
+                    .args([
+                        "netns", "exec", netns, "tc", "filter", "show", "dev", dev, args[2],
+                    ])
+                    .output()
+                    .unwrap();
+                all += &String::from_utf8_lossy(&out.stdout);
+            }
+        } else {
+            let out = cmd.output().unwrap();
+            all += &String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.contains("clsact") || l.contains("ingress"))
+                .collect::<Vec<_>>()
+                .join("\n");
+        }
+    }
+    all
+}
