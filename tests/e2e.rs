@@ -71,7 +71,7 @@ fn the_frontend(counts: &[(Role, u64)], what: &str) -> (Role, u64) {
     *used[0]
 }
 
-fn flow<'a>(f: &'a Finished, vip: IpAddr, port: u16) -> &'a Value {
+fn flow(f: &Finished, vip: IpAddr, port: u16) -> &Value {
     let flows: Vec<&Value> = f
         .of_type("flow")
         .into_iter()
@@ -90,7 +90,7 @@ fn ts(v: &Value) -> u64 {
 }
 
 /// Records of one flow, in the order the tracer printed them.
-fn flow_records<'a>(f: &'a Finished, vip: IpAddr, port: u16) -> Vec<&'a Value> {
+fn flow_records(f: &Finished, vip: IpAddr, port: u16) -> Vec<&Value> {
     f.records
         .iter()
         .filter(|r| r["vip"] == vip.to_string())
