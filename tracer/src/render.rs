@@ -83,21 +83,17 @@ impl Text {
 
 impl Render for Text {
     fn ready(&mut self, r: &Ready) {
-        println!(
-            "ready: tracing {} in netns {} on {} ({})",
-            r.vips
-                .iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-                + &r.client_port
-                    .map_or(String::new(), |p| format!(" client port {p}")),
-            r.netns,
-            r.interfaces.join(", "),
-            r.hooks.join(", "),
-        );
+        let vips: Vec<String> = r.vips.iter().map(|v| v.to_string()).collect();
+        let port = r.client_port.map_or("every client port".to_string(), |p| {
+            format!("client port {p}")
+        });
+        println!("ready: netns {}, VIPs {}, {port}", r.netns, vips.join(", "));
+        println!("  attached: {}", r.hooks.join(", "));
+        for (hook, why) in &r.refused {
+            println!("  REFUSED: {hook}: {why}");
+        }
         for (hook, why) in &r.unavailable {
-            println!("       not used: {hook}: {why}");
+            println!("  not used: {hook}: {why}");
         }
         let _ = std::io::stdout().flush();
     }
