@@ -8,6 +8,11 @@
 /// Record kinds: the first `u32` of every ring-buffer record.
 pub const KIND_PACKET: u32 = 1;
 pub const KIND_FIB: u32 = 2;
+pub const KIND_HASH: u32 = 3;
+
+/// Which hook produced a [`HashRecord`].
+pub const HASH_HOOK_FEXIT: u8 = 1;
+pub const HASH_HOOK_KRETPROBE: u8 = 2;
 
 /// TC hook direction, as stored in [`PacketRecord::dir`].
 pub const DIR_INGRESS: u8 = 0;
@@ -76,9 +81,30 @@ pub struct FibRecord {
     pub dst: [u8; 16],
     pub gw: [u8; 16],
     pub dev: [u8; 16],
+    /// skb mark of the packet (policy rules may select on it).
+    pub mark: u32,
     pub family: u8,
     pub proto: u8,
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// The multipath hash the kernel computed for a traced packet (`fib_multipath_hash` /
+/// `rt6_multipath_hash` return value, already shifted right by one as the kernel compares
+/// it). Only kernels that allow fexit or kretprobes produce these.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HashRecord {
+    pub kind: u32,
+    pub hash: u32,
+    pub ts_ns: u64,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub hook: u8,
+    pub _pad: u8,
 }
 
 /// Filter settings, one entry in the `CONFIG` array map.

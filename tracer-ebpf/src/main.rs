@@ -15,18 +15,19 @@
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
     helpers::bpf_ktime_get_ns,
-    macros::{classifier, map, tracepoint},
+    macros::{classifier, fexit, kretprobe, map, tracepoint},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
-    programs::{TcContext, TracePointContext},
+    programs::{FExitContext, RetProbeContext, TcContext, TracePointContext},
 };
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 use tracer_common::{
-    v4_mapped, Config, FibOffsets, FibRecord, PacketRecord, AF_INET, AF_INET6, COUNTERS_LEN,
-    COUNTER_LOST, COUNTER_MATCHED, DIR_EGRESS, DIR_INGRESS, KIND_FIB, KIND_PACKET, PROTO_ICMP,
-    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, RING_BYTES,
+    v4_mapped, Config, FibOffsets, FibRecord, HashRecord, PacketRecord, AF_INET, AF_INET6,
+    COUNTERS_LEN, COUNTER_LOST, COUNTER_MATCHED, DIR_EGRESS, DIR_INGRESS, HASH_HOOK_FEXIT,
+    HASH_HOOK_KRETPROBE, KIND_FIB, KIND_HASH, KIND_PACKET, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
+    PROTO_UDP, RING_BYTES,
 };
 
 #[map]
@@ -68,10 +69,15 @@ struct LastIngress {
     src: [u8; 16],
     dst: [u8; 16],
     ifindex: u32,
+    mark: u32,
     sport: u16,
     dport: u16,
     proto: u8,
-    _pad: [u8; 7],
+    family: u8,
+    /// Set once the packet's route lookup matched: later lookups are other packets', but
+    /// the multipath hash computed next (fexit/kretprobe) is still this packet's.
+    routed: u8,
+    _pad: [u8; 1],
 }
 
 /// A lookup further from its ingress hook than this is not the same packet's.
@@ -220,10 +226,13 @@ fn try_observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
                     src,
                     dst,
                     ifindex,
+                    mark: skb.mark,
                     sport,
                     dport,
                     proto,
-                    _pad: [0; 7],
+                    family,
+                    routed: 0,
+                    _pad: [0; 1],
                 };
             }
         }
@@ -306,6 +315,7 @@ fn try_fib(ctx: &TracePointContext, index: u32, family: u8) -> Result<(), ()> {
     let now = unsafe { bpf_ktime_get_ns() };
     if last.ts_ns == 0
         || now.wrapping_sub(last.ts_ns) > LAST_INGRESS_MAX_AGE_NS
+        || last.routed != 0
         || last.ifindex as i32 != iif
         || last.src != src
         || last.dst != dst
@@ -338,14 +348,77 @@ fn try_fib(ctx: &TracePointContext, index: u32, family: u8) -> Result<(), ()> {
             read::<[u8; 16]>(ctx, off.gw).unwrap_or([0; 16])
         };
         (*r).dev = read(ctx, off.name).unwrap_or([0; 16]);
+        (*r).mark = last.mark;
         (*r).family = family;
         (*r).proto = last.proto;
-        (*r)._pad = [0; 6];
+        (*r)._pad = [0; 2];
     }
     entry.submit(0);
     if err == 0 {
         // The packet's route is found; later lookups belong to other packets.
-        forget_last_ingress();
+        if let Some(last) = LAST_INGRESS.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot, only this CPU writes it.
+            unsafe { (*last).routed = 1 };
+        }
+    }
+    Ok(())
+}
+
+/// The multipath hash of the packet being routed on this CPU, from the hash function's
+/// return value. Loaded only where the kernel allows fexit (or kretprobes).
+#[fexit(function = "fib_multipath_hash")]
+pub fn meridio_mph4(ctx: FExitContext) -> i32 {
+    if let Ok(hash) = ctx.ret::<u32>() {
+        let _ = emit_hash(hash, AF_INET, HASH_HOOK_FEXIT);
+    }
+    0
+}
+
+#[fexit(function = "rt6_multipath_hash")]
+pub fn meridio_mph6(ctx: FExitContext) -> i32 {
+    if let Ok(hash) = ctx.ret::<u32>() {
+        let _ = emit_hash(hash, AF_INET6, HASH_HOOK_FEXIT);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn meridio_mph4_kr(ctx: RetProbeContext) -> u32 {
+    let _ = emit_hash(ctx.ret::<u32>(), AF_INET, HASH_HOOK_KRETPROBE);
+    0
+}
+
+#[kretprobe]
+pub fn meridio_mph6_kr(ctx: RetProbeContext) -> u32 {
+    let _ = emit_hash(ctx.ret::<u32>(), AF_INET6, HASH_HOOK_KRETPROBE);
+    0
+}
+
+fn emit_hash(hash: u32, family: u8, hook: u8) -> Result<(), ()> {
+    let last = LAST_INGRESS.get(0).ok_or(())?;
+    let now = unsafe { bpf_ktime_get_ns() };
+    if last.ts_ns == 0
+        || last.routed == 0
+        || last.family != family
+        || now.wrapping_sub(last.ts_ns) > LAST_INGRESS_MAX_AGE_NS
+    {
+        return Ok(());
+    }
+    let record = HashRecord {
+        kind: KIND_HASH,
+        hash,
+        ts_ns: now,
+        src: last.src,
+        dst: last.dst,
+        sport: last.sport,
+        dport: last.dport,
+        proto: last.proto,
+        family,
+        hook,
+        _pad: 0,
+    };
+    if EVENTS.output::<HashRecord>(&record, 0).is_err() {
+        bump(COUNTER_LOST);
     }
     Ok(())
 }

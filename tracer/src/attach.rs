@@ -10,9 +10,9 @@ use std::{collections::HashSet, net::IpAddr, path::Path};
 use anyhow::{anyhow, Context, Result};
 use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{SchedClassifier, TcAttachType, TracePoint},
+    programs::{FExit, KProbe, SchedClassifier, TcAttachType, TracePoint},
     util::KernelVersion,
-    Ebpf,
+    Btf, Ebpf,
 };
 use tracer_common::{Config, FibOffsets, COUNTER_LOST};
 
@@ -92,7 +92,7 @@ impl Probes {
 
         attach_tc(&mut ebpf, req, &mut ready)?;
         attach_fib(&mut ebpf, &mut ready);
-        note_unavailable(&mut ready);
+        attach_hash_hooks(&mut ebpf, &mut ready);
         Ok(Probes { ebpf, ready })
     }
 
@@ -226,25 +226,70 @@ fn attach_one_fib(
     Ok(())
 }
 
-/// Hooks that would see the multipath choice directly, and why this kernel cannot give
-/// them. Not tried here: the next-hop comes from the routed packet's Ethernet destination.
-fn note_unavailable(ready: &mut Ready) {
-    let kprobes = [
+/// The kernel's multipath hash functions, in order of preference (fexit, then
+/// kretprobe): where the kernel allows either, the tracer knows the hash the kernel used
+/// instead of inferring it. Each failure is reported with the kernel's reason; without them
+/// the next-hop still comes from the routed frame, and the prediction from the skb hash.
+fn attach_hash_hooks(ebpf: &mut Ebpf, ready: &mut Ready) {
+    const HOOKS: [(&str, &str, &str); 2] = [
+        ("meridio_mph4", "meridio_mph4_kr", "fib_multipath_hash"),
+        ("meridio_mph6", "meridio_mph6_kr", "rt6_multipath_hash"),
+    ];
+    let btf = Btf::from_sys_fs();
+    let kprobes_built_in = [
         "/sys/kernel/tracing/kprobe_events",
         "/sys/kernel/debug/tracing/kprobe_events",
     ]
     .iter()
     .any(|p| Path::new(p).exists());
-    if !kprobes {
-        ready.unavailable.push((
-            "kprobe:fib_select_path".into(),
-            "this kernel is built without kprobes (no kprobe_events in tracefs)".into(),
-        ));
+    for (fexit_name, kret_name, func) in HOOKS {
+        let fexit = match &btf {
+            Ok(btf) => attach_fexit(ebpf, fexit_name, func, btf),
+            Err(e) => Err(anyhow!("no kernel BTF ({e})")),
+        };
+        match fexit {
+            Ok(()) => {
+                ready.hooks.push(format!("fexit:{func}"));
+                continue;
+            }
+            Err(e) => ready
+                .refused
+                .push((format!("fexit:{func}"), format!("{e:#}"))),
+        }
+        if !kprobes_built_in {
+            ready.unavailable.push((
+                format!("kretprobe:{func}"),
+                "this kernel is built without kprobes (no kprobe_events in tracefs)".into(),
+            ));
+            continue;
+        }
+        match attach_kretprobe(ebpf, kret_name, func) {
+            Ok(()) => ready.hooks.push(format!("kretprobe:{func}")),
+            Err(e) => ready
+                .refused
+                .push((format!("kretprobe:{func}"), format!("{e:#}"))),
+        }
     }
-    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        ready.unavailable.push((
-            "fentry:fib_select_path".into(),
-            "no kernel BTF at /sys/kernel/btf/vmlinux".into(),
-        ));
-    }
+}
+
+fn attach_fexit(ebpf: &mut Ebpf, name: &str, func: &str, btf: &Btf) -> Result<()> {
+    let prog: &mut FExit = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing"))?
+        .try_into()?;
+    prog.load(func, btf)
+        .map_err(|e| refused("the fexit program", name, &e))?;
+    prog.attach().context("attach failed")?;
+    Ok(())
+}
+
+fn attach_kretprobe(ebpf: &mut Ebpf, name: &str, func: &str) -> Result<()> {
+    let prog: &mut KProbe = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing"))?
+        .try_into()?;
+    prog.load()
+        .map_err(|e| refused("the kretprobe program", name, &e))?;
+    prog.attach(func, 0).context("attach failed")?;
+    Ok(())
 }

@@ -6,7 +6,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
-    FibRecord, PacketRecord, AF_INET, AF_INET6, DIR_EGRESS, DIR_INGRESS, KIND_FIB, KIND_PACKET,
+    FibRecord, HashRecord, PacketRecord, AF_INET, AF_INET6, DIR_EGRESS, DIR_INGRESS,
+    HASH_HOOK_FEXIT, HASH_HOOK_KRETPROBE, KIND_FIB, KIND_HASH, KIND_PACKET,
 };
 
 /// TC hook direction on an interface.
@@ -62,12 +63,29 @@ pub struct FibLookup {
     /// First usable next-hop of the matched route; unspecified when the route has none.
     pub gw: IpAddr,
     pub dev: String,
+    /// skb mark of the packet (fwmark rules select on it).
+    pub mark: u32,
+}
+
+/// The multipath hash the kernel computed for a traced packet (fexit/kretprobe hooks).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HashSample {
+    pub ts_ns: u64,
+    /// As the kernel compares it with the next-hop bounds (already shifted right by one).
+    pub hash: u32,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub hook: &'static str,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Packet(Packet),
     Fib(FibLookup),
+    Hash(HashSample),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -147,6 +165,24 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 dport: r.dport,
                 gw: addr(r.family, r.gw)?,
                 dev: c_string(&r.dev),
+                mark: r.mark,
+            }))
+        }
+        KIND_HASH => {
+            let r: HashRecord = read_pod(bytes, kind)?;
+            Ok(Event::Hash(HashSample {
+                ts_ns: r.ts_ns,
+                hash: r.hash,
+                src: addr(r.family, r.src)?,
+                dst: addr(r.family, r.dst)?,
+                sport: r.sport,
+                dport: r.dport,
+                proto: r.proto,
+                hook: match r.hook {
+                    HASH_HOOK_FEXIT => "fexit",
+                    HASH_HOOK_KRETPROBE => "kretprobe",
+                    _ => return Err(DecodeError::BadField("hook")),
+                },
             }))
         }
         other => Err(DecodeError::UnknownKind(other)),
@@ -316,7 +352,7 @@ mod tests {
                     })
                     .collect();
                 if len >= 4 {
-                    buf[0] = (x % 3) as u8;
+                    buf[0] = (x % 4) as u8;
                     buf[1..4].fill(0);
                 }
                 let _ = decode(&buf);

@@ -12,9 +12,13 @@ use std::{
 };
 
 use crate::{
-    events::{Dir, FibLookup, Mac, Packet},
+    events::{Dir, FibLookup, HashSample, Mac, Packet},
     kernel_state::{KernelState, NextHop, Rule},
+    multipath::{self, HashSource},
 };
+
+/// A kernel hash sample older than this at the routed hop belongs to another packet.
+const HASH_SAMPLE_MAX_AGE_NS: u64 = 1_000_000;
 
 /// Direction of travel relative to the VIP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -105,6 +109,44 @@ pub struct Hop {
     pub nexthop: Option<IpAddr>,
     /// True on the routed hop when the neighbour table has no entry for the MAC.
     pub nexthop_unknown: bool,
+    /// On the routed egress hop: why the packet went where it went.
+    pub decision: Option<Decision>,
+}
+
+/// The routing decision behind one routed packet: rule, table, candidates, hash, and the
+/// next-hop the kernel's multipath thresholds give for that hash, next to the actual one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub rule: Option<Rule>,
+    pub table: Option<u32>,
+    pub candidates: Vec<NextHop>,
+    /// First decision of the flow, or the candidates differ from the previous one.
+    pub candidates_changed: bool,
+    /// The skb hash seen at TC on the routed hop.
+    pub skb_hash: u32,
+    /// The hash compared with the thresholds (the kernel's, already shifted), when known.
+    pub hash: Option<u32>,
+    pub source: HashSource,
+    pub predicted: Option<IpAddr>,
+    pub actual: Option<IpAddr>,
+}
+
+impl Decision {
+    /// `None` when the tracer cannot know the hash (and says why in `source`).
+    pub fn agrees(&self) -> Option<bool> {
+        self.hash?;
+        Some(self.predicted.is_some() && self.predicted == self.actual)
+    }
+}
+
+/// How often a flow's predictions matched the next-hop taken.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PredictionStats {
+    pub agree: u64,
+    pub disagree: u64,
+    pub unknown: u64,
+    /// The hash source of the latest decision (why a prediction was or was not possible).
+    pub source: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -137,6 +179,12 @@ struct FlowState {
     egress_packets: u64,
     nexthops: Vec<NextHopUse>,
     tables: Vec<u32>,
+    /// The latest successful lookup of this flow's egress: its table and rule.
+    last_lookup: Option<(u32, Option<Rule>)>,
+    shown_candidates: Option<Vec<NextHop>>,
+    /// (ts, hash, hook) from an fexit/kretprobe on the kernel's hash function.
+    kernel_hash: Option<(u64, u32, &'static str)>,
+    predictions: PredictionStats,
 }
 
 /// End-of-run account of one flow.
@@ -156,6 +204,7 @@ pub struct FlowSummary {
     pub candidates: Vec<NextHop>,
     /// Whether the (single) next-hop taken is one of `candidates`; `None` when unknown.
     pub nexthop_in_route: Option<bool>,
+    pub predictions: PredictionStats,
 }
 
 impl FlowSummary {
@@ -210,6 +259,7 @@ impl FlowTable {
         let rel_ns = p.ts_ns.saturating_sub(flow.first_ts);
         let mut nexthop = None;
         let mut nexthop_unknown = false;
+        let mut decision = None;
         match (path, kind, p.dir) {
             // A packet enters the proxy on a bridge port: count it once, there.
             (PathDir::Ingress, HopKind::Port, Dir::Ingress) => {
@@ -234,6 +284,7 @@ impl FlowTable {
                         first_rel_ns: rel_ns,
                     }),
                 }
+                decision = Some(decide(flow, &p, nexthop, state));
             }
             // The same frame leaving by a bridge port names the frontend link.
             (PathDir::Egress, HopKind::Port, Dir::Egress) => {
@@ -253,19 +304,36 @@ impl FlowTable {
             packet: p,
             nexthop,
             nexthop_unknown,
+            decision,
         })
+    }
+
+    /// Keeps a multipath hash the kernel reported (fexit/kretprobe) for the flow's next
+    /// routed hop.
+    pub fn on_hash(&mut self, h: HashSample) {
+        if let Some((key, PathDir::Egress)) =
+            FlowKey::classify(&self.vips, h.proto, h.src, h.sport, h.dst, h.dport)
+        {
+            self.flow(&key, h.ts_ns).kernel_hash = Some((h.ts_ns, h.hash, h.hook));
+        }
     }
 
     /// Correlates a routing table lookup made for a traced packet.
     pub fn on_fib(&mut self, f: FibLookup, state: &KernelState) -> Option<RouteHop> {
         let (key, path) = FlowKey::classify(&self.vips, f.proto, f.src, f.sport, f.dst, f.dport)?;
-        let rule = state
-            .source_rule(f.src)
-            .filter(|r| r.table == Some(f.table))
-            .cloned();
+        let iif = u32::try_from(f.iif)
+            .ok()
+            .and_then(|i| state.link(i))
+            .map(|l| l.name.as_str());
+        let rule = state.rule_for(f.table, f.src, f.dst, f.mark, iif).cloned();
         let flow = self.flow(&key, f.ts_ns);
-        if f.err == 0 && !flow.tables.contains(&f.table) {
-            flow.tables.push(f.table);
+        if f.err == 0 {
+            if !flow.tables.contains(&f.table) {
+                flow.tables.push(f.table);
+            }
+            if path == PathDir::Egress {
+                flow.last_lookup = Some((f.table, rule.clone()));
+            }
         }
         Some(RouteHop {
             flow_id: flow.id,
@@ -309,12 +377,68 @@ impl FlowTable {
                     table,
                     candidates,
                     nexthop_in_route,
+                    predictions: f.predictions.clone(),
                 }
             })
             .collect();
         out.sort_by_key(|s| s.flow_id);
         out
     }
+}
+
+/// The decision behind a routed packet. The table and rule come from the flow's latest
+/// fib lookup when the tracepoint saw it, else from the VIP's source rule.
+fn decide(
+    flow: &mut FlowState,
+    p: &Packet,
+    actual: Option<IpAddr>,
+    state: &KernelState,
+) -> Decision {
+    let v6 = p.src.is_ipv6();
+    let (table, rule) = match &flow.last_lookup {
+        Some((table, rule)) => (Some(*table), rule.clone()),
+        None => {
+            let rule = state.source_rule(p.src).cloned();
+            (rule.as_ref().and_then(|r| r.table), rule)
+        }
+    };
+    let candidates = table
+        .map(|t| state.default_nexthops(t, v6))
+        .unwrap_or_default();
+    let candidates_changed = flow.shown_candidates.as_ref() != Some(&candidates);
+    flow.shown_candidates = Some(candidates.clone());
+
+    let (source, hash) = match flow.kernel_hash.take() {
+        Some((ts, hash, hook)) if p.ts_ns.saturating_sub(ts) < HASH_SAMPLE_MAX_AGE_NS => {
+            (HashSource::Kernel { hook }, Some(hash))
+        }
+        _ => match HashSource::infer(state.hash_policy(v6), p.hash) {
+            HashSource::SkbL4Hash => (HashSource::SkbL4Hash, Some(p.hash >> 1)),
+            other => (other, None),
+        },
+    };
+    let predicted = hash
+        .and_then(|h| multipath::select(&candidates, h))
+        .and_then(|i| candidates[i].gw);
+    let decision = Decision {
+        rule,
+        table,
+        candidates,
+        candidates_changed,
+        skb_hash: p.hash,
+        hash,
+        source,
+        predicted,
+        actual,
+    };
+    let stats = &mut flow.predictions;
+    match decision.agrees() {
+        Some(true) => stats.agree += 1,
+        Some(false) => stats.disagree += 1,
+        None => stats.unknown += 1,
+    }
+    stats.source = Some(decision.source.label());
+    decision
 }
 
 #[cfg(test)]
@@ -370,7 +494,9 @@ mod tests {
             rules: vec![Rule {
                 priority: 32765,
                 src: Some((ip("20.0.0.1"), 32)),
+                dst: None,
                 fwmark: None,
+                fwmask: None,
                 iif: None,
                 other_selectors: false,
                 table: Some(7),
@@ -386,9 +512,11 @@ mod tests {
                         gw: Some(ip(g)),
                         ifindex: BR,
                         weight: 1,
+                        alive: true,
                     })
                     .collect(),
             }],
+            hash_policy: [Some(1), Some(1)],
         }
     }
 
@@ -521,6 +649,7 @@ mod tests {
             err: 0,
             iif: BR as i32,
             oif: 0,
+            mark: 0,
             proto: 6,
             src: ip("20.0.0.1"),
             dst: ip("169.254.100.150"),
@@ -542,5 +671,111 @@ mod tests {
             )
             .unwrap();
         assert!(r.rule.is_none());
+    }
+
+    #[test]
+    fn the_routed_hop_predicts_from_the_skb_l4_hash_under_policy_1() {
+        let s = proxy();
+        let mut t = FlowTable::new([ip("20.0.0.1")]);
+        // Equal weights: hashes below 2^31 (>> 1: below 2^30) select the first next-hop.
+        let mut hops = Vec::new();
+        for (ts, hash, mac, port) in [
+            (10, 0x7fff_0000u32, MAC_A, TO_A),
+            (20, 0x8000_0000, MAC_A, TO_A),
+        ] {
+            let mut ps = [
+                pkt(ts, BR, Dir::Ingress, true, MAC_BR),
+                pkt(ts + 1, BR, Dir::Egress, true, mac),
+                pkt(ts + 2, port, Dir::Egress, true, mac),
+            ];
+            for p in &mut ps {
+                p.hash = hash;
+            }
+            hops.extend(ps.into_iter().filter_map(|p| t.on_packet(p, &s)));
+        }
+        let d1 = hops[1].decision.clone().unwrap();
+        assert_eq!(
+            (d1.table, d1.source.clone()),
+            (Some(7), HashSource::SkbL4Hash)
+        );
+        assert_eq!(d1.predicted, Some(ip("172.16.0.3")));
+        assert_eq!(d1.agrees(), Some(true));
+        assert!(d1.candidates_changed);
+        let d2 = hops[4].decision.clone().unwrap();
+        assert_eq!(d2.predicted, Some(ip("172.16.0.5")));
+        assert_eq!(d2.agrees(), Some(false));
+        assert!(!d2.candidates_changed);
+        let [sum] = t.summaries(&s).try_into().unwrap();
+        assert_eq!((sum.predictions.agree, sum.predictions.disagree), (1, 1));
+    }
+
+    #[test]
+    fn policy_3_says_why_it_cannot_predict_and_a_kernel_hash_wins() {
+        let mut s = proxy();
+        s.hash_policy = [Some(3), Some(3)];
+        let mut t = FlowTable::new([ip("20.0.0.1")]);
+        let hops = egress(&mut t, &s, 10, MAC_B, TO_B);
+        let d = hops[2].decision.clone().unwrap();
+        assert_eq!(d.agrees(), None);
+        assert!(
+            d.source.label().contains("policy 3"),
+            "{}",
+            d.source.label()
+        );
+
+        t.on_hash(HashSample {
+            ts_ns: 99,
+            hash: 1 << 30,
+            src: ip("20.0.0.1"),
+            dst: ip("169.254.100.150"),
+            sport: 4000,
+            dport: 35000,
+            proto: 6,
+            hook: "fexit",
+        });
+        let hops = egress(&mut t, &s, 100, MAC_B, TO_B);
+        let d = hops[2].decision.clone().unwrap();
+        assert_eq!(d.source, HashSource::Kernel { hook: "fexit" });
+        assert_eq!(d.agrees(), Some(true));
+    }
+
+    #[test]
+    fn fwmark_rules_are_attributed_by_the_packet_mark() {
+        let mut s = proxy();
+        s.rules.push(Rule {
+            priority: 100,
+            src: None,
+            dst: None,
+            fwmark: Some(0x1389),
+            fwmask: None,
+            iif: None,
+            other_selectors: false,
+            table: Some(5001),
+            v6: false,
+        });
+        let mut t = FlowTable::new([ip("20.0.0.1")]);
+        let f = FibLookup {
+            ts_ns: 5,
+            table: 5001,
+            err: 0,
+            iif: BR as i32,
+            oif: 0,
+            mark: 0x1389,
+            proto: 6,
+            src: ip("169.254.100.150"),
+            dst: ip("20.0.0.1"),
+            sport: 35000,
+            dport: 4000,
+            gw: ip("172.16.0.6"),
+            dev: "conduit".into(),
+        };
+        let r = t.on_fib(f.clone(), &s).unwrap();
+        assert_eq!(r.rule.unwrap().selector(), "from all fwmark 0x1389");
+        // Without the mark the fwmark rule does not match, and no rule points to 5001.
+        assert!(t
+            .on_fib(FibLookup { mark: 0, ..f }, &s)
+            .unwrap()
+            .rule
+            .is_none());
     }
 }

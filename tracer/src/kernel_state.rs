@@ -14,7 +14,7 @@ use rtnetlink::{
     packet_route::{
         link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
         neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
-        route::{RouteAddress, RouteAttribute, RouteMessage},
+        route::{RouteAddress, RouteAttribute, RouteMessage, RouteNextHopFlags},
         rule::{RuleAction, RuleAttribute, RuleMessage},
         AddressFamily,
     },
@@ -40,13 +40,23 @@ pub struct Neighbour {
     pub ifindex: u32,
 }
 
+/// One local address (`ip addr`): where a VIP sits in a target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Address {
+    pub ifindex: u32,
+    pub ip: IpAddr,
+    pub prefix_len: u8,
+}
+
 /// One `ip rule`. Only the selectors Meridio uses are kept; a rule with any other selector
 /// is marked `other_selectors` so it is never mistaken for a plain source rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
     pub priority: u32,
     pub src: Option<(IpAddr, u8)>,
+    pub dst: Option<(IpAddr, u8)>,
     pub fwmark: Option<u32>,
+    pub fwmask: Option<u32>,
     pub iif: Option<String>,
     pub other_selectors: bool,
     /// Table for `lookup` rules; `None` for other actions.
@@ -63,13 +73,33 @@ impl Rule {
             Some((ip, len)) => parts.push(format!("from {ip}/{len}")),
             None => parts.push("from all".to_string()),
         }
-        if let Some(m) = self.fwmark {
-            parts.push(format!("fwmark {m:#x}"));
+        if let Some((ip, len)) = self.dst {
+            parts.push(format!("to {ip}/{len}"));
+        }
+        match (self.fwmark, self.fwmask) {
+            (Some(m), Some(mask)) if mask != u32::MAX => {
+                parts.push(format!("fwmark {m:#x}/{mask:#x}"))
+            }
+            (Some(m), _) => parts.push(format!("fwmark {m:#x}")),
+            _ => {}
         }
         if let Some(i) = &self.iif {
             parts.push(format!("iif {i}"));
         }
         parts.join(" ")
+    }
+
+    /// Whether this rule's selectors match a packet (rules with selectors the tracer does
+    /// not model never match, so they are never blamed wrongly).
+    pub fn matches(&self, src: IpAddr, dst: IpAddr, mark: u32, iif: Option<&str>) -> bool {
+        !self.other_selectors
+            && self.v6 == src.is_ipv6()
+            && self.src.is_none_or(|(n, l)| prefix_contains(n, l, src))
+            && self.dst.is_none_or(|(n, l)| prefix_contains(n, l, dst))
+            && self
+                .fwmark
+                .is_none_or(|m| mark & self.fwmask.unwrap_or(u32::MAX) == m)
+            && self.iif.as_deref().is_none_or(|i| Some(i) == iif)
     }
 }
 
@@ -78,6 +108,8 @@ pub struct NextHop {
     pub gw: Option<IpAddr>,
     pub ifindex: u32,
     pub weight: u32,
+    /// False for next-hops the kernel marks dead: the multipath hash skips them.
+    pub alive: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +126,8 @@ pub struct KernelState {
     pub neighbours: Vec<Neighbour>,
     pub rules: Vec<Rule>,
     pub routes: Vec<Route>,
+    /// `net.ipv4.fib_multipath_hash_policy`, `net.ipv6.fib_multipath_hash_policy`.
+    pub hash_policy: [Option<u8>; 2],
 }
 
 impl KernelState {
@@ -156,6 +190,28 @@ impl KernelState {
         })
     }
 
+    /// The rule that sent a lookup to `table`: the first rule, in priority order, whose
+    /// selectors match the packet and whose action is that table (earlier matching rules
+    /// sent it to tables that did not resolve it, such as `local`).
+    pub fn rule_for(
+        &self,
+        table: u32,
+        src: IpAddr,
+        dst: IpAddr,
+        mark: u32,
+        iif: Option<&str>,
+    ) -> Option<&Rule> {
+        let mut rules: Vec<&Rule> = self.rules.iter().collect();
+        rules.sort_by_key(|r| r.priority);
+        rules
+            .into_iter()
+            .find(|r| r.table == Some(table) && r.matches(src, dst, mark, iif))
+    }
+
+    pub fn hash_policy(&self, v6: bool) -> Option<u8> {
+        self.hash_policy[usize::from(v6)]
+    }
+
     /// Next-hops of the default route in `table` for the family of `v6`.
     pub fn default_nexthops(&self, table: u32, v6: bool) -> Vec<NextHop> {
         self.routes
@@ -190,6 +246,18 @@ pub fn prefix_contains(net: IpAddr, len: u8, ip: IpAddr) -> bool {
         }
         _ => false,
     }
+}
+
+/// `fib_multipath_hash_policy` for IPv4 and IPv6 as the namespace sees it (the /proc/sys/net
+/// files show the values of the netns of the thread that opens them).
+pub fn read_hash_policy(ns: &Netns) -> [Option<u8>; 2] {
+    let read = |family: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/{family}/fib_multipath_hash_policy"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    };
+    ns.run(|| [read("ipv4"), read("ipv6")])
+        .unwrap_or([None, None])
 }
 
 /// An rtnetlink connection whose socket lives in the traced namespace.
@@ -254,6 +322,7 @@ impl Netlink {
             neighbours: self.neighbours().await?,
             rules,
             routes,
+            hash_policy: [None; 2],
         })
     }
 
@@ -268,6 +337,36 @@ impl Netlink {
             .context("netlink: listing neighbours")?;
         Ok(msgs.iter().filter_map(parse_neighbour).collect())
     }
+    /// Every local address of the namespace, both families.
+    pub async fn addresses(&self) -> Result<Vec<Address>> {
+        let msgs: Vec<rtnetlink::packet_route::address::AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .context("netlink: listing addresses")?;
+        Ok(msgs.iter().filter_map(parse_address).collect())
+    }
+}
+
+fn parse_address(m: &rtnetlink::packet_route::address::AddressMessage) -> Option<Address> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    // IFA_LOCAL is the local address of a point-to-point link; IFA_ADDRESS otherwise.
+    let local = m.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(ip) => Some(*ip),
+        _ => None,
+    });
+    let address = m.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(ip) => Some(*ip),
+        _ => None,
+    });
+    Some(Address {
+        ifindex: m.header.index,
+        ip: local.or(address)?,
+        prefix_len: m.header.prefix_len,
+    })
 }
 
 fn mac_of(bytes: &[u8]) -> Option<Mac> {
@@ -324,9 +423,11 @@ fn parse_rule(m: &RuleMessage, v6: bool) -> Rule {
     let mut rule = Rule {
         priority: 0,
         src: None,
+        dst: None,
         fwmark: None,
+        fwmask: None,
         iif: None,
-        other_selectors: m.header.dst_len != 0 || m.header.tos != 0,
+        other_selectors: m.header.tos != 0,
         table: (m.header.action == RuleAction::ToTable).then_some(u32::from(m.header.table)),
         v6,
     };
@@ -334,7 +435,9 @@ fn parse_rule(m: &RuleMessage, v6: bool) -> Rule {
         match a {
             RuleAttribute::Priority(p) => rule.priority = *p,
             RuleAttribute::Source(ip) => rule.src = Some((*ip, m.header.src_len)),
+            RuleAttribute::Destination(ip) => rule.dst = Some((*ip, m.header.dst_len)),
             RuleAttribute::FwMark(mark) => rule.fwmark = Some(*mark),
+            RuleAttribute::FwMask(mask) => rule.fwmask = Some(*mask),
             RuleAttribute::Iifname(i) => rule.iif = Some(i.clone()),
             RuleAttribute::Table(t) if rule.table.is_some() => rule.table = Some(*t),
             RuleAttribute::Oifname(_)
@@ -363,6 +466,7 @@ fn parse_route(m: &RouteMessage, v6: bool) -> Route {
         gw: None,
         ifindex: 0,
         weight: 1,
+        alive: true,
     };
     let mut nexthops = Vec::new();
     for a in &m.attributes {
@@ -383,6 +487,7 @@ fn parse_route(m: &RouteMessage, v6: bool) -> Route {
                         }),
                         ifindex: h.interface_index,
                         weight: u32::from(h.hops) + 1,
+                        alive: !h.flags.contains(RouteNextHopFlags::Dead),
                     })
                     .collect()
             }
@@ -421,7 +526,9 @@ mod tests {
         Rule {
             priority,
             src: src.map(|(a, l)| (ip(a), l)),
+            dst: None,
             fwmark,
+            fwmask: None,
             iif: None,
             other_selectors: false,
             table: Some(table),

@@ -4,6 +4,7 @@ mod cli;
 mod events;
 mod flows;
 mod kernel_state;
+mod multipath;
 mod netns;
 mod render;
 mod session;

@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 use crate::{
     attach::Ready,
     events::{fmt_mac, fmt_tcp_flags, proto_name},
-    flows::{FlowKey, FlowSummary, Hop, HopKind, PathDir, RouteHop},
-    kernel_state::NextHop,
+    flows::{Decision, FlowKey, FlowSummary, Hop, HopKind, PathDir, RouteHop},
+    kernel_state::{NextHop, Rule},
 };
 
 const RT_TABLE_LOCAL: u32 = 255;
@@ -56,12 +56,43 @@ fn flow_title(k: &FlowKey) -> String {
     )
 }
 
+/// "decision: rule 32765 `from 20.0.0.1` -> table 1 [candidates], hash 0x.. (source) ->
+/// predicted X, actual Y". Candidates only when they are new for the flow.
+fn decision_text(d: &Decision) -> String {
+    let rule = d.rule.as_ref().map_or("no rule known".to_string(), |r| {
+        format!("rule {} `{}`", r.priority, r.selector())
+    });
+    let table = d.table.map_or("?".to_string(), |t| t.to_string());
+    let candidates = if d.candidates_changed {
+        format!(" next-hops {}", candidates_text(&d.candidates))
+    } else {
+        String::new()
+    };
+    let choice = match (d.hash, d.agrees()) {
+        (Some(h), Some(agree)) => format!(
+            "hash {h:#010x} ({}) -> predicted {}, actual {} {}",
+            d.source.label(),
+            opt_ip(d.predicted),
+            opt_ip(d.actual),
+            if agree { "(agree)" } else { "(DIFFER)" }
+        ),
+        _ => format!("actual {}; {}", opt_ip(d.actual), d.source.label()),
+    };
+    format!("decision: {rule} -> table {table}{candidates}; {choice}")
+}
+
 fn candidates_text(c: &[NextHop]) -> String {
     let list: Vec<String> = c
         .iter()
-        .map(|n| match n.weight {
-            1 => opt_ip(n.gw),
-            w => format!("{} (weight {w})", opt_ip(n.gw)),
+        .map(|n| {
+            let mut t = opt_ip(n.gw);
+            if n.weight != 1 {
+                t += &format!(" weight {}", n.weight);
+            }
+            if !n.alive {
+                t += " dead";
+            }
+            t
         })
         .collect();
     format!("[{}]", list.join(", "))
@@ -129,6 +160,9 @@ impl Render for Text {
             }
         }
         println!("{line}");
+        if let Some(d) = &h.decision {
+            println!("  #{} {:>12}  {}", h.flow_id, "", decision_text(d));
+        }
     }
 
     fn route(&mut self, r: &RouteHop) {
@@ -215,6 +249,17 @@ impl Render for Text {
                 )
             }
         };
+        let p = &s.predictions;
+        if p.agree + p.disagree + p.unknown > 0 {
+            println!(
+                "  hash: predicted next-hop = actual for {} of {} routed packets, differed for {}, unknown for {}{}",
+                p.agree,
+                p.agree + p.disagree + p.unknown,
+                p.disagree,
+                p.unknown,
+                p.source.as_ref().map_or(String::new(), |src| format!(" (hash: {src})")),
+            );
+        }
         println!("  verdict: {verdict}");
     }
 }
@@ -242,8 +287,12 @@ fn flow_fields(k: &FlowKey) -> serde_json::Map<String, Value> {
 
 fn nexthops_json(c: &[NextHop]) -> Value {
     c.iter()
-        .map(|n| json!({"gw": n.gw, "ifindex": n.ifindex, "weight": n.weight}))
+        .map(|n| json!({"gw": n.gw, "ifindex": n.ifindex, "weight": n.weight, "alive": n.alive}))
         .collect()
+}
+
+fn rule_json(r: &Rule) -> Value {
+    json!({"priority": r.priority, "selector": r.selector(), "table": r.table})
 }
 
 impl Render for Json {
@@ -290,6 +339,25 @@ impl Render for Json {
             v["nexthop"] = json!(nh);
         }
         emit(v);
+        if let Some(d) = &h.decision {
+            let mut v = Value::Object(flow_fields(&h.flow));
+            v["type"] = json!("decision");
+            v["flow_id"] = json!(h.flow_id);
+            v["ts_ns"] = json!(h.packet.ts_ns);
+            v["netns"] = json!(self.netns);
+            v["ifname"] = json!(h.ifname);
+            v["rule"] = json!(d.rule.as_ref().map(rule_json));
+            v["table"] = json!(d.table);
+            v["candidates"] = nexthops_json(&d.candidates);
+            v["candidates_changed"] = json!(d.candidates_changed);
+            v["skb_hash"] = json!(d.skb_hash);
+            v["hash"] = json!(d.hash);
+            v["hash_source"] = json!(d.source.label());
+            v["predicted"] = json!(d.predicted);
+            v["actual"] = json!(d.actual);
+            v["agree"] = json!(d.agrees());
+            emit(v);
+        }
     }
 
     fn route(&mut self, r: &RouteHop) {
@@ -307,7 +375,7 @@ impl Render for Json {
         v["err"] = json!(l.err);
         v["iif"] = json!(l.iif);
         if let Some(rule) = &r.rule {
-            v["rule"] = json!({"priority": rule.priority, "selector": rule.selector()});
+            v["rule"] = rule_json(rule);
         }
         emit(v);
     }
@@ -332,11 +400,15 @@ impl Render for Json {
                 "nexthop": n.ip, "eth_dst": fmt_mac(&n.mac), "ifname": n.port,
                 "packets": n.packets, "first_rel_ns": n.first_rel_ns,
             })).collect::<Vec<_>>(),
-            "rule": s.rule.as_ref().map(|r| json!({"priority": r.priority, "selector": r.selector()})),
+            "rule": s.rule.as_ref().map(rule_json),
             "table": s.table,
             "candidates": nexthops_json(&s.candidates),
         });
         v["ingress"] = json!({"ifname": s.ingress_port, "packets": s.ingress_packets});
+        let p = &s.predictions;
+        v["prediction"] = json!({
+            "agree": p.agree, "disagree": p.disagree, "unknown": p.unknown, "hash_source": p.source,
+        });
         emit(v);
     }
 }

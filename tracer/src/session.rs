@@ -24,6 +24,7 @@ pub async fn run(args: Args) -> Result<()> {
     let ns = Netns::open(&args.netns)?;
     let netlink = Netlink::connect(&ns)?;
     let mut state = netlink.snapshot().await?;
+    state.hash_policy = crate::kernel_state::read_hash_policy(&ns);
     let interfaces = pick_interfaces(&state, &args.ifaces, &ns.label)?;
     let l3_ifindexes: Vec<u32> = interfaces
         .iter()
@@ -118,7 +119,10 @@ async fn stream(
     process(&mut batch, &mut flows, netlink, state, out).await?;
     report_loss(probes, &mut lost_reported, out)?;
     if let Ok(fresh) = netlink.snapshot().await {
-        *state = fresh;
+        *state = KernelState {
+            hash_policy: state.hash_policy,
+            ..fresh
+        };
     }
     for summary in flows.summaries(state) {
         out.summary(&summary);
@@ -138,7 +142,10 @@ async fn process(
             Ok(Event::Packet(p)) => {
                 if state.link(p.ifindex).is_none() {
                     // An interface appeared since the last snapshot.
-                    *state = netlink.snapshot().await?;
+                    *state = KernelState {
+                        hash_policy: state.hash_policy,
+                        ..netlink.snapshot().await?
+                    };
                 }
                 if p.dir == Dir::Egress
                     && !state.is_bridge_port(p.ifindex)
@@ -158,6 +165,7 @@ async fn process(
                     out.route(&route);
                 }
             }
+            Ok(Event::Hash(h)) => flows.on_hash(h),
             Err(e) => log::warn!("skipping a malformed record: {e}"),
         }
     }
