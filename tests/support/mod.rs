@@ -42,6 +42,8 @@ pub fn root_or_skip(test: &str) -> Option<MutexGuard<'static, ()>> {
 pub struct Tracer {
     child: Child,
     records: Arc<Mutex<Vec<Value>>>,
+    /// When each record was read, index for index with `records`.
+    arrivals: Arc<Mutex<Vec<Instant>>>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -68,10 +70,12 @@ impl Tracer {
             .spawn()
             .expect("spawn tracer");
         let records = Arc::new(Mutex::new(Vec::new()));
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let out = child.stdout.take().unwrap();
         let recs = records.clone();
+        let times = arrivals.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
@@ -80,7 +84,9 @@ impl Tracer {
                 if v["type"] == "ready" {
                     let _ = ready_tx.send(());
                 }
-                recs.lock().unwrap().push(v);
+                let mut recs = recs.lock().unwrap();
+                recs.push(v);
+                times.lock().unwrap().push(Instant::now());
             }
         });
         let err = child.stderr.take().unwrap();
@@ -95,6 +101,7 @@ impl Tracer {
         let t = Tracer {
             child,
             records,
+            arrivals,
             stderr,
         };
         if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
@@ -106,6 +113,35 @@ impl Tracer {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// Waits up to `timeout` for a record matching `pred` among those read after the
+    /// first `skip`; returns it, its index and when it was read.
+    pub fn wait_for(
+        &self,
+        skip: usize,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<(Value, usize, Instant)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let recs = self.records.lock().unwrap();
+                if let Some(i) = (skip..recs.len()).find(|&i| pred(&recs[i])) {
+                    let at = self.arrivals.lock().unwrap()[i];
+                    return Some((recs[i].clone(), i, at));
+                }
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// How many records have been read so far.
+    pub fn count(&self) -> usize {
+        self.records.lock().unwrap().len()
     }
 
     /// Sends `signal` and waits for the exit (at most 10 s, then SIGKILL and fail).
@@ -222,4 +258,155 @@ pub fn tc_state(netns: &str) -> String {
         }
     }
     all
+}
+
+/// A tracer child whose stdout the test reads at its own pace: every line goes to a
+/// callback on a reader thread, and [`PipedTracer::pause`] stops that thread from reading,
+/// so the pipe fills and the tracer blocks on its stdout, as behind a slow terminal.
+/// Unlike [`Tracer`] it keeps nothing itself (long runs would pile up records) and takes
+/// any output mode (`--json` is not added).
+pub struct PipedTracer {
+    child: Child,
+    /// true while the reader may read.
+    gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl PipedTracer {
+    /// Starts `tracer <args>` and waits (20 s at most) for its ready record or line.
+    pub fn start(args: &[&str], mut on_line: impl FnMut(&str) + Send + 'static) -> PipedTracer {
+        Self::start_command(Command::new(TRACER).args(args), move |l| on_line(l))
+    }
+
+    /// Like [`PipedTracer::start`] for a prepared command (e.g. the tracer run by a
+    /// wrapper that execs it, so the child's pid is the tracer's).
+    pub fn start_command(
+        cmd: &mut Command,
+        mut on_line: impl FnMut(&str) + Send + 'static,
+    ) -> PipedTracer {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tracer");
+        let gate = Arc::new((Mutex::new(true), std::sync::Condvar::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let g = gate.clone();
+        let reader = std::thread::spawn(move || {
+            let mut out = BufReader::new(out);
+            let mut line = String::new();
+            loop {
+                {
+                    let (open, cv) = &*g;
+                    let mut open = open.lock().unwrap();
+                    while !*open {
+                        open = cv.wait(open).unwrap();
+                    }
+                }
+                line.clear();
+                match out.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let l = line.trim_end_matches('\n');
+                if l.starts_with("ready:") || l.contains(r#""type":"ready""#) {
+                    let _ = ready_tx.send(());
+                }
+                on_line(l);
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err = child.stderr.take().unwrap();
+        let errs = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut e = errs.lock().unwrap();
+                e.push_str(&line);
+                e.push('\n');
+            }
+        });
+        let mut t = PipedTracer {
+            child,
+            gate,
+            reader: Some(reader),
+            stderr,
+        };
+        if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            let _ = t.child.kill();
+            let status = t.child.wait();
+            panic!(
+                "tracer did not become ready: {status:?}\n{}",
+                t.stderr.lock().unwrap()
+            );
+        }
+        t
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Stops reading the tracer's stdout (the line being read, if any, still arrives).
+    pub fn pause(&self) {
+        *self.gate.0.lock().unwrap() = false;
+    }
+
+    pub fn resume(&self) {
+        *self.gate.0.lock().unwrap() = true;
+        self.gate.1.notify_all();
+    }
+
+    /// What the tracer wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Resumes reading, sends `signal`, waits for the exit (at most `timeout`, then
+    /// SIGKILL and fail) and for the reader to reach the end of stdout. Returns the exit
+    /// status and stderr.
+    pub fn stop(mut self, signal: i32, timeout: Duration) -> (ExitStatus, String) {
+        self.resume();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid(), signal) };
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("tracer did not exit within {timeout:?} of signal {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        (status, self.stderr())
+    }
+}
+
+impl Drop for PipedTracer {
+    fn drop(&mut self) {
+        // A test that failed half-way must not leave a tracer attached behind it.
+        if self.reader.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.resume();
+        }
+    }
+}
+
+/// Resident memory of a process in KiB (VmRSS in /proc/<pid>/status).
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }

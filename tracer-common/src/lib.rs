@@ -9,6 +9,7 @@
 pub const KIND_PACKET: u32 = 1;
 pub const KIND_FIB: u32 = 2;
 pub const KIND_HASH: u32 = 3;
+pub const KIND_DROP: u32 = 4;
 
 /// Which hook produced a [`HashRecord`].
 pub const HASH_HOOK_FEXIT: u8 = 1;
@@ -107,6 +108,50 @@ pub struct HashRecord {
     pub _pad: u8,
 }
 
+/// A traced packet freed by `kfree_skb` (a drop, with the kernel's reason) in a traced
+/// namespace (`skb:kfree_skb` tracepoint).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropRecord {
+    pub kind: u32,
+    pub ifindex: u32,
+    pub ts_ns: u64,
+    /// Kernel code address that dropped it (symbolized from /proc/kallsyms).
+    pub location: u64,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// `enum skb_drop_reason`, named from the tracepoint's format file.
+    pub reason: u32,
+    pub mark: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u8,
+    pub proto: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Where the `skb:kfree_skb` program finds what it reads: tracepoint fields (from the
+/// format file) and kernel struct members (from the kernel's BTF), all in bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropOffsets {
+    pub tp_skbaddr: u16,
+    pub tp_location: u16,
+    pub tp_protocol: u16,
+    pub tp_reason: u16,
+    pub skb_head: u16,
+    pub skb_network_header: u16,
+    pub skb_transport_header: u16,
+    pub skb_dev: u16,
+    pub skb_mark: u16,
+    pub dev_ifindex: u16,
+    pub dev_nd_net: u16,
+    pub net_ns_inum: u16,
+    /// 1 once userspace has filled the entry.
+    pub valid: u16,
+    pub _pad: u16,
+}
+
 /// Filter settings, one entry in the `CONFIG` array map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -149,4 +194,5 @@ mod pod {
     // SAFETY: plain-old-data structs with explicit padding and no invalid bit patterns.
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::FibOffsets {}
+    unsafe impl aya::Pod for super::DropOffsets {}
 }

@@ -14,7 +14,7 @@
 
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{classifier, fexit, kretprobe, map, tracepoint},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::{FExitContext, RetProbeContext, TcContext, TracePointContext},
@@ -24,10 +24,10 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 use tracer_common::{
-    v4_mapped, Config, FibOffsets, FibRecord, HashRecord, PacketRecord, AF_INET, AF_INET6,
-    COUNTERS_LEN, COUNTER_LOST, COUNTER_MATCHED, DIR_EGRESS, DIR_INGRESS, HASH_HOOK_FEXIT,
-    HASH_HOOK_KRETPROBE, KIND_FIB, KIND_HASH, KIND_PACKET, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
-    PROTO_UDP, RING_BYTES,
+    v4_mapped, Config, DropOffsets, DropRecord, FibOffsets, FibRecord, HashRecord, PacketRecord,
+    AF_INET, AF_INET6, COUNTERS_LEN, COUNTER_LOST, COUNTER_MATCHED, DIR_EGRESS, DIR_INGRESS,
+    HASH_HOOK_FEXIT, HASH_HOOK_KRETPROBE, KIND_DROP, KIND_FIB, KIND_HASH, KIND_PACKET, PROTO_ICMP,
+    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, RING_BYTES,
 };
 
 #[map]
@@ -418,6 +418,113 @@ fn emit_hash(hash: u32, family: u8, hook: u8) -> Result<(), ()> {
         _pad: 0,
     };
     if EVENTS.output::<HashRecord>(&record, 0).is_err() {
+        bump(COUNTER_LOST);
+    }
+    Ok(())
+}
+
+/// Namespace inode numbers (`ns.inum`) of the traced namespaces: drops elsewhere are not
+/// ours even when they carry a VIP.
+#[map]
+static NETNS_INUMS: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
+
+#[map]
+static DROP_OFFSETS: Array<DropOffsets> = Array::with_max_entries(1, 0);
+
+/// Reads a `T` at `base + off` in kernel memory.
+#[inline(always)]
+fn kread<T>(base: u64, off: u16) -> Result<T, ()> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one only fails the read.
+    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T).map_err(|_| ()) }
+}
+
+/// `skb:kfree_skb`: a packet of a traced flow freed as a drop in a traced namespace.
+#[tracepoint]
+pub fn meridio_drop(ctx: TracePointContext) -> u32 {
+    let _ = try_drop(&ctx);
+    0
+}
+
+fn try_drop(ctx: &TracePointContext) -> Result<(), ()> {
+    let off = *DROP_OFFSETS.get(0).ok_or(())?;
+    if off.valid == 0 {
+        return Ok(());
+    }
+    let protocol: u16 = read(ctx, off.tp_protocol)?;
+    let family = match protocol {
+        ETH_P_IP => AF_INET,
+        ETH_P_IPV6 => AF_INET6,
+        _ => return Ok(()),
+    };
+    let skb: u64 = read(ctx, off.tp_skbaddr)?;
+    let dev: u64 = kread(skb, off.skb_dev)?;
+    if dev == 0 {
+        return Ok(());
+    }
+    let net: u64 = kread(dev, off.dev_nd_net)?;
+    let inum: u32 = kread(net, off.net_ns_inum)?;
+    // SAFETY: presence test only.
+    if unsafe { NETNS_INUMS.get(&inum).is_none() } {
+        return Ok(());
+    }
+    let head: u64 = kread(skb, off.skb_head)?;
+    let nh: u16 = kread(skb, off.skb_network_header)?;
+    let th: u16 = kread(skb, off.skb_transport_header)?;
+    let l3 = head + u64::from(nh);
+    let (src, dst, proto, l4) = if family == AF_INET {
+        let ip: Ipv4Hdr = kread(l3, 0)?;
+        let ihl = u64::from(ip.vihl & 0x0f) * 4;
+        (
+            v4_mapped(ip.src_addr),
+            v4_mapped(ip.dst_addr),
+            ip.proto,
+            l3 + ihl,
+        )
+    } else {
+        let ip: Ipv6Hdr = kread(l3, 0)?;
+        (
+            ip.src_addr,
+            ip.dst_addr,
+            ip.next_hdr,
+            l3 + Ipv6Hdr::LEN as u64,
+        )
+    };
+    // The transport header offset is set once the stack got that far; else derive it.
+    let l4 = if th != 0xffff && th > nh {
+        head + u64::from(th)
+    } else {
+        l4
+    };
+    let (sport, dport) = match proto {
+        PROTO_TCP | PROTO_UDP => {
+            let ports: [u8; 4] = kread(l4, 0)?;
+            (
+                u16::from_be_bytes([ports[0], ports[1]]),
+                u16::from_be_bytes([ports[2], ports[3]]),
+            )
+        }
+        PROTO_ICMP | PROTO_ICMPV6 => (0, 0),
+        _ => return Ok(()),
+    };
+    if !wanted(&src, &dst, sport, dport) {
+        return Ok(());
+    }
+    let record = DropRecord {
+        kind: KIND_DROP,
+        ifindex: kread::<i32>(dev, off.dev_ifindex)? as u32,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        location: read(ctx, off.tp_location)?,
+        src,
+        dst,
+        reason: read(ctx, off.tp_reason)?,
+        mark: kread(skb, off.skb_mark)?,
+        sport,
+        dport,
+        family,
+        proto,
+        _pad: [0; 2],
+    };
+    if EVENTS.output::<DropRecord>(&record, 0).is_err() {
         bump(COUNTER_LOST);
     }
     Ok(())

@@ -5,7 +5,11 @@
 //! without them the tracer still names the next-hop from the wire, and says what it lacks.
 //! TCX links (kernel >= 6.6) are file descriptors owned by [`Probes`]: they disappear with
 //! the process, also when it is killed, so nothing of ours can be left on an interface.
-use std::{collections::HashSet, net::IpAddr, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    path::Path,
+};
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
@@ -14,9 +18,9 @@ use aya::{
     util::KernelVersion,
     Btf, Ebpf,
 };
-use tracer_common::{Config, FibOffsets, COUNTER_LOST};
+use tracer_common::{Config, DropOffsets, FibOffsets, COUNTER_LOST};
 
-use crate::{events::vip_key, netns::Netns, tracefs};
+use crate::{btf_layout::Layout, events::vip_key, netns::Netns, tracefs};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("TRACER_EBPF_OBJECT"));
 
@@ -38,6 +42,8 @@ pub struct Ready {
 pub struct Probes {
     ebpf: Ebpf,
     pub ready: Ready,
+    /// `enum skb_drop_reason` names of this kernel.
+    pub drop_reasons: HashMap<u32, String>,
 }
 
 pub struct Request<'a> {
@@ -93,7 +99,23 @@ impl Probes {
         attach_tc(&mut ebpf, req, &mut ready)?;
         attach_fib(&mut ebpf, &mut ready);
         attach_hash_hooks(&mut ebpf, &mut ready);
-        Ok(Probes { ebpf, ready })
+        let drop_reasons = match attach_drop(&mut ebpf, req.netns) {
+            Ok(reasons) => {
+                ready.hooks.push("tracepoint:skb/kfree_skb".into());
+                reasons
+            }
+            Err(e) => {
+                ready
+                    .refused
+                    .push(("tracepoint:skb/kfree_skb".into(), format!("{e:#}")));
+                Default::default()
+            }
+        };
+        Ok(Probes {
+            ebpf,
+            ready,
+            drop_reasons,
+        })
     }
 
     /// The ring buffer the programs write to; call once.
@@ -224,6 +246,50 @@ fn attach_one_fib(
         .map_err(|e| refused("the tracepoint program", prog_name, &e))?;
     prog.attach(category, event).context("attach failed")?;
     Ok(())
+}
+
+/// `skb:kfree_skb`, filtered in the kernel to traced flows in the traced namespace. Needs
+/// the tracepoint's format (field offsets, reason names) and the kernel's BTF (where
+/// `sk_buff`, `net_device` and `net` keep the members the program reads).
+fn attach_drop(ebpf: &mut Ebpf, ns: &Netns) -> Result<HashMap<u32, String>> {
+    let tracefs = tracefs::ensure_mounted()?;
+    let format_path = tracefs.join("events/skb/kfree_skb/format");
+    let text = std::fs::read_to_string(&format_path)
+        .with_context(|| format!("cannot read {}", format_path.display()))?;
+    let fields = tracefs::parse_format(&text);
+    let layout = Layout::from_sys_fs()?;
+    let offsets = DropOffsets {
+        tp_skbaddr: tracefs::field(&fields, "skbaddr", 8)?,
+        tp_location: tracefs::field(&fields, "location", 8)?,
+        tp_protocol: tracefs::field(&fields, "protocol", 2)?,
+        tp_reason: tracefs::field(&fields, "reason", 4)?,
+        skb_head: layout.offset("sk_buff", "head")?,
+        skb_network_header: layout.offset("sk_buff", "network_header")?,
+        skb_transport_header: layout.offset("sk_buff", "transport_header")?,
+        skb_dev: layout.offset("sk_buff", "dev")?,
+        skb_mark: layout.offset("sk_buff", "mark")?,
+        dev_ifindex: layout.offset("net_device", "ifindex")?,
+        dev_nd_net: layout.offset("net_device", "nd_net")? + layout.offset("possible_net_t", "net")?,
+        net_ns_inum: layout.offset("net", "ns")? + layout.offset("ns_common", "inum")?,
+        valid: 1,
+        _pad: 0,
+    };
+    let (_, inode) = ns.id()?;
+    let inum = u32::try_from(inode).context("netns inode does not fit ns.inum")?;
+    let mut inums: BpfHashMap<_, u32, u8> =
+        BpfHashMap::try_from(ebpf.map_mut("NETNS_INUMS").context("map NETNS_INUMS missing")?)?;
+    inums.insert(inum, 1, 0)?;
+    let mut map: Array<_, DropOffsets> =
+        Array::try_from(ebpf.map_mut("DROP_OFFSETS").context("map DROP_OFFSETS missing")?)?;
+    map.set(0, offsets, 0)?;
+    let prog: &mut TracePoint = ebpf
+        .program_mut("meridio_drop")
+        .context("program meridio_drop missing")?
+        .try_into()?;
+    prog.load()
+        .map_err(|e| refused("the tracepoint program", "meridio_drop", &e))?;
+    prog.attach("skb", "kfree_skb").context("attach failed")?;
+    Ok(tracefs::drop_reasons(&text))
 }
 
 /// The kernel's multipath hash functions, in order of preference (fexit, then

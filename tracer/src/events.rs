@@ -6,8 +6,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
-    FibRecord, HashRecord, PacketRecord, AF_INET, AF_INET6, DIR_EGRESS, DIR_INGRESS,
-    HASH_HOOK_FEXIT, HASH_HOOK_KRETPROBE, KIND_FIB, KIND_HASH, KIND_PACKET,
+    DropRecord, FibRecord, HashRecord, PacketRecord, AF_INET, AF_INET6, DIR_EGRESS, DIR_INGRESS,
+    HASH_HOOK_FEXIT, HASH_HOOK_KRETPROBE, KIND_DROP, KIND_FIB, KIND_HASH, KIND_PACKET,
 };
 
 /// TC hook direction on an interface.
@@ -86,6 +86,24 @@ pub enum Event {
     Packet(Packet),
     Fib(FibLookup),
     Hash(HashSample),
+    Drop(Drop),
+}
+
+/// A traced packet the kernel dropped in the traced namespace (`skb:kfree_skb`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drop {
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    /// `enum skb_drop_reason` value (named with the kernel's own table by the loader).
+    pub reason: u32,
+    /// Kernel code address of the drop.
+    pub location: u64,
+    pub proto: u8,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub mark: u32,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -183,6 +201,21 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                     HASH_HOOK_KRETPROBE => "kretprobe",
                     _ => return Err(DecodeError::BadField("hook")),
                 },
+            }))
+        }
+        KIND_DROP => {
+            let r: DropRecord = read_pod(bytes, kind)?;
+            Ok(Event::Drop(Drop {
+                ts_ns: r.ts_ns,
+                ifindex: r.ifindex,
+                reason: r.reason,
+                location: r.location,
+                proto: r.proto,
+                src: addr(r.family, r.src)?,
+                dst: addr(r.family, r.dst)?,
+                sport: r.sport,
+                dport: r.dport,
+                mark: r.mark,
             }))
         }
         other => Err(DecodeError::UnknownKind(other)),
@@ -352,7 +385,7 @@ mod tests {
                     })
                     .collect();
                 if len >= 4 {
-                    buf[0] = (x % 4) as u8;
+                    buf[0] = (x % 5) as u8;
                     buf[1..4].fill(0);
                 }
                 let _ = decode(&buf);

@@ -12,7 +12,7 @@ use std::{
 };
 
 use crate::{
-    events::{Dir, FibLookup, HashSample, Mac, Packet},
+    events::{Dir, Drop, FibLookup, HashSample, Mac, Packet},
     kernel_state::{KernelState, NextHop, Rule},
     multipath::{self, HashSource},
 };
@@ -160,6 +160,22 @@ pub struct RouteHop {
     pub rule: Option<Rule>,
 }
 
+/// A traced packet the kernel dropped in the traced namespace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DropHop {
+    pub flow: FlowKey,
+    pub flow_id: u32,
+    pub path: PathDir,
+    pub rel_ns: u64,
+    /// Interface the packet was on (`?` when the namespace does not know the index).
+    pub ifname: String,
+    /// The kernel's drop reason name (`IP_INNOROUTES`, `IP_RPFILTER`, ...).
+    pub reason: String,
+    /// Where in the kernel: `function+0xoffset`.
+    pub location: String,
+    pub drop: Drop,
+}
+
 /// One next-hop a flow's egress packets were sent to.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NextHopUse {
@@ -185,6 +201,8 @@ struct FlowState {
     /// (ts, hash, hook) from an fexit/kretprobe on the kernel's hash function.
     kernel_hash: Option<(u64, u32, &'static str)>,
     predictions: PredictionStats,
+    drops: u64,
+    last_drop: Option<(String, String, String)>,
 }
 
 /// End-of-run account of one flow.
@@ -205,6 +223,9 @@ pub struct FlowSummary {
     /// Whether the (single) next-hop taken is one of `candidates`; `None` when unknown.
     pub nexthop_in_route: Option<bool>,
     pub predictions: PredictionStats,
+    pub drops: u64,
+    /// (interface, reason, location) of the latest drop.
+    pub last_drop: Option<(String, String, String)>,
 }
 
 impl FlowSummary {
@@ -308,6 +329,33 @@ impl FlowTable {
         })
     }
 
+    /// Correlates a drop; `reason` and `location` are already named.
+    pub fn on_drop(
+        &mut self,
+        d: Drop,
+        reason: String,
+        location: String,
+        state: &KernelState,
+    ) -> Option<DropHop> {
+        let (key, path) = FlowKey::classify(&self.vips, d.proto, d.src, d.sport, d.dst, d.dport)?;
+        let ifname = state
+            .link(d.ifindex)
+            .map_or_else(|| "?".to_string(), |l| l.name.clone());
+        let flow = self.flow(&key, d.ts_ns);
+        flow.drops += 1;
+        flow.last_drop = Some((ifname.clone(), reason.clone(), location.clone()));
+        Some(DropHop {
+            flow_id: flow.id,
+            flow: key,
+            path,
+            rel_ns: d.ts_ns.saturating_sub(flow.first_ts),
+            ifname,
+            reason,
+            location,
+            drop: d,
+        })
+    }
+
     /// Keeps a multipath hash the kernel reported (fexit/kretprobe) for the flow's next
     /// routed hop.
     pub fn on_hash(&mut self, h: HashSample) {
@@ -378,12 +426,71 @@ impl FlowTable {
                     candidates,
                     nexthop_in_route,
                     predictions: f.predictions.clone(),
+                    drops: f.drops,
+                    last_drop: f.last_drop.clone(),
                 }
             })
             .collect();
         out.sort_by_key(|s| s.flow_id);
         out
     }
+}
+
+/// How one VIP's flows spread over next-hops: the ECMP distribution an operator checks
+/// against the route's weights.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Distribution {
+    pub vip: IpAddr,
+    /// Flows with at least one routed egress packet.
+    pub flows: u64,
+    pub shares: Vec<Share>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Share {
+    pub nexthop: Option<IpAddr>,
+    pub ifname: Option<String>,
+    /// Flows that sent at least one packet to this next-hop.
+    pub flows: u64,
+    pub packets: u64,
+}
+
+pub fn distribution(summaries: &[FlowSummary]) -> Vec<Distribution> {
+    let mut out: Vec<Distribution> = Vec::new();
+    for s in summaries.iter().filter(|s| !s.nexthops.is_empty()) {
+        let i = match out.iter().position(|d| d.vip == s.flow.vip) {
+            Some(i) => i,
+            None => {
+                out.push(Distribution {
+                    vip: s.flow.vip,
+                    flows: 0,
+                    shares: Vec::new(),
+                });
+                out.len() - 1
+            }
+        };
+        let d = &mut out[i];
+        d.flows += 1;
+        for n in &s.nexthops {
+            match d.shares.iter_mut().find(|sh| sh.nexthop == n.ip) {
+                Some(sh) => {
+                    sh.flows += 1;
+                    sh.packets += n.packets;
+                    sh.ifname = sh.ifname.take().or(n.port.clone());
+                }
+                None => d.shares.push(Share {
+                    nexthop: n.ip,
+                    ifname: n.port.clone(),
+                    flows: 1,
+                    packets: n.packets,
+                }),
+            }
+        }
+    }
+    for d in &mut out {
+        d.shares.sort_by_key(|sh| sh.nexthop);
+    }
+    out
 }
 
 /// The decision behind a routed packet. The table and rule come from the flow's latest
@@ -737,6 +844,27 @@ mod tests {
         let d = hops[2].decision.clone().unwrap();
         assert_eq!(d.source, HashSource::Kernel { hook: "fexit" });
         assert_eq!(d.agrees(), Some(true));
+    }
+
+    #[test]
+    fn distribution_counts_flows_and_packets_per_next_hop() {
+        let s = proxy();
+        let mut t = FlowTable::new([ip("20.0.0.1")]);
+        for (i, mac) in [MAC_A, MAC_B, MAC_B].into_iter().enumerate() {
+            for p in [
+                pkt(10 * i as u64, BR, Dir::Egress, true, mac),
+                pkt(10 * i as u64 + 1, TO_A, Dir::Egress, true, mac),
+            ] {
+                let mut p = p;
+                p.dport = 40000 + i as u16;
+                t.on_packet(p, &s);
+            }
+        }
+        let [d] = distribution(&t.summaries(&s)).try_into().unwrap();
+        assert_eq!(d.flows, 3);
+        let got: Vec<(Option<IpAddr>, u64, u64)> =
+            d.shares.iter().map(|sh| (sh.nexthop, sh.flows, sh.packets)).collect();
+        assert_eq!(got, vec![(Some(ip("172.16.0.3")), 1, 1), (Some(ip("172.16.0.5")), 2, 2)]);
     }
 
     #[test]

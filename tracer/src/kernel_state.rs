@@ -260,6 +260,48 @@ pub fn read_hash_policy(ns: &Netns) -> [Option<u8>; 2] {
         .unwrap_or([None, None])
 }
 
+/// A netlink socket subscribed to the namespace's link, neighbour, route and rule
+/// notifications. Each message only says "something changed": the session re-reads the
+/// state and diffs it (see `changes`).
+pub struct Watcher {
+    // The connection task ends when its last handle is gone.
+    _handle: Handle,
+    pub messages: futures::channel::mpsc::UnboundedReceiver<(
+        rtnetlink::packet_core::NetlinkMessage<rtnetlink::packet_route::RouteNetlinkMessage>,
+        rtnetlink::sys::SocketAddr,
+    )>,
+}
+
+/// RTNLGRP_IPV6_RULE (19) has no RTMGRP_* constant; legacy group bit n-1.
+const RTMGRP_IPV6_RULE: u32 = 1 << (19 - 1);
+
+impl Watcher {
+    pub fn start(ns: &Netns) -> Result<Watcher> {
+        use rtnetlink::{constants::*, sys::AsyncSocket};
+        let groups = RTMGRP_LINK
+            | RTMGRP_NEIGH
+            | RTMGRP_IPV4_ROUTE
+            | RTMGRP_IPV6_ROUTE
+            | RTMGRP_IPV4_RULE
+            | RTMGRP_IPV6_RULE;
+        let rt = tokio::runtime::Handle::current();
+        let (conn, handle, messages) = ns.run(|| -> std::io::Result<_> {
+            let _guard = rt.enter();
+            let (mut conn, handle, messages) = rtnetlink::new_connection()?;
+            conn.socket_mut()
+                .socket_mut()
+                .bind(&rtnetlink::sys::SocketAddr::new(0, groups))?;
+            Ok((conn, handle, messages))
+        })?
+        .context("cannot subscribe to netlink notifications in the traced namespace")?;
+        tokio::spawn(conn);
+        Ok(Watcher {
+            _handle: handle,
+            messages,
+        })
+    }
+}
+
 /// An rtnetlink connection whose socket lives in the traced namespace.
 #[derive(Clone)]
 pub struct Netlink {

@@ -1,5 +1,7 @@
 //! `tracer`: follow Meridio VIP flows through a proxy pod and name the ECMP next-hop taken.
 mod attach;
+mod btf_layout;
+mod changes;
 mod cli;
 mod events;
 mod flows;
@@ -8,6 +10,7 @@ mod multipath;
 mod netns;
 mod render;
 mod session;
+mod symbols;
 mod tracefs;
 
 use std::process::ExitCode;

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-const NETNS_DIRS: [&str; 2] = ["/var/run/netns", "/run/netns"];
+pub const NETNS_DIRS: [&str; 2] = ["/var/run/netns", "/run/netns"];
 
 /// An opened network namespace and how to call it in output.
 #[derive(Debug)]
@@ -36,6 +36,31 @@ impl Netns {
             label: spec.to_string(),
             file,
         })
+    }
+
+    /// Opens a namespace file found by discovery (a file under /var/run/netns or a
+    /// /proc/<pid>/ns/net); `label` is how output names it.
+    pub fn open_path(path: &Path, label: &str) -> Result<Netns> {
+        let file = File::open(path)
+            .with_context(|| format!("cannot open network namespace {}", path.display()))?;
+        if !is_netns(&file) {
+            bail!("{} is not a network namespace file", path.display());
+        }
+        Ok(Netns {
+            label: label.to_string(),
+            file,
+        })
+    }
+
+    /// The namespace's identity: (st_dev, st_ino) of its nsfs inode, the same whichever
+    /// file (netns name, /proc/<pid>/ns/net) it was opened through.
+    pub fn id(&self) -> Result<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = self
+            .file
+            .metadata()
+            .with_context(|| format!("cannot stat network namespace {}", self.label))?;
+        Ok((m.dev(), m.ino()))
     }
 
     /// Runs `f` on a new thread inside this namespace and returns its result.
@@ -116,5 +141,15 @@ mod tests {
         assert!(Netns::open(&me).is_ok());
         let e = Netns::open("/etc/hostname").unwrap_err().to_string();
         assert!(e.contains("not a network namespace"), "{e}");
+    }
+
+    #[test]
+    fn the_same_namespace_has_the_same_id_through_any_file() {
+        let me = Netns::open(&std::process::id().to_string()).unwrap();
+        let by_path = Netns::open_path(Path::new("/proc/self/ns/net"), "self").unwrap();
+        assert_eq!(me.id().unwrap(), by_path.id().unwrap());
+        assert_eq!(by_path.label, "self");
+        let e = Netns::open_path(Path::new("/etc/hostname"), "x").unwrap_err();
+        assert!(e.to_string().contains("not a network namespace"), "{e}");
     }
 }

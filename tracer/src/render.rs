@@ -7,7 +7,10 @@ use serde_json::{json, Value};
 use crate::{
     attach::Ready,
     events::{fmt_mac, fmt_tcp_flags, proto_name},
-    flows::{Decision, FlowKey, FlowSummary, Hop, HopKind, PathDir, RouteHop},
+    changes::Change,
+    flows::{
+        Decision, Distribution, DropHop, FlowKey, FlowSummary, Hop, HopKind, PathDir, RouteHop,
+    },
     kernel_state::{NextHop, Rule},
 };
 
@@ -18,7 +21,10 @@ pub trait Render {
     fn hop(&mut self, h: &Hop);
     fn route(&mut self, r: &RouteHop);
     fn lost(&mut self, count: u64, total: u64);
+    fn dropped(&mut self, d: &DropHop);
+    fn change(&mut self, ts_ns: u64, c: &Change);
     fn summary(&mut self, s: &FlowSummary);
+    fn distribution(&mut self, d: &Distribution);
 }
 
 pub fn renderer(json: bool, netns: String) -> Box<dyn Render> {
@@ -79,6 +85,30 @@ fn decision_text(d: &Decision) -> String {
         _ => format!("actual {}; {}", opt_ip(d.actual), d.source.label()),
     };
     format!("decision: {rule} -> table {table}{candidates}; {choice}")
+}
+
+fn change_text(c: &Change) -> String {
+    let sign = |added: &bool| if *added { "added" } else { "removed" };
+    match c {
+        Change::Route { table, before, after, .. } => format!(
+            "table {table} next-hops {} -> {}",
+            candidates_text(before),
+            candidates_text(after)
+        ),
+        Change::Rule { added, rule } => format!(
+            "rule {} `{}` lookup {} {}",
+            rule.priority,
+            rule.selector(),
+            rule.table.map_or("?".into(), |t| t.to_string()),
+            sign(added)
+        ),
+        Change::Link { added, name } => format!("interface {name} {}", sign(added)),
+        Change::Neighbour { ip, before, after } => format!(
+            "next-hop {ip} MAC {} -> {}",
+            before.as_ref().map_or("none".into(), fmt_mac),
+            after.as_ref().map_or("none".into(), fmt_mac)
+        ),
+    }
 }
 
 fn candidates_text(c: &[NextHop]) -> String {
@@ -194,6 +224,39 @@ impl Render for Text {
         println!("WARNING: {count} records lost (ring buffer full), {total} in all: hops are missing from this view");
     }
 
+    fn dropped(&mut self, d: &DropHop) {
+        self.head(d.flow_id, &d.flow);
+        println!(
+            "  #{} +{}  {:<16} DROPPED {:<8}  reason {} at {}  {} > {}",
+            d.flow_id,
+            ms(d.rel_ns),
+            d.ifname,
+            d.path.as_str(),
+            d.reason,
+            d.location,
+            sockaddr(d.drop.src, d.drop.sport),
+            sockaddr(d.drop.dst, d.drop.dport),
+        );
+    }
+
+    fn change(&mut self, _ts_ns: u64, c: &Change) {
+        println!("change: {}", change_text(c));
+    }
+
+    fn distribution(&mut self, d: &Distribution) {
+        println!("distribution of {} over {} flows:", d.vip, d.flows);
+        for sh in &d.shares {
+            println!(
+                "  next-hop {:<15} via {:<16} {:>6} flows ({:>5.1} %) {:>8} packets",
+                opt_ip(sh.nexthop),
+                sh.ifname.as_deref().unwrap_or("?"),
+                sh.flows,
+                100.0 * sh.flows as f64 / d.flows.max(1) as f64,
+                sh.packets
+            );
+        }
+    }
+
     fn summary(&mut self, s: &FlowSummary) {
         println!("flow #{} {}", s.flow_id, flow_title(&s.flow));
         match &s.ingress_port {
@@ -258,6 +321,12 @@ impl Render for Text {
                 p.disagree,
                 p.unknown,
                 p.source.as_ref().map_or(String::new(), |src| format!(" (hash: {src})")),
+            );
+        }
+        if let Some((ifname, reason, location)) = &s.last_drop {
+            println!(
+                "  DROPPED: {} packets in this netns, the latest on {ifname}: {reason} at {location}",
+                s.drops
             );
         }
         println!("  verdict: {verdict}");
@@ -384,6 +453,54 @@ impl Render for Json {
         emit(json!({"type": "lost", "count": count, "total": total}));
     }
 
+    fn dropped(&mut self, d: &DropHop) {
+        let mut v = Value::Object(flow_fields(&d.flow));
+        v["type"] = json!("drop");
+        v["flow_id"] = json!(d.flow_id);
+        v["ts_ns"] = json!(d.drop.ts_ns);
+        v["rel_ns"] = json!(d.rel_ns);
+        v["netns"] = json!(self.netns);
+        v["ifname"] = json!(d.ifname);
+        v["path"] = json!(d.path.as_str());
+        v["reason"] = json!(d.reason);
+        v["location"] = json!(d.location);
+        v["mark"] = json!(d.drop.mark);
+        emit(v);
+    }
+
+    fn distribution(&mut self, d: &Distribution) {
+        emit(json!({
+            "type": "distribution",
+            "netns": self.netns,
+            "vip": d.vip,
+            "flows": d.flows,
+            "nexthops": d.shares.iter().map(|sh| json!({
+                "nexthop": sh.nexthop, "ifname": sh.ifname, "flows": sh.flows, "packets": sh.packets,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+
+    fn change(&mut self, ts_ns: u64, c: &Change) {
+        let mut v = match c {
+            Change::Route {
+                table,
+                v6,
+                before,
+                after,
+            } => json!({"what": "route", "table": table, "family": if *v6 { "ipv6" } else { "ipv4" },
+                        "before": nexthops_json(before), "after": nexthops_json(after)}),
+            Change::Rule { added, rule } => json!({"what": "rule", "added": added, "rule": rule_json(rule)}),
+            Change::Link { added, name } => json!({"what": "link", "added": added, "ifname": name}),
+            Change::Neighbour { ip, before, after } => json!({"what": "neighbour", "ip": ip,
+                "before": before.as_ref().map(fmt_mac), "after": after.as_ref().map(fmt_mac)}),
+        };
+        v["type"] = json!("change");
+        v["ts_ns"] = json!(ts_ns);
+        v["netns"] = json!(self.netns);
+        v["text"] = json!(change_text(c));
+        emit(v);
+    }
+
     fn summary(&mut self, s: &FlowSummary) {
         let mut v = Value::Object(flow_fields(&s.flow));
         v["type"] = json!("flow");
@@ -405,6 +522,10 @@ impl Render for Json {
             "candidates": nexthops_json(&s.candidates),
         });
         v["ingress"] = json!({"ifname": s.ingress_port, "packets": s.ingress_packets});
+        v["drops"] = json!({
+            "packets": s.drops,
+            "last": s.last_drop.as_ref().map(|(i, r, l)| json!({"ifname": i, "reason": r, "location": l})),
+        });
         let p = &s.predictions;
         v["prediction"] = json!({
             "agree": p.agree, "disagree": p.disagree, "unknown": p.unknown, "hash_source": p.source,

@@ -1,6 +1,6 @@
 //! One tracing session: resolve the namespace and interfaces, attach, stream events until
 //! the duration ends or a signal comes, then print the flow summaries and detach.
-use std::time::Duration;
+use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use anyhow::{bail, Result};
 use tokio::{
@@ -8,14 +8,18 @@ use tokio::{
     signal::unix::{signal, SignalKind},
 };
 
+use futures::StreamExt;
+
 use crate::{
     attach::{Probes, Request},
+    changes,
     cli::Args,
-    events::{decode, Dir, Event},
-    flows::FlowTable,
-    kernel_state::{KernelState, Netlink},
+    events::{decode, DecodeError, Dir, Event},
+    flows::{self, FlowTable},
+    kernel_state::{KernelState, Netlink, Watcher},
     netns::Netns,
     render::{renderer, Render},
+    symbols,
 };
 
 const LOSS_POLL: Duration = Duration::from_millis(500);
@@ -40,10 +44,12 @@ pub async fn run(args: Args) -> Result<()> {
         interfaces: &interfaces,
         l3_ifindexes: &l3_ifindexes,
     })?;
+    // Subscribed before the ready line, so no change after it goes unseen.
+    let watcher = Watcher::start(&ns)?;
     let mut out = renderer(args.json, ns.label.clone());
     out.ready(&probes.ready);
 
-    let result = stream(&args, &mut probes, &netlink, &mut state, out.as_mut()).await;
+    let result = stream(&args, watcher, &mut probes, &netlink, &mut state, out.as_mut()).await;
     // Always detach, also when streaming failed.
     let detached = probes.detach(&ns);
     result?;
@@ -75,8 +81,104 @@ fn pick_interfaces(state: &KernelState, asked: &[String], ns: &str) -> Result<Ve
     Ok(asked.to_vec())
 }
 
+/// Everything that turns records into output: the flow table, the namespace's state and
+/// the renderer.
+struct Tracker<'a> {
+    flows: FlowTable,
+    vips: Vec<IpAddr>,
+    netlink: &'a Netlink,
+    state: &'a mut KernelState,
+    drop_reasons: &'a HashMap<u32, String>,
+    out: &'a mut dyn Render,
+}
+
+impl Tracker<'_> {
+    /// Re-reads the namespace's state, keeping what netlink does not carry.
+    async fn refresh(&mut self) -> Result<()> {
+        let fresh = self.netlink.snapshot().await?;
+        *self.state = KernelState {
+            hash_policy: self.state.hash_policy,
+            ..fresh
+        };
+        Ok(())
+    }
+
+    /// After a netlink notification: re-read, print what changed for the VIPs.
+    async fn on_netlink_change(&mut self) -> Result<()> {
+        let old = self.state.clone();
+        self.refresh().await?;
+        let ts_ns = monotonic_ns();
+        for change in changes::diff(&old, self.state, &self.vips) {
+            self.out.change(ts_ns, &change);
+        }
+        Ok(())
+    }
+
+    async fn process(&mut self, batch: &mut Vec<Result<Event, DecodeError>>) -> Result<()> {
+        for ev in batch.drain(..) {
+            match ev {
+                Ok(Event::Packet(p)) => {
+                    if self.state.link(p.ifindex).is_none() {
+                        // An interface appeared since the last snapshot.
+                        self.refresh().await?;
+                    }
+                    if p.dir == Dir::Egress
+                        && !self.state.is_bridge_port(p.ifindex)
+                        && self
+                            .state
+                            .neighbour_ip(p.ifindex, &p.eth_dst, p.dst.is_ipv6())
+                            .is_none()
+                    {
+                        // The routed hop names a next-hop MAC the cache has not seen yet.
+                        self.state.neighbours = self.netlink.neighbours().await?;
+                    }
+                    if let Some(hop) = self.flows.on_packet(p, self.state) {
+                        self.out.hop(&hop);
+                    }
+                }
+                Ok(Event::Fib(f)) => {
+                    if let Some(route) = self.flows.on_fib(f, self.state) {
+                        self.out.route(&route);
+                    }
+                }
+                Ok(Event::Hash(h)) => self.flows.on_hash(h),
+                Ok(Event::Drop(d)) => {
+                    let reason = self
+                        .drop_reasons
+                        .get(&d.reason)
+                        .cloned()
+                        .unwrap_or_else(|| format!("reason {}", d.reason));
+                    let location = symbols::symbolize(d.location);
+                    if let Some(hop) = self.flows.on_drop(d, reason, location, self.state) {
+                        self.out.dropped(&hop);
+                    }
+                }
+                Err(e) => log::warn!("skipping a malformed record: {e}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`, so change records and hops
+/// share a time line.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Netlink notifications come in bursts (a route replace is several messages): wait this
+/// long after the first before re-reading, well inside the one second an operator waits.
+const CHANGE_SETTLE: Duration = Duration::from_millis(50);
+
 async fn stream(
     args: &Args,
+    mut watcher: Watcher,
     probes: &mut Probes,
     netlink: &Netlink,
     state: &mut KernelState,
@@ -84,7 +186,15 @@ async fn stream(
 ) -> Result<()> {
     // SAFETY: the RingBuf owns its map fd and keeps it open for as long as the AsyncFd holds it.
     let mut ring = unsafe { AsyncFd::register(probes.take_events()?)? };
-    let mut flows = FlowTable::new(args.vips.iter().copied());
+    let drop_reasons = probes.drop_reasons.clone();
+    let mut tracker = Tracker {
+        flows: FlowTable::new(args.vips.iter().copied()),
+        vips: args.vips.clone(),
+        netlink,
+        state,
+        drop_reasons: &drop_reasons,
+        out,
+    };
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = tokio::time::sleep(args.duration.unwrap_or(Duration::MAX / 4));
@@ -102,9 +212,14 @@ async fn stream(
                     batch.push(decode(&item));
                 }
                 guard.clear_ready();
-                process(&mut batch, &mut flows, netlink, state, out).await?;
+                tracker.process(&mut batch).await?;
             }
-            _ = loss_timer.tick() => report_loss(probes, &mut lost_reported, out)?,
+            Some(_) = watcher.messages.next() => {
+                tokio::time::sleep(CHANGE_SETTLE).await;
+                while watcher.messages.try_recv().is_ok() {}
+                tracker.on_netlink_change().await?;
+            }
+            _ = loss_timer.tick() => report_loss(probes, &mut lost_reported, tracker.out)?,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = &mut deadline => break,
@@ -116,57 +231,19 @@ async fn stream(
     while let Some(item) = rb.next() {
         batch.push(decode(&item));
     }
-    process(&mut batch, &mut flows, netlink, state, out).await?;
-    report_loss(probes, &mut lost_reported, out)?;
-    if let Ok(fresh) = netlink.snapshot().await {
-        *state = KernelState {
-            hash_policy: state.hash_policy,
-            ..fresh
-        };
+    tracker.process(&mut batch).await?;
+    report_loss(probes, &mut lost_reported, tracker.out)?;
+    // Summaries judge against the state as it is now; a failed re-read keeps the last one.
+    if let Err(e) = tracker.refresh().await {
+        log::warn!("could not re-read the namespace's routes for the summary: {e:#}");
     }
-    for summary in flows.summaries(state) {
-        out.summary(&summary);
+    let summaries = tracker.flows.summaries(tracker.state);
+    for summary in &summaries {
+        tracker.out.summary(summary);
     }
-    Ok(())
-}
-
-async fn process(
-    batch: &mut Vec<Result<Event, crate::events::DecodeError>>,
-    flows: &mut FlowTable,
-    netlink: &Netlink,
-    state: &mut KernelState,
-    out: &mut dyn Render,
-) -> Result<()> {
-    for ev in batch.drain(..) {
-        match ev {
-            Ok(Event::Packet(p)) => {
-                if state.link(p.ifindex).is_none() {
-                    // An interface appeared since the last snapshot.
-                    *state = KernelState {
-                        hash_policy: state.hash_policy,
-                        ..netlink.snapshot().await?
-                    };
-                }
-                if p.dir == Dir::Egress
-                    && !state.is_bridge_port(p.ifindex)
-                    && state
-                        .neighbour_ip(p.ifindex, &p.eth_dst, p.dst.is_ipv6())
-                        .is_none()
-                {
-                    // The routed hop names a next-hop MAC the cache has not seen yet.
-                    state.neighbours = netlink.neighbours().await?;
-                }
-                if let Some(hop) = flows.on_packet(p, state) {
-                    out.hop(&hop);
-                }
-            }
-            Ok(Event::Fib(f)) => {
-                if let Some(route) = flows.on_fib(f, state) {
-                    out.route(&route);
-                }
-            }
-            Ok(Event::Hash(h)) => flows.on_hash(h),
-            Err(e) => log::warn!("skipping a malformed record: {e}"),
+    if summaries.len() > 1 {
+        for d in flows::distribution(&summaries) {
+            tracker.out.distribution(&d);
         }
     }
     Ok(())

@@ -70,15 +70,7 @@ pub fn fib_offsets(text: &str, v6: bool) -> Result<FibOffsets> {
     let fields = parse_format(text);
     let addr_len = if v6 { 16 } else { 4 };
     let gw_name = if v6 { "gw" } else { "gw4" };
-    let get = |name: &str, size: u16| -> Result<u16> {
-        let (off, sz) = *fields
-            .get(name)
-            .with_context(|| format!("field {name} missing from the tracepoint format"))?;
-        if sz != size {
-            bail!("field {name} has size {sz}, expected {size}");
-        }
-        Ok(off)
-    };
+    let get = |name: &str, size: u16| field(&fields, name, size);
     Ok(FibOffsets {
         tb_id: get("tb_id", 4)?,
         err: get("err", 4)?,
@@ -93,6 +85,36 @@ pub fn fib_offsets(text: &str, v6: bool) -> Result<FibOffsets> {
         name: get("name", 16)?,
         valid: 1,
     })
+}
+
+/// Offset of a tracepoint field that must have `size` bytes.
+pub fn field(fields: &HashMap<String, (u16, u16)>, name: &str, size: u16) -> Result<u16> {
+    let (off, sz) = *fields
+        .get(name)
+        .with_context(|| format!("field {name} missing from the tracepoint format"))?;
+    if sz != size {
+        bail!("field {name} has size {sz}, expected {size}");
+    }
+    Ok(off)
+}
+
+/// Names of `enum skb_drop_reason` values, from the `__print_symbolic(REC->reason, { 2,
+/// "NOT_SPECIFIED" }, ...)` list in the `skb:kfree_skb` format file.
+pub fn drop_reasons(text: &str) -> HashMap<u32, String> {
+    let mut names = HashMap::new();
+    let Some(start) = text.find("__print_symbolic(REC->reason") else {
+        return names;
+    };
+    for entry in text[start..].split('{').skip(1) {
+        let Some((num, rest)) = entry.split_once(',') else {
+            continue;
+        };
+        let name = rest.split('"').nth(1);
+        if let (Ok(num), Some(name)) = (num.trim().parse(), name) {
+            names.insert(num, name.to_string());
+        }
+    }
+    names
 }
 
 #[cfg(test)]
@@ -129,6 +151,16 @@ format:
         assert!(e.contains("size"), "{e}");
         let e = fib_offsets("format:\n", false).unwrap_err().to_string();
         assert!(e.contains("missing"), "{e}");
+    }
+
+    #[test]
+    fn names_drop_reasons() {
+        let text = r#"print fmt: "skbaddr=%p reason: %s", REC->skbaddr, __print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, { 88, "IP_INNOROUTES" }, { 16, "IP_RPFILTER" })"#;
+        let r = drop_reasons(text);
+        assert_eq!(r.get(&88).map(String::as_str), Some("IP_INNOROUTES"));
+        assert_eq!(r.get(&16).map(String::as_str), Some("IP_RPFILTER"));
+        assert_eq!(r.len(), 3);
+        assert!(drop_reasons("no list").is_empty());
     }
 
     #[test]

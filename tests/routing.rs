@@ -1,0 +1,573 @@
+//! End-to-end tests of the routing explanation (rule, table, candidates, hash and
+//! prediction, distribution, next-hop changes, drops) against the namespace lab, as root,
+//! with the real eBPF programs. Ground truth: the lab's configuration, nftables counters in
+//! the frontends, and what the client sees.
+mod support;
+
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::{root_or_skip, Finished, Tracer};
+use xtask::{
+    lab::{Lab, LabSpec, Role, VIP4, VIP6, VIP_PORT},
+    netns::in_netns,
+};
+
+const GATEWAY4: &str = "169.254.100.150";
+
+fn lab(prefix: &str, table_v4: u32, table_v6: u32, hash_policy: u8) -> Lab {
+    Lab::up(LabSpec {
+        prefix: prefix.into(),
+        table_v4,
+        table_v6,
+        hash_policy,
+        ..Default::default()
+    })
+    .expect("lab up")
+}
+
+fn decisions(f: &Finished, vip: IpAddr) -> Vec<&Value> {
+    f.of_type("decision")
+        .into_iter()
+        .filter(|d| d["vip"] == vip.to_string())
+        .collect()
+}
+
+/// The rule and table the tracer attributes are the lab's, with table numbers other than
+/// the default lab's; the candidates are the route's two next-hops.
+#[test]
+fn rule_table_and_candidates_are_the_configured_ones() {
+    let Some(_serial) = root_or_skip("rule_table_and_candidates_are_the_configured_ones") else {
+        return;
+    };
+    let lab = lab("r1-", 41, 97, 1);
+    let _listener = lab.listen().unwrap();
+    let proxy = lab.ns(Role::Proxy);
+    let tracer = Tracer::start(&["--netns", &proxy, "--vip", "20.0.0.1", "--vip", "2000::1"]);
+    for vip in [IpAddr::V4(VIP4), IpAddr::V6(VIP6)] {
+        lab.connect(vip, 35401, b"r\n").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let f = tracer.stop(libc::SIGINT);
+    assert!(f.status.success(), "{}", f.stderr);
+    for (vip, table) in [(IpAddr::V4(VIP4), 41), (IpAddr::V6(VIP6), 97)] {
+        let ds = decisions(&f, vip);
+        assert!(!ds.is_empty(), "decisions for {vip}");
+        for d in ds {
+            assert_eq!(d["table"], table, "{d}");
+            assert_eq!(d["rule"]["selector"], format!("from {vip}"), "{d}");
+            assert_eq!(d["rule"]["priority"], 32765, "{d}");
+            let gws: Vec<String> = d["candidates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["gw"].as_str().unwrap().to_string())
+                .collect();
+            let want: Vec<String> = [Role::FrontendA, Role::FrontendB]
+                .iter()
+                .map(|r| lab.frontend_conduit_ip(*r, vip.is_ipv6()).to_string())
+                .collect();
+            assert_eq!(gws, want, "{d}");
+        }
+        let flow = f
+            .of_type("flow")
+            .into_iter()
+            .find(|s| s["vip"] == vip.to_string())
+            .unwrap();
+        assert_eq!(flow["egress"]["table"], table);
+        assert_eq!(flow["egress"]["rule"]["selector"], format!("from {vip}"));
+    }
+}
+
+/// Hash policy 1 over veth: the skb carries the sender's L4 hash and the kernel reuses it,
+/// so the tracer's prediction must equal the next-hop taken for every routed packet of 50
+/// flows per family; and the next-hop taken is the frontend that counted the replies.
+#[test]
+fn prediction_equals_the_next_hop_taken_under_policy_1() {
+    let Some(_serial) = root_or_skip("prediction_equals_the_next_hop_taken_under_policy_1") else {
+        return;
+    };
+    let lab = lab("r2-", 1, 2, 1);
+    let _listener = lab.listen().unwrap();
+    let proxy = lab.ns(Role::Proxy);
+    let ports: Vec<u16> = (35500..35550).collect();
+    for &port in &ports {
+        for fe in [Role::FrontendA, Role::FrontendB] {
+            lab.add_frontend_counter(fe, &format!("p{port}"), IpAddr::V4(VIP4), port)
+                .unwrap();
+        }
+    }
+    let tracer = Tracer::start(&["--netns", &proxy, "--vip", "20.0.0.1", "--vip", "2000::1"]);
+    for vip in [IpAddr::V4(VIP4), IpAddr::V6(VIP6)] {
+        for &port in &ports {
+            lab.connect(vip, port, b"p\n").unwrap();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let f = tracer.stop(libc::SIGINT);
+    assert!(f.status.success(), "{}", f.stderr);
+    let mut used = std::collections::HashSet::new();
+    for vip in [IpAddr::V4(VIP4), IpAddr::V6(VIP6)] {
+        let ds = decisions(&f, vip);
+        let flows: std::collections::HashSet<u64> = ds
+            .iter()
+            .map(|d| d["client_port"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            flows.len(),
+            ports.len(),
+            "every flow of {vip} has decisions"
+        );
+        for d in &ds {
+            assert_eq!(d["hash_source"], "skb L4 hash reused by policy 1", "{d}");
+            assert_eq!(d["agree"], true, "prediction differs: {d}");
+            assert_eq!(d["predicted"], d["actual"], "{d}");
+            used.insert(d["actual"].as_str().unwrap().to_string());
+        }
+    }
+    // The actual next-hop is the truth: check it against the frontends for IPv4.
+    for &port in &ports {
+        let a = lab
+            .frontend_counter(Role::FrontendA, &format!("p{port}"))
+            .unwrap();
+        let b = lab
+            .frontend_counter(Role::FrontendB, &format!("p{port}"))
+            .unwrap();
+        let fe = match (a > 0, b > 0) {
+            (true, false) => Role::FrontendA,
+            (false, true) => Role::FrontendB,
+            other => panic!("port {port}: replies at A {a}, B {b} ({other:?})"),
+        };
+        let want = lab.frontend_conduit_ip(fe, false).to_string();
+        for d in decisions(&f, IpAddr::V4(VIP4)) {
+            if d["client_port"] == port {
+                assert_eq!(d["actual"], want, "{d}");
+            }
+        }
+    }
+    assert_eq!(
+        used.len(),
+        4,
+        "both frontends used in both families: {used:?}"
+    );
+    let summary_agree: u64 = f
+        .of_type("flow")
+        .iter()
+        .map(|s| s["prediction"]["agree"].as_u64().unwrap())
+        .sum();
+    assert_eq!(summary_agree, f.of_type("decision").len() as u64);
+}
+
+/// Policy 3 (custom fields) hashes with a per-boot key: the tracer must say it cannot
+/// predict, never guess.
+#[test]
+fn policy_3_says_why_it_cannot_predict() {
+    let Some(_serial) = root_or_skip("policy_3_says_why_it_cannot_predict") else {
+        return;
+    };
+    let lab = lab("r3-", 1, 2, 3);
+    let _listener = lab.listen().unwrap();
+    let proxy = lab.ns(Role::Proxy);
+    let tracer = Tracer::start(&["--netns", &proxy, "--vip", "20.0.0.1"]);
+    for port in 35600..35610 {
+        lab.connect(IpAddr::V4(VIP4), port, b"q\n").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let f = tracer.stop(libc::SIGINT);
+    let ds = decisions(&f, IpAddr::V4(VIP4));
+    assert!(ds.len() >= 10);
+    for d in ds {
+        assert_eq!(d["agree"], Value::Null, "{d}");
+        assert_eq!(d["predicted"], Value::Null, "{d}");
+        let why = d["hash_source"].as_str().unwrap();
+        assert!(
+            why.contains("policy 3") && why.contains("per-boot key"),
+            "{why}"
+        );
+        assert!(
+            d["actual"].is_string(),
+            "the actual next-hop is still known: {d}"
+        );
+    }
+}
+
+/// A third frontend (netns `<prefix>lbfe-c`, conduit 172.16.0.9) on the proxy bridge, and
+/// the VIP table set to weights 1, 2, 1. Removed on drop.
+struct ThirdFrontend {
+    ns: String,
+}
+
+impl ThirdFrontend {
+    fn add(lab: &Lab) -> ThirdFrontend {
+        let ns = format!("{}lbfe-c", lab.spec.prefix);
+        let proxy = lab.ns(Role::Proxy);
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &ns])
+            .output();
+        ip(&["netns", "add", &ns]);
+        ip(&[
+            "link",
+            "add",
+            "conduit-c.-0001",
+            "netns",
+            &ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "conduit-c.-4242",
+            "netns",
+            &proxy,
+        ]);
+        ip(&[
+            "-n",
+            &proxy,
+            "link",
+            "set",
+            "conduit-c.-4242",
+            "master",
+            "bridge0",
+            "up",
+        ]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            "172.16.0.9/24",
+            "dev",
+            "conduit-c.-0001",
+        ]);
+        ip(&["-n", &ns, "link", "set", "conduit-c.-0001", "up"]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        ip(&[
+            "-n",
+            &proxy,
+            "route",
+            "replace",
+            "default",
+            "table",
+            "1",
+            "nexthop",
+            "via",
+            "172.16.0.3",
+            "dev",
+            "bridge0",
+            "weight",
+            "1",
+            "nexthop",
+            "via",
+            "172.16.0.5",
+            "dev",
+            "bridge0",
+            "weight",
+            "2",
+            "nexthop",
+            "via",
+            "172.16.0.9",
+            "dev",
+            "bridge0",
+            "weight",
+            "1",
+        ]);
+        add_udp_counter(&ns);
+        ThirdFrontend { ns }
+    }
+
+    fn received(&self) -> u64 {
+        read_udp_counter(&self.ns)
+    }
+}
+
+impl Drop for ThirdFrontend {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .output();
+    }
+}
+
+/// Ground truth in a frontend netns: UDP datagrams from the VIP that arrive there.
+fn add_udp_counter(ns: &str) {
+    let nft = format!(
+        "add table inet tracer-truth\n\
+         add chain inet tracer-truth pre {{ type filter hook prerouting priority -300; policy accept; }}\n\
+         add counter inet tracer-truth udp_from_vip\n\
+         add rule inet tracer-truth pre ip saddr {VIP4} udp sport {VIP_PORT} counter name \"udp_from_vip\"\n"
+    );
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(nft.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+fn read_udp_counter(ns: &str) -> u64 {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "nft",
+            "-j",
+            "list",
+            "counter",
+            "inet",
+            "tracer-truth",
+            "udp_from_vip",
+        ])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|i| i["counter"]["packets"].as_u64())
+        .unwrap()
+}
+
+/// Three frontends with weights 1, 2, 1 and 200 UDP flows from the VIP: the distribution
+/// the tracer reports is what the three frontends really received, flow for flow.
+#[test]
+fn weighted_distribution_matches_what_the_frontends_received() {
+    let Some(_serial) = root_or_skip("weighted_distribution_matches_what_the_frontends_received")
+    else {
+        return;
+    };
+    let lab = lab("r4-", 1, 2, 1);
+    let third = ThirdFrontend::add(&lab);
+    add_udp_counter(&lab.ns(Role::FrontendA));
+    add_udp_counter(&lab.ns(Role::FrontendB));
+    let proxy = lab.ns(Role::Proxy);
+    let tracer = Tracer::start(&["--netns", &proxy, "--vip", "20.0.0.1"]);
+    // 200 flows: one datagram each from 20.0.0.1:4000 to the gateway's ports 41000..41200.
+    in_netns(&lab.ns(Role::Target), || {
+        let sock = UdpSocket::bind(SocketAddr::new(IpAddr::V4(VIP4), VIP_PORT)).unwrap();
+        for port in 41000..41200u16 {
+            sock.send_to(b"d", (GATEWAY4, port)).unwrap();
+        }
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let f = tracer.stop(libc::SIGINT);
+    assert!(f.status.success(), "{}", f.stderr);
+    let dist = f.of_type("distribution");
+    let d = dist
+        .iter()
+        .find(|d| d["vip"] == "20.0.0.1")
+        .expect("a distribution record");
+    assert_eq!(d["flows"], 200, "{d}");
+    let reported = |gw: &str| -> u64 {
+        d["nexthops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["nexthop"] == gw)
+            .map_or(0, |n| n["flows"].as_u64().unwrap())
+    };
+    let truth = [
+        ("172.16.0.3", read_udp_counter(&lab.ns(Role::FrontendA))),
+        ("172.16.0.5", read_udp_counter(&lab.ns(Role::FrontendB))),
+        ("172.16.0.9", third.received()),
+    ];
+    eprintln!("weights 1,2,1 over 200 flows, frontends received: {truth:?}");
+    for (gw, got) in truth {
+        assert_eq!(reported(gw), got, "{gw}: tracer vs frontend counter; {d}");
+        assert!(got > 0, "{gw} received nothing: weights not in effect?");
+    }
+}
+
+/// Opens a TCP connection from the gateway with a fixed client port (the socket stays in
+/// the gateway's netns after the thread that made it is gone).
+fn open(lab: &Lab, vip: IpAddr, client_port: u16) -> TcpStream {
+    in_netns(&lab.ns(Role::Gateway), || {
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(SocketAddr::new(vip, 0)),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        sock.set_reuse_address(true)?;
+        let any: IpAddr = if vip.is_ipv6() {
+            "::".parse().unwrap()
+        } else {
+            "0.0.0.0".parse().unwrap()
+        };
+        sock.bind(&SocketAddr::new(any, client_port).into())?;
+        sock.connect_timeout(
+            &SocketAddr::new(vip, VIP_PORT).into(),
+            Duration::from_secs(3),
+        )?;
+        Ok::<TcpStream, std::io::Error>(sock.into())
+    })
+    .unwrap()
+    .unwrap()
+}
+
+fn ping_pong(s: &mut TcpStream) {
+    s.write_all(b"k\n").unwrap();
+    let mut b = [0u8; 2];
+    s.read_exact(&mut b).unwrap();
+}
+
+/// A next-hop removed under a long-lived flow: the change is printed within a second, the
+/// flow moves to the remaining next-hop and is flagged; putting it back is printed too.
+#[test]
+fn next_hop_removal_is_reported_and_the_flow_flagged_as_moved() {
+    let Some(_serial) = root_or_skip("next_hop_removal_is_reported_and_the_flow_flagged_as_moved")
+    else {
+        return;
+    };
+    let lab = lab("r5-", 1, 2, 1);
+    let _listener = lab.listen().unwrap();
+    let proxy = lab.ns(Role::Proxy);
+    let port = 35701;
+    let tracer = Tracer::start(&["--netns", &proxy, "--vip", "20.0.0.1", "--port", "35701"]);
+    let mut s = open(&lab, IpAddr::V4(VIP4), port);
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in 0..5 {
+        ping_pong(&mut s);
+    }
+    let (first, _, _) = tracer
+        .wait_for(0, Duration::from_secs(5), |r| r["type"] == "decision")
+        .expect("a routed packet");
+    let used = first["actual"].as_str().unwrap().to_string();
+    let other = if used == "172.16.0.3" {
+        "172.16.0.5"
+    } else {
+        "172.16.0.3"
+    };
+
+    let before = tracer.count();
+    let route = |hops: &[&str]| {
+        let mut args = vec![
+            "-n",
+            proxy.as_str(),
+            "route",
+            "replace",
+            "default",
+            "table",
+            "1",
+        ];
+        for h in hops {
+            args.extend(["nexthop", "via", h, "dev", "bridge0", "weight", "1"]);
+        }
+        let out = std::process::Command::new("ip")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Instant::now()
+    };
+    let removed_at = route(&[other]);
+    let (change, _, seen_at) = tracer
+        .wait_for(before, Duration::from_secs(3), |r| {
+            r["type"] == "change" && r["what"] == "route"
+        })
+        .expect("the removal is reported");
+    assert!(
+        seen_at - removed_at < Duration::from_secs(1),
+        "reported after {:?}",
+        seen_at - removed_at
+    );
+    assert_eq!(change["table"], 1);
+    assert_eq!(change["before"].as_array().unwrap().len(), 2, "{change}");
+    assert_eq!(change["after"][0]["gw"], other, "{change}");
+    for _ in 0..5 {
+        ping_pong(&mut s);
+    }
+    let before = tracer.count();
+    let readded_at = route(&["172.16.0.3", "172.16.0.5"]);
+    let (change, _, seen_at) = tracer
+        .wait_for(before, Duration::from_secs(3), |r| {
+            r["type"] == "change" && r["what"] == "route"
+        })
+        .expect("the re-adding is reported");
+    assert!(seen_at - readded_at < Duration::from_secs(1));
+    assert_eq!(change["after"].as_array().unwrap().len(), 2, "{change}");
+    ping_pong(&mut s);
+    drop(s);
+    std::thread::sleep(Duration::from_millis(300));
+    let f = tracer.stop(libc::SIGINT);
+    assert!(f.status.success(), "{}", f.stderr);
+    let flow = &f.of_type("flow")[0];
+    let eg = &flow["egress"];
+    assert_eq!(eg["consistent"], false, "{flow}");
+    let hops = eg["nexthops"].as_array().unwrap();
+    assert_eq!(hops[0]["nexthop"], used, "{flow}");
+    assert_eq!(hops[1]["nexthop"], other, "{flow}");
+    assert!(hops[1]["first_rel_ns"].as_u64() > hops[0]["first_rel_ns"].as_u64());
+}
+
+/// The VIP's table emptied: replies die in the proxy, and the tracer says where and why
+/// (a drop with the kernel's reason), not silence. Ground truth: the client's connect
+/// fails and no frontend receives a reply.
+#[test]
+fn a_flow_dropped_in_the_proxy_is_reported_with_a_reason() {
+    let Some(_serial) = root_or_skip("a_flow_dropped_in_the_proxy_is_reported_with_a_reason")
+    else {
+        return;
+    };
+    let lab = lab("r6-", 1, 2, 1);
+    let _listener = lab.listen().unwrap();
+    let proxy = lab.ns(Role::Proxy);
+    for fe in [Role::FrontendA, Role::FrontendB] {
+        lab.add_frontend_counter(fe, "dropped", IpAddr::V4(VIP4), 35801)
+            .unwrap();
+    }
+    let out = std::process::Command::new("ip")
+        .args(["-n", &proxy, "route", "flush", "table", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let tracer = Tracer::start(&["--netns", &proxy, "--vip", "20.0.0.1", "--port", "35801"]);
+    assert!(
+        lab.connect(IpAddr::V4(VIP4), 35801, b"x").is_err(),
+        "the flow must die"
+    );
+    let f = tracer.stop(libc::SIGINT);
+    assert!(f.status.success(), "{}", f.stderr);
+    for fe in [Role::FrontendA, Role::FrontendB] {
+        assert_eq!(lab.frontend_counter(fe, "dropped").unwrap(), 0);
+    }
+    let drops = f.of_type("drop");
+    assert!(!drops.is_empty(), "no drop reported: {:#?}", f.records);
+    for d in &drops {
+        assert_eq!(d["ifname"], "bridge0", "{d}");
+        assert_eq!(d["path"], "egress", "{d}");
+        assert_eq!(d["reason"], "IP_INNOROUTES", "{d}");
+        assert!(
+            d["location"].as_str().unwrap().contains('+'),
+            "symbolized: {d}"
+        );
+    }
+    let flow = &f.of_type("flow")[0];
+    assert_eq!(flow["drops"]["packets"], drops.len() as u64);
+    assert_eq!(flow["egress"]["packets"], 0);
+}
