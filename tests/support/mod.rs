@@ -208,16 +208,52 @@ pub fn our_program_ids() -> Vec<u64> {
         .collect()
 }
 
-/// Links (TCX, perf_event) that hold one of our programs.
-pub fn our_links() -> usize {
-    let ids = our_program_ids();
-    bpftool_json(&["link", "show"])
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .filter(|l| l["prog_id"].as_u64().is_some_and(|id| ids.contains(&id)))
-        .count()
+/// BPF objects a process holds open: program ids (of program and link fds, from
+/// /proc/<pid>/fdinfo) and how many link fds.
+#[derive(Debug, Default)]
+pub struct Held {
+    pub programs: std::collections::HashSet<u64>,
+    pub links: usize,
+}
+
+pub fn held_by(pid: i32) -> Held {
+    let mut held = Held::default();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return held;
+    };
+    for fd in fds.flatten() {
+        let Ok(info) = std::fs::read_to_string(fd.path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let Some(id) = field("prog_id:") {
+            held.programs.insert(id);
+        }
+        if field("link_id:").is_some() {
+            held.links += 1;
+        }
+    }
+    held
+}
+
+/// Programs with our names that no live process holds: what a tracer left behind.
+/// Unlike [`our_program_ids`], a tracer running elsewhere on the machine does not count.
+pub fn orphaned_programs() -> Vec<u64> {
+    let ours = our_program_ids();
+    if ours.is_empty() {
+        return ours;
+    }
+    let mut held = std::collections::HashSet::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() {
+            held.extend(held_by(pid).programs);
+        }
+    }
+    ours.into_iter().filter(|id| !held.contains(id)).collect()
 }
 
 /// Every tc qdisc and filter on every interface of `netns`, as `tc` prints them (empty

@@ -41,6 +41,11 @@ pub struct Args {
     /// Stop after this many seconds (default: run until Ctrl-C / SIGTERM).
     #[arg(long, value_name = "SECONDS", value_parser = parse_duration)]
     pub duration: Option<Duration>,
+
+    /// A flow with no packet for this long is summarised and forgotten (closed flows
+    /// are, 2 s after their last packet), so memory stays bounded on busy nodes.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_duration, default_value = "60")]
+    pub flow_timeout: Duration,
 }
 
 fn parse_vip(s: &str) -> Result<IpAddr, String> {

@@ -203,6 +203,10 @@ struct FlowState {
     predictions: PredictionStats,
     drops: u64,
     last_drop: Option<(String, String, String)>,
+    /// Latest event of the flow, for expiry.
+    last_ts: u64,
+    /// A FIN or RST was seen: the flow is ending.
+    closing: bool,
 }
 
 /// End-of-run account of one flow.
@@ -243,7 +247,16 @@ pub struct FlowTable {
     vips: HashSet<IpAddr>,
     flows: HashMap<FlowKey, FlowState>,
     next_id: u32,
+    /// Next-hop shares of flows already expired, so the final distribution still counts
+    /// them while their state is gone.
+    ended: Vec<Distribution>,
 }
+
+/// A closed flow (FIN/RST seen) is summarised this long after its last packet, so late
+/// retransmissions and the final ACKs still land in it.
+const CLOSED_LINGER_NS: u64 = 2_000_000_000;
+const TCP_FIN: u8 = 0x01;
+const TCP_RST: u8 = 0x04;
 
 impl FlowTable {
     pub fn new(vips: impl IntoIterator<Item = IpAddr>) -> FlowTable {
@@ -263,7 +276,53 @@ impl FlowTable {
             };
             self.flows.insert(key.clone(), state);
         }
-        self.flows.get_mut(key).expect("inserted above")
+        let flow = self.flows.get_mut(key).expect("inserted above");
+        flow.last_ts = flow.last_ts.max(ts);
+        flow
+    }
+
+    /// Removes flows that ended (closed and quiet for a while) or stayed idle longer than
+    /// `idle_ns`, and returns their summaries: the table stays bounded however many
+    /// connections come and go.
+    pub fn expire(&mut self, now_ns: u64, idle_ns: u64, state: &KernelState) -> Vec<FlowSummary> {
+        let done: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| {
+                let quiet = now_ns.saturating_sub(f.last_ts);
+                quiet > idle_ns || (f.closing && quiet > CLOSED_LINGER_NS)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out: Vec<FlowSummary> = done
+            .iter()
+            .filter_map(|k| {
+                let f = self.flows.remove(k)?;
+                Some(summarize(k, &f, state))
+            })
+            .collect();
+        out.sort_by_key(|s| s.flow_id);
+        for s in &out {
+            add_share(&mut self.ended, s);
+        }
+        out
+    }
+
+    /// Flows currently tracked.
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Next-hop distribution per VIP over every flow seen, expired ones included.
+    pub fn distribution(&self, live: &[FlowSummary]) -> Vec<Distribution> {
+        let mut out = self.ended.clone();
+        for s in live {
+            add_share(&mut out, s);
+        }
+        for d in &mut out {
+            d.shares.sort_by_key(|sh| sh.nexthop);
+        }
+        out
     }
 
     /// Correlates one packet hop. `None` for packets of no VIP flow or on an interface the
@@ -278,6 +337,9 @@ impl FlowTable {
         };
         let flow = self.flow(&key, p.ts_ns);
         let rel_ns = p.ts_ns.saturating_sub(flow.first_ts);
+        if p.proto == tracer_common::PROTO_TCP && p.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+            flow.closing = true;
+        }
         let mut nexthop = None;
         let mut nexthop_unknown = false;
         let mut decision = None;
@@ -398,41 +460,43 @@ impl FlowTable {
         let mut out: Vec<FlowSummary> = self
             .flows
             .iter()
-            .map(|(key, f)| {
-                let rule = state.source_rule(key.vip).cloned();
-                let table = rule
-                    .as_ref()
-                    .and_then(|r| r.table)
-                    .or(f.tables.first().copied());
-                let candidates = table
-                    .map(|t| state.default_nexthops(t, key.vip.is_ipv6()))
-                    .unwrap_or_default();
-                let nexthop_in_route = match f.nexthops.as_slice() {
-                    [one] if !candidates.is_empty() => {
-                        Some(one.ip.is_some() && candidates.iter().any(|c| c.gw == one.ip))
-                    }
-                    _ => None,
-                };
-                FlowSummary {
-                    flow: key.clone(),
-                    flow_id: f.id,
-                    ingress_port: f.ingress_port.clone(),
-                    ingress_packets: f.ingress_packets,
-                    egress_packets: f.egress_packets,
-                    consistent: f.nexthops.len() <= 1,
-                    nexthops: f.nexthops.clone(),
-                    rule,
-                    table,
-                    candidates,
-                    nexthop_in_route,
-                    predictions: f.predictions.clone(),
-                    drops: f.drops,
-                    last_drop: f.last_drop.clone(),
-                }
-            })
+            .map(|(key, f)| summarize(key, f, state))
             .collect();
         out.sort_by_key(|s| s.flow_id);
         out
+    }
+}
+
+fn summarize(key: &FlowKey, f: &FlowState, state: &KernelState) -> FlowSummary {
+    let rule = state.source_rule(key.vip).cloned();
+    let table = rule
+        .as_ref()
+        .and_then(|r| r.table)
+        .or(f.tables.first().copied());
+    let candidates = table
+        .map(|t| state.default_nexthops(t, key.vip.is_ipv6()))
+        .unwrap_or_default();
+    let nexthop_in_route = match f.nexthops.as_slice() {
+        [one] if !candidates.is_empty() => {
+            Some(one.ip.is_some() && candidates.iter().any(|c| c.gw == one.ip))
+        }
+        _ => None,
+    };
+    FlowSummary {
+        flow: key.clone(),
+        flow_id: f.id,
+        ingress_port: f.ingress_port.clone(),
+        ingress_packets: f.ingress_packets,
+        egress_packets: f.egress_packets,
+        consistent: f.nexthops.len() <= 1,
+        nexthops: f.nexthops.clone(),
+        rule,
+        table,
+        candidates,
+        nexthop_in_route,
+        predictions: f.predictions.clone(),
+        drops: f.drops,
+        last_drop: f.last_drop.clone(),
     }
 }
 
@@ -455,42 +519,39 @@ pub struct Share {
     pub packets: u64,
 }
 
-pub fn distribution(summaries: &[FlowSummary]) -> Vec<Distribution> {
-    let mut out: Vec<Distribution> = Vec::new();
-    for s in summaries.iter().filter(|s| !s.nexthops.is_empty()) {
-        let i = match out.iter().position(|d| d.vip == s.flow.vip) {
-            Some(i) => i,
-            None => {
-                out.push(Distribution {
-                    vip: s.flow.vip,
-                    flows: 0,
-                    shares: Vec::new(),
-                });
-                out.len() - 1
+/// Adds one flow's next-hops to its VIP's distribution.
+fn add_share(dist: &mut Vec<Distribution>, s: &FlowSummary) {
+    if s.nexthops.is_empty() {
+        return;
+    }
+    let i = match dist.iter().position(|d| d.vip == s.flow.vip) {
+        Some(i) => i,
+        None => {
+            dist.push(Distribution {
+                vip: s.flow.vip,
+                flows: 0,
+                shares: Vec::new(),
+            });
+            dist.len() - 1
+        }
+    };
+    let d = &mut dist[i];
+    d.flows += 1;
+    for n in &s.nexthops {
+        match d.shares.iter_mut().find(|sh| sh.nexthop == n.ip) {
+            Some(sh) => {
+                sh.flows += 1;
+                sh.packets += n.packets;
+                sh.ifname = sh.ifname.take().or(n.port.clone());
             }
-        };
-        let d = &mut out[i];
-        d.flows += 1;
-        for n in &s.nexthops {
-            match d.shares.iter_mut().find(|sh| sh.nexthop == n.ip) {
-                Some(sh) => {
-                    sh.flows += 1;
-                    sh.packets += n.packets;
-                    sh.ifname = sh.ifname.take().or(n.port.clone());
-                }
-                None => d.shares.push(Share {
-                    nexthop: n.ip,
-                    ifname: n.port.clone(),
-                    flows: 1,
-                    packets: n.packets,
-                }),
-            }
+            None => d.shares.push(Share {
+                nexthop: n.ip,
+                ifname: n.port.clone(),
+                flows: 1,
+                packets: n.packets,
+            }),
         }
     }
-    for d in &mut out {
-        d.shares.sort_by_key(|sh| sh.nexthop);
-    }
-    out
 }
 
 /// The decision behind a routed packet. The table and rule come from the flow's latest
@@ -860,11 +921,31 @@ mod tests {
                 t.on_packet(p, &s);
             }
         }
-        let [d] = distribution(&t.summaries(&s)).try_into().unwrap();
+        let [d] = t.distribution(&t.summaries(&s)).try_into().unwrap();
         assert_eq!(d.flows, 3);
         let got: Vec<(Option<IpAddr>, u64, u64)> =
             d.shares.iter().map(|sh| (sh.nexthop, sh.flows, sh.packets)).collect();
         assert_eq!(got, vec![(Some(ip("172.16.0.3")), 1, 1), (Some(ip("172.16.0.5")), 2, 2)]);
+    }
+
+    #[test]
+    fn closed_and_idle_flows_expire_and_still_count_in_the_distribution() {
+        let s = proxy();
+        let mut t = FlowTable::new([ip("20.0.0.1")]);
+        let mut fin = pkt(1_000, BR, Dir::Egress, true, MAC_A);
+        fin.tcp_flags = TCP_FIN;
+        t.on_packet(fin, &s);
+        let mut other = pkt(1_000, BR, Dir::Egress, true, MAC_B);
+        other.dport = 40000;
+        t.on_packet(other, &s);
+        assert!(t.expire(1_000 + CLOSED_LINGER_NS, 10 * CLOSED_LINGER_NS, &s).is_empty());
+        let ended = t.expire(2_000 + CLOSED_LINGER_NS, 10 * CLOSED_LINGER_NS, &s);
+        assert_eq!(ended.len(), 1, "the closed flow ends after the linger");
+        assert_eq!(t.len(), 1);
+        let idle = t.expire(2_000 + 10 * CLOSED_LINGER_NS, 10 * CLOSED_LINGER_NS, &s);
+        assert_eq!((idle.len(), t.len()), (1, 0), "the open flow ends when idle");
+        let [d] = t.distribution(&[]).try_into().unwrap();
+        assert_eq!(d.flows, 2);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::{
     changes,
     cli::Args,
     events::{decode, DecodeError, Dir, Event},
-    flows::{self, FlowTable},
+    flows::FlowTable,
     kernel_state::{KernelState, Netlink, Watcher},
     netns::Netns,
     render::{renderer, Render},
@@ -200,6 +200,7 @@ async fn stream(
     let deadline = tokio::time::sleep(args.duration.unwrap_or(Duration::MAX / 4));
     tokio::pin!(deadline);
     let mut loss_timer = tokio::time::interval(LOSS_POLL);
+    let idle_ns = args.flow_timeout.as_nanos() as u64;
     let mut lost_reported = 0u64;
     let mut batch = Vec::new();
 
@@ -219,7 +220,12 @@ async fn stream(
                 while watcher.messages.try_recv().is_ok() {}
                 tracker.on_netlink_change().await?;
             }
-            _ = loss_timer.tick() => report_loss(probes, &mut lost_reported, tracker.out)?,
+            _ = loss_timer.tick() => {
+                report_loss(probes, &mut lost_reported, tracker.out)?;
+                for ended in tracker.flows.expire(monotonic_ns(), idle_ns, tracker.state) {
+                    tracker.out.summary(&ended);
+                }
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = &mut deadline => break,
@@ -241,8 +247,9 @@ async fn stream(
     for summary in &summaries {
         tracker.out.summary(summary);
     }
-    if summaries.len() > 1 {
-        for d in flows::distribution(&summaries) {
+    let distribution = tracker.flows.distribution(&summaries);
+    if distribution.iter().any(|d| d.flows > 1) {
+        for d in distribution {
             tracker.out.distribution(&d);
         }
     }
