@@ -365,6 +365,81 @@ fn nothing_is_left_behind_after_any_exit() {
     }
 }
 
+/// The netlink attach path (forced): clsact filters outlive a killed process, so a later
+/// start must find and remove them, and a clean exit must remove its own, qdisc included.
+/// Ground truth: `tc` in the proxy namespace.
+#[test]
+fn netlink_mode_cleans_up_after_itself_and_after_a_killed_run() {
+    let Some(_serial) = root_or_skip("netlink_mode_cleans_up_after_itself_and_after_a_killed_run")
+    else {
+        return;
+    };
+    let lab = lab("t6-");
+    let proxy = lab.ns(Role::Proxy);
+    let tc_before = tc_state(&proxy);
+    let args = [
+        "--netns",
+        proxy.as_str(),
+        "--vip",
+        "20.0.0.1",
+        "--attach",
+        "netlink",
+    ];
+
+    let tracer = Tracer::start(&args);
+    let during = tc_state(&proxy);
+    assert!(
+        during.contains("clsact") && during.contains("meridio_tc_in"),
+        "{during}"
+    );
+    tracer.stop(libc::SIGKILL);
+    let left = tc_state(&proxy);
+    assert!(
+        left.contains("meridio_tc_out"),
+        "a killed netlink run leaves filters: {left}"
+    );
+
+    let tracer = Tracer::start(&args);
+    let f = tracer.stop(libc::SIGINT);
+    assert!(f.status.success(), "{}", f.stderr);
+    let notes = f.of_type("ready")[0]["notes"].to_string();
+    assert!(notes.contains("earlier, killed run"), "{notes}");
+    assert_eq!(
+        tc_state(&proxy),
+        tc_before,
+        "leftovers and our own filters and qdiscs removed"
+    );
+
+    // A foreign filter keeps its clsact: we remove only what is ours.
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &proxy, "tc", "qdisc", "add", "dev", "bridge0", "clsact",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &proxy, "tc", "filter", "add", "dev", "bridge0", "ingress",
+            "protocol", "ip", "pref", "7", "u32", "match", "u32", "0", "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let with_foreign = tc_state(&proxy);
+    let tracer = Tracer::start(&args);
+    tracer.stop(libc::SIGTERM);
+    assert_eq!(
+        tc_state(&proxy),
+        with_foreign,
+        "the foreign filter and its qdisc stay"
+    );
+}
+
 /// Bad input: one clear sentence on stderr, a non-zero exit, nothing loaded.
 #[test]
 fn bad_input_gets_one_sentence_and_nothing_attached() {

@@ -14,7 +14,10 @@ use std::{
 use anyhow::{anyhow, Context, Result};
 use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{FExit, KProbe, SchedClassifier, TcAttachType, TracePoint},
+    programs::{
+        tc::{NlOptions, TcAttachOptions},
+        FExit, KProbe, LinkOrder, SchedClassifier, TcAttachType, TracePoint,
+    },
     util::KernelVersion,
     Btf, Ebpf,
 };
@@ -37,6 +40,8 @@ pub struct Ready {
     pub refused: Vec<(String, String)>,
     /// Hooks this kernel cannot offer, not tried, with the reason.
     pub unavailable: Vec<(String, String)>,
+    /// What the loader did beyond attaching, e.g. removing an earlier run's leftovers.
+    pub notes: Vec<String>,
 }
 
 pub struct Probes {
@@ -44,10 +49,14 @@ pub struct Probes {
     pub ready: Ready,
     /// `enum skb_drop_reason` names of this kernel.
     pub drop_reasons: HashMap<u32, String>,
+    /// Interfaces whose `clsact` qdisc this run (or a killed earlier one) created: removed
+    /// at exit when no one else's filter is on it.
+    pub owned_clsact: Vec<String>,
 }
 
 pub struct Request<'a> {
     pub netns: &'a Netns,
+    pub mode: AttachMode,
     pub vips: &'a [IpAddr],
     pub client_port: Option<u16>,
     pub interfaces: &'a [String],
@@ -55,11 +64,31 @@ pub struct Request<'a> {
     pub l3_ifindexes: &'a [u32],
 }
 
-fn tc_mode() -> &'static str {
-    match KernelVersion::current() {
-        Ok(v) if v >= KernelVersion::new(6, 6, 0) => "tcx",
-        _ => "netlink clsact",
-    }
+/// How TC programs are attached: TCX links (kernel >= 6.6; file descriptors that vanish
+/// with the process) or netlink `clsact` filters (any kernel; they outlive a killed
+/// process, so each start removes the ones an earlier run left).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// TCX where the kernel has it, netlink otherwise.
+    Auto,
+    Tcx,
+    Netlink,
+}
+
+fn tcx_available() -> bool {
+    matches!(KernelVersion::current(), Ok(v) if v >= KernelVersion::new(6, 6, 0))
+}
+
+/// Removes TC filters of ours an earlier, killed run left on `iface` (netlink mode only
+/// leaves any); returns how many. Runs inside the namespace.
+fn remove_leftovers(iface: &str) -> usize {
+    [
+        (TcAttachType::Ingress, "meridio_tc_in"),
+        (TcAttachType::Egress, "meridio_tc_out"),
+    ]
+    .into_iter()
+    .filter(|(t, name)| aya::programs::tc::qdisc_detach_program(iface, *t, name).is_ok())
+    .count()
 }
 
 impl Probes {
@@ -96,7 +125,7 @@ impl Probes {
             0,
         )?;
 
-        attach_tc(&mut ebpf, req, &mut ready)?;
+        let owned_clsact = attach_tc(&mut ebpf, req, &mut ready)?;
         attach_fib(&mut ebpf, &mut ready);
         attach_hash_hooks(&mut ebpf, &mut ready);
         let drop_reasons = match attach_drop(&mut ebpf, req.netns) {
@@ -115,6 +144,7 @@ impl Probes {
             ebpf,
             ready,
             drop_reasons,
+            owned_clsact,
         })
     }
 
@@ -139,8 +169,36 @@ impl Probes {
     }
 }
 
-fn attach_tc(ebpf: &mut Ebpf, req: &Request, ready: &mut Ready) -> Result<()> {
-    let mode = tc_mode();
+/// Attaches both TC programs to every interface; returns the interfaces whose clsact
+/// qdisc is ours to remove at exit.
+fn attach_tc(ebpf: &mut Ebpf, req: &Request, ready: &mut Ready) -> Result<Vec<String>> {
+    let netlink = match req.mode {
+        AttachMode::Auto => !tcx_available(),
+        AttachMode::Tcx if !tcx_available() => {
+            anyhow::bail!("--attach tcx needs a kernel >= 6.6; use --attach netlink")
+        }
+        AttachMode::Tcx => false,
+        AttachMode::Netlink => true,
+    };
+    let mode = if netlink { "netlink clsact" } else { "tcx" };
+    let mut owned_clsact = Vec::new();
+    for iface in req.interfaces {
+        let (removed, created) = req.netns.run(|| {
+            let removed = remove_leftovers(iface);
+            // EEXIST (someone's clsact already there) is fine: we add filters to it.
+            let created = netlink && aya::programs::tc::qdisc_add_clsact(iface).is_ok();
+            (removed, created)
+        })?;
+        if removed > 0 {
+            ready.notes.push(format!(
+                "removed {removed} tc filter(s) an earlier, killed run left on {iface}"
+            ));
+        }
+        // A clsact found holding our leftovers was that run's: ours to clean up now.
+        if created || removed > 0 {
+            owned_clsact.push(iface.clone());
+        }
+    }
     for (name, attach_type) in [
         ("meridio_tc_in", TcAttachType::Ingress),
         ("meridio_tc_out", TcAttachType::Egress),
@@ -152,13 +210,14 @@ fn attach_tc(ebpf: &mut Ebpf, req: &Request, ready: &mut Ready) -> Result<()> {
         prog.load()
             .map_err(|e| refused("the TC program", name, &e))?;
         for iface in req.interfaces {
-            let res = req.netns.run(|| {
-                if mode != "tcx" {
-                    // Older kernels: the clsact qdisc may already exist (EEXIST is fine).
-                    let _ = aya::programs::tc::qdisc_add_clsact(iface);
-                }
-                prog.attach(iface, attach_type)
-            })?;
+            let options = if netlink {
+                TcAttachOptions::Netlink(NlOptions::default())
+            } else {
+                TcAttachOptions::TcxOrder(LinkOrder::default())
+            };
+            let res = req
+                .netns
+                .run(|| prog.attach_with_options(iface, attach_type, options))?;
             res.with_context(|| {
                 format!(
                     "cannot attach the TC {} program to {iface} in netns {}",
@@ -171,7 +230,7 @@ fn attach_tc(ebpf: &mut Ebpf, req: &Request, ready: &mut Ready) -> Result<()> {
                 .push(format!("tc:{iface}/{} ({mode})", dir_name(attach_type)));
         }
     }
-    Ok(())
+    Ok(owned_clsact)
 }
 
 /// One sentence for a program the kernel would not load; the verifier log, which can run to
@@ -269,18 +328,23 @@ fn attach_drop(ebpf: &mut Ebpf, ns: &Netns) -> Result<HashMap<u32, String>> {
         skb_dev: layout.offset("sk_buff", "dev")?,
         skb_mark: layout.offset("sk_buff", "mark")?,
         dev_ifindex: layout.offset("net_device", "ifindex")?,
-        dev_nd_net: layout.offset("net_device", "nd_net")? + layout.offset("possible_net_t", "net")?,
+        dev_nd_net: layout.offset("net_device", "nd_net")?
+            + layout.offset("possible_net_t", "net")?,
         net_ns_inum: layout.offset("net", "ns")? + layout.offset("ns_common", "inum")?,
         valid: 1,
         _pad: 0,
     };
     let (_, inode) = ns.id()?;
     let inum = u32::try_from(inode).context("netns inode does not fit ns.inum")?;
-    let mut inums: BpfHashMap<_, u32, u8> =
-        BpfHashMap::try_from(ebpf.map_mut("NETNS_INUMS").context("map NETNS_INUMS missing")?)?;
+    let mut inums: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
+        ebpf.map_mut("NETNS_INUMS")
+            .context("map NETNS_INUMS missing")?,
+    )?;
     inums.insert(inum, 1, 0)?;
-    let mut map: Array<_, DropOffsets> =
-        Array::try_from(ebpf.map_mut("DROP_OFFSETS").context("map DROP_OFFSETS missing")?)?;
+    let mut map: Array<_, DropOffsets> = Array::try_from(
+        ebpf.map_mut("DROP_OFFSETS")
+            .context("map DROP_OFFSETS missing")?,
+    )?;
     map.set(0, offsets, 0)?;
     let prog: &mut TracePoint = ebpf
         .program_mut("meridio_drop")

@@ -5,6 +5,8 @@ use std::{collections::HashSet, net::IpAddr, time::Duration};
 use anyhow::{bail, Result};
 use clap::Parser;
 
+pub use crate::attach::AttachMode;
+
 /// Follow Meridio VIP flows through a proxy pod's network namespace, hop by hop, and name
 /// the ECMP next-hop (stateless-lb-frontend) the kernel really sent them to.
 #[derive(Parser, Debug, Clone)]
@@ -46,6 +48,12 @@ pub struct Args {
     /// are, 2 s after their last packet), so memory stays bounded on busy nodes.
     #[arg(long, value_name = "SECONDS", value_parser = parse_duration, default_value = "60")]
     pub flow_timeout: Duration,
+
+    /// How to attach the TC programs: TCX links where the kernel has them (>= 6.6), or
+    /// netlink clsact filters (older kernels; forced, e.g. to test the cleanup of a run
+    /// that was killed).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub attach: AttachMode,
 }
 
 fn parse_vip(s: &str) -> Result<IpAddr, String> {

@@ -16,6 +16,7 @@ use rtnetlink::{
         neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
         route::{RouteAddress, RouteAttribute, RouteMessage, RouteNextHopFlags},
         rule::{RuleAction, RuleAttribute, RuleMessage},
+        tc::TcHandle,
         AddressFamily,
     },
     Handle, IpVersion,
@@ -285,15 +286,16 @@ impl Watcher {
             | RTMGRP_IPV4_RULE
             | RTMGRP_IPV6_RULE;
         let rt = tokio::runtime::Handle::current();
-        let (conn, handle, messages) = ns.run(|| -> std::io::Result<_> {
-            let _guard = rt.enter();
-            let (mut conn, handle, messages) = rtnetlink::new_connection()?;
-            conn.socket_mut()
-                .socket_mut()
-                .bind(&rtnetlink::sys::SocketAddr::new(0, groups))?;
-            Ok((conn, handle, messages))
-        })?
-        .context("cannot subscribe to netlink notifications in the traced namespace")?;
+        let (conn, handle, messages) = ns
+            .run(|| -> std::io::Result<_> {
+                let _guard = rt.enter();
+                let (mut conn, handle, messages) = rtnetlink::new_connection()?;
+                conn.socket_mut()
+                    .socket_mut()
+                    .bind(&rtnetlink::sys::SocketAddr::new(0, groups))?;
+                Ok((conn, handle, messages))
+            })?
+            .context("cannot subscribe to netlink notifications in the traced namespace")?;
         tokio::spawn(conn);
         Ok(Watcher {
             _handle: handle,
@@ -366,6 +368,33 @@ impl Netlink {
             routes,
             hash_policy: [None; 2],
         })
+    }
+
+    /// Deletes the `clsact` qdisc of `ifindex` unless a filter is still on it (someone
+    /// else's: ours are detached by then). Returns whether it was deleted.
+    pub async fn remove_clsact_if_empty(&self, ifindex: u32) -> Result<bool> {
+        let index = i32::try_from(ifindex)?;
+        let filters: Vec<_> = self
+            .handle
+            .clone()
+            .traffic_filter(index)
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .context("netlink: listing tc filters")?;
+        // Dumps list filters of every parent; any left means the clsact is in use.
+        if !filters.is_empty() {
+            return Ok(false);
+        }
+        let mut req = self.handle.clone().qdisc().del(index);
+        let header = &mut req.message_mut().header;
+        header.handle = TcHandle::from(0xffff_0000u32);
+        header.parent = TcHandle::from(0xffff_fff1u32);
+        req.execute()
+            .await
+            .context("netlink: deleting the clsact qdisc")?;
+        Ok(true)
     }
 
     pub async fn neighbours(&self) -> Result<Vec<Neighbour>> {

@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 
 use crate::{
     attach::Ready,
-    events::{fmt_mac, fmt_tcp_flags, proto_name},
     changes::Change,
+    events::{fmt_mac, fmt_tcp_flags, proto_name},
     flows::{
         Decision, Distribution, DropHop, FlowKey, FlowSummary, Hop, HopKind, PathDir, RouteHop,
     },
@@ -90,7 +90,12 @@ fn decision_text(d: &Decision) -> String {
 fn change_text(c: &Change) -> String {
     let sign = |added: &bool| if *added { "added" } else { "removed" };
     match c {
-        Change::Route { table, before, after, .. } => format!(
+        Change::Route {
+            table,
+            before,
+            after,
+            ..
+        } => format!(
             "table {table} next-hops {} -> {}",
             candidates_text(before),
             candidates_text(after)
@@ -155,6 +160,9 @@ impl Render for Text {
         }
         for (hook, why) in &r.unavailable {
             println!("  not used: {hook}: {why}");
+        }
+        for note in &r.notes {
+            println!("  note: {note}");
         }
         let _ = std::io::stdout().flush();
     }
@@ -375,6 +383,7 @@ impl Render for Json {
             "hooks": r.hooks,
             "refused": r.refused.iter().map(|(h, why)| json!({"hook": h, "reason": why})).collect::<Vec<_>>(),
             "unavailable": r.unavailable.iter().map(|(h, why)| json!({"hook": h, "reason": why})).collect::<Vec<_>>(),
+            "notes": r.notes,
         }));
     }
 
@@ -487,9 +496,13 @@ impl Render for Json {
                 v6,
                 before,
                 after,
-            } => json!({"what": "route", "table": table, "family": if *v6 { "ipv6" } else { "ipv4" },
-                        "before": nexthops_json(before), "after": nexthops_json(after)}),
-            Change::Rule { added, rule } => json!({"what": "rule", "added": added, "rule": rule_json(rule)}),
+            } => {
+                json!({"what": "route", "table": table, "family": if *v6 { "ipv6" } else { "ipv4" },
+                        "before": nexthops_json(before), "after": nexthops_json(after)})
+            }
+            Change::Rule { added, rule } => {
+                json!({"what": "rule", "added": added, "rule": rule_json(rule)})
+            }
             Change::Link { added, name } => json!({"what": "link", "added": added, "ifname": name}),
             Change::Neighbour { ip, before, after } => json!({"what": "neighbour", "ip": ip,
                 "before": before.as_ref().map(fmt_mac), "after": after.as_ref().map(fmt_mac)}),

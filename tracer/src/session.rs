@@ -39,19 +39,42 @@ pub async fn run(args: Args) -> Result<()> {
 
     let mut probes = Probes::load(&Request {
         netns: &ns,
+        mode: args.attach,
         vips: &args.vips,
         client_port: args.port,
         interfaces: &interfaces,
         l3_ifindexes: &l3_ifindexes,
     })?;
-    // Subscribed before the ready line, so no change after it goes unseen.
+    // Subscribed before the ready line, so no change after it goes unseen, and a signal
+    // right after it still finds our handler (the default action would skip the cleanup).
     let watcher = Watcher::start(&ns)?;
+    let signals = Signals {
+        int: signal(SignalKind::interrupt())?,
+        term: signal(SignalKind::terminate())?,
+    };
     let mut out = renderer(args.json, ns.label.clone());
     out.ready(&probes.ready);
 
-    let result = stream(&args, watcher, &mut probes, &netlink, &mut state, out.as_mut()).await;
+    let result = stream(
+        &args,
+        watcher,
+        signals,
+        &mut probes,
+        &netlink,
+        &mut state,
+        out.as_mut(),
+    )
+    .await;
     // Always detach, also when streaming failed.
+    let owned_clsact = std::mem::take(&mut probes.owned_clsact);
     let detached = probes.detach(&ns);
+    for iface in owned_clsact {
+        if let Some(link) = state.link_by_name(&iface) {
+            if let Err(e) = netlink.remove_clsact_if_empty(link.index).await {
+                log::warn!("could not remove the clsact qdisc of {iface}: {e:#}");
+            }
+        }
+    }
     result?;
     detached
 }
@@ -176,9 +199,15 @@ fn monotonic_ns() -> u64 {
 /// long after the first before re-reading, well inside the one second an operator waits.
 const CHANGE_SETTLE: Duration = Duration::from_millis(50);
 
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
 async fn stream(
     args: &Args,
     mut watcher: Watcher,
+    mut signals: Signals,
     probes: &mut Probes,
     netlink: &Netlink,
     state: &mut KernelState,
@@ -195,8 +224,6 @@ async fn stream(
         drop_reasons: &drop_reasons,
         out,
     };
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = tokio::time::sleep(args.duration.unwrap_or(Duration::MAX / 4));
     tokio::pin!(deadline);
     let mut loss_timer = tokio::time::interval(LOSS_POLL);
@@ -226,8 +253,8 @@ async fn stream(
                     tracker.out.summary(&ended);
                 }
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = signals.int.recv() => break,
+            _ = signals.term.recv() => break,
             _ = &mut deadline => break,
         }
     }
