@@ -3,7 +3,7 @@
 use std::{collections::HashSet, net::IpAddr, time::Duration};
 
 use anyhow::{bail, Result};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 pub use crate::attach::AttachMode;
 
@@ -13,14 +13,25 @@ pub use crate::attach::AttachMode;
 #[command(
     name = "tracer",
     version,
-    after_help = "Example (on a node, proxy netns found with `ip netns` or a pid of the proxy pod):\n  \
-                  tracer --netns 12345 --vip 20.0.0.1 --vip 2000::1 --port 35000\n\
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true,
+    after_help = "Example (on a node; `tracer discover` lists the Meridio pods' namespaces):\n  \
+                  tracer --vip 20.0.0.1 --vip 2000::1 --port 35000\n\
                   then start one connection, e.g. `nc 20.0.0.1 4000 -p 35000` from the gateway."
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Proxy network namespace: a name under /var/run/netns, a path to a netns file
-    /// (e.g. /proc/<pid>/ns/net), or the pid of a process in the proxy pod.
-    #[arg(long, value_name = "NAME|PATH|PID")]
+    /// (e.g. /proc/<pid>/ns/net), or the pid of a process in the proxy pod. Default: the
+    /// one proxy on this node that routes the --vip(s), found as `tracer discover` does.
+    #[arg(long = "netns", id = "netns", value_name = "NAME|PATH|PID")]
+    pub netns_spec: Option<String>,
+
+    /// The namespace to trace: --netns as given, or the proxy discovery picked (set by main
+    /// before the session starts).
+    #[arg(skip)]
     pub netns: String,
 
     /// VIP to follow (IPv4 or IPv6, repeatable). Packets to or from it are traced.
@@ -54,6 +65,24 @@ pub struct Args {
     /// that was killed).
     #[arg(long, value_enum, default_value = "auto")]
     pub attach: AttachMode,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Find every network namespace on this node (netns files and /proc/*/ns/net) and tell
+    /// which hold a Meridio proxy, stateless-lb-frontend or target, by their structure.
+    Discover(DiscoverArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DiscoverArgs {
+    /// One JSON object per namespace per line, then a summary object.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also list the namespaces that hold nothing Meridio-like (role `other`).
+    #[arg(long)]
+    pub all: bool,
 }
 
 fn parse_vip(s: &str) -> Result<IpAddr, String> {
@@ -126,6 +155,28 @@ mod tests {
     }
 
     #[test]
+    fn netns_is_optional_and_discover_is_a_subcommand() {
+        let a = parse(&["--vip", "20.0.0.1"]).unwrap();
+        assert_eq!(a.netns_spec, None);
+        assert!(a.command.is_none());
+        let a = parse(&["--netns", "proxy-a", "--vip", "20.0.0.1"]).unwrap();
+        assert_eq!(a.netns_spec.as_deref(), Some("proxy-a"));
+        let a = parse(&["discover", "--json", "--all"]).unwrap();
+        match a.command {
+            Some(Command::Discover(d)) => assert!(d.json && d.all),
+            None => panic!("no subcommand"),
+        }
+        let a = parse(&["discover"]).unwrap();
+        assert!(matches!(
+            a.command,
+            Some(Command::Discover(DiscoverArgs {
+                json: false,
+                all: false
+            }))
+        ));
+    }
+
+    #[test]
     fn rejects_bad_input_with_a_reason() {
         for (args, needle) in [
             (
@@ -147,7 +198,9 @@ mod tests {
                 "more than 0",
             ),
             (&["--netns", "p"], "--vip"),
-            (&["--vip", "1.2.3.4"], "--netns"),
+            (&["discover", "--vip", "1.2.3.4"], "--vip"),
+            (&["--vip", "1.2.3.4", "discover"], "discover"),
+            (&["discover", "--role", "proxy"], "--role"),
             (
                 &[
                     "--netns", "p", "--vip", "1.2.3.4", "--iface", "x", "--iface", "x",

@@ -3,6 +3,7 @@ mod attach;
 mod btf_layout;
 mod changes;
 mod cli;
+mod discover;
 mod events;
 mod flows;
 mod kernel_state;
@@ -22,14 +23,7 @@ fn main() -> ExitCode {
         env_logger::Env::default().default_filter_or("warn,netlink_packet_route=error"),
     )
     .init();
-    let args = cli::Args::parse();
-    let result = args.validate().and_then(|_| {
-        check_root()?;
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(session::run(args))
-    });
+    let result = run(cli::Args::parse());
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -37,6 +31,32 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run(mut args: cli::Args) -> anyhow::Result<()> {
+    if let Some(cli::Command::Discover(d)) = &args.command {
+        check_root()?;
+        return runtime()?.block_on(discover::run(d.json, d.all));
+    }
+    args.validate()?;
+    check_root()?;
+    runtime()?.block_on(async move {
+        args.netns = match args.netns_spec.clone() {
+            Some(spec) => spec,
+            None => {
+                let (path, name) = discover::pick_proxy(&args.vips).await?;
+                eprintln!("tracing proxy {name} (netns {})", path.display());
+                path.display().to_string()
+            }
+        };
+        session::run(args).await
+    })
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 fn check_root() -> anyhow::Result<()> {

@@ -6,6 +6,7 @@
 //! Everything lives inside namespaces named `<prefix><role>`; interface names live inside
 //! the namespaces too, so labs with different prefixes coexist.
 
+mod procs;
 mod topology;
 mod truth;
 
@@ -39,6 +40,16 @@ pub struct LabSpec {
     /// Proxy fib_multipath_hash_policy (v4 and v6); 3 also sets hash_fields 0x0037
     /// (src/dst IP, proto, src/dst port) so the 5-tuple is hashed even over veths.
     pub hash_policy: u8,
+    /// Interface names: the tutorial's by default, [`LabNames::OTHER`] to show that what
+    /// reads the lab goes by structure, not by name.
+    pub names: LabNames,
+    /// Gives every namespace a long-lived process (`sleep infinity`), so each is also
+    /// reachable through /proc/<pid>/ns/net, as pods' namespaces are on a node.
+    pub holders: bool,
+    /// Adds a second target whose namespace only a process holds (no /var/run/netns name,
+    /// reachable through /proc alone), on a third proxy bridge port; see
+    /// [`Lab::proc_only_target_pid`].
+    pub proc_only_target: bool,
 }
 
 impl Default for LabSpec {
@@ -48,7 +59,94 @@ impl Default for LabSpec {
             table_v4: 1,
             table_v6: 2,
             hash_policy: 1,
+            names: LabNames::TUTORIAL,
+            holders: false,
+            proc_only_target: false,
         }
+    }
+}
+
+/// The lab's interface names (each at most 15 characters, the kernel's limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LabNames {
+    /// Gateway: its bridge and its ports toward frontend A and B.
+    pub gw_bridge: &'static str,
+    pub gw_port_fea: &'static str,
+    pub gw_port_feb: &'static str,
+    /// Frontends: the external interface (both), the conduit of A and of B.
+    pub fe_ext: &'static str,
+    pub fea_conduit: &'static str,
+    pub feb_conduit: &'static str,
+    /// Proxy: the bridge and its ports toward frontend A, frontend B, the target and the
+    /// proc-only target.
+    pub px_bridge: &'static str,
+    pub px_port_fea: &'static str,
+    pub px_port_feb: &'static str,
+    pub px_port_tg: &'static str,
+    pub px_port_tg2: &'static str,
+    /// The targets' interfaces holding the VIPs (target, proc-only target).
+    pub tg_if: &'static str,
+    pub tg2_if: &'static str,
+}
+
+impl LabNames {
+    /// As NSM names them in the Meridio tutorial (service name cut to 10 chars, '-',
+    /// connection id).
+    pub const TUTORIAL: LabNames = LabNames {
+        gw_bridge: "vlan0",
+        gw_port_fea: "vlan0-fe-a",
+        gw_port_feb: "vlan0-fe-b",
+        fe_ext: "ext-vlan0",
+        fea_conduit: "conduit-a.-b89d",
+        feb_conduit: "conduit-a.-b84a",
+        px_bridge: "bridge0",
+        px_port_fea: "conduit-a.-3150",
+        px_port_feb: "conduit-a.-6496",
+        px_port_tg: "proxy.cond-0a85",
+        px_port_tg2: "proxy.cond-1b2c",
+        tg_if: "nsm-0",
+        tg2_if: "nsm-0",
+    };
+
+    /// Other names for every interface: another conduit and bridge, other NSM ids.
+    pub const OTHER: LabNames = LabNames {
+        gw_bridge: "uplink0",
+        gw_port_fea: "uplink0-1",
+        gw_port_feb: "uplink0-2",
+        fe_ext: "eth-ext",
+        fea_conduit: "cdt-x.-cccc",
+        feb_conduit: "cdt-x.-dddd",
+        px_bridge: "br-meridio",
+        px_port_fea: "cdt-x.-aaaa",
+        px_port_feb: "cdt-x.-bbbb",
+        px_port_tg: "prx.cnd-1234",
+        px_port_tg2: "prx.cnd-5678",
+        tg_if: "nsm-7",
+        tg2_if: "nsm-8",
+    };
+
+    fn all(&self) -> [&'static str; 13] {
+        [
+            self.gw_bridge,
+            self.gw_port_fea,
+            self.gw_port_feb,
+            self.fe_ext,
+            self.fea_conduit,
+            self.feb_conduit,
+            self.px_bridge,
+            self.px_port_fea,
+            self.px_port_feb,
+            self.px_port_tg,
+            self.px_port_tg2,
+            self.tg_if,
+            self.tg2_if,
+        ]
+    }
+}
+
+impl Default for LabNames {
+    fn default() -> Self {
+        LabNames::TUTORIAL
     }
 }
 
@@ -89,6 +187,12 @@ pub struct Lab {
     /// The prefix the lab was built with: `spec` is public, and teardown must not follow
     /// later edits of it.
     built_prefix: String,
+    /// Likewise the interface names it was built with.
+    built_names: LabNames,
+    /// Long-lived process of each namespace (`holders`).
+    holders: Vec<(Role, u32)>,
+    /// The process holding the proc-only target's namespace.
+    proc_only: Option<u32>,
 }
 
 impl Lab {
@@ -97,14 +201,30 @@ impl Lab {
     /// what it made and returns the error.
     pub fn up(spec: LabSpec) -> Result<Lab> {
         validate(&spec)?;
-        let lab = Lab {
+        let mut lab = Lab {
             built_prefix: spec.prefix.clone(),
+            built_names: spec.names,
+            holders: Vec::new(),
+            proc_only: None,
             spec,
         };
         lab.down()
             .context("could not remove the leftovers of an earlier lab with this prefix")?;
-        // On error `lab` is dropped here, which tears down what was built.
+        // On error `lab` is dropped here, which tears down what was built (the processes
+        // are in the pid file from the moment they start).
         topology::build(&lab)?;
+        if lab.spec.holders {
+            for role in Role::ALL {
+                let pid = procs::hold(&lab.built_prefix, &lab.ns(role))?;
+                lab.holders.push((role, pid));
+            }
+        }
+        if lab.spec.proc_only_target {
+            let hostname = format!("{}target-a-2", lab.built_prefix);
+            let pid = procs::unshared(&lab.built_prefix, &hostname)?;
+            lab.proc_only = Some(pid);
+            topology::build_proc_only_target(&lab, pid)?;
+        }
         lab.wait_ipv6_ready()?;
         lab.check_reachable()?;
         Ok(lab)
@@ -119,6 +239,28 @@ impl Lab {
     /// Leaves the lab up after this value is gone (for `cargo xtask lab up`).
     pub fn keep(self) {
         std::mem::forget(self);
+    }
+
+    /// The interface names the lab was built with.
+    pub fn names(&self) -> LabNames {
+        self.built_names
+    }
+
+    /// The long-lived process in `role`'s namespace (with `holders`): its
+    /// /proc/<pid>/ns/net is that namespace.
+    pub fn holder_pid(&self, role: Role) -> Option<u32> {
+        self.holders
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, pid)| *pid)
+    }
+
+    /// The process that alone holds the proc-only target's namespace (with
+    /// `proc_only_target`): /proc/<pid>/ns/net is the only way to it. Its UTS hostname is
+    /// prefix + "target-a-2"; it has nsm-style interface `names().tg2_if` with 172.16.0.7 /
+    /// fd00::7 and both VIPs, on proxy bridge port `names().px_port_tg2`.
+    pub fn proc_only_target_pid(&self) -> Option<u32> {
+        self.proc_only
     }
 
     /// Netns name of `role`, e.g. prefix + "proxy-a".
@@ -147,10 +289,11 @@ impl Lab {
     /// The proxy's bridge port that leads to `role`. Panics for Gateway and Proxy, to
     /// which no bridge port leads.
     pub fn proxy_port_towards(&self, role: Role) -> &'static str {
+        let n = &self.built_names;
         match role {
-            Role::FrontendA => topology::PX_PORT_FEA,
-            Role::FrontendB => topology::PX_PORT_FEB,
-            Role::Target => topology::PX_PORT_TG,
+            Role::FrontendA => n.px_port_fea,
+            Role::FrontendB => n.px_port_feb,
+            Role::Target => n.px_port_tg,
             Role::Gateway | Role::Proxy => panic!("no proxy bridge port leads to {role:?}"),
         }
     }
@@ -249,11 +392,15 @@ pub fn ns_name(prefix: &str, role: Role) -> String {
 }
 
 /// Tears down the lab with this prefix (what `cargo xtask lab down` does): stops its
-/// recorded echo server daemon, deletes its namespaces, ignoring ones already gone.
+/// recorded echo server daemon and long-lived processes, deletes its namespaces, ignoring
+/// ones already gone.
 pub fn teardown(prefix: &str) -> Result<()> {
     let mut errors = Vec::new();
-    // The daemon first: a process inside a deleted netns would keep it alive, unseen.
+    // The processes first: a process inside a deleted netns would keep it alive, unseen.
     if let Err(e) = crate::daemon::stop(prefix) {
+        errors.push(format!("{e:#}"));
+    }
+    if let Err(e) = procs::stop_all(prefix) {
         errors.push(format!("{e:#}"));
     }
     for role in Role::ALL {
@@ -292,6 +439,12 @@ fn validate(spec: &LabSpec) -> Result<()> {
         if t == 0 || (253..=255).contains(&t) {
             bail!("{what} {t} is not usable: pick a routing table other than 0 and 253-255");
         }
+    }
+    let names = spec.names.all();
+    if let Some(bad) = names.iter().find(|n| {
+        n.is_empty() || n.len() > 15 || n.contains(|c: char| c == '/' || c.is_whitespace())
+    }) {
+        bail!("interface name `{bad}` is not usable: 1 to 15 characters, no `/` or spaces");
     }
     if spec.hash_policy > 3 {
         bail!("hash policy {} is not one of 0, 1, 2, 3", spec.hash_policy);

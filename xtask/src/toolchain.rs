@@ -13,8 +13,14 @@ use crate::cmd::{self, run_visible, which};
 /// system LLVM that Debian does not ship.
 const BPF_LINKER_VERSION: &str = "0.10.2";
 
-/// Commands the lab needs, with the Debian packages that provide them.
-pub const LAB_TOOLS: &[(&str, &str)] = &[("ip", "iproute2"), ("nft", "nftables")];
+/// Commands the lab needs, with the Debian packages that provide them (`unshare` and
+/// `nsenter` for the lab's long-lived processes and its proc-only target).
+pub const LAB_TOOLS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("nft", "nftables"),
+    ("unshare", "util-linux"),
+    ("nsenter", "util-linux"),
+];
 
 /// Makes sure nightly with rust-src and bpf-linker 0.10.2 are installed.
 pub fn ensure_ebpf_toolchain() -> Result<()> {

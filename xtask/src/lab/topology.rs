@@ -1,25 +1,12 @@
 //! The lab's wiring, step by step as in shared/reference/meridio-lab-recipe.sh: namespaces,
 //! sysctls, links, addresses, routes, rules and the frontends' nftables table. Owns the
-//! names and addresses of the path; nothing here touches the host netns (veths are created
-//! straight into their namespaces).
+//! addresses of the path (the interface names come from the spec's [`LabNames`]); nothing
+//! here touches the host netns (veths are created straight into their namespaces).
 
 use anyhow::{Context, Result};
 
-use super::{Lab, Role};
+use super::{Lab, LabNames, Role};
 use crate::cmd;
-
-// Interface names as NSM names them (service name cut to 10 chars, '-', connection id).
-const GW_BRIDGE: &str = "vlan0";
-const GW_PORT_FEA: &str = "vlan0-fe-a";
-const GW_PORT_FEB: &str = "vlan0-fe-b";
-const FE_EXT: &str = "ext-vlan0";
-const FEA_CONDUIT: &str = "conduit-a.-b89d";
-const FEB_CONDUIT: &str = "conduit-a.-b84a";
-const PX_BRIDGE: &str = "bridge0";
-pub(super) const PX_PORT_FEA: &str = "conduit-a.-3150";
-pub(super) const PX_PORT_FEB: &str = "conduit-a.-6496";
-pub(super) const PX_PORT_TG: &str = "proxy.cond-0a85";
-const TG_IF: &str = "nsm-0";
 
 /// Fwmark (and table) nfqlb would set for the one target: target id 1 + 5000.
 const FWMARK: u32 = 5001;
@@ -62,6 +49,20 @@ pub(super) fn build(lab: &Lab) -> Result<()> {
     let tg = lab.ns(Role::Target);
     let (vip4, vip6) = (super::VIP4, super::VIP6);
     let (t4, t6) = (lab.spec.table_v4, lab.spec.table_v6);
+    let LabNames {
+        gw_bridge,
+        gw_port_fea,
+        gw_port_feb,
+        fe_ext,
+        fea_conduit,
+        feb_conduit,
+        px_bridge,
+        px_port_fea,
+        px_port_feb,
+        px_port_tg,
+        tg_if,
+        ..
+    } = lab.names();
 
     // ---- namespaces ----
     for ns in [&gw, &fea, &feb, &px, &tg] {
@@ -101,54 +102,54 @@ pub(super) fn build(lab: &Lab) -> Result<()> {
 
     // ---- links ----
     // veth ends are created directly in their namespaces, so no host name can clash.
-    ip(&format!("-n {gw} link add {GW_BRIDGE} type bridge"))?;
+    ip(&format!("-n {gw} link add {gw_bridge} type bridge"))?;
     ip(&format!(
-        "link add {GW_PORT_FEA} netns {gw} type veth peer name {FE_EXT} netns {fea}"
+        "link add {gw_port_fea} netns {gw} type veth peer name {fe_ext} netns {fea}"
     ))?;
     ip(&format!(
-        "link add {GW_PORT_FEB} netns {gw} type veth peer name {FE_EXT} netns {feb}"
+        "link add {gw_port_feb} netns {gw} type veth peer name {fe_ext} netns {feb}"
     ))?;
     ip(&format!(
-        "link add {FEA_CONDUIT} netns {fea} type veth peer name {PX_PORT_FEA} netns {px}"
+        "link add {fea_conduit} netns {fea} type veth peer name {px_port_fea} netns {px}"
     ))?;
     ip(&format!(
-        "link add {FEB_CONDUIT} netns {feb} type veth peer name {PX_PORT_FEB} netns {px}"
+        "link add {feb_conduit} netns {feb} type veth peer name {px_port_feb} netns {px}"
     ))?;
     ip(&format!(
-        "link add {TG_IF} netns {tg} type veth peer name {PX_PORT_TG} netns {px}"
+        "link add {tg_if} netns {tg} type veth peer name {px_port_tg} netns {px}"
     ))?;
-    ip(&format!("-n {px} link add {PX_BRIDGE} type bridge"))?;
-    for port in [GW_PORT_FEA, GW_PORT_FEB] {
-        ip(&format!("-n {gw} link set {port} master {GW_BRIDGE} up"))?;
+    ip(&format!("-n {px} link add {px_bridge} type bridge"))?;
+    for port in [gw_port_fea, gw_port_feb] {
+        ip(&format!("-n {gw} link set {port} master {gw_bridge} up"))?;
     }
-    for port in [PX_PORT_FEA, PX_PORT_FEB, PX_PORT_TG] {
-        ip(&format!("-n {px} link set {port} master {PX_BRIDGE} up"))?;
+    for port in [px_port_fea, px_port_feb, px_port_tg] {
+        ip(&format!("-n {px} link set {port} master {px_bridge} up"))?;
     }
 
     // ---- addresses ----
     for (ns, dev, addrs) in [
-        (&gw, GW_BRIDGE, ["169.254.100.150/24", "100:100::150/64"]),
-        (&fea, FE_EXT, ["169.254.100.1/24", "100:100::1/64"]),
-        (&feb, FE_EXT, ["169.254.100.2/24", "100:100::2/64"]),
-        (&fea, FEA_CONDUIT, ["172.16.0.3/24", "fd00::3/64"]),
-        (&feb, FEB_CONDUIT, ["172.16.0.5/24", "fd00::5/64"]),
-        (&px, PX_BRIDGE, ["172.16.0.1/24", "fd00::1/64"]),
-        (&tg, TG_IF, ["172.16.0.6/24", "fd00::6/64"]),
+        (&gw, gw_bridge, ["169.254.100.150/24", "100:100::150/64"]),
+        (&fea, fe_ext, ["169.254.100.1/24", "100:100::1/64"]),
+        (&feb, fe_ext, ["169.254.100.2/24", "100:100::2/64"]),
+        (&fea, fea_conduit, ["172.16.0.3/24", "fd00::3/64"]),
+        (&feb, feb_conduit, ["172.16.0.5/24", "fd00::5/64"]),
+        (&px, px_bridge, ["172.16.0.1/24", "fd00::1/64"]),
+        (&tg, tg_if, ["172.16.0.6/24", "fd00::6/64"]),
         // The VIPs live on the target's interface, as TAPA puts them there.
-        (&tg, TG_IF, ["20.0.0.1/32", "2000::1/128"]),
+        (&tg, tg_if, ["20.0.0.1/32", "2000::1/128"]),
     ] {
         for a in addrs {
             ip(&format!("-n {ns} addr add {a} dev {dev}"))?;
         }
     }
     for (ns, dev) in [
-        (&gw, GW_BRIDGE),
-        (&px, PX_BRIDGE),
-        (&fea, FE_EXT),
-        (&feb, FE_EXT),
-        (&fea, FEA_CONDUIT),
-        (&feb, FEB_CONDUIT),
-        (&tg, TG_IF),
+        (&gw, gw_bridge),
+        (&px, px_bridge),
+        (&fea, fe_ext),
+        (&feb, fe_ext),
+        (&fea, fea_conduit),
+        (&feb, feb_conduit),
+        (&tg, tg_if),
     ] {
         ip(&format!("-n {ns} link set {dev} up"))?;
     }
@@ -156,16 +157,16 @@ pub(super) fn build(lab: &Lab) -> Result<()> {
     // ---- gateway: BGP-learned ECMP routes to the VIPs (BIRD "merge paths on") ----
     ip(&format!(
         "-n {gw} route add {vip4}/32 proto bird metric 32 \
-         nexthop via 169.254.100.1 dev {GW_BRIDGE} weight 1 nexthop via 169.254.100.2 dev {GW_BRIDGE} weight 1"
+         nexthop via 169.254.100.1 dev {gw_bridge} weight 1 nexthop via 169.254.100.2 dev {gw_bridge} weight 1"
     ))?;
     ip(&format!(
         "-n {gw} -6 route add {vip6}/128 proto bird metric 32 \
-         nexthop via 100:100::1 dev {GW_BRIDGE} weight 1 nexthop via 100:100::2 dev {GW_BRIDGE} weight 1"
+         nexthop via 100:100::1 dev {gw_bridge} weight 1 nexthop via 100:100::2 dev {gw_bridge} weight 1"
     ))?;
 
     // ---- stateless-lb frontends ----
     let script = nfqlb_table();
-    for (ns, conduit) in [(&fea, FEA_CONDUIT), (&feb, FEB_CONDUIT)] {
+    for (ns, conduit) in [(&fea, fea_conduit), (&feb, feb_conduit)] {
         cmd::run_with_stdin(
             "ip",
             &["netns", "exec", ns, "nft", "-f", "-"],
@@ -188,33 +189,81 @@ pub(super) fn build(lab: &Lab) -> Result<()> {
         ip(&format!(
             "-n {ns} rule add priority 100 from {vip4} lookup {t}"
         ))?;
-        ip(&format!("-n {ns} route add default via 169.254.100.150 dev {FE_EXT} proto bird metric 32 table {t}"))?;
+        ip(&format!("-n {ns} route add default via 169.254.100.150 dev {fe_ext} proto bird metric 32 table {t}"))?;
         ip(&format!(
             "-n {ns} -6 rule add priority 100 from {vip6} lookup {t}"
         ))?;
-        ip(&format!("-n {ns} -6 route add default via 100:100::150 dev {FE_EXT} proto bird metric 32 table {t}"))?;
+        ip(&format!("-n {ns} -6 route add default via 100:100::150 dev {fe_ext} proto bird metric 32 table {t}"))?;
     }
 
     // ---- proxy: a table per VIP, ECMP over the frontends' conduit addresses ----
     ip(&format!("-n {px} rule add from {vip4} lookup {t4}"))?;
     ip(&format!(
         "-n {px} route replace default table {t4} \
-         nexthop via 172.16.0.3 dev {PX_BRIDGE} weight 1 nexthop via 172.16.0.5 dev {PX_BRIDGE} weight 1"
+         nexthop via 172.16.0.3 dev {px_bridge} weight 1 nexthop via 172.16.0.5 dev {px_bridge} weight 1"
     ))?;
     ip(&format!("-n {px} -6 rule add from {vip6} lookup {t6}"))?;
     ip(&format!(
         "-n {px} -6 route replace default table {t6} \
-         nexthop via fd00::3 dev {PX_BRIDGE} weight 1 nexthop via fd00::5 dev {PX_BRIDGE} weight 1"
+         nexthop via fd00::3 dev {px_bridge} weight 1 nexthop via fd00::5 dev {px_bridge} weight 1"
     ))?;
 
     // ---- target: VIP source rules, default via the proxy's bridge0 (onlink) ----
     ip(&format!("-n {tg} rule add from {vip4} lookup {t4}"))?;
     ip(&format!(
-        "-n {tg} route add default via 172.16.0.1 dev {TG_IF} onlink table {t4}"
+        "-n {tg} route add default via 172.16.0.1 dev {tg_if} onlink table {t4}"
     ))?;
     ip(&format!("-n {tg} -6 rule add from {vip6} lookup {t6}"))?;
     ip(&format!(
-        "-n {tg} -6 route add default via fd00::1 dev {TG_IF} onlink table {t6}"
+        "-n {tg} -6 route add default via fd00::1 dev {tg_if} onlink table {t6}"
+    ))?;
+    Ok(())
+}
+
+/// The second target, in the namespace that process `pid` alone holds (no /var/run/netns
+/// name): a veth from the proxy's bridge into it, configured through `nsenter`, with the same
+/// VIPs and source rules as the first target (every target of a conduit holds the VIPs).
+/// Traffic keeps going to the first target: the frontends' fwmark table names only it.
+pub(super) fn build_proc_only_target(lab: &Lab, pid: u32) -> Result<()> {
+    let px = lab.ns(Role::Proxy);
+    let LabNames {
+        px_bridge,
+        px_port_tg2,
+        tg2_if,
+        ..
+    } = lab.names();
+    let (vip4, vip6) = (super::VIP4, super::VIP6);
+    let (t4, t6) = (lab.spec.table_v4, lab.spec.table_v6);
+    let pid_arg = pid.to_string();
+    let inside = |words: &str| -> Result<()> {
+        let mut args = vec!["-t", pid_arg.as_str(), "-n"];
+        args.extend(words.split_whitespace());
+        cmd::run("nsenter", &args).map(|_| ())
+    };
+    inside("sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0")?;
+    inside("ip link set lo up")?;
+    ip(&format!(
+        "-n {px} link add {px_port_tg2} type veth peer name {tg2_if} netns {pid}"
+    ))?;
+    ip(&format!(
+        "-n {px} link set {px_port_tg2} master {px_bridge} up"
+    ))?;
+    for a in [
+        "172.16.0.7/24".to_string(),
+        "fd00::7/64".to_string(),
+        format!("{vip4}/32"),
+        format!("{vip6}/128"),
+    ] {
+        inside(&format!("ip addr add {a} dev {tg2_if}"))?;
+    }
+    inside(&format!("ip link set {tg2_if} up"))?;
+    inside(&format!("ip rule add from {vip4} lookup {t4}"))?;
+    inside(&format!(
+        "ip route add default via 172.16.0.1 dev {tg2_if} onlink table {t4}"
+    ))?;
+    inside(&format!("ip -6 rule add from {vip6} lookup {t6}"))?;
+    inside(&format!(
+        "ip -6 route add default via fd00::1 dev {tg2_if} onlink table {t6}"
     ))?;
     Ok(())
 }

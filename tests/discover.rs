@@ -1,0 +1,375 @@
+//! End-to-end: discovery against the lab, as root. The lab is built with other interface
+//! names than the tutorial's, a long-lived process in every namespace (so each is reachable
+//! through /proc as well as by name) and a second target whose namespace only a process
+//! holds; `tracer discover` must find each namespace once and classify it by structure.
+mod support;
+
+use std::{
+    os::unix::fs::MetadataExt,
+    path::Path,
+    process::{Command, ExitStatus},
+};
+
+use serde_json::{json, Value};
+use support::{root_or_skip, run_tracer, TRACER};
+use xtask::lab::{Lab, LabNames, LabSpec, Role};
+
+const VIPS: [&str; 2] = ["20.0.0.1", "2000::1"];
+
+fn lab(prefix: &str, names: LabNames, processes: bool) -> Lab {
+    Lab::up(LabSpec {
+        prefix: prefix.into(),
+        names,
+        holders: processes,
+        proc_only_target: processes,
+        ..Default::default()
+    })
+    .expect("lab up")
+}
+
+/// `tracer discover --json --all`: every namespace record, then the summary.
+fn discover_all() -> Vec<Value> {
+    let (status, out, err) = run_tracer(&["discover", "--json", "--all"]);
+    assert!(status.success(), "tracer discover failed: {err}");
+    let recs: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(
+        recs.last().map(|r| r["type"].clone()),
+        Some(json!("summary")),
+        "{out}"
+    );
+    recs.into_iter().filter(|r| r["type"] == "netns").collect()
+}
+
+fn has_file(r: &Value, ns_name: &str) -> bool {
+    r["files"].as_array().into_iter().flatten().any(|f| {
+        f == &json!(format!("/var/run/netns/{ns_name}"))
+            || f == &json!(format!("/run/netns/{ns_name}"))
+    })
+}
+
+fn has_pid(r: &Value, pid: u32) -> bool {
+    r["pids"].as_array().into_iter().flatten().any(|p| p == pid)
+}
+
+fn one<'a>(recs: &'a [Value], what: &str, f: impl Fn(&Value) -> bool) -> &'a Value {
+    let found: Vec<&Value> = recs.iter().filter(|r| f(r)).collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "{what}: expected one record, got {found:#?}"
+    );
+    found[0]
+}
+
+fn interfaces(r: &Value) -> Vec<(String, String)> {
+    r["interfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap().to_string(),
+                i["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn ifs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(n, k)| (n.to_string(), k.to_string()))
+        .collect()
+}
+
+fn inode(path: &str) -> u64 {
+    std::fs::metadata(path).unwrap().ino()
+}
+
+#[test]
+fn every_lab_namespace_is_found_once_and_classified_by_structure() {
+    let Some(_serial) =
+        root_or_skip("every_lab_namespace_is_found_once_and_classified_by_structure")
+    else {
+        return;
+    };
+    let lab = lab("d1-", LabNames::OTHER, true);
+    let n = lab.names();
+    assert_ne!(n.px_bridge, LabNames::TUTORIAL.px_bridge);
+    let recs = discover_all();
+
+    let expected = [
+        (Role::Gateway, "other", vec![]),
+        (
+            Role::FrontendA,
+            "frontend",
+            ifs(&[(n.fe_ext, "external"), (n.fea_conduit, "conduit")]),
+        ),
+        (
+            Role::FrontendB,
+            "frontend",
+            ifs(&[(n.fe_ext, "external"), (n.feb_conduit, "conduit")]),
+        ),
+        (
+            Role::Proxy,
+            "proxy",
+            ifs(&[
+                (n.px_bridge, "bridge"),
+                (n.px_port_fea, "port"),
+                (n.px_port_feb, "port"),
+                (n.px_port_tg, "port"),
+                (n.px_port_tg2, "port"),
+            ]),
+        ),
+        (Role::Target, "target", ifs(&[(n.tg_if, "vip")])),
+    ];
+    for (role, want_role, want_ifaces) in expected {
+        let ns = lab.ns(role);
+        let holder = lab
+            .holder_pid(role)
+            .expect("a long-lived process per namespace");
+        // Found by its name and by its process, as one namespace.
+        let r = one(&recs, &ns, |r| has_file(r, &ns));
+        assert!(has_pid(r, holder), "{ns}: pid {holder} not listed: {r}");
+        assert_eq!(
+            r["inode"].as_u64(),
+            Some(inode(&format!("/proc/{holder}/ns/net"))),
+            "{ns}: {r}"
+        );
+        one(&recs, &format!("{ns} by pid"), |r| has_pid(r, holder));
+        assert_eq!(r["role"], want_role, "{ns}: {r}");
+        assert_eq!(r["name"], ns.as_str(), "{ns}: {r}");
+        assert_eq!(r["path"], format!("/var/run/netns/{ns}"), "{ns}: {r}");
+        if want_role == "other" {
+            assert_eq!(r["vips"], json!([]), "{ns}: {r}");
+        } else {
+            assert_eq!(r["vips"], json!(VIPS), "{ns}: {r}");
+        }
+        assert_eq!(interfaces(r), want_ifaces, "{ns}: {r}");
+    }
+
+    // The second target: no netns name, only /proc/<pid>/ns/net leads to it.
+    let pid = lab.proc_only_target_pid().expect("the proc-only target");
+    let path = format!("/proc/{pid}/ns/net");
+    let r = one(&recs, "the proc-only target", |r| has_pid(r, pid));
+    assert_eq!(r["path"], path.as_str(), "{r}");
+    assert_eq!(r["files"], json!([]), "{r}");
+    assert_eq!(r["inode"].as_u64(), Some(inode(&path)), "{r}");
+    assert_eq!(r["role"], "target", "{r}");
+    assert_eq!(r["vips"], json!(VIPS), "{r}");
+    assert_eq!(interfaces(r), ifs(&[(n.tg2_if, "vip")]), "{r}");
+    // Named by its hostname, as a pod's namespace is by the pod's.
+    assert_eq!(r["name"], "d1-target-a-2", "{r}");
+    assert_eq!(r["hostname"], "d1-target-a-2", "{r}");
+
+    // No namespace is listed twice.
+    let mut inodes: Vec<u64> = recs.iter().filter_map(|r| r["inode"].as_u64()).collect();
+    let all = inodes.len();
+    inodes.sort_unstable();
+    inodes.dedup();
+    assert_eq!(inodes.len(), all, "a namespace is listed twice: {recs:#?}");
+
+    // The table says the same.
+    let (status, out, err) = run_tracer(&["discover"]);
+    assert!(status.success(), "{err}");
+    let line = |name: &str| -> String {
+        out.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{out}"))
+            .to_string()
+    };
+    assert!(out.lines().next().unwrap().starts_with("ROLE"), "{out}");
+    let proxy = line("d1-proxy-a");
+    assert!(
+        proxy.starts_with("proxy ")
+            && proxy.contains("/var/run/netns/d1-proxy-a")
+            && proxy.contains("20.0.0.1,2000::1")
+            && proxy.contains(&format!(
+                "bridge {}: {} {} {} {}",
+                n.px_bridge, n.px_port_fea, n.px_port_feb, n.px_port_tg, n.px_port_tg2
+            )),
+        "{out}"
+    );
+    assert!(line("d1-lbfe-a").starts_with("frontend "), "{out}");
+    assert!(line("d1-target-a-2").contains(&path), "{out}");
+    assert!(
+        !out.contains("d1-trench-a"),
+        "`other` is listed without --all: {out}"
+    );
+    assert!(
+        out.lines().last().unwrap().contains("namespaces looked at"),
+        "{out}"
+    );
+
+    // Teardown stops the processes, and the proc-only namespace goes with its process.
+    let holders: Vec<u32> = Role::ALL
+        .iter()
+        .filter_map(|r| lab.holder_pid(*r))
+        .collect();
+    drop(lab);
+    for p in holders.iter().chain([&pid]) {
+        assert!(
+            !Path::new(&format!("/proc/{p}")).exists(),
+            "process {p} outlived the lab"
+        );
+    }
+}
+
+/// Runs the tracer in a private mount namespace whose /run/netns holds only the netns files
+/// of the lab with `prefix`: the node as a CI machine with only that lab would show it.
+/// Namespaces that processes hold stay visible through /proc, unless `own_pids`: then the
+/// tracer runs in a new pid namespace, whose /proc shows no process of this machine.
+fn run_tracer_in_view(prefix: &str, own_pids: bool, args: &[&str]) -> (ExitStatus, String, String) {
+    let view = format!("/tmp/tracer-discover-view-{}", std::process::id());
+    std::fs::create_dir_all(&view).unwrap();
+    let script = r#"set -e
+view=$1; prefix=$2; shift 2
+mount -t tmpfs tmpfs "$view"
+for f in /run/netns/"$prefix"*; do
+  [ -e "$f" ] || continue
+  b=$(basename "$f"); : > "$view/$b"; mount --bind "$f" "$view/$b"
+done
+mount --rbind "$view" /run/netns
+exec "$@""#;
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private"]);
+    if own_pids {
+        cmd.args(["-p", "-f", "--mount-proc"]);
+    }
+    let out = cmd
+        .args(["sh", "-c", script, "sh"])
+        .args([view.as_str(), prefix, TRACER])
+        .args(args)
+        .output()
+        .expect("unshare (util-linux)");
+    let _ = std::fs::remove_dir(&view);
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn proxies_routing(recs: &[Value], vip: &str) -> Vec<String> {
+    recs.iter()
+        .filter(|r| r["role"] == "proxy" && r["vips"].as_array().unwrap().contains(&json!(vip)))
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn without_netns_the_proxy_routing_the_vip_is_traced() {
+    let Some(_serial) = root_or_skip("without_netns_the_proxy_routing_the_vip_is_traced") else {
+        return;
+    };
+    let _lab = lab("d1-", LabNames::OTHER, true);
+    let args = [
+        "--json",
+        "--duration",
+        "1",
+        "--vip",
+        "20.0.0.1",
+        "--vip",
+        "2000::1",
+    ];
+    let proxies = proxies_routing(&discover_all(), "20.0.0.1");
+    let (status, out, err) = if proxies.len() == 1 {
+        run_tracer(&args)
+    } else {
+        // Only while developing: other labs on this machine route the same VIPs. Then
+        // discovery must refuse to choose, and it is shown the node of a CI run.
+        eprintln!("NOTE: other proxies route 20.0.0.1 here ({proxies:?}): checking the refusal, then tracing with only this lab's netns files in view");
+        let (status, out, err) = run_tracer(&args);
+        assert!(!status.success(), "{out}");
+        assert!(
+            err.contains("d1-proxy-a") && err.contains("--netns"),
+            "{err}"
+        );
+        run_tracer_in_view("d1-", false, &args)
+    };
+    assert!(status.success(), "tracer failed: {err}");
+    assert!(
+        err.contains("tracing proxy d1-proxy-a (netns /var/run/netns/d1-proxy-a)"),
+        "{err}"
+    );
+    let ready: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["type"] == "ready")
+        .collect();
+    assert_eq!(ready.len(), 1, "{out}");
+    assert_eq!(ready[0]["netns"], "/var/run/netns/d1-proxy-a", "{out}");
+}
+
+#[test]
+fn several_or_no_proxies_for_the_vip_get_one_sentence() {
+    let Some(_serial) = root_or_skip("several_or_no_proxies_for_the_vip_get_one_sentence") else {
+        return;
+    };
+    // A VIP nothing here routes.
+    let (status, out, err) = run_tracer(&["--vip", "198.51.100.77", "--duration", "1"]);
+    assert!(!status.success(), "{out}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no Meridio proxy") && err.contains("`tracer discover` lists what was found"),
+        "{err}"
+    );
+
+    let _a = lab("d1-", LabNames::TUTORIAL, false);
+    let _b = lab("d2-", LabNames::OTHER, false);
+    let (status, out, err) =
+        run_tracer(&["--vip", "20.0.0.1", "--vip", "2000::1", "--duration", "1"]);
+    assert!(!status.success(), "{out}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    for needle in [
+        "Meridio proxies on this node route VIPs 20.0.0.1, 2000::1",
+        "d1-proxy-a (netns /var/run/netns/d1-proxy-a)",
+        "d2-proxy-a (netns /var/run/netns/d2-proxy-a)",
+        "pick one with --netns",
+        "not supported yet",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing: {err}");
+    }
+    // With --netns the choice is the operator's, and discovery is not consulted.
+    let (status, _, err) = run_tracer(&[
+        "--netns",
+        "d2-proxy-a",
+        "--vip",
+        "20.0.0.1",
+        "--duration",
+        "1",
+        "--json",
+    ]);
+    assert!(status.success(), "{err}");
+    assert!(!err.contains("tracing proxy"), "{err}");
+}
+
+#[test]
+fn a_node_without_meridio_pods_gets_clear_messages() {
+    let Some(_serial) = root_or_skip("a_node_without_meridio_pods_gets_clear_messages") else {
+        return;
+    };
+    // No netns file and no other process in view: only the host's namespace is left.
+    let (status, out, err) = run_tracer_in_view("no-such-lab-", true, &["discover"]);
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        out,
+        "no Meridio proxy, frontend or target namespace found on this node (1 namespace looked at)\n"
+    );
+    let (status, out, err) = run_tracer_in_view("no-such-lab-", true, &["discover", "--json"]);
+    assert!(status.success(), "{err}");
+    let v: Value = serde_json::from_str(out.trim()).expect("one summary object");
+    assert_eq!(
+        (v["type"].as_str(), v["proxies"].as_u64()),
+        (Some("summary"), Some(0)),
+        "{out}"
+    );
+    let (status, out, err) = run_tracer_in_view("no-such-lab-", true, &["--vip", "20.0.0.1"]);
+    assert!(!status.success(), "{out}");
+    assert_eq!(
+        err.trim(),
+        "tracer: no Meridio proxy found on this node (1 network namespace looked at), so none routes VIP 20.0.0.1; `tracer discover` lists what was found"
+    );
+}

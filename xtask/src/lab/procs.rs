@@ -1,0 +1,141 @@
+//! The lab's long-lived processes: one `sleep infinity` per namespace, so each namespace is
+//! also reachable through /proc/<pid>/ns/net as a pod's is on a node, and the one process
+//! that alone holds the proc-only target's namespace (made with `unshare`, no netns name).
+//! Owns their pid file (/run/meridio-tracer-lab/<prefix or "default">.procs) and stopping
+//! them.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd;
+
+const PID_DIR: &str = "/run/meridio-tracer-lab";
+
+/// Pid file of the long-lived processes of the lab with this prefix.
+pub fn pid_file(prefix: &str) -> PathBuf {
+    let name = if prefix.is_empty() { "default" } else { prefix };
+    PathBuf::from(PID_DIR).join(format!("{name}.procs"))
+}
+
+/// Starts `sleep infinity` inside the named netns; returns its pid.
+pub(super) fn hold(prefix: &str, ns_name: &str) -> Result<u32> {
+    let mut cmd = cmd::command("ip");
+    cmd.args(["netns", "exec", ns_name, "sleep", "infinity"]);
+    spawn_recorded(prefix, cmd, &format!("the long-lived process of {ns_name}"))
+}
+
+/// Starts `sleep infinity` in a new network and UTS namespace whose hostname is
+/// `hostname` (as a pod's is its name); returns its pid. Only /proc/<pid>/ns/net leads to
+/// that network namespace.
+pub(super) fn unshared(prefix: &str, hostname: &str) -> Result<u32> {
+    let mut cmd = cmd::command("unshare");
+    cmd.args(["--net", "--uts", "--", "sh", "-c"])
+        .arg("hostname \"$0\" && exec sleep infinity")
+        .arg(hostname);
+    spawn_recorded(
+        prefix,
+        cmd,
+        &format!("the process holding the namespace of {hostname}"),
+    )
+}
+
+/// Spawns `cmd` in its own session with stdio on /dev/null, records its pid, and waits
+/// until it has become `sleep infinity` (`ip netns exec`, `unshare` and `sh` exec in place,
+/// so the pid stays the same).
+fn spawn_recorded(prefix: &str, mut cmd: Command, what: &str) -> Result<u32> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe; its own session keeps the process out of the
+    // terminal's process group, so a Ctrl-C aimed at xtask does not reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("could not start {what}"))?;
+    let pid = child.id();
+    if let Err(e) = record(prefix, pid) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !is_ours(pid) {
+        if let Some(status) = child.try_wait()? {
+            bail!("{what} exited at once ({status})");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{what} did not start within 5 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The Child is dropped without waiting: `stop_all` kills and reaps it.
+    Ok(pid)
+}
+
+fn record(prefix: &str, pid: u32) -> Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(PID_DIR).with_context(|| format!("could not create {PID_DIR}"))?;
+    let file = pid_file(prefix);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&file)
+        .with_context(|| format!("could not open {}", file.display()))?;
+    writeln!(f, "{pid}").with_context(|| format!("could not write {}", file.display()))
+}
+
+/// Whether `pid` is alive and one of ours (`sleep infinity`): a recycled pid is not killed.
+fn is_ours(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == b"sleep\0infinity\0")
+}
+
+fn gone(pid: u32) -> bool {
+    // A zombie has left its namespaces; count it as gone.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+/// Kills the recorded processes of this prefix (ignoring ones already gone), reaps the
+/// ones that are this process's children, and removes the pid file.
+pub(super) fn stop_all(prefix: &str) -> Result<()> {
+    let file = pid_file(prefix);
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        return Ok(());
+    };
+    let pids: Vec<u32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let killed: Vec<u32> = pids
+        .into_iter()
+        .filter(|&pid| pid > 0 && is_ours(pid))
+        .collect();
+    for &pid in &killed {
+        // SAFETY: plain kill(2) on a pid checked above to be one of our sleepers.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for &pid in &killed {
+        while !gone(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // SAFETY: waitpid with WNOHANG on a pid; ECHILD when it is not our child.
+        unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
+    }
+    if let Some(pid) = killed.iter().find(|p| !gone(**p) && is_ours(**p)) {
+        bail!("the lab's long-lived process {pid} did not stop");
+    }
+    std::fs::remove_file(&file).with_context(|| format!("could not remove {}", file.display()))
+}
