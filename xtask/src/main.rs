@@ -1,7 +1,8 @@
 //! `cargo xtask`: the command line over the xtask library. Owns the subcommands and what
 //! each one runs in what order; the work itself lives in the library modules (lab,
-//! toolchain, daemon) and in `demo`.
+//! toolchain, daemon) and in `demo` and `bench`.
 
+mod bench;
 mod demo;
 
 use std::os::unix::process::CommandExt;
@@ -11,7 +12,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use xtask::cmd::{self, is_root, run_visible};
-use xtask::lab::{Lab, LabSpec, Role, VIP4, VIP6, VIP_PORT};
+use xtask::lab::{Lab, LabNames, LabSpec, Role, VIP4, VIP6, VIP_PORT};
 use xtask::toolchain::{ensure_ebpf_toolchain, ensure_host_tools, ensure_tracefs, LAB_TOOLS};
 
 #[derive(Parser)]
@@ -58,8 +59,20 @@ enum Cmd {
     },
     /// Install what tests need, then run the workspace tests (end-to-end ones need root).
     Test,
-    /// Benchmarks: not implemented yet (prints so and exits with status 2).
-    Bench,
+    /// Measure the tracer's cost in the lab (prefix `b-`): egress throughput against no
+    /// tracer and tcpdump, the event pipeline, start/stop time and memory. Prints a
+    /// markdown table and writes the same figures as JSON.
+    Bench {
+        /// Repetitions of each interleaved (baseline, variant) pair.
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Seconds per throughput measurement and per event-pipeline step.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Where to write the JSON figures (default: target/bench.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -75,6 +88,14 @@ enum LabCmd {
         /// Proxy/target routing table for the IPv6 VIP.
         #[arg(long, default_value_t = 2)]
         table_v6: u32,
+        /// Other interface names than the tutorial's (bridge br-meridio, ports cdt-x.-aaaa,
+        /// ..., target nsm-7): what reads the lab must go by structure.
+        #[arg(long)]
+        other_names: bool,
+        /// A long-lived process in every namespace (so each is reachable through /proc, as
+        /// pods' are), plus a second target whose namespace only a process holds.
+        #[arg(long)]
+        with_processes: bool,
     },
     /// Stop the lab's echo server and delete its namespaces.
     Down {
@@ -97,18 +118,33 @@ fn main() {
                     prefix,
                     table_v4,
                     table_v6,
+                    other_names,
+                    with_processes,
                 },
-        } => lab_up(prefix, table_v4, table_v6),
+        } => lab_up(LabSpec {
+            prefix,
+            table_v4,
+            table_v6,
+            names: if other_names {
+                LabNames::OTHER
+            } else {
+                LabNames::TUTORIAL
+            },
+            holders: with_processes,
+            proc_only_target: with_processes,
+            ..LabSpec::default()
+        }),
         Cmd::Lab {
             cmd: LabCmd::Down { prefix },
         } => lab_down(&prefix),
         Cmd::Lab { cmd: LabCmd::Serve } => xtask::echo::serve_forever(VIP_PORT),
         Cmd::Demo { release, prefix } => demo::demo(release, &prefix),
         Cmd::Test => test(),
-        Cmd::Bench => {
-            println!("cargo xtask bench: not implemented yet");
-            std::process::exit(2);
-        }
+        Cmd::Bench { reps, seconds, out } => bench::bench(bench::Opts {
+            reps,
+            seconds,
+            out: out.unwrap_or_else(|| workspace_root().join("target").join("bench.json")),
+        }),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -117,7 +153,7 @@ fn main() {
 }
 
 /// The workspace root: xtask sits one level below it.
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives inside the workspace")
@@ -170,16 +206,12 @@ fn run(release: bool, args: &[String]) -> Result<()> {
     Err(err).with_context(|| format!("could not start {}", tracer.display()))
 }
 
-fn lab_up(prefix: String, table_v4: u32, table_v6: u32) -> Result<()> {
+fn lab_up(spec: LabSpec) -> Result<()> {
     require_root("lab up")?;
     ensure_host_tools(LAB_TOOLS)?;
-    let spec = LabSpec {
-        prefix: prefix.clone(),
-        table_v4,
-        table_v6,
-        ..LabSpec::default()
-    };
+    let (prefix, table_v4, table_v6) = (spec.prefix.clone(), spec.table_v4, spec.table_v6);
     let lab = Lab::up(spec).context("could not bring the lab up")?;
+    let n = lab.names();
     let exe = std::env::current_exe().context("could not find the xtask executable")?;
     // If the daemon fails, `lab` is dropped and the namespaces go with it.
     let pid = xtask::daemon::start(&prefix, &lab.ns(Role::Target), &exe, VIP_PORT)?;
@@ -191,15 +223,34 @@ fn lab_up(prefix: String, table_v4: u32, table_v6: u32) -> Result<()> {
     };
     println!("lab is up:");
     println!(
-        "  gateway    {gw}  (vlan0: 169.254.100.150/24, 100:100::150/64; ECMP routes to the VIPs)"
+        "  gateway    {gw}  ({}: 169.254.100.150/24, 100:100::150/64; ECMP routes to the VIPs)",
+        n.gw_bridge
     );
     println!(
         "  frontends  {}, {}  (conduit 172.16.0.3 / fd00::3 and 172.16.0.5 / fd00::5)",
         lab.ns(Role::FrontendA),
         lab.ns(Role::FrontendB)
     );
-    println!("  proxy      {}  (bridge0 172.16.0.1 / fd00::1; VIP tables {table_v4} (v4), {table_v6} (v6))", lab.ns(Role::Proxy));
-    println!("  target     {}  (nsm-0 172.16.0.6 / fd00::6; VIPs {VIP4}, {VIP6}; echo server on port {VIP_PORT}, pid {pid})", lab.ns(Role::Target));
+    println!(
+        "  proxy      {}  ({} 172.16.0.1 / fd00::1; VIP tables {table_v4} (v4), {table_v6} (v6))",
+        lab.ns(Role::Proxy),
+        n.px_bridge
+    );
+    println!("  target     {}  ({} 172.16.0.6 / fd00::6; VIPs {VIP4}, {VIP6}; echo server on port {VIP_PORT}, pid {pid})", lab.ns(Role::Target), n.tg_if);
+    if let Some(p) = lab.proc_only_target_pid() {
+        println!("  target 2   /proc/{p}/ns/net only  ({} 172.16.0.7 / fd00::7; VIPs {VIP4}, {VIP6}; hostname {prefix}target-a-2)", n.tg2_if);
+    }
+    if lab.holder_pid(Role::Proxy).is_some() {
+        let pids: Vec<String> = Role::ALL
+            .iter()
+            .filter_map(|r| lab.holder_pid(*r))
+            .map(|p| p.to_string())
+            .collect();
+        println!(
+            "  processes  one `sleep infinity` per namespace: pids {}",
+            pids.join(", ")
+        );
+    }
     // Different source ports: nc does not set SO_REUSEADDR, so a port in TIME_WAIT
     // cannot be bound again for 60 s.
     println!("connect with:");
@@ -210,6 +261,8 @@ fn lab_up(prefix: String, table_v4: u32, table_v6: u32) -> Result<()> {
         "  cargo xtask run -- --netns {} --vip {VIP4} --vip {VIP6}",
         lab.ns(Role::Proxy)
     );
+    println!("find the Meridio namespaces with:");
+    println!("  cargo xtask run -- discover");
     println!("tear down with:");
     println!("  cargo xtask lab down{down}");
     lab.keep();

@@ -1,0 +1,350 @@
+//! `cargo xtask bench`: what the tracer costs on the Meridio path, measured in the `b-` lab.
+//! Owns the run's order: build, lab up, interleaved throughput slots (baseline, variant,
+//! baseline, variant, ...), the event-pipeline rate ladder, then the report. Traffic,
+//! process handling, arithmetic, the ladder and the report live in the submodules.
+
+mod observer;
+mod pipeline;
+mod report;
+mod stats;
+mod traffic;
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use xtask::cmd::run_visible;
+use xtask::lab::{Lab, LabSpec, Role, VIP4};
+use xtask::toolchain::{ensure_host_tools, ensure_tracefs, LAB_TOOLS};
+
+use observer::{Exited, MapInfo, Observer, ReadyOn};
+use traffic::{measure, Load, Sinks};
+
+/// Netns prefix of the benchmark's lab: other prefixes belong to other people's labs.
+const PREFIX: &str = "b-";
+/// A VIP nothing in the lab sends to or from.
+const NO_MATCH_VIP: &str = "20.0.0.99";
+/// A client port the benchmark's traffic never uses (it uses 5201/5202 and 41000).
+const OTHER_PORT: u16 = 35000;
+/// TCP slow start and thread start-up are outside the measured window.
+const WARMUP: Duration = Duration::from_millis(500);
+/// The tracer has worked off its ring once stdout is quiet this long.
+const SETTLE_QUIET: Duration = Duration::from_millis(300);
+const SETTLE_MAX: Duration = Duration::from_secs(10);
+
+pub struct Opts {
+    pub reps: usize,
+    pub seconds: f64,
+    pub out: PathBuf,
+}
+
+/// What observes the proxy during a throughput slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    Baseline,
+    NoMatch,
+    OtherFlow,
+    AllVip,
+    Tcpdump,
+}
+
+/// The variants compared with the baseline, in their first repetition's order.
+const VARIANTS: [Variant; 4] = [
+    Variant::NoMatch,
+    Variant::OtherFlow,
+    Variant::AllVip,
+    Variant::Tcpdump,
+];
+
+impl Variant {
+    pub fn key(self) -> &'static str {
+        match self {
+            Variant::Baseline => "baseline",
+            Variant::NoMatch => "no_match",
+            Variant::OtherFlow => "other_flow",
+            Variant::AllVip => "all_vip",
+            Variant::Tcpdump => "tcpdump",
+        }
+    }
+
+    pub fn label(self) -> String {
+        match self {
+            Variant::Baseline => "no tracer (baseline)".into(),
+            Variant::NoMatch => format!("tracer, VIP matches nothing (`--vip {NO_MATCH_VIP}`)"),
+            Variant::OtherFlow => {
+                format!("tracer, follows another flow (`--vip {VIP4} --port {OTHER_PORT}`)")
+            }
+            Variant::AllVip => format!("tracer, every VIP packet a record (`--vip {VIP4}`)"),
+            Variant::Tcpdump => "tcpdump on the same 4 interfaces (`host 20.0.0.1`)".into(),
+        }
+    }
+}
+
+/// What the benchmark works with once the lab is up.
+pub struct Ctx {
+    pub lab: Lab,
+    pub sinks: Sinks,
+    pub tracer: PathBuf,
+    pub window: Duration,
+}
+
+impl Ctx {
+    pub fn proxy(&self) -> String {
+        self.lab.ns(Role::Proxy)
+    }
+
+    pub fn target(&self) -> String {
+        self.lab.ns(Role::Target)
+    }
+
+    /// The proxy's interfaces the tracer attaches to by default: the bridge and its ports.
+    pub fn proxy_ifaces(&self) -> [&'static str; 4] {
+        let n = self.lab.names();
+        [n.px_port_fea, n.px_port_feb, n.px_port_tg, n.px_bridge]
+    }
+
+    /// Starts the tracer in --json mode on the proxy, its stdout read (counted and
+    /// discarded) by this process; returns once its ready record is out.
+    pub fn start_tracer(&self, label: &str, args: &[&str]) -> Result<Observer> {
+        let mut c = Command::new(&self.tracer);
+        c.args(["--netns", &self.proxy(), "--json"]).args(args);
+        Observer::start(label, c, ReadyOn::StdoutType("ready"))
+    }
+}
+
+/// One tracer run, for the start/stop/memory figures.
+pub struct TracerRun {
+    pub context: String,
+    pub exited: Exited,
+    pub hwm_kb: Option<u64>,
+    pub maps: Vec<MapInfo>,
+    /// How long the tracer took to work off its backlog after the traffic stopped.
+    pub settle: Duration,
+}
+
+impl TracerRun {
+    /// Peak RSS in KiB: VmHWM sampled before SIGINT, or wait4's maxrss if larger.
+    pub fn peak_rss_kb(&self) -> u64 {
+        self.hwm_kb.unwrap_or(0).max(self.exited.maxrss_kb)
+    }
+}
+
+/// One throughput measurement (TCP, then UDP) with one variant observing.
+pub struct Slot {
+    pub variant: Variant,
+    pub tcp_bytes_per_s: f64,
+    pub udp_packets_per_s: f64,
+    /// The observer processes' exits (one tracer, or four tcpdumps).
+    pub observers: Vec<Exited>,
+    pub tracer: Option<TracerRun>,
+}
+
+impl Slot {
+    /// CPU time of the observers during the slot (after their ready line: start-up is
+    /// reported apart).
+    pub fn observer_cpu_s(&self) -> f64 {
+        self.observers
+            .iter()
+            .map(|e| e.cpu_after_ready.as_secs_f64())
+            .sum()
+    }
+
+    /// tcpdump's "N packets dropped by kernel", summed over its processes.
+    pub fn tcpdump_dropped(&self) -> u64 {
+        self.observers
+            .iter()
+            .flat_map(|e| e.stderr.iter())
+            .filter_map(|l| l.strip_suffix(" packets dropped by kernel"))
+            .filter_map(|n| n.trim().parse::<u64>().ok())
+            .sum()
+    }
+}
+
+/// A variant's slot and the baseline slot measured right before it.
+pub struct Pair {
+    pub baseline: Slot,
+    pub variant: Slot,
+}
+
+pub fn bench(opts: Opts) -> Result<()> {
+    crate::require_root("bench")?;
+    if opts.reps == 0 || !opts.seconds.is_finite() || opts.seconds <= 0.0 {
+        bail!("--reps must be at least 1 and --seconds more than 0");
+    }
+    if cfg!(debug_assertions) {
+        return reexec_optimized(&opts);
+    }
+    ensure_host_tools(LAB_TOOLS)?;
+    ensure_host_tools(&[("tcpdump", "tcpdump"), ("bpftool", "bpftool")])?;
+    ensure_tracefs()?;
+    crate::build(true)?;
+    let started = Instant::now();
+    let mut machine = report::Machine::read();
+
+    let spec = LabSpec {
+        prefix: PREFIX.into(),
+        ..LabSpec::default()
+    };
+    let lab = Lab::up(spec).context("could not bring the benchmark lab up")?;
+    let sinks = Sinks::start(&lab.ns(Role::Gateway))?;
+    let ctx = Ctx {
+        lab,
+        sinks,
+        tracer: crate::tracer_path(true),
+        window: Duration::from_secs_f64(opts.seconds),
+    };
+
+    let pairs = throughput(&ctx, opts.reps)?;
+    let ladder = pipeline::run(&ctx)?;
+    let Ctx { lab, sinks, .. } = ctx;
+    drop(sinks);
+    lab.down()?;
+    machine.load_at_end = report::load_average();
+
+    let report = report::Report {
+        machine,
+        reps: opts.reps,
+        seconds: opts.seconds,
+        warmup: WARMUP,
+        pairs,
+        ladder,
+        took: started.elapsed(),
+    };
+    println!("{}", report.markdown());
+    let json = serde_json::to_string_pretty(&report.json())?;
+    if let Some(dir) = opts.out.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("could not create {}", dir.display()))?;
+    }
+    std::fs::write(&opts.out, json + "\n")
+        .with_context(|| format!("could not write {}", opts.out.display()))?;
+    println!("figures written to {}", opts.out.display());
+    Ok(())
+}
+
+/// `cargo xtask` is a debug build, and unoptimized the harness spends about 3 µs per
+/// tracer line it reads: at the rates measured here that is more CPU than the tracer's own
+/// on a 2-core machine. So the bench builds xtask with optimizations and runs from there.
+fn reexec_optimized(opts: &Opts) -> Result<()> {
+    println!("building xtask with optimizations (the harness reads every tracer record and must not be what limits it)");
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(crate::workspace_root())
+        .args(["build", "--release", "-p", "xtask"]);
+    run_visible(c).context("building xtask with optimizations failed")?;
+    let exe = crate::tracer_path(true).with_file_name("xtask");
+    let err = Command::new(&exe)
+        .arg("bench")
+        .args(["--reps", &opts.reps.to_string()])
+        .args(["--seconds", &opts.seconds.to_string()])
+        .arg("--out")
+        .arg(&opts.out)
+        .exec();
+    Err(err).with_context(|| format!("could not run {}", exe.display()))
+}
+
+/// The interleaved throughput runs: per repetition, each variant right after a baseline of
+/// its own; the variants' order rotates between repetitions so no variant always runs
+/// at the same point of a repetition.
+fn throughput(ctx: &Ctx, reps: usize) -> Result<Vec<Pair>> {
+    let mut pairs = Vec::new();
+    for rep in 0..reps {
+        for i in 0..VARIANTS.len() {
+            let v = VARIANTS[(i + rep) % VARIANTS.len()];
+            let baseline = slot(ctx, Variant::Baseline)?;
+            let variant = slot(ctx, v)?;
+            eprintln!(
+                "bench: rep {}/{reps} {:<10}  TCP {:6.2} Gbit/s (baseline {:6.2})  UDP {:7.1} kpps (baseline {:7.1})",
+                rep + 1,
+                v.key(),
+                variant.tcp_bytes_per_s * 8e-9,
+                baseline.tcp_bytes_per_s * 8e-9,
+                variant.udp_packets_per_s / 1e3,
+                baseline.udp_packets_per_s / 1e3,
+            );
+            pairs.push(Pair { baseline, variant });
+        }
+    }
+    Ok(pairs)
+}
+
+/// Starts the variant's observers, measures TCP then UDP, stops the observers.
+fn slot(ctx: &Ctx, variant: Variant) -> Result<Slot> {
+    let observers = start_observers(ctx, variant)?;
+    let (target, window) = (ctx.target(), ctx.window);
+    let tcp = measure(&ctx.sinks, &target, Load::Tcp, WARMUP, window)?;
+    let udp = measure(&ctx.sinks, &target, Load::Udp, WARMUP, window)?;
+
+    let mut tracer = None;
+    let mut exits = Vec::new();
+    if let [one] = observers.as_slice() {
+        if is_tracer(variant) {
+            let settle = one.settle(SETTLE_QUIET, SETTLE_MAX);
+            tracer = Some((settle, one.vm_hwm_kb(), one.bpf_maps()));
+        }
+    }
+    // SIGINT to all first, so tcpdumps stop together and each exit is timed from it.
+    let at = observers
+        .iter()
+        .map(|o| o.interrupt())
+        .min()
+        .unwrap_or_else(Instant::now);
+    for o in observers {
+        let ex = o.reap(at)?;
+        if !ex.success {
+            bail!(
+                "{} failed during the {} slot: {}",
+                ex.label,
+                variant.key(),
+                ex.stderr.join(" | ")
+            );
+        }
+        exits.push(ex);
+    }
+    let tracer = tracer.map(|(settle, hwm_kb, maps)| TracerRun {
+        context: format!("throughput, {}", variant.key()),
+        exited: exits[0].clone(),
+        hwm_kb,
+        maps,
+        settle,
+    });
+    Ok(Slot {
+        variant,
+        tcp_bytes_per_s: tcp.bytes_per_s,
+        udp_packets_per_s: udp.packets_per_s,
+        observers: exits,
+        tracer,
+    })
+}
+
+fn is_tracer(v: Variant) -> bool {
+    matches!(v, Variant::NoMatch | Variant::OtherFlow | Variant::AllVip)
+}
+
+fn start_observers(ctx: &Ctx, variant: Variant) -> Result<Vec<Observer>> {
+    let vip = VIP4.to_string();
+    let port = OTHER_PORT.to_string();
+    Ok(match variant {
+        Variant::Baseline => Vec::new(),
+        Variant::NoMatch => vec![ctx.start_tracer("tracer", &["--vip", NO_MATCH_VIP])?],
+        Variant::OtherFlow => vec![ctx.start_tracer("tracer", &["--vip", &vip, "--port", &port])?],
+        Variant::AllVip => vec![ctx.start_tracer("tracer", &["--vip", &vip])?],
+        Variant::Tcpdump => {
+            // tcpdump takes one -i per process: one per interface the tracer watches,
+            // as an operator capturing the proxy's bridge and ports runs it today.
+            let mut all = Vec::new();
+            for iface in ctx.proxy_ifaces() {
+                let mut c = xtask::cmd::command("ip");
+                c.args(["netns", "exec", &ctx.proxy(), "tcpdump", "-n", "-i", iface])
+                    .args(["-w", "/dev/null", "host", &vip]);
+                all.push(Observer::start(
+                    &format!("tcpdump -i {iface}"),
+                    c,
+                    ReadyOn::StderrContains("listening on"),
+                )?);
+            }
+            all
+        }
+    })
+}

@@ -1,0 +1,457 @@
+//! The processes the benchmark measures (the tracer, tcpdump): start one and time until it
+//! says it is ready, read its output while it runs, sample its memory and BPF maps, stop it
+//! with SIGINT and time until it is gone, and take its CPU time and peak RSS from wait4.
+//! Owns the rule that every process started here is reaped, also on error paths: Drop
+//! kills (by pid) and reaps a process that was not stopped.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Lines of stderr kept for error messages and tcpdump's statistics.
+const STDERR_KEEP: usize = 40;
+
+/// When a process counts as ready.
+#[derive(Clone, Copy)]
+pub enum ReadyOn {
+    /// A JSON line on stdout whose "type" is this (the tracer's `ready` record).
+    StdoutType(&'static str),
+    /// A stderr line containing this (tcpdump's "listening on").
+    StderrContains(&'static str),
+}
+
+/// What the tracer's JSON stdout carried: lines per record type and the `lost` records.
+#[derive(Debug, Clone, Default)]
+pub struct Lines {
+    pub by_type: BTreeMap<String, u64>,
+    /// Sum of the `count` of every `lost` record.
+    pub lost: u64,
+}
+
+impl Lines {
+    pub fn of(&self, kind: &str) -> u64 {
+        self.by_type.get(kind).copied().unwrap_or(0)
+    }
+
+    /// Ring-buffer records delivered: one `hop` per packet per hook, one `route` per
+    /// matched fib lookup (other lines are derived from them or are summaries).
+    pub fn records(&self) -> u64 {
+        self.of("hop") + self.of("route")
+    }
+}
+
+/// One BPF map the process holds, from /proc/<pid>/fdinfo.
+#[derive(Debug, Clone)]
+pub struct MapInfo {
+    pub id: u32,
+    pub name: String,
+    pub map_type: u32,
+    pub memlock: u64,
+}
+
+/// A process that has been stopped and reaped.
+#[derive(Debug, Clone)]
+pub struct Exited {
+    pub label: String,
+    pub ready_after: Duration,
+    /// From SIGINT to the process being gone (pidfd readable).
+    pub exit_after: Duration,
+    pub success: bool,
+    /// user + system CPU over the whole life, and since the ready line.
+    pub cpu: Duration,
+    pub cpu_after_ready: Duration,
+    pub maxrss_kb: u64,
+    pub lines: Lines,
+    pub stderr: Vec<String>,
+}
+
+/// A running observer process.
+pub struct Observer {
+    pub label: String,
+    pid: i32,
+    pidfd: OwnedFd,
+    pub ready_after: Duration,
+    cpu_at_ready: Duration,
+    /// Lines read from stdout so far (to see when the tracer has caught up).
+    stdout_lines: Arc<AtomicU64>,
+    stdout: Option<JoinHandle<Lines>>,
+    stderr: Option<JoinHandle<Vec<String>>>,
+    reaped: bool,
+}
+
+impl Observer {
+    /// Starts `cmd` (stdout piped when `ready` looks there, else to /dev/null; stderr
+    /// piped) and waits for its ready line.
+    pub fn start(label: &str, mut cmd: Command, ready: ReadyOn) -> Result<Observer> {
+        let on_stdout = matches!(ready, ReadyOn::StdoutType(_));
+        cmd.stdin(Stdio::null())
+            .stdout(if on_stdout {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("could not start {label}"))?;
+        let pid = child.id() as i32;
+        // From here on the pid is ours to reap (wait4, for its rusage); `child` is never
+        // waited on.
+        // SAFETY: pidfd_open on our own unreaped child.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            // SAFETY: our own child, not reaped yet.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = child.wait();
+            bail!("pidfd_open failed for {label}: {e}");
+        }
+        // SAFETY: a fresh fd returned by pidfd_open, owned by nobody else.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let (ready_tx, ready_rx) = mpsc::channel::<Instant>();
+        let stdout_lines = Arc::new(AtomicU64::new(0));
+        let stdout = child.stdout.take().map(|out| {
+            let want = match ready {
+                ReadyOn::StdoutType(t) => t,
+                ReadyOn::StderrContains(_) => "",
+            };
+            let (tx, n) = (ready_tx.clone(), stdout_lines.clone());
+            std::thread::spawn(move || read_json_lines(out, want, &tx, &n))
+        });
+        let stderr = child.stderr.take().map(|err| {
+            let want = match ready {
+                ReadyOn::StderrContains(s) => s,
+                ReadyOn::StdoutType(_) => "",
+            };
+            let tx = ready_tx.clone();
+            std::thread::spawn(move || read_stderr(err, want, &tx))
+        });
+        drop(ready_tx);
+        let mut obs = Observer {
+            label: label.to_string(),
+            pid,
+            pidfd,
+            ready_after: Duration::ZERO,
+            cpu_at_ready: Duration::ZERO,
+            stdout_lines,
+            stdout,
+            stderr,
+            reaped: false,
+        };
+        loop {
+            match ready_rx.recv_timeout(Duration::from_millis(10)) {
+                Ok(at) => {
+                    obs.ready_after = at - started;
+                    obs.cpu_at_ready = proc_cpu(pid).unwrap_or_default();
+                    return Ok(obs);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {}
+            }
+            if obs.is_gone() {
+                let ex = obs.reap(Instant::now())?;
+                bail!(
+                    "{label} exited before it was ready: {}",
+                    ex.stderr.join(" | ")
+                );
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                let ex = obs.interrupt_and_reap()?;
+                bail!(
+                    "{label} was not ready within {} s: {}",
+                    READY_TIMEOUT.as_secs(),
+                    ex.stderr.join(" | ")
+                );
+            }
+        }
+    }
+
+    fn is_gone(&self) -> bool {
+        poll_in(&self.pidfd, 0)
+    }
+
+    /// Waits until stdout has been quiet for `quiet` (the tracer has worked off what the
+    /// ring held), at most `max`; returns how long that took.
+    pub fn settle(&self, quiet: Duration, max: Duration) -> Duration {
+        let start = Instant::now();
+        let mut last = self.stdout_lines.load(Ordering::Relaxed);
+        let mut since = Instant::now();
+        while start.elapsed() < max {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = self.stdout_lines.load(Ordering::Relaxed);
+            if now != last {
+                last = now;
+                since = Instant::now();
+            } else if since.elapsed() >= quiet {
+                break;
+            }
+        }
+        start.elapsed()
+    }
+
+    /// CPU time used since the ready line, from /proc (10 ms ticks): taken before SIGINT
+    /// it leaves out the summaries and detaching at exit.
+    pub fn cpu_since_ready(&self) -> Duration {
+        proc_cpu(self.pid)
+            .unwrap_or_default()
+            .saturating_sub(self.cpu_at_ready)
+    }
+
+    /// Peak resident set so far (VmHWM), in KiB.
+    pub fn vm_hwm_kb(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// The BPF maps this process holds open, from /proc/<pid>/fd and fdinfo; names from
+    /// `bpftool -j map show` when it can say.
+    pub fn bpf_maps(&self) -> Vec<MapInfo> {
+        let mut maps: BTreeMap<u32, MapInfo> = BTreeMap::new();
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fd", self.pid)) else {
+            return Vec::new();
+        };
+        for entry in dir.flatten() {
+            let is_map = std::fs::read_link(entry.path())
+                .map(|t| t.to_string_lossy() == "anon_inode:bpf-map")
+                .unwrap_or(false);
+            if !is_map {
+                continue;
+            }
+            let fd = entry.file_name();
+            let Ok(info) = std::fs::read_to_string(format!(
+                "/proc/{}/fdinfo/{}",
+                self.pid,
+                fd.to_string_lossy()
+            )) else {
+                continue;
+            };
+            let field = |k: &str| -> Option<u64> {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .and_then(|v| v.trim().parse().ok())
+            };
+            if let (Some(id), Some(memlock)) = (field("map_id:"), field("memlock:")) {
+                maps.insert(
+                    id as u32,
+                    MapInfo {
+                        id: id as u32,
+                        name: String::new(),
+                        map_type: field("map_type:").unwrap_or(0) as u32,
+                        memlock,
+                    },
+                );
+            }
+        }
+        if let Ok(out) = xtask::cmd::run("bpftool", &["-j", "map", "show"]) {
+            if let Ok(serde_json::Value::Array(all)) = serde_json::from_str(&out) {
+                for m in all {
+                    let id = m["id"].as_u64().unwrap_or(0) as u32;
+                    if let (Some(mine), Some(name)) = (maps.get_mut(&id), m["name"].as_str()) {
+                        mine.name = name.to_string();
+                    }
+                }
+            }
+        }
+        maps.into_values().collect()
+    }
+
+    /// Sends SIGINT (when still running), the start of the exit time.
+    pub fn interrupt(&self) -> Instant {
+        let at = Instant::now();
+        if !self.reaped {
+            // SAFETY: kill(2) on our own child, not reaped yet (so the pid is still ours).
+            unsafe { libc::kill(self.pid, libc::SIGINT) };
+        }
+        at
+    }
+
+    pub fn interrupt_and_reap(self) -> Result<Exited> {
+        let at = self.interrupt();
+        self.reap(at)
+    }
+
+    /// Waits for the process to end (SIGKILL after EXIT_TIMEOUT), reaps it with wait4 and
+    /// collects its output. `interrupted_at` is when SIGINT was sent.
+    pub fn reap(mut self, interrupted_at: Instant) -> Result<Exited> {
+        let remaining = EXIT_TIMEOUT.saturating_sub(interrupted_at.elapsed());
+        if !poll_in(&self.pidfd, remaining.as_millis() as i32) {
+            eprintln!(
+                "{} did not exit within {} s of SIGINT; killing it",
+                self.label,
+                EXIT_TIMEOUT.as_secs()
+            );
+            // SAFETY: our own child, not reaped yet.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            poll_in(&self.pidfd, 5000);
+        }
+        let exit_after = interrupted_at.elapsed();
+        let mut status = 0;
+        // SAFETY: rusage is plain data; wait4 fills it for our own child.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid out-pointers; the pid is our unreaped child.
+        let r = unsafe { libc::wait4(self.pid, &mut status, 0, &mut ru) };
+        self.reaped = true;
+        if r != self.pid {
+            bail!(
+                "wait4 for {} failed: {}",
+                self.label,
+                std::io::Error::last_os_error()
+            );
+        }
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        let cpu = tv(ru.ru_utime) + tv(ru.ru_stime);
+        let lines = self
+            .stdout
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default();
+        let stderr = self
+            .stderr
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default();
+        Ok(Exited {
+            label: self.label.clone(),
+            ready_after: self.ready_after,
+            exit_after,
+            success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            cpu,
+            cpu_after_ready: cpu.saturating_sub(self.cpu_at_ready),
+            maxrss_kb: ru.ru_maxrss as u64,
+            lines,
+            stderr,
+        })
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        if !self.reaped {
+            // SAFETY: our own child, not reaped yet.
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
+
+/// Whether `fd` becomes readable within `timeout_ms` (a pidfd is readable once the
+/// process has exited).
+fn poll_in(fd: &OwnedFd, timeout_ms: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for an fd that outlives the call.
+    unsafe { libc::poll(&mut pfd, 1, timeout_ms) > 0 }
+}
+
+/// utime + stime of a running process, from /proc/<pid>/stat.
+fn proc_cpu(pid: i32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime): (u64, u64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_nanos((utime + stime) * 1_000_000_000 / hz))
+}
+
+/// The "type" of one JSON line, found from the end first: with serde_json's sorted keys
+/// it is among the last keys of a hop or route line, so this stays cheap at high rates.
+fn line_type(line: &[u8]) -> Option<&[u8]> {
+    const KEY: &[u8] = b"\"type\":\"";
+    let at = line.windows(KEY.len()).rposition(|w| w == KEY)? + KEY.len();
+    let len = line[at..].iter().position(|&b| b == b'"')?;
+    Some(&line[at..at + len])
+}
+
+/// Reads the tracer's JSON stdout to EOF: counts lines per type, sums `lost` counts and
+/// reports the ready line. This is the tracer's only consumer, like a pipe into a file.
+fn read_json_lines(
+    out: impl Read,
+    ready_type: &str,
+    ready: &mpsc::Sender<Instant>,
+    n: &AtomicU64,
+) -> Lines {
+    let mut lines = Lines::default();
+    let mut reader = BufReader::with_capacity(1 << 20, out);
+    let mut buf = Vec::with_capacity(4096);
+    let mut seen_ready = false;
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        n.fetch_add(1, Ordering::Relaxed);
+        let kind = line_type(&buf).unwrap_or(b"?");
+        if kind == b"lost" {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&buf) {
+                lines.lost += v["count"].as_u64().unwrap_or(0);
+            }
+        }
+        if !seen_ready && kind == ready_type.as_bytes() {
+            seen_ready = true;
+            let _ = ready.send(Instant::now());
+        }
+        let kind = std::str::from_utf8(kind).unwrap_or("?");
+        match lines.by_type.get_mut(kind) {
+            Some(c) => *c += 1,
+            None => {
+                lines.by_type.insert(kind.to_string(), 1);
+            }
+        }
+    }
+    lines
+}
+
+fn read_stderr(err: impl Read, ready_text: &str, ready: &mpsc::Sender<Instant>) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut seen_ready = false;
+    for line in BufReader::new(err).lines().map_while(Result::ok) {
+        if !seen_ready && !ready_text.is_empty() && line.contains(ready_text) {
+            seen_ready = true;
+            let _ = ready.send(Instant::now());
+        }
+        kept.push(line);
+        if kept.len() > STDERR_KEEP {
+            kept.remove(0);
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_type_of_a_json_line() {
+        assert_eq!(
+            line_type(br#"{"dir":"egress","type":"hop","vip":"20.0.0.1"}"#),
+            Some(&b"hop"[..])
+        );
+        assert_eq!(
+            line_type(br#"{"type":"lost","count":3,"total":9}"#),
+            Some(&b"lost"[..])
+        );
+        assert_eq!(line_type(b"not json"), None);
+    }
+}

@@ -1,0 +1,649 @@
+//! The benchmark's report: the machine it ran on, every figure computed once from the
+//! measurements, and the same figures rendered as a markdown table (stdout, the README)
+//! and as JSON (--out). Owns the targets of issue 5 and the verdict on each.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::pipeline::{Ladder, Step, LAG_OK};
+use super::stats::{median, ratio, rel_spread};
+use super::{Pair, TracerRun, Variant, VARIANTS};
+
+/// Where and when the benchmark ran.
+pub struct Machine {
+    pub date: String,
+    pub cpu: String,
+    pub cores: usize,
+    pub kernel: String,
+    pub os: String,
+    pub mem_total: String,
+    pub load_at_start: String,
+    pub load_at_end: String,
+    /// Other `tracer` processes: their fib tracepoint programs run on every lookup of
+    /// every namespace, ours included.
+    pub other_tracers: usize,
+    pub other_netns: usize,
+    pub commit: String,
+}
+
+fn first_line_with(path: &str, prefix: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| l.strip_prefix(prefix)).map(|v| {
+        v.trim_start_matches([' ', '\t', ':', '='])
+            .trim_matches('"')
+            .trim()
+            .to_string()
+    })
+}
+
+/// The 1, 5 and 15 minute load averages.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+impl Machine {
+    pub fn read() -> Machine {
+        let run = |p: &str, a: &[&str]| {
+            xtask::cmd::run(p, a)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "?".into())
+        };
+        let root = crate::workspace_root();
+        let root = root.to_string_lossy();
+        let mut commit = run("git", &["-C", &root, "rev-parse", "--short", "HEAD"]);
+        let dirty = run(
+            "git",
+            &[
+                "-C",
+                &root,
+                "status",
+                "--porcelain",
+                "--",
+                "tracer",
+                "tracer-ebpf",
+                "tracer-common",
+            ],
+        );
+        if !dirty.is_empty() && dirty != "?" {
+            commit.push_str(" + uncommitted changes in tracer/");
+        }
+        let other_tracers = std::fs::read_dir("/proc")
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        std::fs::read_to_string(e.path().join("comm"))
+                            .map(|c| c.trim() == "tracer")
+                            .unwrap_or(false)
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        let other_netns = std::fs::read_dir("/run/netns")
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with(super::PREFIX))
+                    .count()
+            })
+            .unwrap_or(0);
+        Machine {
+            date: run("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            cpu: first_line_with("/proc/cpuinfo", "model name").unwrap_or_else(|| "?".into()),
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0),
+            kernel: run("uname", &["-r"]),
+            os: first_line_with("/etc/os-release", "PRETTY_NAME").unwrap_or_else(|| "?".into()),
+            mem_total: first_line_with("/proc/meminfo", "MemTotal").unwrap_or_else(|| "?".into()),
+            load_at_start: load_average(),
+            load_at_end: String::new(),
+            other_tracers,
+            other_netns,
+            commit,
+        }
+    }
+}
+
+pub struct Report {
+    pub machine: Machine,
+    pub reps: usize,
+    pub seconds: f64,
+    pub warmup: Duration,
+    pub pairs: Vec<Pair>,
+    pub ladder: Ladder,
+    pub took: Duration,
+}
+
+/// A variant's samples and the baselines measured right before each of them.
+struct Series {
+    samples: Vec<f64>,
+    baselines: Vec<f64>,
+}
+
+impl Series {
+    fn median(&self) -> f64 {
+        median(&self.samples)
+    }
+    fn ratio(&self) -> f64 {
+        ratio(&self.samples, &self.baselines)
+    }
+    fn json(&self) -> Value {
+        json!({
+            "median": round(self.median(), 4),
+            "baseline_median": round(median(&self.baselines), 4),
+            "ratio": round(self.ratio(), 4),
+            "spread": round(rel_spread(&self.samples), 4),
+            "pair_ratios": self.samples.iter().zip(&self.baselines).map(|(v, b)| round(v / b, 4)).collect::<Vec<_>>(),
+            "samples": self.samples.iter().map(|x| round(*x, 4)).collect::<Vec<_>>(),
+            "baselines": self.baselines.iter().map(|x| round(*x, 4)).collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Metric {
+    TcpGbit,
+    UdpKpps,
+}
+
+/// One target of the issue and whether this run meets it.
+struct Target {
+    goal: &'static str,
+    figure: String,
+    met: bool,
+}
+
+const READY_GOAL_MS: f64 = 300.0;
+const RSS_GOAL_BYTES: f64 = 30e6;
+const LOSS_FREE_GOAL_RPS: f64 = 200e3;
+const NO_COST_GOAL: f64 = 0.98;
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "**met**"
+    } else {
+        "**not met**"
+    }
+}
+
+impl Report {
+    fn series(&self, v: Variant, m: Metric) -> Series {
+        let pick = |s: &super::Slot| match m {
+            Metric::TcpGbit => s.tcp_bytes_per_s * 8e-9,
+            Metric::UdpKpps => s.udp_packets_per_s / 1e3,
+        };
+        let pairs = self.pairs.iter().filter(|p| p.variant.variant == v);
+        if v == Variant::Baseline {
+            let all: Vec<f64> = self.pairs.iter().map(|p| pick(&p.baseline)).collect();
+            return Series {
+                samples: all.clone(),
+                baselines: all,
+            };
+        }
+        Series {
+            samples: pairs.clone().map(|p| pick(&p.variant)).collect(),
+            baselines: pairs.map(|p| pick(&p.baseline)).collect(),
+        }
+    }
+
+    fn slots(&self, v: Variant) -> impl Iterator<Item = &super::Slot> {
+        self.pairs
+            .iter()
+            .filter(move |p| p.variant.variant == v)
+            .map(|p| &p.variant)
+    }
+
+    fn tracer_runs(&self) -> Vec<&TracerRun> {
+        self.pairs
+            .iter()
+            .filter_map(|p| p.variant.tracer.as_ref())
+            .chain(self.ladder.steps.iter().map(|s| &s.run))
+            .collect()
+    }
+
+    fn ready_ms(&self) -> Vec<f64> {
+        self.tracer_runs()
+            .iter()
+            .map(|r| ms(r.exited.ready_after))
+            .collect()
+    }
+
+    fn exit_ms(&self) -> Vec<f64> {
+        self.tracer_runs()
+            .iter()
+            .map(|r| ms(r.exited.exit_after))
+            .collect()
+    }
+
+    fn peak_rss(&self) -> Option<&TracerRun> {
+        self.tracer_runs()
+            .into_iter()
+            .max_by_key(|r| r.peak_rss_kb())
+    }
+
+    fn maps(&self) -> Option<&TracerRun> {
+        self.tracer_runs().into_iter().find(|r| !r.maps.is_empty())
+    }
+
+    fn targets(&self) -> Vec<Target> {
+        let mut t = Vec::new();
+        for (v, goal) in [
+            (
+                Variant::NoMatch,
+                "no measurable cost (under 2 %) on traffic that matches nothing: VIP matches nothing",
+            ),
+            (
+                Variant::OtherFlow,
+                "no measurable cost (under 2 %) on traffic that matches nothing: tracer follows another flow",
+            ),
+        ] {
+            let (tcp, udp) = (
+                self.series(v, Metric::TcpGbit),
+                self.series(v, Metric::UdpKpps),
+            );
+            let b = (
+                self.series(Variant::Baseline, Metric::TcpGbit),
+                self.series(Variant::Baseline, Metric::UdpKpps),
+            );
+            t.push(Target {
+                goal,
+                figure: format!(
+                    "TCP ×{:.3}, UDP ×{:.3} (baseline spread over the run: TCP {:.1} %, UDP {:.1} %)",
+                    tcp.ratio(),
+                    udp.ratio(),
+                    rel_spread(&b.0.samples) * 100.0,
+                    rel_spread(&b.1.samples) * 100.0
+                ),
+                met: tcp.ratio() >= NO_COST_GOAL && udp.ratio() >= NO_COST_GOAL,
+            });
+        }
+        let all = (
+            self.series(Variant::AllVip, Metric::TcpGbit).ratio(),
+            self.series(Variant::AllVip, Metric::UdpKpps).ratio(),
+        );
+        let dump = (
+            self.series(Variant::Tcpdump, Metric::TcpGbit).ratio(),
+            self.series(Variant::Tcpdump, Metric::UdpKpps).ratio(),
+        );
+        t.push(Target {
+            goal: "tracing every VIP packet costs less than tcpdump on the same interfaces",
+            figure: format!(
+                "TCP ×{:.3} (tcpdump ×{:.3}), UDP ×{:.3} (tcpdump ×{:.3})",
+                all.0, dump.0, all.1, dump.1
+            ),
+            met: all.0 > dump.0 && all.1 > dump.1,
+        });
+        let sustained = self.ladder.max_sustained().map(|s| s.offered_rps());
+        let lossless = self.ladder.max_lossless().map(|s| s.offered_rps());
+        t.push(Target {
+            goal: "no loss at 200 000 records/s on this 2-core machine",
+            figure: format!(
+                "sustained (no loss, no backlog): {:.0} records/s; without loss in a {} s step: {:.0} records/s",
+                sustained.unwrap_or(0.0),
+                self.seconds,
+                lossless.unwrap_or(0.0)
+            ),
+            // The paced sender lands within about 1 % of the rate it is asked for.
+            met: sustained.unwrap_or(0.0) >= 0.99 * LOSS_FREE_GOAL_RPS,
+        });
+        let ready = self.ready_ms();
+        t.push(Target {
+            goal: "ready in under 300 ms",
+            figure: format!(
+                "median {:.0} ms, max {:.0} ms over {} starts",
+                median(&ready),
+                ready.iter().copied().fold(0.0, f64::max),
+                ready.len()
+            ),
+            met: median(&ready) < READY_GOAL_MS,
+        });
+        let rss = self.peak_rss().map(|r| r.peak_rss_kb()).unwrap_or(0) as f64 * 1024.0;
+        t.push(Target {
+            goal: "peak RSS under 30 MB",
+            figure: format!(
+                "{:.1} MB, the highest of {} tracer runs",
+                rss / 1e6,
+                self.tracer_runs().len()
+            ),
+            met: rss > 0.0 && rss < RSS_GOAL_BYTES,
+        });
+        t
+    }
+
+    pub fn markdown(&self) -> String {
+        let m = &self.machine;
+        let mut s = String::new();
+        let _ = writeln!(s, "## `cargo xtask bench` results\n");
+        let _ = writeln!(
+            s,
+            "Run {} on {} ({} cores, {}), {}, kernel {}; load average {} at the start, {} at the end; {} other `tracer` processes and {} other network namespaces on the machine. Tracer at {}. {} repetitions, {} s windows after a {:.1} s warm-up; the whole run took {:.0} s.\n",
+            m.date, m.cpu, m.cores, m.mem_total, m.os, m.kernel, m.load_at_start, m.load_at_end, m.other_tracers, m.other_netns, m.commit, self.reps, self.seconds, self.warmup.as_secs_f64(), self.took.as_secs_f64()
+        );
+        let _ = writeln!(
+            s,
+            "Method: every figure is a median over the repetitions. Each variant's slot runs right after a baseline slot of its own (baseline, variant, baseline, variant, ...; the variants' order rotates between repetitions), and its ratio is median(variant) / median(the baselines measured right before it). Traffic is egress through the proxy: sent from 20.0.0.1 in the target to a sink at 169.254.100.150 in the gateway, and rates are what the sink received. TCP: one bulk stream. UDP: one flow of {}-byte datagrams, sendmmsg from one thread, unpaced. The tracer runs with `--json` and its stdout is a pipe read by the bench harness (lines counted, then discarded). tcpdump runs as 4 processes, `ip netns exec b-proxy-a tcpdump -n -i <iface> -w /dev/null host 20.0.0.1`, one per interface the tracer attaches to (conduit-a.-3150, conduit-a.-6496, proxy.cond-0a85, bridge0).\n",
+            super::traffic::UDP_PAYLOAD
+        );
+
+        let _ = writeln!(s, "### Egress throughput through the proxy\n");
+        let _ = writeln!(
+            s,
+            "| Observer | TCP Gbit/s | × baseline | UDP kpps | × baseline | observer CPU s per slot (after ready) | records delivered / lost (tracer), packets dropped (tcpdump) |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|");
+        for v in std::iter::once(Variant::Baseline).chain(VARIANTS) {
+            let (tcp, udp) = (
+                self.series(v, Metric::TcpGbit),
+                self.series(v, Metric::UdpKpps),
+            );
+            let (rt, ru) = if v == Variant::Baseline {
+                (
+                    format!("1 (spread {:.1} %)", rel_spread(&tcp.samples) * 100.0),
+                    format!("1 (spread {:.1} %)", rel_spread(&udp.samples) * 100.0),
+                )
+            } else {
+                (format!("{:.3}", tcp.ratio()), format!("{:.3}", udp.ratio()))
+            };
+            let slots: Vec<&super::Slot> = self.slots(v).collect();
+            let cpu: Vec<f64> = slots.iter().map(|s| s.observer_cpu_s()).collect();
+            let extra = match v {
+                Variant::Baseline => "–".to_string(),
+                Variant::Tcpdump => format!(
+                    "{:.0} dropped by kernel",
+                    median(
+                        &slots
+                            .iter()
+                            .map(|s| s.tcpdump_dropped() as f64)
+                            .collect::<Vec<_>>()
+                    )
+                ),
+                _ => {
+                    let rec: Vec<f64> = slots
+                        .iter()
+                        .filter_map(|s| s.tracer.as_ref())
+                        .map(|r| r.exited.lines.records() as f64)
+                        .collect();
+                    let lost: Vec<f64> = slots
+                        .iter()
+                        .filter_map(|s| s.tracer.as_ref())
+                        .map(|r| r.exited.lines.lost as f64)
+                        .collect();
+                    format!("{:.0} / {:.0}", median(&rec), median(&lost))
+                }
+            };
+            let cpu = if v == Variant::Baseline {
+                "–".to_string()
+            } else {
+                format!("{:.2}", median(&cpu))
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {:.2} | {} | {:.1} | {} | {} | {} |",
+                v.label(),
+                tcp.median(),
+                rt,
+                udp.median(),
+                ru,
+                cpu,
+                extra
+            );
+        }
+
+        let _ = writeln!(
+            s,
+            "\n### Event pipeline (tracer tracing every VIP packet, UDP flood paced per step)\n"
+        );
+        let _ = writeln!(
+            s,
+            "{:.2} records per flood packet (hops on proxy.cond-0a85 and bridge0 in, bridge0 and a conduit port out, plus the fib lookups). A fresh tracer per step (the first, 1 s at 5 000 packets/s, also calibrates records per packet), its records counted on its stdout; *processed* = records written per second from the flood's start until the tracer caught up, its capacity when it fell behind. *Sustained* = no record lost and the tracer caught up within {} ms of the flood's end: the 4 MiB ring buffer holds some 45 000 records, so a tracer slower than the flood can finish a {} s step without loss but not without a backlog.\n",
+            self.ladder.records_per_packet,
+            LAG_OK.as_millis(),
+            self.seconds
+        );
+        let _ = writeln!(
+            s,
+            "| offered records/s | packets/s | delivered | lost | loss | caught up after the flood | sustained | processed records/s | tracer CPU, % of a core | tracer CPU s per million records |"
+        );
+        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|");
+        for st in self.ladder.sorted() {
+            let _ = writeln!(
+                s,
+                "| {:.0} | {:.0} | {} | {} | {:.2} % | {} ms | {} | {:.0} | {:.0} % | {:.2} |",
+                st.offered_rps(),
+                st.sent.packets as f64 / st.secs(),
+                st.records,
+                st.lost,
+                st.loss_fraction() * 100.0,
+                st.lag().as_millis(),
+                if st.sustained() { "yes" } else { "no" },
+                st.processed_rps(),
+                st.cpu_share() * 100.0,
+                st.cpu_per_million(),
+            );
+        }
+        let _ = writeln!(s, "\n{}\n", self.pipeline_summary());
+
+        let _ = writeln!(s, "### Start, stop, memory\n");
+        let _ = writeln!(s, "| Figure | median | max | runs |");
+        let _ = writeln!(s, "|---|---:|---:|---:|");
+        let startup_cpu: Vec<f64> = self
+            .tracer_runs()
+            .iter()
+            .map(|r| ms(r.exited.cpu.saturating_sub(r.exited.cpu_after_ready)))
+            .collect();
+        for (what, xs) in [
+            ("start to ready record", self.ready_ms()),
+            ("tracer CPU time until ready", startup_cpu),
+            (
+                "SIGINT to exit (after the tracer caught up)",
+                self.exit_ms(),
+            ),
+        ] {
+            let _ = writeln!(
+                s,
+                "| {what} | {:.0} ms | {:.0} ms | {} |",
+                median(&xs),
+                xs.iter().copied().fold(0.0, f64::max),
+                xs.len()
+            );
+        }
+        let rss: Vec<f64> = self
+            .tracer_runs()
+            .iter()
+            .map(|r| r.peak_rss_kb() as f64 * 1024.0 / 1e6)
+            .collect();
+        let _ = writeln!(
+            s,
+            "| peak RSS (VmHWM before SIGINT, or wait4 maxrss) | {:.1} MB | {:.1} MB | {} |",
+            median(&rss),
+            rss.iter().copied().fold(0.0, f64::max),
+            rss.len()
+        );
+        if let Some(r) = self.maps() {
+            let total: u64 = r.maps.iter().map(|m| m.memlock).sum();
+            let list: Vec<String> = r
+                .maps
+                .iter()
+                .map(|m| format!("{} {:.1} KiB", map_name(&m.name), m.memlock as f64 / 1024.0))
+                .collect();
+            let _ = writeln!(
+                s,
+                "| BPF map memory (memlock of the maps the tracer holds) | {:.2} MiB | | 1 |",
+                total as f64 / (1024.0 * 1024.0)
+            );
+            let _ = writeln!(s, "\nMaps: {}.", list.join(", "));
+        }
+
+        let _ = writeln!(s, "\n### Targets\n");
+        let _ = writeln!(s, "| Target | This run | |");
+        let _ = writeln!(s, "|---|---|---|");
+        for t in self.targets() {
+            let _ = writeln!(s, "| {} | {} | {} |", t.goal, t.figure, met(t.met));
+        }
+        s
+    }
+
+    fn pipeline_summary(&self) -> String {
+        let l = &self.ladder;
+        let mut s = match l.max_sustained() {
+            Some(c) => format!(
+                "Highest rate sustained: **{:.0} records/s**, tracer CPU {:.2} s per million records there.",
+                c.offered_rps(),
+                c.cpu_per_million()
+            ),
+            None => "No step was sustained.".to_string(),
+        };
+        if let Some(c) = l.max_lossless() {
+            let _ = write!(
+                s,
+                " Highest rate without loss in a {} s step: {:.0} records/s.",
+                self.seconds,
+                c.offered_rps()
+            );
+        }
+        match l.first_lossy() {
+            Some(x) => {
+                let _ = write!(
+                    s,
+                    " Above it: at {:.0} records/s, {} of {} records lost ({:.2} %).",
+                    x.offered_rps(),
+                    x.lost,
+                    x.records + x.lost,
+                    x.loss_fraction() * 100.0
+                );
+            }
+            None => {
+                let top = l.sorted().last().map(|s| s.offered_rps()).unwrap_or(0.0);
+                let _ = write!(
+                    s,
+                    " No step lost records, up to {top:.0} records/s (the end of the ladder or the most the sender could offer)."
+                );
+            }
+        }
+        s
+    }
+
+    pub fn json(&self) -> Value {
+        let m = &self.machine;
+        let mut throughput = serde_json::Map::new();
+        for (key, metric) in [
+            ("tcp_bulk_gbit_s", Metric::TcpGbit),
+            ("udp_flood_kpps", Metric::UdpKpps),
+        ] {
+            let mut per = serde_json::Map::new();
+            for v in std::iter::once(Variant::Baseline).chain(VARIANTS) {
+                per.insert(v.key().into(), self.series(v, metric).json());
+            }
+            throughput.insert(key.into(), Value::Object(per));
+        }
+        let mut observers = serde_json::Map::new();
+        for v in VARIANTS {
+            let slots: Vec<&super::Slot> = self.slots(v).collect();
+            let col = |f: &dyn Fn(&super::Slot) -> f64| -> Vec<f64> {
+                slots.iter().map(|s| f(s)).collect()
+            };
+            observers.insert(
+                v.key().into(),
+                json!({
+                    "label": v.label(),
+                    "cpu_s": col(&|s| s.observer_cpu_s()),
+                    "records": col(&|s| s.tracer.as_ref().map(|r| r.exited.lines.records() as f64).unwrap_or(0.0)),
+                    "lost": col(&|s| s.tracer.as_ref().map(|r| r.exited.lines.lost as f64).unwrap_or(0.0)),
+                    "tcpdump_dropped_by_kernel": col(&|s| s.tcpdump_dropped() as f64),
+                }),
+            );
+        }
+        let steps: Vec<Value> = self.ladder.sorted().iter().map(step_json).collect();
+        let runs = self.tracer_runs();
+        let maps = self.maps().map(|r| {
+            r.maps
+                .iter()
+                .map(|m| json!({"id": m.id, "name": m.name, "map_type": m.map_type, "bytes_memlock": m.memlock}))
+                .collect::<Vec<_>>()
+        });
+        let ready = self.ready_ms();
+        let exit = self.exit_ms();
+        json!({
+            "date": m.date,
+            "machine": {
+                "cpu": m.cpu, "cores": m.cores, "kernel": m.kernel, "os": m.os,
+                "mem_total": m.mem_total, "load_at_start": m.load_at_start, "load_at_end": m.load_at_end,
+                "other_tracer_processes": m.other_tracers, "other_netns": m.other_netns,
+            },
+            "tracer_commit": m.commit,
+            "method": {
+                "reps": self.reps,
+                "window_s": self.seconds,
+                "warmup_s": self.warmup.as_secs_f64(),
+                "interleaving": "per repetition, each variant right after a baseline of its own; variant order rotates; ratio = median(variant) / median(its baselines)",
+                "traffic": "egress through the proxy: 20.0.0.1 in the target -> 169.254.100.150 in the gateway; rates received at the gateway",
+                "udp_payload_bytes": super::traffic::UDP_PAYLOAD,
+                "tracer_stdout": "--json into a pipe read by the harness (lines counted, discarded)",
+                "tcpdump": "4 processes, one per proxy interface: tcpdump -n -i <iface> -w /dev/null host 20.0.0.1",
+            },
+            "throughput": throughput,
+            "observers": observers,
+            "pipeline": {
+                "records_per_packet": round(self.ladder.records_per_packet, 3),
+                "sustained_means": format!("no record lost and caught up within {} ms of the flood's end", LAG_OK.as_millis()),
+                "max_records_per_s_sustained": self.ladder.max_sustained().map(|s| round(s.offered_rps(), 0)),
+                "max_records_per_s_without_loss": self.ladder.max_lossless().map(|s| round(s.offered_rps(), 0)),
+                "cpu_s_per_million_records_at_max_sustained": self.ladder.max_sustained().map(|s| round(s.cpu_per_million(), 4)),
+                "first_lossy": self.ladder.first_lossy().map(|s| step_json(&s)),
+                "steps": steps,
+            },
+            "lifecycle": {
+                "ready_ms": {"median": round(median(&ready), 1), "max": round(ready.iter().copied().fold(0.0, f64::max), 1), "samples": ready.iter().map(|x| round(*x, 1)).collect::<Vec<_>>()},
+                "startup_cpu_ms": runs.iter().map(|r| round(ms(r.exited.cpu.saturating_sub(r.exited.cpu_after_ready)), 1)).collect::<Vec<_>>(),
+                "exit_ms": {"median": round(median(&exit), 1), "max": round(exit.iter().copied().fold(0.0, f64::max), 1), "samples": exit.iter().map(|x| round(*x, 1)).collect::<Vec<_>>()},
+                "peak_rss_kib": {
+                    "max": self.peak_rss().map(|r| r.peak_rss_kb()),
+                    "max_in": self.peak_rss().map(|r| r.context.clone()),
+                    "samples": runs.iter().map(|r| r.peak_rss_kb()).collect::<Vec<_>>(),
+                },
+                "bpf_maps": maps,
+                "bpf_maps_bytes_memlock": self.maps().map(|r| r.maps.iter().map(|m| m.memlock).sum::<u64>()),
+            },
+            "targets": self.targets().iter().map(|t| json!({"target": t.goal, "figure": t.figure, "met": t.met})).collect::<Vec<_>>(),
+            "took_s": round(self.took.as_secs_f64(), 1),
+        })
+    }
+}
+
+fn map_name(name: &str) -> &str {
+    if name.is_empty() {
+        "(unnamed)"
+    } else {
+        name
+    }
+}
+
+fn step_json(s: &&Step) -> Value {
+    json!({
+        "pps_asked": s.pps,
+        "packets_sent": s.sent.packets,
+        "seconds": round(s.secs(), 3),
+        "offered_records_per_s": round(s.offered_rps(), 0),
+        "records_delivered": s.records,
+        "records_lost": s.lost,
+        "tracer_cpu_s": round(s.cpu.as_secs_f64(), 3),
+        "tracer_cpu_share": round(s.cpu_share(), 3),
+        "cpu_s_per_million_records": round(s.cpu_per_million(), 4),
+        "caught_up_ms": s.lag().as_millis() as u64,
+        "processed_records_per_s": round(s.processed_rps(), 0),
+        "sustained": s.sustained(),
+        "lines": s.run.exited.lines.by_type,
+    })
+}
