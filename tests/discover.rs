@@ -4,14 +4,10 @@
 //! holds; `tracer discover` must find each namespace once and classify it by structure.
 mod support;
 
-use std::{
-    os::unix::fs::MetadataExt,
-    path::Path,
-    process::{Command, ExitStatus},
-};
+use std::{os::unix::fs::MetadataExt, path::Path, process::ExitStatus};
 
 use serde_json::{json, Value};
-use support::{root_or_skip, run_tracer, TRACER};
+use support::{root_or_skip, run_tracer, view_command};
 use xtask::lab::{Lab, LabNames, LabSpec, Role};
 
 const VIPS: [&str; 2] = ["20.0.0.1", "2000::1"];
@@ -217,34 +213,10 @@ fn every_lab_namespace_is_found_once_and_classified_by_structure() {
     }
 }
 
-/// Runs the tracer in a private mount namespace whose /run/netns holds only the netns files
-/// of the lab with `prefix`: the node as a CI machine with only that lab would show it.
-/// Namespaces that processes hold stay visible through /proc, unless `own_pids`: then the
-/// tracer runs in a new pid namespace, whose /proc shows no process of this machine.
 fn run_tracer_in_view(prefix: &str, own_pids: bool, args: &[&str]) -> (ExitStatus, String, String) {
-    let view = format!("/tmp/tracer-discover-view-{}", std::process::id());
-    std::fs::create_dir_all(&view).unwrap();
-    let script = r#"set -e
-view=$1; prefix=$2; shift 2
-mount -t tmpfs tmpfs "$view"
-for f in /run/netns/"$prefix"*; do
-  [ -e "$f" ] || continue
-  b=$(basename "$f"); : > "$view/$b"; mount --bind "$f" "$view/$b"
-done
-mount --rbind "$view" /run/netns
-exec "$@""#;
-    let mut cmd = Command::new("unshare");
-    cmd.args(["-m", "--propagation", "private"]);
-    if own_pids {
-        cmd.args(["-p", "-f", "--mount-proc"]);
-    }
-    let out = cmd
-        .args(["sh", "-c", script, "sh"])
-        .args([view.as_str(), prefix, TRACER])
-        .args(args)
+    let out = view_command(prefix, own_pids, args)
         .output()
         .expect("unshare (util-linux)");
-    let _ = std::fs::remove_dir(&view);
     (
         out.status,
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -252,16 +224,12 @@ exec "$@""#;
     )
 }
 
-fn proxies_routing(recs: &[Value], vip: &str) -> Vec<String> {
-    recs.iter()
-        .filter(|r| r["role"] == "proxy" && r["vips"].as_array().unwrap().contains(&json!(vip)))
-        .map(|r| r["name"].as_str().unwrap().to_string())
-        .collect()
-}
-
+/// Without --netns the whole path is traced: every proxy, frontend and target carrying
+/// the VIPs (here seen with only this lab's netns files in view, as on a CI node).
 #[test]
-fn without_netns_the_proxy_routing_the_vip_is_traced() {
-    let Some(_serial) = root_or_skip("without_netns_the_proxy_routing_the_vip_is_traced") else {
+fn without_netns_the_whole_path_carrying_the_vip_is_traced() {
+    let Some(_serial) = root_or_skip("without_netns_the_whole_path_carrying_the_vip_is_traced")
+    else {
         return;
     };
     let _lab = lab("d1-", LabNames::OTHER, true);
@@ -274,66 +242,68 @@ fn without_netns_the_proxy_routing_the_vip_is_traced() {
         "--vip",
         "2000::1",
     ];
-    let proxies = proxies_routing(&discover_all(), "20.0.0.1");
-    let (status, out, err) = if proxies.len() == 1 {
-        run_tracer(&args)
-    } else {
-        // Only while developing: other labs on this machine route the same VIPs. Then
-        // discovery must refuse to choose, and it is shown the node of a CI run.
-        eprintln!("NOTE: other proxies route 20.0.0.1 here ({proxies:?}): checking the refusal, then tracing with only this lab's netns files in view");
-        let (status, out, err) = run_tracer(&args);
-        assert!(!status.success(), "{out}");
-        assert!(
-            err.contains("d1-proxy-a") && err.contains("--netns"),
-            "{err}"
-        );
-        run_tracer_in_view("d1-", false, &args)
-    };
+    let (status, out, err) = run_tracer_in_view("d1-", false, &args);
     assert!(status.success(), "tracer failed: {err}");
-    assert!(
-        err.contains("tracing proxy d1-proxy-a (netns /var/run/netns/d1-proxy-a)"),
-        "{err}"
-    );
     let ready: Vec<Value> = out
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|r| r["type"] == "ready")
         .collect();
-    assert_eq!(ready.len(), 1, "{out}");
-    assert_eq!(ready[0]["netns"], "/var/run/netns/d1-proxy-a", "{out}");
+    let names: Vec<&str> = ready.iter().map(|r| r["netns"].as_str().unwrap()).collect();
+    for want in [
+        "d1-proxy-a",
+        "d1-lbfe-a",
+        "d1-lbfe-b",
+        "d1-target-a-1",
+        "d1-target-a-2",
+    ] {
+        assert!(names.contains(&want), "{want} not traced: {names:?}");
+    }
 }
 
+/// Several proxies carrying the VIP are all traced; a VIP nothing carries gets one sentence.
 #[test]
-fn several_or_no_proxies_for_the_vip_get_one_sentence() {
-    let Some(_serial) = root_or_skip("several_or_no_proxies_for_the_vip_get_one_sentence") else {
+fn several_proxies_are_traced_and_an_unknown_vip_gets_one_sentence() {
+    let Some(_serial) =
+        root_or_skip("several_proxies_are_traced_and_an_unknown_vip_gets_one_sentence")
+    else {
         return;
     };
-    // A VIP nothing here routes.
     let (status, out, err) = run_tracer(&["--vip", "198.51.100.77", "--duration", "1"]);
     assert!(!status.success(), "{out}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
-        err.contains("no Meridio proxy") && err.contains("`tracer discover` lists what was found"),
+        err.contains("no Meridio proxy, frontend, target on this node carries 198.51.100.77")
+            && err.contains("`tracer discover` lists what was found"),
         "{err}"
     );
 
     let _a = lab("d1-", LabNames::TUTORIAL, false);
     let _b = lab("d2-", LabNames::OTHER, false);
-    let (status, out, err) =
-        run_tracer(&["--vip", "20.0.0.1", "--vip", "2000::1", "--duration", "1"]);
-    assert!(!status.success(), "{out}");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    for needle in [
-        "Meridio proxies on this node route VIPs 20.0.0.1, 2000::1",
-        "d1-proxy-a (netns /var/run/netns/d1-proxy-a)",
-        "d2-proxy-a (netns /var/run/netns/d2-proxy-a)",
-        "pick one with --netns",
-        "not supported yet",
-    ] {
-        assert!(err.contains(needle), "{needle:?} missing: {err}");
+    let (status, out, err) = run_tracer(&[
+        "--vip",
+        "20.0.0.1",
+        "--role",
+        "proxy",
+        "--duration",
+        "1",
+        "--json",
+    ]);
+    assert!(status.success(), "{err}");
+    let ready: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["type"] == "ready")
+        .collect();
+    for want in ["d1-proxy-a", "d2-proxy-a"] {
+        assert!(ready.iter().any(|r| r["netns"] == want), "{want}: {out}");
     }
+    assert!(
+        ready.iter().all(|r| r["role"] == "proxy"),
+        "--role proxy traces proxies only: {out}"
+    );
     // With --netns the choice is the operator's, and discovery is not consulted.
-    let (status, _, err) = run_tracer(&[
+    let (status, out, err) = run_tracer(&[
         "--netns",
         "d2-proxy-a",
         "--vip",
@@ -343,7 +313,20 @@ fn several_or_no_proxies_for_the_vip_get_one_sentence() {
         "--json",
     ]);
     assert!(status.success(), "{err}");
-    assert!(!err.contains("tracing proxy"), "{err}");
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.contains(r#""type":"ready""#))
+            .count(),
+        1,
+        "{out}"
+    );
+    // An unknown role is refused by name.
+    let (status, _, err) = run_tracer(&["--vip", "20.0.0.1", "--role", "gateway"]);
+    assert!(!status.success());
+    assert!(
+        err.contains("invalid value 'gateway'") && err.contains("proxy"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -370,6 +353,6 @@ fn a_node_without_meridio_pods_gets_clear_messages() {
     assert!(!status.success(), "{out}");
     assert_eq!(
         err.trim(),
-        "tracer: no Meridio proxy found on this node (1 network namespace looked at), so none routes VIP 20.0.0.1; `tracer discover` lists what was found"
+        "tracer: no Meridio proxy, frontend, target on this node carries 20.0.0.1 (1 network namespace looked at); `tracer discover` lists what was found"
     );
 }

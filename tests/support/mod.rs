@@ -62,9 +62,12 @@ impl Finished {
 impl Tracer {
     /// Starts `tracer --json <args>` and waits for its ready record.
     pub fn start(args: &[&str]) -> Tracer {
-        let mut child = Command::new(TRACER)
-            .arg("--json")
-            .args(args)
+        Self::start_command(Command::new(TRACER).arg("--json").args(args))
+    }
+
+    /// Like [`Tracer::start`] for a prepared command (say, [`view_command`] with --json).
+    pub fn start_command(cmd: &mut Command) -> Tracer {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -104,7 +107,8 @@ impl Tracer {
             arrivals,
             stderr,
         };
-        if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
+        // Whole-path runs attach to every namespace carrying the VIP: give them time.
+        if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
             let f = t.stop(libc::SIGKILL);
             panic!("tracer did not become ready: {:?}\n{}", f.status, f.stderr);
         }
@@ -167,6 +171,36 @@ impl Tracer {
             stderr: self.stderr.lock().unwrap().clone(),
         }
     }
+}
+
+/// The tracer run in a private mount namespace whose /run/netns holds only the netns files
+/// of the lab with `prefix`: the node as a CI machine with only that lab would show it.
+/// Namespaces that processes hold stay visible through /proc, unless `own_pids`: then the
+/// tracer runs in a new pid namespace, whose /proc shows no process of this machine.
+/// Without `own_pids` the shell execs the tracer, so the child's pid is the tracer's.
+pub fn view_command(prefix: &str, own_pids: bool, args: &[&str]) -> Command {
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let view = format!("/tmp/tracer-view-{}-{n}", std::process::id());
+    std::fs::create_dir_all(&view).unwrap();
+    let script = r#"set -e
+view=$1; prefix=$2; shift 2
+mount -t tmpfs tmpfs "$view"
+for f in /run/netns/"$prefix"*; do
+  [ -e "$f" ] || continue
+  b=$(basename "$f"); : > "$view/$b"; mount --bind "$f" "$view/$b"
+done
+mount --rbind "$view" /run/netns
+exec "$@""#;
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private"]);
+    if own_pids {
+        cmd.args(["-p", "-f", "--mount-proc"]);
+    }
+    cmd.args(["sh", "-c", script, "sh"])
+        .args([view.as_str(), prefix, TRACER])
+        .args(args);
+    cmd
 }
 
 /// Runs the tracer to completion with a bad argument list.
@@ -445,4 +479,161 @@ pub fn rss_kib(pid: i32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// A third frontend (netns `<prefix>lbfe-c`, conduit 172.16.0.9) on the proxy bridge, and
+/// the VIP table set to weights 1, 2, 1. Removed on drop.
+pub struct ThirdFrontend {
+    pub ns: String,
+}
+
+impl ThirdFrontend {
+    pub fn add(lab: &xtask::lab::Lab) -> ThirdFrontend {
+        let ns = format!("{}lbfe-c", lab.spec.prefix);
+        let proxy = lab.ns(xtask::lab::Role::Proxy);
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &ns])
+            .output();
+        ip(&["netns", "add", &ns]);
+        ip(&[
+            "link",
+            "add",
+            "conduit-c.-0001",
+            "netns",
+            &ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "conduit-c.-4242",
+            "netns",
+            &proxy,
+        ]);
+        ip(&[
+            "-n",
+            &proxy,
+            "link",
+            "set",
+            "conduit-c.-4242",
+            "master",
+            "bridge0",
+            "up",
+        ]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            "172.16.0.9/24",
+            "dev",
+            "conduit-c.-0001",
+        ]);
+        ip(&["-n", &ns, "link", "set", "conduit-c.-0001", "up"]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        ip(&[
+            "-n",
+            &proxy,
+            "route",
+            "replace",
+            "default",
+            "table",
+            "1",
+            "nexthop",
+            "via",
+            "172.16.0.3",
+            "dev",
+            "bridge0",
+            "weight",
+            "1",
+            "nexthop",
+            "via",
+            "172.16.0.5",
+            "dev",
+            "bridge0",
+            "weight",
+            "2",
+            "nexthop",
+            "via",
+            "172.16.0.9",
+            "dev",
+            "bridge0",
+            "weight",
+            "1",
+        ]);
+        add_udp_counter(&ns);
+        ThirdFrontend { ns }
+    }
+
+    pub fn received(&self) -> u64 {
+        read_udp_counter(&self.ns)
+    }
+}
+
+impl Drop for ThirdFrontend {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .output();
+    }
+}
+
+/// Ground truth in a frontend netns: UDP datagrams from the VIP that arrive there.
+pub fn add_udp_counter(ns: &str) {
+    use std::io::Write;
+    let nft = format!(
+        "add table inet tracer-truth\n\
+         add chain inet tracer-truth pre {{ type filter hook prerouting priority -300; policy accept; }}\n\
+         add counter inet tracer-truth udp_from_vip\n\
+         add rule inet tracer-truth pre ip saddr {} udp sport {} counter name \"udp_from_vip\"\n",
+        xtask::lab::VIP4,
+        xtask::lab::VIP_PORT
+    );
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(nft.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+pub fn read_udp_counter(ns: &str) -> u64 {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "nft",
+            "-j",
+            "list",
+            "counter",
+            "inet",
+            "tracer-truth",
+            "udp_from_vip",
+        ])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|i| i["counter"]["packets"].as_u64())
+        .unwrap()
 }

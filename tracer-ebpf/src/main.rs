@@ -506,6 +506,13 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), ()> {
         PROTO_ICMP | PROTO_ICMPV6 => (0, 0),
         _ => return Ok(()),
     };
+    // A packet dropped before its route lookup (e.g. not for this host) must not leave its
+    // addresses pending for a later lookup in another namespace.
+    if let Some(last) = LAST_INGRESS.get(0) {
+        if last.ts_ns != 0 && last.src == src && last.dst == dst {
+            forget_last_ingress();
+        }
+    }
     if !wanted(&src, &dst, sport, dport) {
         return Ok(());
     }

@@ -15,7 +15,7 @@ use anyhow::{anyhow, Context, Result};
 use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
-        tc::{NlOptions, TcAttachOptions},
+        tc::{NlOptions, SchedClassifierLinkId, TcAttachOptions},
         FExit, KProbe, LinkOrder, SchedClassifier, TcAttachType, TracePoint,
     },
     util::KernelVersion,
@@ -31,6 +31,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("TRACER_EBPF_OBJECT"));
 #[derive(Debug, Clone, Default)]
 pub struct Ready {
     pub netns: String,
+    /// What the namespace is on the path: proxy, frontend or target.
+    pub role: &'static str,
     pub vips: Vec<IpAddr>,
     pub client_port: Option<u16>,
     pub interfaces: Vec<String>,
@@ -52,10 +54,15 @@ pub struct Probes {
     /// Interfaces whose `clsact` qdisc this run (or a killed earlier one) created: removed
     /// at exit when no one else's filter is on it.
     pub owned_clsact: Vec<String>,
+    /// TC programs go on as netlink clsact filters (else TCX links).
+    netlink: bool,
+    /// Each interface's TC attachments (program name, link), to let go of one interface.
+    tc_links: Vec<(String, &'static str, SchedClassifierLinkId)>,
 }
 
 pub struct Request<'a> {
     pub netns: &'a Netns,
+    pub role: &'static str,
     pub mode: AttachMode,
     pub vips: &'a [IpAddr],
     pub client_port: Option<u16>,
@@ -98,6 +105,7 @@ impl Probes {
         })?;
         let mut ready = Ready {
             netns: req.netns.label.clone(),
+            role: req.role,
             vips: req.vips.to_vec(),
             client_port: req.client_port,
             interfaces: req.interfaces.to_vec(),
@@ -125,7 +133,15 @@ impl Probes {
             0,
         )?;
 
-        let owned_clsact = attach_tc(&mut ebpf, req, &mut ready)?;
+        let netlink = match req.mode {
+            AttachMode::Auto => !tcx_available(),
+            AttachMode::Tcx if !tcx_available() => {
+                anyhow::bail!("--attach tcx needs a kernel >= 6.6; use --attach netlink")
+            }
+            AttachMode::Tcx => false,
+            AttachMode::Netlink => true,
+        };
+        let (owned_clsact, tc_links) = attach_tc(&mut ebpf, req, netlink, &mut ready)?;
         attach_fib(&mut ebpf, &mut ready);
         attach_hash_hooks(&mut ebpf, &mut ready);
         let drop_reasons = match attach_drop(&mut ebpf, req.netns) {
@@ -145,7 +161,55 @@ impl Probes {
             ready,
             drop_reasons,
             owned_clsact,
+            netlink,
+            tc_links,
         })
+    }
+
+    /// Attaches both TC programs to an interface that appeared while tracing.
+    pub fn attach_iface(&mut self, ns: &Netns, iface: &str, l3_ifindexes: &[u32]) -> Result<()> {
+        let mut l3: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
+            self.ebpf
+                .map_mut("L3_IFACES")
+                .context("map L3_IFACES missing")?,
+        )?;
+        for ifindex in l3_ifindexes {
+            l3.insert(ifindex, 1, 0)?;
+        }
+        if self.netlink {
+            ns.run(|| aya::programs::tc::qdisc_add_clsact(iface).is_ok())?;
+        }
+        for (name, attach_type) in TC_PROGRAMS {
+            let prog: &mut SchedClassifier = self
+                .ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing"))?
+                .try_into()?;
+            let link = attach_one_tc(prog, ns, iface, attach_type, self.netlink)?;
+            self.tc_links.push((iface.to_string(), name, link));
+        }
+        Ok(())
+    }
+
+    /// Lets go of an interface that went away: its links are closed (the kernel already
+    /// took the device's attachments down with it; errors saying so are expected).
+    pub fn detach_iface(&mut self, ns: &Netns, iface: &str) {
+        let (gone, keep): (TcLinks, TcLinks) = std::mem::take(&mut self.tc_links)
+            .into_iter()
+            .partition(|(i, _, _)| i == iface);
+        self.tc_links = keep;
+        for (_, name, link) in gone {
+            let Some(Ok(prog)) = self
+                .ebpf
+                .program_mut(name)
+                .map(<&mut SchedClassifier>::try_from)
+            else {
+                continue;
+            };
+            if let Ok(Err(e)) = ns.run(|| prog.detach(link)) {
+                log::debug!("detaching {name} from {iface}: {e}");
+            }
+        }
     }
 
     /// The ring buffer the programs write to; call once.
@@ -169,17 +233,21 @@ impl Probes {
     }
 }
 
+type TcLinks = Vec<(String, &'static str, SchedClassifierLinkId)>;
+
+const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
+    ("meridio_tc_in", TcAttachType::Ingress),
+    ("meridio_tc_out", TcAttachType::Egress),
+];
+
 /// Attaches both TC programs to every interface; returns the interfaces whose clsact
-/// qdisc is ours to remove at exit.
-fn attach_tc(ebpf: &mut Ebpf, req: &Request, ready: &mut Ready) -> Result<Vec<String>> {
-    let netlink = match req.mode {
-        AttachMode::Auto => !tcx_available(),
-        AttachMode::Tcx if !tcx_available() => {
-            anyhow::bail!("--attach tcx needs a kernel >= 6.6; use --attach netlink")
-        }
-        AttachMode::Tcx => false,
-        AttachMode::Netlink => true,
-    };
+/// qdisc is ours to remove at exit, and the links.
+fn attach_tc(
+    ebpf: &mut Ebpf,
+    req: &Request,
+    netlink: bool,
+    ready: &mut Ready,
+) -> Result<(Vec<String>, TcLinks)> {
     let mode = if netlink { "netlink clsact" } else { "tcx" };
     let mut owned_clsact = Vec::new();
     for iface in req.interfaces {
@@ -199,10 +267,8 @@ fn attach_tc(ebpf: &mut Ebpf, req: &Request, ready: &mut Ready) -> Result<Vec<St
             owned_clsact.push(iface.clone());
         }
     }
-    for (name, attach_type) in [
-        ("meridio_tc_in", TcAttachType::Ingress),
-        ("meridio_tc_out", TcAttachType::Egress),
-    ] {
+    let mut links = Vec::new();
+    for (name, attach_type) in TC_PROGRAMS {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
             .with_context(|| format!("program {name} missing"))?
@@ -210,27 +276,36 @@ fn attach_tc(ebpf: &mut Ebpf, req: &Request, ready: &mut Ready) -> Result<Vec<St
         prog.load()
             .map_err(|e| refused("the TC program", name, &e))?;
         for iface in req.interfaces {
-            let options = if netlink {
-                TcAttachOptions::Netlink(NlOptions::default())
-            } else {
-                TcAttachOptions::TcxOrder(LinkOrder::default())
-            };
-            let res = req
-                .netns
-                .run(|| prog.attach_with_options(iface, attach_type, options))?;
-            res.with_context(|| {
-                format!(
-                    "cannot attach the TC {} program to {iface} in netns {}",
-                    dir_name(attach_type),
-                    req.netns.label
-                )
-            })?;
+            let link = attach_one_tc(prog, req.netns, iface, attach_type, netlink)?;
+            links.push((iface.clone(), name, link));
             ready
                 .hooks
                 .push(format!("tc:{iface}/{} ({mode})", dir_name(attach_type)));
         }
     }
-    Ok(owned_clsact)
+    Ok((owned_clsact, links))
+}
+
+fn attach_one_tc(
+    prog: &mut SchedClassifier,
+    ns: &Netns,
+    iface: &str,
+    attach_type: TcAttachType,
+    netlink: bool,
+) -> Result<SchedClassifierLinkId> {
+    let options = if netlink {
+        TcAttachOptions::Netlink(NlOptions::default())
+    } else {
+        TcAttachOptions::TcxOrder(LinkOrder::default())
+    };
+    ns.run(|| prog.attach_with_options(iface, attach_type, options))?
+        .with_context(|| {
+            format!(
+                "cannot attach the TC {} program to {iface} in netns {}",
+                dir_name(attach_type),
+                ns.label
+            )
+        })
 }
 
 /// One sentence for a program the kernel would not load; the verifier log, which can run to
@@ -316,7 +391,7 @@ fn attach_drop(ebpf: &mut Ebpf, ns: &Netns) -> Result<HashMap<u32, String>> {
     let text = std::fs::read_to_string(&format_path)
         .with_context(|| format!("cannot read {}", format_path.display()))?;
     let fields = tracefs::parse_format(&text);
-    let layout = Layout::from_sys_fs()?;
+    let layout = Layout::kernel()?;
     let offsets = DropOffsets {
         tp_skbaddr: tracefs::field(&fields, "skbaddr", 8)?,
         tp_location: tracefs::field(&fields, "location", 8)?,
@@ -365,7 +440,11 @@ fn attach_hash_hooks(ebpf: &mut Ebpf, ready: &mut Ready) {
         ("meridio_mph4", "meridio_mph4_kr", "fib_multipath_hash"),
         ("meridio_mph6", "meridio_mph6_kr", "rt6_multipath_hash"),
     ];
-    let btf = Btf::from_sys_fs();
+    // Parsed once per process: several namespaces share it.
+    static KERNEL_BTF: std::sync::OnceLock<Result<Btf, String>> = std::sync::OnceLock::new();
+    let btf = KERNEL_BTF
+        .get_or_init(|| Btf::from_sys_fs().map_err(|e| e.to_string()))
+        .as_ref();
     let kprobes_built_in = [
         "/sys/kernel/tracing/kprobe_events",
         "/sys/kernel/debug/tracing/kprobe_events",
@@ -373,7 +452,7 @@ fn attach_hash_hooks(ebpf: &mut Ebpf, ready: &mut Ready) {
     .iter()
     .any(|p| Path::new(p).exists());
     for (fexit_name, kret_name, func) in HOOKS {
-        let fexit = match &btf {
+        let fexit = match btf {
             Ok(btf) => attach_fexit(ebpf, fexit_name, func, btf),
             Err(e) => Err(anyhow!("no kernel BTF ({e})")),
         };

@@ -31,6 +31,17 @@ pub enum Change {
         before: Option<Mac>,
         after: Option<Mac>,
     },
+    /// The tracer attached to an interface that appeared, or let go of one that went.
+    Attached {
+        added: bool,
+        ifname: String,
+    },
+    /// A traced namespace (pod) appeared or went away (whole-path mode).
+    Netns {
+        added: bool,
+        role: &'static str,
+        name: String,
+    },
 }
 
 /// Tables that matter: those the VIPs' source rules select, before and after.
@@ -108,7 +119,8 @@ pub fn diff(old: &KernelState, new: &KernelState, vips: &[IpAddr]) -> Vec<Change
         .collect();
     gateways.sort();
     gateways.dedup();
-    let mac_of = |s: &KernelState, ip: IpAddr| s.neighbours.iter().find(|n| n.ip == ip).map(|n| n.mac);
+    let mac_of =
+        |s: &KernelState, ip: IpAddr| s.neighbours.iter().find(|n| n.ip == ip).map(|n| n.mac);
     for ip in gateways {
         let (before, after) = (mac_of(old, ip), mac_of(new, ip));
         if before != after {
@@ -171,8 +183,12 @@ mod tests {
         let old = state(&["172.16.0.3", "172.16.0.5"]);
         let new = state(&["172.16.0.5"]);
         let changes = diff(&old, &new, &[ip("20.0.0.1")]);
-        assert!(matches!(&changes[0], Change::Route { table: 1, before, after, .. } if before.len() == 2 && after.len() == 1));
-        assert!(changes.iter().any(|c| matches!(c, Change::Neighbour { after: None, .. })));
+        assert!(
+            matches!(&changes[0], Change::Route { table: 1, before, after, .. } if before.len() == 2 && after.len() == 1)
+        );
+        assert!(changes
+            .iter()
+            .any(|c| matches!(c, Change::Neighbour { after: None, .. })));
         assert!(diff(&new, &new, &[ip("20.0.0.1")]).is_empty());
     }
 
@@ -182,6 +198,8 @@ mod tests {
         let mut new = old.clone();
         new.rules.clear();
         let changes = diff(&old, &new, &[ip("20.0.0.1")]);
-        assert!(changes.iter().any(|c| matches!(c, Change::Rule { added: false, .. })));
+        assert!(changes
+            .iter()
+            .any(|c| matches!(c, Change::Rule { added: false, .. })));
     }
 }

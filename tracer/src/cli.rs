@@ -23,16 +23,18 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Proxy network namespace: a name under /var/run/netns, a path to a netns file
-    /// (e.g. /proc/<pid>/ns/net), or the pid of a process in the proxy pod. Default: the
-    /// one proxy on this node that routes the --vip(s), found as `tracer discover` does.
+    /// Trace only this namespace: a name under /var/run/netns, a path to a netns file
+    /// (e.g. /proc/<pid>/ns/net), or the pid of a process in the pod; it is taken as a
+    /// proxy unless --role says otherwise. Default: the whole path, every proxy, frontend
+    /// and target on this node that carries the --vip(s), found as `tracer discover` does
+    /// and followed as pods come and go.
     #[arg(long = "netns", id = "netns", value_name = "NAME|PATH|PID")]
     pub netns_spec: Option<String>,
 
-    /// The namespace to trace: --netns as given, or the proxy discovery picked (set by main
-    /// before the session starts).
-    #[arg(skip)]
-    pub netns: String,
+    /// Which pods to trace on the whole path (repeatable; default all three), or the role
+    /// of the --netns namespace.
+    #[arg(long = "role", value_enum, value_name = "ROLE")]
+    pub roles: Vec<RoleArg>,
 
     /// VIP to follow (IPv4 or IPv6, repeatable). Packets to or from it are traced.
     #[arg(long = "vip", value_name = "IP", required = true, value_parser = parse_vip)]
@@ -42,8 +44,9 @@ pub struct Args {
     #[arg(long, value_name = "CLIENT_PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
 
-    /// Interface to trace (repeatable): a bridge or a bridge port of the proxy. Default:
-    /// every bridge and each port enslaved to it.
+    /// Interface to trace (repeatable): for a proxy a bridge or a bridge port. Default:
+    /// a proxy's bridges and every port enslaved to it (followed as ports come and go), a
+    /// frontend's or target's every interface but loopback.
     #[arg(long = "iface", value_name = "NAME")]
     pub ifaces: Vec<String>,
 
@@ -65,6 +68,23 @@ pub struct Args {
     /// that was killed).
     #[arg(long, value_enum, default_value = "auto")]
     pub attach: AttachMode,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleArg {
+    Proxy,
+    Frontend,
+    Target,
+}
+
+impl From<RoleArg> for crate::discover::Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Proxy => crate::discover::Role::Proxy,
+            RoleArg::Frontend => crate::discover::Role::Frontend,
+            RoleArg::Target => crate::discover::Role::Target,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug, Clone)]

@@ -695,61 +695,26 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// The one proxy that routes every VIP in `vips`: its netns path and name. Otherwise an
-/// error sentence saying what was found.
-pub async fn pick_proxy(vips: &[IpAddr]) -> Result<(PathBuf, String)> {
-    let d = discover().await;
-    choose_proxy(&d, vips)
-}
-
-fn choose_proxy(d: &Discovery, vips: &[IpAddr]) -> Result<(PathBuf, String)> {
-    let proxies: Vec<&Namespace> = d
-        .namespaces
-        .iter()
-        .filter(|n| n.class.role == Role::Proxy)
+/// The namespaces the whole-path mode traces: the Meridio namespaces of `roles` that
+/// carry one of `vips`, proxies first. With none, one sentence saying what was looked at.
+pub fn to_trace(d: &Discovery, roles: &[Role], vips: &[IpAddr]) -> Result<Vec<Namespace>> {
+    let mut found: Vec<Namespace> = d
+        .meridio()
+        .filter(|n| roles.contains(&n.class.role))
+        .filter(|n| n.class.vips.iter().any(|v| vips.contains(v)))
+        .cloned()
         .collect();
-    let routes = |n: &Namespace, v: &IpAddr| n.class.vips.contains(v);
-    let all: Vec<&&Namespace> = proxies
-        .iter()
-        .filter(|n| vips.iter().all(|v| routes(n, v)))
-        .collect();
-    let what = if vips.len() == 1 { "VIP" } else { "VIPs" };
-    let list = ip_list(vips);
-    match all.as_slice() {
-        [one] => Ok((one.path.clone(), one.name.clone())),
-        [] => {
-            let some: Vec<String> = proxies
-                .iter()
-                .filter(|n| vips.iter().any(|v| routes(n, v)))
-                .map(|n| {
-                    let theirs: Vec<IpAddr> =
-                        vips.iter().copied().filter(|v| routes(n, v)).collect();
-                    format!("{} routes {}", n.name, ip_list(&theirs))
-                })
-                .collect();
-            if proxies.is_empty() {
-                bail!(
-                    "no Meridio proxy found on this node ({} looked at), so none routes {what} {list}; `tracer discover` lists what was found",
-                    plural(d.namespaces.len(), "network namespace", "network namespaces")
-                );
-            }
-            if some.is_empty() {
-                bail!("no Meridio proxy on this node routes {what} {list}; `tracer discover` lists what was found");
-            }
-            bail!(
-                "no single Meridio proxy on this node routes all of {list} ({}); trace them one at a time with --netns",
-                some.join("; ")
-            );
-        }
-        many => bail!(
-            "{} Meridio proxies on this node route {what} {list}: {}; pick one with --netns (tracing several proxies at once is not supported yet)",
-            many.len(),
-            many.iter()
-                .map(|n| format!("{} (netns {})", n.name, n.path.display()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+    found.sort_by_key(|n| n.class.role);
+    if found.is_empty() {
+        let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        bail!(
+            "no Meridio {} on this node carries {} ({} looked at); `tracer discover` lists what was found",
+            roles.join(", "),
+            ip_list(vips),
+            plural(d.namespaces.len(), "network namespace", "network namespaces")
+        );
     }
+    Ok(found)
 }
 
 /// `tracer discover`: the table (or JSON lines) of what was found.
@@ -1235,16 +1200,18 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
         assert_eq!(v["type"], "summary");
         assert_eq!(v["proxies"], 0);
-        let e = choose_proxy(&d, &[ip("20.0.0.1")]).unwrap_err().to_string();
-        assert!(
-            e.starts_with("no Meridio proxy found on this node (2 network namespaces looked at)"),
-            "{e}"
+        let all = [Role::Proxy, Role::Frontend, Role::Target];
+        let e = to_trace(&d, &all, &[ip("20.0.0.1")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "no Meridio proxy, frontend, target on this node carries 20.0.0.1 (2 network namespaces looked at); `tracer discover` lists what was found"
         );
-        assert!(e.contains("tracer discover"), "{e}");
     }
 
     #[test]
-    fn the_proxy_to_trace_is_the_one_routing_the_vips() {
+    fn the_whole_path_is_every_namespace_carrying_a_vip_proxies_first() {
         let p1 = ns("p1", classify(&proxy(), &[]));
         let mut other_vips = proxy();
         for r in &mut other_vips.rules {
@@ -1254,31 +1221,35 @@ mod tests {
             }
         }
         let p2 = ns("p2", classify(&other_vips, &[]));
+        let fe = ns("fe", classify(&frontend(), &[]));
         let d = Discovery {
-            namespaces: vec![p1.clone(), p2.clone(), ns("fe", classify(&frontend(), &[]))],
+            namespaces: vec![fe.clone(), p1.clone(), p2.clone()],
         };
-        let (path, name) = choose_proxy(&d, &[ip("10.9.9.9"), ip("3000::9")]).unwrap();
+        let all = [Role::Proxy, Role::Frontend, Role::Target];
+        let names = |v: Vec<Namespace>| v.into_iter().map(|n| n.name).collect::<Vec<_>>();
         assert_eq!(
-            (path.to_str().unwrap(), name.as_str()),
-            ("/var/run/netns/p1", "p1")
+            names(to_trace(&d, &all, &[ip("10.9.9.9")]).unwrap()),
+            ["p1", "fe"]
         );
-        let e = choose_proxy(&d, &[ip("10.7.7.7")]).unwrap_err().to_string();
-        assert_eq!(e, "no Meridio proxy on this node routes VIP 10.7.7.7; `tracer discover` lists what was found");
-        let e = choose_proxy(&d, &[ip("10.9.9.9"), ip("10.8.8.8")])
+        assert_eq!(
+            names(to_trace(&d, &all, &[ip("10.8.8.8")]).unwrap()),
+            ["p2"]
+        );
+        assert_eq!(
+            names(to_trace(&d, &all, &[ip("10.9.9.9"), ip("10.8.8.8")]).unwrap()),
+            ["p1", "p2", "fe"]
+        );
+        assert_eq!(
+            names(to_trace(&d, &[Role::Frontend], &[ip("10.9.9.9")]).unwrap()),
+            ["fe"]
+        );
+        let e = to_trace(&d, &all, &[ip("10.7.7.7")])
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("no single Meridio proxy")
-                && e.contains("p1 routes 10.9.9.9")
-                && e.contains("p2 routes 10.8.8.8"),
+            e.starts_with("no Meridio proxy, frontend, target on this node carries 10.7.7.7"),
             "{e}"
         );
-        let d = Discovery {
-            namespaces: vec![p1.clone(), ns("p3", p1.class.clone())],
-        };
-        let e = choose_proxy(&d, &[ip("10.9.9.9")]).unwrap_err().to_string();
-        assert!(e.starts_with("2 Meridio proxies on this node route VIP 10.9.9.9: p1 (netns /var/run/netns/p1), p3 (netns /var/run/netns/p3); pick one with --netns"), "{e}");
-        assert!(e.contains("not supported yet"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::{
 };
 
 use crate::{
+    discover::Role,
     events::{Dir, Drop, FibLookup, HashSample, Mac, Packet},
     kernel_state::{KernelState, NextHop, Rule},
     multipath::{self, HashSource},
@@ -19,6 +20,16 @@ use crate::{
 
 /// A kernel hash sample older than this at the routed hop belongs to another packet.
 const HASH_SAMPLE_MAX_AGE_NS: u64 = 1_000_000;
+
+/// The traced namespace an event comes from: its state, how output names it, and its role
+/// on the path. Only proxy hops feed the ECMP accounting (next-hops, decisions, packets in
+/// and out of the proxy); frontend and target hops are shown on the same timeline.
+pub struct Site<'a> {
+    pub index: usize,
+    pub label: &'a str,
+    pub role: Role,
+    pub state: &'a KernelState,
+}
 
 /// Direction of travel relative to the VIP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -99,6 +110,9 @@ pub enum HopKind {
 pub struct Hop {
     pub flow: FlowKey,
     pub flow_id: u32,
+    /// Label of the namespace (pod) the hop was seen in, and its role.
+    pub netns: String,
+    pub role: Role,
     pub path: PathDir,
     /// Nanoseconds since the flow's first event.
     pub rel_ns: u64,
@@ -153,6 +167,8 @@ pub struct PredictionStats {
 pub struct RouteHop {
     pub flow: FlowKey,
     pub flow_id: u32,
+    pub netns: String,
+    pub role: Role,
     pub path: PathDir,
     pub rel_ns: u64,
     pub lookup: FibLookup,
@@ -165,6 +181,8 @@ pub struct RouteHop {
 pub struct DropHop {
     pub flow: FlowKey,
     pub flow_id: u32,
+    pub netns: String,
+    pub role: Role,
     pub path: PathDir,
     pub rel_ns: u64,
     /// Interface the packet was on (`?` when the namespace does not know the index).
@@ -181,7 +199,10 @@ pub struct DropHop {
 pub struct NextHopUse {
     pub ip: Option<IpAddr>,
     pub mac: Mac,
+    /// The bridge port the frames leave by, from the FDB; `None` while flooded.
     pub port: Option<String>,
+    /// The bridge did not know the MAC: the frames went out on every port.
+    pub flooded: bool,
     pub packets: u64,
     pub first_rel_ns: u64,
 }
@@ -205,6 +226,8 @@ struct FlowState {
     last_drop: Option<(String, String, String)>,
     /// Latest event of the flow, for expiry.
     last_ts: u64,
+    /// The proxy site whose state explains the flow's routing (its latest proxy event).
+    proxy_site: Option<usize>,
     /// A FIN or RST was seen: the flow is ending.
     closing: bool,
 }
@@ -214,6 +237,8 @@ struct FlowState {
 pub struct FlowSummary {
     pub flow: FlowKey,
     pub flow_id: u32,
+    /// The proxy namespace the routing verdict is about, when one saw the flow.
+    pub proxy_site: Option<usize>,
     pub ingress_port: Option<String>,
     pub ingress_packets: u64,
     pub egress_packets: u64,
@@ -284,7 +309,12 @@ impl FlowTable {
     /// Removes flows that ended (closed and quiet for a while) or stayed idle longer than
     /// `idle_ns`, and returns their summaries: the table stays bounded however many
     /// connections come and go.
-    pub fn expire(&mut self, now_ns: u64, idle_ns: u64, state: &KernelState) -> Vec<FlowSummary> {
+    pub fn expire(
+        &mut self,
+        now_ns: u64,
+        idle_ns: u64,
+        states: &[&KernelState],
+    ) -> Vec<FlowSummary> {
         let done: Vec<FlowKey> = self
             .flows
             .iter()
@@ -298,7 +328,7 @@ impl FlowTable {
             .iter()
             .filter_map(|k| {
                 let f = self.flows.remove(k)?;
-                Some(summarize(k, &f, state))
+                Some(summarize(k, &f, states))
             })
             .collect();
         out.sort_by_key(|s| s.flow_id);
@@ -322,7 +352,8 @@ impl FlowTable {
 
     /// Correlates one packet hop. `None` for packets of no VIP flow or on an interface the
     /// snapshot does not know.
-    pub fn on_packet(&mut self, p: Packet, state: &KernelState) -> Option<Hop> {
+    pub fn on_packet(&mut self, p: Packet, site: &Site) -> Option<Hop> {
+        let state = site.state;
         let (key, path) = FlowKey::classify(&self.vips, p.proto, p.src, p.sport, p.dst, p.dport)?;
         let link = state.link(p.ifindex)?;
         let kind = if state.is_bridge_port(p.ifindex) {
@@ -338,7 +369,16 @@ impl FlowTable {
         let mut nexthop = None;
         let mut nexthop_unknown = false;
         let mut decision = None;
+        let proxy = site.role == Role::Proxy;
+        if proxy {
+            flow.proxy_site = Some(site.index);
+        }
         match (path, kind, p.dir) {
+            // Elsewhere on the path a routed hop still names its next-hop, for the eye.
+            (_, HopKind::L3, Dir::Egress) if !proxy => {
+                nexthop = state.neighbour_ip(p.ifindex, &p.eth_dst, p.dst.is_ipv6());
+            }
+            _ if !proxy => {}
             // A packet enters the proxy on a bridge port: count it once, there.
             (PathDir::Ingress, HopKind::Port, Dir::Ingress) => {
                 flow.ingress_packets += 1;
@@ -349,32 +389,37 @@ impl FlowTable {
                 flow.egress_packets += 1;
                 nexthop = state.neighbour_ip(p.ifindex, &p.eth_dst, p.dst.is_ipv6());
                 nexthop_unknown = nexthop.is_none();
+                // The FDB says which port the frame leaves by; without an entry the
+                // bridge floods it on all of them, and no single copy is "the" link.
+                let port = state
+                    .fdb_port(&p.eth_dst)
+                    .and_then(|i| state.link(i))
+                    .map(|l| l.name.clone());
                 match flow.nexthops.iter_mut().find(|n| n.mac == p.eth_dst) {
                     Some(n) => {
                         n.packets += 1;
                         n.ip = n.ip.or(nexthop);
+                        n.flooded |= port.is_none();
+                        n.port = n.port.take().or(port);
                     }
                     None => flow.nexthops.push(NextHopUse {
                         ip: nexthop,
                         mac: p.eth_dst,
-                        port: None,
+                        flooded: port.is_none(),
+                        port,
                         packets: 1,
                         first_rel_ns: rel_ns,
                     }),
                 }
                 decision = Some(decide(flow, &p, nexthop, state));
             }
-            // The same frame leaving by a bridge port names the frontend link.
-            (PathDir::Egress, HopKind::Port, Dir::Egress) => {
-                if let Some(n) = flow.nexthops.iter_mut().find(|n| n.mac == p.eth_dst) {
-                    n.port.get_or_insert_with(|| link.name.clone());
-                }
-            }
             _ => {}
         }
         Some(Hop {
             flow_id: flow.id,
             flow: key,
+            netns: site.label.to_string(),
+            role: site.role,
             path,
             rel_ns,
             ifname: link.name.clone(),
@@ -392,10 +437,11 @@ impl FlowTable {
         d: Drop,
         reason: String,
         location: String,
-        state: &KernelState,
+        site: &Site,
     ) -> Option<DropHop> {
         let (key, path) = FlowKey::classify(&self.vips, d.proto, d.src, d.sport, d.dst, d.dport)?;
-        let ifname = state
+        let ifname = site
+            .state
             .link(d.ifindex)
             .map_or_else(|| "?".to_string(), |l| l.name.clone());
         let flow = self.flow(&key, d.ts_ns);
@@ -404,6 +450,8 @@ impl FlowTable {
         Some(DropHop {
             flow_id: flow.id,
             flow: key,
+            netns: site.label.to_string(),
+            role: site.role,
             path,
             rel_ns: d.ts_ns.saturating_sub(flow.first_ts),
             ifname,
@@ -424,7 +472,8 @@ impl FlowTable {
     }
 
     /// Correlates a routing table lookup made for a traced packet.
-    pub fn on_fib(&mut self, f: FibLookup, state: &KernelState) -> Option<RouteHop> {
+    pub fn on_fib(&mut self, f: FibLookup, site: &Site) -> Option<RouteHop> {
+        let state = site.state;
         let (key, path) = FlowKey::classify(&self.vips, f.proto, f.src, f.sport, f.dst, f.dport)?;
         let iif = u32::try_from(f.iif)
             .ok()
@@ -436,13 +485,15 @@ impl FlowTable {
             if !flow.tables.contains(&f.table) {
                 flow.tables.push(f.table);
             }
-            if path == PathDir::Egress {
+            if path == PathDir::Egress && site.role == Role::Proxy {
                 flow.last_lookup = Some((f.table, rule.clone()));
             }
         }
         Some(RouteHop {
             flow_id: flow.id,
             flow: key,
+            netns: site.label.to_string(),
+            role: site.role,
             path,
             rel_ns: f.ts_ns.saturating_sub(flow.first_ts),
             lookup: f,
@@ -451,18 +502,24 @@ impl FlowTable {
     }
 
     /// One summary per flow, in the order flows were first seen; `state` should be fresh.
-    pub fn summaries(&self, state: &KernelState) -> Vec<FlowSummary> {
+    pub fn summaries(&self, states: &[&KernelState]) -> Vec<FlowSummary> {
         let mut out: Vec<FlowSummary> = self
             .flows
             .iter()
-            .map(|(key, f)| summarize(key, f, state))
+            .map(|(key, f)| summarize(key, f, states))
             .collect();
         out.sort_by_key(|s| s.flow_id);
         out
     }
 }
 
-fn summarize(key: &FlowKey, f: &FlowState, state: &KernelState) -> FlowSummary {
+/// `states` is indexed by site; a flow no proxy saw is judged by site 0's state.
+fn summarize(key: &FlowKey, f: &FlowState, states: &[&KernelState]) -> FlowSummary {
+    let empty = KernelState::default();
+    let state = states
+        .get(f.proxy_site.unwrap_or(0))
+        .copied()
+        .unwrap_or(&empty);
     let rule = state.source_rule(key.vip).cloned();
     let table = rule
         .as_ref()
@@ -480,6 +537,7 @@ fn summarize(key: &FlowKey, f: &FlowState, state: &KernelState) -> FlowSummary {
     FlowSummary {
         flow: key.clone(),
         flow_id: f.id,
+        proxy_site: f.proxy_site,
         ingress_port: f.ingress_port.clone(),
         ingress_packets: f.ingress_packets,
         egress_packets: f.egress_packets,
@@ -607,7 +665,17 @@ fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel_state::{Link, Neighbour, Route};
+    use crate::kernel_state::{FdbEntry, Link, Neighbour, Route};
+
+    /// The proxy site, index 0.
+    fn at(s: &KernelState) -> Site<'_> {
+        Site {
+            index: 0,
+            label: "proxy-a",
+            role: Role::Proxy,
+            state: s,
+        }
+    }
 
     const BR: u32 = 2;
     const TO_A: u32 = 3;
@@ -680,6 +748,16 @@ mod tests {
                     .collect(),
             }],
             hash_policy: [Some(1), Some(1)],
+            fdb: vec![
+                FdbEntry {
+                    mac: MAC_A,
+                    ifindex: TO_A,
+                },
+                FdbEntry {
+                    mac: MAC_B,
+                    ifindex: TO_B,
+                },
+            ],
         }
     }
 
@@ -718,7 +796,7 @@ mod tests {
             pkt(ts + 3, port, Dir::Egress, true, mac),
         ]
         .into_iter()
-        .filter_map(|p| t.on_packet(p, s))
+        .filter_map(|p| t.on_packet(p, &at(s)))
         .collect()
     }
 
@@ -727,13 +805,13 @@ mod tests {
         let s = proxy();
         let mut t = FlowTable::new([ip("20.0.0.1")]);
         let h = t
-            .on_packet(pkt(100, TO_A, Dir::Ingress, false, MAC_A), &s)
+            .on_packet(pkt(100, TO_A, Dir::Ingress, false, MAC_A), &at(&s))
             .unwrap();
         assert_eq!(
             (h.path, h.kind, h.rel_ns),
             (PathDir::Ingress, HopKind::Port, 0)
         );
-        t.on_packet(pkt(110, TO_TARGET, Dir::Egress, false, MAC_A), &s);
+        t.on_packet(pkt(110, TO_TARGET, Dir::Egress, false, MAC_A), &at(&s));
         let hops = egress(&mut t, &s, 200, MAC_B, TO_B);
         assert_eq!(hops.len(), 4);
         assert!(hops
@@ -743,7 +821,7 @@ mod tests {
         assert_eq!(hops[2].rel_ns, 102);
         assert_eq!(hops[0].nexthop, None);
 
-        let [sum] = t.summaries(&s).try_into().unwrap();
+        let [sum] = t.summaries(&[&s]).try_into().unwrap();
         assert_eq!((sum.ingress_packets, sum.egress_packets), (1, 1));
         assert_eq!(sum.ingress_port.as_deref(), Some("conduit-a.-3150"));
         let nh = sum.nexthop().unwrap();
@@ -763,7 +841,7 @@ mod tests {
         egress(&mut t, &s, 10, MAC_A, TO_A);
         egress(&mut t, &s, 20, MAC_B, TO_B);
         egress(&mut t, &s, 30, MAC_B, TO_B);
-        let [sum] = t.summaries(&s).try_into().unwrap();
+        let [sum] = t.summaries(&[&s]).try_into().unwrap();
         assert!(!sum.consistent);
         assert_eq!(sum.nexthop_in_route, None);
         let counts: Vec<(Option<IpAddr>, u64)> =
@@ -784,7 +862,7 @@ mod tests {
         });
         let mut t = FlowTable::new([ip("20.0.0.1")]);
         egress(&mut t, &s, 10, [9; 6], TO_A);
-        let [sum] = t.summaries(&s).try_into().unwrap();
+        let [sum] = t.summaries(&[&s]).try_into().unwrap();
         assert_eq!(sum.nexthop_in_route, Some(false));
     }
 
@@ -796,9 +874,9 @@ mod tests {
         assert!(hops[2].nexthop_unknown);
         let mut other = pkt(1, BR, Dir::Ingress, false, MAC_BR);
         other.dst = ip("20.0.0.2");
-        assert!(t.on_packet(other, &s).is_none());
+        assert!(t.on_packet(other, &at(&s)).is_none());
         assert!(t
-            .on_packet(pkt(1, 99, Dir::Ingress, false, MAC_BR), &s)
+            .on_packet(pkt(1, 99, Dir::Ingress, false, MAC_BR), &at(&s))
             .is_none());
     }
 
@@ -821,7 +899,7 @@ mod tests {
             gw: ip("172.16.0.3"),
             dev: "bridge0".into(),
         };
-        let r = t.on_fib(f.clone(), &s).unwrap();
+        let r = t.on_fib(f.clone(), &at(&s)).unwrap();
         assert_eq!((r.path, r.rule.unwrap().priority), (PathDir::Egress, 32765));
         let r = t
             .on_fib(
@@ -830,7 +908,7 @@ mod tests {
                     err: -11,
                     ..f
                 },
-                &s,
+                &at(&s),
             )
             .unwrap();
         assert!(r.rule.is_none());
@@ -854,7 +932,7 @@ mod tests {
             for p in &mut ps {
                 p.hash = hash;
             }
-            hops.extend(ps.into_iter().filter_map(|p| t.on_packet(p, &s)));
+            hops.extend(ps.into_iter().filter_map(|p| t.on_packet(p, &at(&s))));
         }
         let d1 = hops[1].decision.clone().unwrap();
         assert_eq!(
@@ -868,7 +946,7 @@ mod tests {
         assert_eq!(d2.predicted, Some(ip("172.16.0.5")));
         assert_eq!(d2.agrees(), Some(false));
         assert!(!d2.candidates_changed);
-        let [sum] = t.summaries(&s).try_into().unwrap();
+        let [sum] = t.summaries(&[&s]).try_into().unwrap();
         assert_eq!((sum.predictions.agree, sum.predictions.disagree), (1, 1));
     }
 
@@ -903,6 +981,20 @@ mod tests {
     }
 
     #[test]
+    fn a_mac_the_fdb_does_not_know_is_flooded_not_given_a_port() {
+        let mut s = proxy();
+        s.fdb.clear();
+        let mut t = FlowTable::new([ip("20.0.0.1")]);
+        egress(&mut t, &s, 10, MAC_B, TO_B);
+        let [sum] = t.summaries(&[&s]).try_into().unwrap();
+        let nh = sum.nexthop().unwrap();
+        assert_eq!(
+            (nh.ip, nh.port.as_deref(), nh.flooded),
+            (Some(ip("172.16.0.5")), None, true)
+        );
+    }
+
+    #[test]
     fn distribution_counts_flows_and_packets_per_next_hop() {
         let s = proxy();
         let mut t = FlowTable::new([ip("20.0.0.1")]);
@@ -913,10 +1005,10 @@ mod tests {
             ] {
                 let mut p = p;
                 p.dport = 40000 + i as u16;
-                t.on_packet(p, &s);
+                t.on_packet(p, &at(&s));
             }
         }
-        let [d] = t.distribution(&t.summaries(&s)).try_into().unwrap();
+        let [d] = t.distribution(&t.summaries(&[&s])).try_into().unwrap();
         assert_eq!(d.flows, 3);
         let got: Vec<(Option<IpAddr>, u64, u64)> = d
             .shares
@@ -938,17 +1030,17 @@ mod tests {
         let mut t = FlowTable::new([ip("20.0.0.1")]);
         let mut fin = pkt(1_000, BR, Dir::Egress, true, MAC_A);
         fin.tcp_flags = TCP_FIN;
-        t.on_packet(fin, &s);
+        t.on_packet(fin, &at(&s));
         let mut other = pkt(1_000, BR, Dir::Egress, true, MAC_B);
         other.dport = 40000;
-        t.on_packet(other, &s);
+        t.on_packet(other, &at(&s));
         assert!(t
-            .expire(1_000 + CLOSED_LINGER_NS, 10 * CLOSED_LINGER_NS, &s)
+            .expire(1_000 + CLOSED_LINGER_NS, 10 * CLOSED_LINGER_NS, &[&s])
             .is_empty());
-        let ended = t.expire(2_000 + CLOSED_LINGER_NS, 10 * CLOSED_LINGER_NS, &s);
+        let ended = t.expire(2_000 + CLOSED_LINGER_NS, 10 * CLOSED_LINGER_NS, &[&s]);
         assert_eq!(ended.len(), 1, "the closed flow ends after the linger");
         assert_eq!(t.flows.len(), 1);
-        let idle = t.expire(2_000 + 10 * CLOSED_LINGER_NS, 10 * CLOSED_LINGER_NS, &s);
+        let idle = t.expire(2_000 + 10 * CLOSED_LINGER_NS, 10 * CLOSED_LINGER_NS, &[&s]);
         assert_eq!(
             (idle.len(), t.flows.len()),
             (1, 0),
@@ -988,11 +1080,11 @@ mod tests {
             gw: ip("172.16.0.6"),
             dev: "conduit".into(),
         };
-        let r = t.on_fib(f.clone(), &s).unwrap();
+        let r = t.on_fib(f.clone(), &at(&s)).unwrap();
         assert_eq!(r.rule.unwrap().selector(), "from all fwmark 0x1389");
         // Without the mark the fwmark rule does not match, and no rule points to 5001.
         assert!(t
-            .on_fib(FibLookup { mark: 0, ..f }, &s)
+            .on_fib(FibLookup { mark: 0, ..f }, &at(&s))
             .unwrap()
             .rule
             .is_none());

@@ -129,6 +129,15 @@ pub struct KernelState {
     pub routes: Vec<Route>,
     /// `net.ipv4.fib_multipath_hash_policy`, `net.ipv6.fib_multipath_hash_policy`.
     pub hash_policy: [Option<u8>; 2],
+    /// Bridge forwarding database: which port a MAC was learned on.
+    pub fdb: Vec<FdbEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FdbEntry {
+    pub mac: Mac,
+    /// The bridge port (or the bridge itself, for its own addresses).
+    pub ifindex: u32,
 }
 
 impl KernelState {
@@ -152,6 +161,15 @@ impl KernelState {
             .values()
             .filter(|l| l.is_bridge || l.master.is_some_and(|m| bridges.contains(&m)))
             .collect()
+    }
+
+    /// The bridge port a frame to `mac` leaves by, when the FDB knows the MAC; `None`
+    /// means the bridge floods it on every port.
+    pub fn fdb_port(&self, mac: &Mac) -> Option<u32> {
+        self.fdb
+            .iter()
+            .find(|e| &e.mac == mac && self.is_bridge_port(e.ifindex))
+            .map(|e| e.ifindex)
     }
 
     pub fn is_bridge_port(&self, ifindex: u32) -> bool {
@@ -265,8 +283,9 @@ pub fn read_hash_policy(ns: &Netns) -> [Option<u8>; 2] {
 /// notifications. Each message only says "something changed": the session re-reads the
 /// state and diffs it (see `changes`).
 pub struct Watcher {
-    // The connection task ends when its last handle is gone.
-    _handle: Handle,
+    /// Keeps the connection (and with it the socket in the namespace) alive; dropping it
+    /// closes the socket, so a namespace we stop tracing is not held open by us.
+    pub task: ConnTask,
     pub messages: futures::channel::mpsc::UnboundedReceiver<(
         rtnetlink::packet_core::NetlinkMessage<rtnetlink::packet_route::RouteNetlinkMessage>,
         rtnetlink::sys::SocketAddr,
@@ -296,9 +315,11 @@ impl Watcher {
                 Ok((conn, handle, messages))
             })?
             .context("cannot subscribe to netlink notifications in the traced namespace")?;
-        tokio::spawn(conn);
         Ok(Watcher {
-            _handle: handle,
+            task: ConnTask {
+                task: tokio::spawn(conn),
+                _handle: handle,
+            },
             messages,
         })
     }
@@ -308,6 +329,19 @@ impl Watcher {
 #[derive(Clone)]
 pub struct Netlink {
     handle: Handle,
+    _task: std::sync::Arc<ConnTask>,
+}
+
+/// A netlink connection task, stopped (socket closed) when dropped.
+pub struct ConnTask {
+    task: tokio::task::JoinHandle<()>,
+    _handle: Handle,
+}
+
+impl Drop for ConnTask {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Netlink {
@@ -320,8 +354,14 @@ impl Netlink {
                 rtnetlink::new_connection()
             })?
             .context("cannot open a netlink socket in the traced namespace")?;
-        tokio::spawn(conn);
-        Ok(Netlink { handle })
+        let task = ConnTask {
+            task: tokio::spawn(conn),
+            _handle: handle.clone(),
+        };
+        Ok(Netlink {
+            handle,
+            _task: std::sync::Arc::new(task),
+        })
     }
 
     pub async fn snapshot(&self) -> Result<KernelState> {
@@ -361,9 +401,11 @@ impl Netlink {
                 .context("netlink: listing routes")?;
             routes.extend(msgs.iter().map(|m| parse_route(m, v6)));
         }
+        let (neighbours, fdb) = self.neighbours().await?;
         Ok(KernelState {
             links: links.iter().map(parse_link).map(|l| (l.index, l)).collect(),
-            neighbours: self.neighbours().await?,
+            neighbours,
+            fdb,
             rules,
             routes,
             hash_policy: [None; 2],
@@ -397,7 +439,8 @@ impl Netlink {
         Ok(true)
     }
 
-    pub async fn neighbours(&self) -> Result<Vec<Neighbour>> {
+    /// The neighbour tables (IP -> MAC) and the bridge FDB (MAC -> port).
+    pub async fn neighbours(&self) -> Result<(Vec<Neighbour>, Vec<FdbEntry>)> {
         let msgs: Vec<NeighbourMessage> = self
             .handle
             .neighbours()
@@ -406,7 +449,26 @@ impl Netlink {
             .try_collect()
             .await
             .context("netlink: listing neighbours")?;
-        Ok(msgs.iter().filter_map(parse_neighbour).collect())
+        let mut req = self.handle.neighbours().get();
+        req.message_mut().header.family = AddressFamily::Bridge;
+        let fdb_msgs: Vec<NeighbourMessage> = req
+            .execute()
+            .try_collect()
+            .await
+            .context("netlink: listing the bridge FDB")?;
+        let fdb = fdb_msgs
+            .iter()
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    NeighbourAttribute::LinkLocalAddress(b) => mac_of(b).map(|mac| FdbEntry {
+                        mac,
+                        ifindex: m.header.ifindex,
+                    }),
+                    _ => None,
+                })
+            })
+            .collect();
+        Ok((msgs.iter().filter_map(parse_neighbour).collect(), fdb))
     }
     /// Every local address of the namespace, both families.
     pub async fn addresses(&self) -> Result<Vec<Address>> {

@@ -33,24 +33,38 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(mut args: cli::Args) -> anyhow::Result<()> {
+fn run(args: cli::Args) -> anyhow::Result<()> {
     if let Some(cli::Command::Discover(d)) = &args.command {
         check_root()?;
         return runtime()?.block_on(discover::run(d.json, d.all));
     }
     args.validate()?;
     check_root()?;
-    runtime()?.block_on(async move {
-        args.netns = match args.netns_spec.clone() {
-            Some(spec) => spec,
-            None => {
-                let (path, name) = discover::pick_proxy(&args.vips).await?;
-                eprintln!("tracing proxy {name} (netns {})", path.display());
-                path.display().to_string()
-            }
-        };
-        session::run(args).await
-    })
+    let roles: Vec<discover::Role> = args.roles.iter().map(|r| (*r).into()).collect();
+    let targets = match &args.netns_spec {
+        Some(spec) => {
+            let role = match roles.as_slice() {
+                [] => discover::Role::Proxy,
+                [one] => *one,
+                _ => anyhow::bail!(
+                    "with --netns give at most one --role: the role of that namespace"
+                ),
+            };
+            session::Targets::Fixed(vec![session::Target {
+                netns: netns::Netns::open(spec)?,
+                role,
+                label: spec.clone(),
+                ifaces: args.ifaces.clone(),
+            }])
+        }
+        None if roles.is_empty() => session::Targets::Discovered(vec![
+            discover::Role::Proxy,
+            discover::Role::Frontend,
+            discover::Role::Target,
+        ]),
+        None => session::Targets::Discovered(roles),
+    };
+    runtime()?.block_on(session::run(args, targets))
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

@@ -9,7 +9,8 @@ use crate::{
     changes::Change,
     events::{fmt_mac, fmt_tcp_flags, proto_name},
     flows::{
-        Decision, Distribution, DropHop, FlowKey, FlowSummary, Hop, HopKind, PathDir, RouteHop,
+        Decision, Distribution, DropHop, FlowKey, FlowSummary, Hop, HopKind, NextHopUse, PathDir,
+        RouteHop,
     },
     kernel_state::{NextHop, Rule},
 };
@@ -22,17 +23,19 @@ pub trait Render {
     fn route(&mut self, r: &RouteHop);
     fn lost(&mut self, count: u64, total: u64);
     fn dropped(&mut self, d: &DropHop);
-    fn change(&mut self, ts_ns: u64, c: &Change);
-    fn summary(&mut self, s: &FlowSummary);
+    fn change(&mut self, ts_ns: u64, netns: &str, c: &Change);
+    /// `netns` names the proxy the routing verdict is about ("" when none saw the flow).
+    fn summary(&mut self, s: &FlowSummary, netns: &str);
     fn distribution(&mut self, d: &Distribution);
 }
 
-pub fn renderer(json: bool, netns: String) -> Box<dyn Render> {
+/// `multi`: several namespaces are traced, so text lines name theirs.
+pub fn renderer(json: bool, multi: bool) -> Box<dyn Render> {
     if json {
-        Box::new(Json { netns })
+        Box::new(Json)
     } else {
         Box::new(Text {
-            netns,
+            multi,
             headed: Default::default(),
         })
     }
@@ -87,6 +90,21 @@ fn decision_text(d: &Decision) -> String {
     format!("decision: {rule} -> table {table}{candidates}; {choice}")
 }
 
+/// "via conduit-a.-3150", or how the bridge flooded it.
+fn via(n: &NextHopUse) -> String {
+    match (&n.port, n.flooded) {
+        (Some(p), false) => format!("via {p}"),
+        (Some(p), true) => format!(
+            "via {p} (flooded on every bridge port until the FDB learned {})",
+            fmt_mac(&n.mac)
+        ),
+        (None, _) => format!(
+            "flooded on every bridge port (the bridge FDB does not know {})",
+            fmt_mac(&n.mac)
+        ),
+    }
+}
+
 fn change_text(c: &Change) -> String {
     let sign = |added: &bool| if *added { "added" } else { "removed" };
     match c {
@@ -113,6 +131,24 @@ fn change_text(c: &Change) -> String {
             before.as_ref().map_or("none".into(), fmt_mac),
             after.as_ref().map_or("none".into(), fmt_mac)
         ),
+        Change::Attached {
+            added: true,
+            ifname,
+        } => format!("interface {ifname} appeared: attached"),
+        Change::Attached {
+            added: false,
+            ifname,
+        } => format!("interface {ifname} is gone: no longer traced"),
+        Change::Netns {
+            added: true,
+            role,
+            name,
+        } => format!("{role} {name} appeared: attached"),
+        Change::Netns {
+            added: false,
+            role,
+            name,
+        } => format!("{role} {name} is gone: detached"),
     }
 }
 
@@ -135,14 +171,23 @@ fn candidates_text(c: &[NextHop]) -> String {
 
 /// The human view: a header per flow, one line per hop, a verdict per flow at the end.
 struct Text {
-    netns: String,
+    multi: bool,
     headed: std::collections::HashSet<u32>,
 }
 
 impl Text {
     fn head(&mut self, id: u32, k: &FlowKey) {
         if self.headed.insert(id) {
-            println!("flow #{id} {} in netns {}", flow_title(k), self.netns);
+            println!("flow #{id} {}", flow_title(k));
+        }
+    }
+
+    /// The namespace column, when several are traced.
+    fn at(&self, netns: &str) -> String {
+        if self.multi {
+            format!("{netns:<16} ")
+        } else {
+            String::new()
         }
     }
 }
@@ -153,7 +198,12 @@ impl Render for Text {
         let port = r.client_port.map_or("every client port".to_string(), |p| {
             format!("client port {p}")
         });
-        println!("ready: netns {}, VIPs {}, {port}", r.netns, vips.join(", "));
+        println!(
+            "ready: {} {}, VIPs {}, {port}",
+            r.role,
+            r.netns,
+            vips.join(", ")
+        );
         println!("  attached: {}", r.hooks.join(", "));
         for (hook, why) in &r.refused {
             println!("  REFUSED: {hook}: {why}");
@@ -180,9 +230,10 @@ impl Render for Text {
             proto_name(p.proto).to_string()
         };
         let mut line = format!(
-            "  #{} +{}  {:<16} {:<7} {arrow}  {:<8} {:>5} B  {} > {}",
+            "  #{} +{}  {}{:<16} {:<7} {arrow}  {:<8} {:>5} B  {} > {}",
             h.flow_id,
             ms(h.rel_ns),
+            self.at(&h.netns),
             h.ifname,
             p.dir.as_str(),
             flags,
@@ -190,7 +241,8 @@ impl Render for Text {
             sockaddr(p.src, p.sport),
             sockaddr(p.dst, p.dport),
         );
-        if h.kind == HopKind::L3 && h.path == PathDir::Egress && p.dir == crate::events::Dir::Egress
+        if h.kind == HopKind::L3 && p.dir == crate::events::Dir::Egress && h.nexthop.is_some()
+            || h.decision.is_some()
         {
             line += &format!("  next-hop {} ({})", opt_ip(h.nexthop), fmt_mac(&p.eth_dst));
             if h.nexthop_unknown {
@@ -221,9 +273,10 @@ impl Render for Text {
             format!("failed: error {}", l.err)
         };
         println!(
-            "  #{} +{}  fib lookup table {}{rule}: {result}",
+            "  #{} +{}  {}fib lookup table {}{rule}: {result}",
             r.flow_id,
             ms(r.rel_ns),
+            self.at(&r.netns),
             l.table
         );
     }
@@ -235,9 +288,10 @@ impl Render for Text {
     fn dropped(&mut self, d: &DropHop) {
         self.head(d.flow_id, &d.flow);
         println!(
-            "  #{} +{}  {:<16} DROPPED {:<8}  reason {} at {}  {} > {}",
+            "  #{} +{}  {}{:<16} DROPPED {:<8}  reason {} at {}  {} > {}",
             d.flow_id,
             ms(d.rel_ns),
+            self.at(&d.netns),
             d.ifname,
             d.path.as_str(),
             d.reason,
@@ -247,8 +301,8 @@ impl Render for Text {
         );
     }
 
-    fn change(&mut self, _ts_ns: u64, c: &Change) {
-        println!("change: {}", change_text(c));
+    fn change(&mut self, _ts_ns: u64, netns: &str, c: &Change) {
+        println!("change in {netns}: {}", change_text(c));
     }
 
     fn distribution(&mut self, d: &Distribution) {
@@ -265,14 +319,19 @@ impl Render for Text {
         }
     }
 
-    fn summary(&mut self, s: &FlowSummary) {
-        println!("flow #{} {}", s.flow_id, flow_title(&s.flow));
+    fn summary(&mut self, s: &FlowSummary, netns: &str) {
+        let proxy = if netns.is_empty() {
+            "no proxy saw it".to_string()
+        } else {
+            format!("proxy {netns}")
+        };
+        println!("flow #{} {} ({proxy})", s.flow_id, flow_title(&s.flow));
         match &s.ingress_port {
             Some(port) => println!(
                 "  ingress: {} packets entered the proxy on {port}",
                 s.ingress_packets
             ),
-            None => println!("  ingress: no packets toward the VIP seen in this netns"),
+            None => println!("  ingress: no packets toward the VIP seen entering the proxy"),
         }
         if let Some(rule) = &s.rule {
             println!(
@@ -283,7 +342,7 @@ impl Render for Text {
                 candidates_text(&s.candidates)
             );
         } else {
-            println!("  routing: no `from {}` rule in this netns", s.flow.vip);
+            println!("  routing: no `from {}` rule in the proxy", s.flow.vip);
         }
         let verdict = match (s.nexthop(), s.nexthops.len()) {
             (_, 0) => "no routed egress packet seen".to_string(),
@@ -294,10 +353,10 @@ impl Render for Text {
                     None => "the VIP table's next-hops are unknown".to_string(),
                 };
                 format!(
-                    "all {} egress packets went to next-hop {} via {} ({where_})",
+                    "all {} egress packets went to next-hop {} {} ({where_})",
                     n.packets,
                     opt_ip(n.ip),
-                    n.port.as_deref().unwrap_or("an unseen port"),
+                    via(n)
                 )
             }
             (None, k) => {
@@ -306,9 +365,9 @@ impl Render for Text {
                     .iter()
                     .map(|n| {
                         format!(
-                            "{} via {} x{} from +{}",
+                            "{} {} x{} from +{}",
                             opt_ip(n.ip),
-                            n.port.as_deref().unwrap_or("?"),
+                            via(n),
                             n.packets,
                             ms(n.first_rel_ns).trim()
                         )
@@ -333,7 +392,7 @@ impl Render for Text {
         }
         if let Some((ifname, reason, location)) = &s.last_drop {
             println!(
-                "  DROPPED: {} packets in this netns, the latest on {ifname}: {reason} at {location}",
+                "  DROPPED: {} packets, the latest on {ifname}: {reason} at {location}",
                 s.drops
             );
         }
@@ -342,9 +401,7 @@ impl Render for Text {
 }
 
 /// One JSON object per line.
-struct Json {
-    netns: String,
-}
+struct Json;
 
 fn emit(v: Value) {
     let mut out = std::io::stdout().lock();
@@ -377,6 +434,7 @@ impl Render for Json {
         emit(json!({
             "type": "ready",
             "netns": r.netns,
+            "role": r.role,
             "vips": r.vips,
             "client_port": r.client_port,
             "interfaces": r.interfaces,
@@ -394,7 +452,8 @@ impl Render for Json {
             "flow_id": h.flow_id,
             "ts_ns": p.ts_ns,
             "rel_ns": h.rel_ns,
-            "netns": self.netns,
+            "netns": h.netns,
+            "role": h.role.as_str(),
             "ifname": h.ifname,
             "dir": p.dir.as_str(),
             "path": h.path.as_str(),
@@ -411,7 +470,7 @@ impl Render for Json {
             "mark": p.mark,
             "hash": p.hash,
             "vlan": p.vlan,
-            "routed": h.kind == HopKind::L3 && h.path == PathDir::Egress && p.dir == crate::events::Dir::Egress,
+            "routed": h.decision.is_some(),
         });
         if let Some(nh) = h.nexthop {
             v["nexthop"] = json!(nh);
@@ -422,7 +481,7 @@ impl Render for Json {
             v["type"] = json!("decision");
             v["flow_id"] = json!(h.flow_id);
             v["ts_ns"] = json!(h.packet.ts_ns);
-            v["netns"] = json!(self.netns);
+            v["netns"] = json!(h.netns);
             v["ifname"] = json!(h.ifname);
             v["rule"] = json!(d.rule.as_ref().map(rule_json));
             v["table"] = json!(d.table);
@@ -445,7 +504,8 @@ impl Render for Json {
         v["flow_id"] = json!(r.flow_id);
         v["ts_ns"] = json!(l.ts_ns);
         v["rel_ns"] = json!(r.rel_ns);
-        v["netns"] = json!(self.netns);
+        v["netns"] = json!(r.netns);
+        v["role"] = json!(r.role.as_str());
         v["path"] = json!(r.path.as_str());
         v["table"] = json!(l.table);
         v["gw"] = json!(l.gw);
@@ -468,7 +528,8 @@ impl Render for Json {
         v["flow_id"] = json!(d.flow_id);
         v["ts_ns"] = json!(d.drop.ts_ns);
         v["rel_ns"] = json!(d.rel_ns);
-        v["netns"] = json!(self.netns);
+        v["netns"] = json!(d.netns);
+        v["role"] = json!(d.role.as_str());
         v["ifname"] = json!(d.ifname);
         v["path"] = json!(d.path.as_str());
         v["reason"] = json!(d.reason);
@@ -480,7 +541,6 @@ impl Render for Json {
     fn distribution(&mut self, d: &Distribution) {
         emit(json!({
             "type": "distribution",
-            "netns": self.netns,
             "vip": d.vip,
             "flows": d.flows,
             "nexthops": d.shares.iter().map(|sh| json!({
@@ -489,7 +549,7 @@ impl Render for Json {
         }));
     }
 
-    fn change(&mut self, ts_ns: u64, c: &Change) {
+    fn change(&mut self, ts_ns: u64, netns: &str, c: &Change) {
         let mut v = match c {
             Change::Route {
                 table,
@@ -506,28 +566,35 @@ impl Render for Json {
             Change::Link { added, name } => json!({"what": "link", "added": added, "ifname": name}),
             Change::Neighbour { ip, before, after } => json!({"what": "neighbour", "ip": ip,
                 "before": before.as_ref().map(fmt_mac), "after": after.as_ref().map(fmt_mac)}),
+            Change::Attached { added, ifname } => {
+                json!({"what": "attached", "added": added, "ifname": ifname})
+            }
+            Change::Netns { added, role, name } => {
+                json!({"what": "netns", "added": added, "role": role, "name": name})
+            }
         };
         v["type"] = json!("change");
         v["ts_ns"] = json!(ts_ns);
-        v["netns"] = json!(self.netns);
+        v["netns"] = json!(netns);
         v["text"] = json!(change_text(c));
         emit(v);
     }
 
-    fn summary(&mut self, s: &FlowSummary) {
+    fn summary(&mut self, s: &FlowSummary, netns: &str) {
         let mut v = Value::Object(flow_fields(&s.flow));
         v["type"] = json!("flow");
         v["flow_id"] = json!(s.flow_id);
-        v["netns"] = json!(self.netns);
+        v["netns"] = json!(netns);
         let one = s.nexthop();
         v["egress"] = json!({
             "nexthop": one.and_then(|n| n.ip),
             "ifname": one.and_then(|n| n.port.clone()),
+            "flooded": one.is_some_and(|n| n.flooded),
             "packets": s.egress_packets,
             "consistent": s.consistent,
             "nexthop_in_route": s.nexthop_in_route,
             "nexthops": s.nexthops.iter().map(|n| json!({
-                "nexthop": n.ip, "eth_dst": fmt_mac(&n.mac), "ifname": n.port,
+                "nexthop": n.ip, "eth_dst": fmt_mac(&n.mac), "ifname": n.port, "flooded": n.flooded,
                 "packets": n.packets, "first_rel_ns": n.first_rel_ns,
             })).collect::<Vec<_>>(),
             "rule": s.rule.as_ref().map(rule_json),

@@ -1,95 +1,150 @@
-//! One tracing session: resolve the namespace and interfaces, attach, stream events until
-//! the duration ends or a signal comes, then print the flow summaries and detach.
-use std::{collections::HashMap, net::IpAddr, time::Duration};
+//! One tracing session over one or more namespaces ("sites": the proxy, and on the whole
+//! path the frontends and targets too): attach to each, stream events until the duration
+//! ends or a signal comes, follow interfaces and namespaces that come and go, then print
+//! the flow summaries and detach everything.
+use std::{collections::BTreeSet, time::Duration};
 
 use anyhow::{bail, Result};
+use aya::maps::{MapData, RingBuf};
+use futures::{stream::SelectAll, FutureExt, StreamExt};
 use tokio::{
     io::unix::AsyncFd,
-    signal::unix::{signal, SignalKind},
+    signal::unix::{signal, Signal, SignalKind},
+    sync::{mpsc, watch},
 };
-
-use futures::StreamExt;
 
 use crate::{
     attach::{Probes, Request},
-    changes,
+    changes::{self, Change},
     cli::Args,
+    discover::{self, Role},
     events::{decode, DecodeError, Dir, Event},
-    flows::FlowTable,
-    kernel_state::{KernelState, Netlink, Watcher},
+    flows::{FlowTable, Site},
+    kernel_state::{read_hash_policy, ConnTask, KernelState, Netlink, Watcher},
     netns::Netns,
     render::{renderer, Render},
     symbols,
 };
 
 const LOSS_POLL: Duration = Duration::from_millis(500);
+/// How often the whole-path mode looks for pods that came or went.
+const REDISCOVER: Duration = Duration::from_secs(1);
+/// Netlink notifications come in bursts (a route replace is several messages): wait this
+/// long after the first before re-reading, well inside the one second an operator waits.
+const CHANGE_SETTLE: Duration = Duration::from_millis(50);
 
-pub async fn run(args: Args) -> Result<()> {
-    let ns = Netns::open(&args.netns)?;
-    let netlink = Netlink::connect(&ns)?;
-    let mut state = netlink.snapshot().await?;
-    state.hash_policy = crate::kernel_state::read_hash_policy(&ns);
-    let interfaces = pick_interfaces(&state, &args.ifaces, &ns.label)?;
-    let l3_ifindexes: Vec<u32> = interfaces
-        .iter()
-        .filter_map(|name| state.link_by_name(name))
-        .filter(|l| !state.is_bridge_port(l.index))
-        .map(|l| l.index)
-        .collect();
+/// A namespace to trace and how.
+pub struct Target {
+    pub netns: Netns,
+    pub role: Role,
+    /// How output names it: the pod, the netns name, or what the operator typed.
+    pub label: String,
+    /// Interfaces asked for; empty = by role, following them as they come and go.
+    pub ifaces: Vec<String>,
+}
 
-    let mut probes = Probes::load(&Request {
-        netns: &ns,
-        mode: args.attach,
-        vips: &args.vips,
-        client_port: args.port,
-        interfaces: &interfaces,
-        l3_ifindexes: &l3_ifindexes,
-    })?;
-    // Subscribed before the ready line, so no change after it goes unseen, and a signal
-    // right after it still finds our handler (the default action would skip the cleanup).
-    let watcher = Watcher::start(&ns)?;
-    let signals = Signals {
-        int: signal(SignalKind::interrupt())?,
-        term: signal(SignalKind::terminate())?,
-    };
-    let mut out = renderer(args.json, ns.label.clone());
-    out.ready(&probes.ready);
+/// Where the namespaces come from: given once (`--netns`), or discovered and followed.
+pub enum Targets {
+    Fixed(Vec<Target>),
+    /// Whole path: every Meridio namespace of these roles that carries one of the VIPs.
+    Discovered(Vec<Role>),
+}
 
-    let result = stream(
-        &args,
-        watcher,
-        signals,
-        &mut probes,
-        &netlink,
-        &mut state,
-        out.as_mut(),
-    )
-    .await;
-    // Always detach, also when streaming failed.
-    let owned_clsact = std::mem::take(&mut probes.owned_clsact);
-    let detached = probes.detach(&ns);
-    for iface in owned_clsact {
-        if let Some(link) = state.link_by_name(&iface) {
-            if let Err(e) = netlink.remove_clsact_if_empty(link.index).await {
-                log::warn!("could not remove the clsact qdisc of {iface}: {e:#}");
+type Batch = (usize, Vec<Result<Event, DecodeError>>);
+
+/// One traced namespace while the session runs.
+struct SiteCtx {
+    label: String,
+    role: Role,
+    ns: Netns,
+    inode: u64,
+    netlink: Netlink,
+    state: KernelState,
+    probes: Probes,
+    /// Follow the role's interfaces as they come and go (no --iface given).
+    follow: bool,
+    attached: BTreeSet<String>,
+    reader: Option<tokio::task::JoinHandle<()>>,
+    /// When the neighbours and FDB were last read.
+    fdb_read: std::time::Instant,
+    /// The change watcher's connection (its messages feed the session's stream).
+    watch_task: Option<ConnTask>,
+}
+
+const FDB_REFRESH: Duration = Duration::from_millis(100);
+
+impl SiteCtx {
+    fn site(&self, index: usize) -> Site<'_> {
+        Site {
+            index,
+            label: &self.label,
+            role: self.role,
+            state: &self.state,
+        }
+    }
+
+    /// Re-reads the namespace's state, keeping what netlink does not carry.
+    async fn refresh(&mut self) -> Result<()> {
+        let fresh = self.netlink.snapshot().await?;
+        self.state = KernelState {
+            hash_policy: self.state.hash_policy,
+            ..fresh
+        };
+        Ok(())
+    }
+
+    /// Detaches from inside the namespace and removes a clsact qdisc that was ours.
+    async fn close(mut self) {
+        if let Some(r) = self.reader.take() {
+            r.abort();
+        }
+        let owned_clsact = std::mem::take(&mut self.probes.owned_clsact);
+        if let Err(e) = self.probes.detach(&self.ns) {
+            log::warn!("detaching from {}: {e:#}", self.label);
+        }
+        for iface in owned_clsact {
+            if let Some(link) = self.state.link_by_name(&iface) {
+                if let Err(e) = self.netlink.remove_clsact_if_empty(link.index).await {
+                    log::warn!("could not remove the clsact qdisc of {iface}: {e:#}");
+                }
             }
         }
     }
-    result?;
-    detached
 }
 
-/// The interfaces to attach to: the ones asked for (each must be a bridge or a bridge port),
-/// or every bridge and its ports.
-fn pick_interfaces(state: &KernelState, asked: &[String], ns: &str) -> Result<Vec<String>> {
-    if asked.is_empty() {
-        let found: Vec<String> = state
+/// The interfaces a site's role traces: a proxy's bridges and their ports; every
+/// interface but loopback of a frontend or a target.
+fn role_interfaces(role: Role, state: &KernelState) -> Vec<String> {
+    match role {
+        Role::Proxy => state
             .bridges_and_ports()
             .iter()
             .map(|l| l.name.clone())
-            .collect();
-        if found.is_empty() {
+            .collect(),
+        _ => state
+            .links
+            .values()
+            .filter(|l| l.name != "lo")
+            .map(|l| l.name.clone())
+            .collect(),
+    }
+}
+
+/// The interfaces to attach to: the ones asked for (for a proxy each must be a bridge or a
+/// bridge port), or the role's.
+fn pick_interfaces(
+    state: &KernelState,
+    role: Role,
+    asked: &[String],
+    ns: &str,
+) -> Result<Vec<String>> {
+    if asked.is_empty() {
+        let found = role_interfaces(role, state);
+        if found.is_empty() && role == Role::Proxy {
             bail!("netns {ns} has no bridge, so it does not look like a Meridio proxy; pass --iface to name the interfaces to trace");
+        }
+        if found.is_empty() {
+            bail!("netns {ns} has no interface to trace");
         }
         return Ok(found);
     }
@@ -97,82 +152,211 @@ fn pick_interfaces(state: &KernelState, asked: &[String], ns: &str) -> Result<Ve
         let Some(link) = state.link_by_name(name) else {
             bail!("interface {name} not found in netns {ns}");
         };
-        if !link.is_bridge && !state.is_bridge_port(link.index) {
+        if role == Role::Proxy && !link.is_bridge && !state.is_bridge_port(link.index) {
             bail!("interface {name} in netns {ns} is neither a bridge nor a bridge port; the tracer follows the proxy's bridge and its ports");
         }
     }
     Ok(asked.to_vec())
 }
 
-/// Everything that turns records into output: the flow table, the namespace's state and
-/// the renderer.
-struct Tracker<'a> {
-    flows: FlowTable,
-    vips: Vec<IpAddr>,
-    netlink: &'a Netlink,
-    state: &'a mut KernelState,
-    drop_reasons: &'a HashMap<u32, String>,
-    out: &'a mut dyn Render,
+/// Interfaces that route (not bridge ports): their ingress hooks prime the fib matching.
+fn l3_ifindexes(state: &KernelState, ifaces: &[String]) -> Vec<u32> {
+    ifaces
+        .iter()
+        .filter_map(|name| state.link_by_name(name))
+        .filter(|l| !state.is_bridge_port(l.index))
+        .map(|l| l.index)
+        .collect()
 }
 
-impl Tracker<'_> {
-    /// Re-reads the namespace's state, keeping what netlink does not carry.
-    async fn refresh(&mut self) -> Result<()> {
-        let fresh = self.netlink.snapshot().await?;
-        *self.state = KernelState {
-            hash_policy: self.state.hash_policy,
-            ..fresh
-        };
+async fn open_site(args: &Args, t: Target) -> Result<SiteCtx> {
+    let netlink = Netlink::connect(&t.netns)?;
+    let mut state = netlink.snapshot().await?;
+    state.hash_policy = read_hash_policy(&t.netns);
+    let interfaces = pick_interfaces(&state, t.role, &t.ifaces, &t.label)?;
+    let probes = Probes::load(&Request {
+        netns: &t.netns,
+        role: t.role.as_str(),
+        mode: args.attach,
+        vips: &args.vips,
+        client_port: args.port,
+        interfaces: &interfaces,
+        l3_ifindexes: &l3_ifindexes(&state, &interfaces),
+    })?;
+    let (_, inode) = t.netns.id()?;
+    Ok(SiteCtx {
+        label: t.label,
+        role: t.role,
+        inode,
+        ns: t.netns,
+        netlink,
+        state,
+        probes,
+        follow: t.ifaces.is_empty(),
+        attached: interfaces.into_iter().collect(),
+        reader: None,
+        fdb_read: std::time::Instant::now(),
+        watch_task: None,
+    })
+}
+
+/// Reads one site's ring buffer into the session's channel until told to stop, then
+/// drains what is left.
+fn spawn_reader(
+    index: usize,
+    ring: RingBuf<MapData>,
+    tx: mpsc::UnboundedSender<Batch>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    // SAFETY: the RingBuf owns its map fd and keeps it open for as long as the AsyncFd holds it.
+    let mut ring = unsafe { AsyncFd::register(ring)? };
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let Ok(mut guard) = guard else { break };
+                    let rb = guard.get_inner_mut();
+                    let mut batch = Vec::new();
+                    while let Some(item) = rb.next() {
+                        batch.push(decode(&item));
+                    }
+                    guard.clear_ready();
+                    if tx.send((index, batch)).is_err() {
+                        break;
+                    }
+                }
+                _ = stop.changed() => {
+                    let rb = ring.get_mut();
+                    let mut batch = Vec::new();
+                    while let Some(item) = rb.next() {
+                        batch.push(decode(&item));
+                    }
+                    let _ = tx.send((index, batch));
+                    break;
+                }
+            }
+        }
+    }))
+}
+
+struct Session<'a> {
+    args: &'a Args,
+    sites: Vec<Option<SiteCtx>>,
+    flows: FlowTable,
+    out: Box<dyn Render>,
+    watchers: SelectAll<futures::stream::BoxStream<'static, usize>>,
+    tx: mpsc::UnboundedSender<Batch>,
+    stop: watch::Receiver<bool>,
+    lost_reported: Vec<u64>,
+    /// (ts, site, event) waiting for the reorder window.
+    pending: Vec<(u64, usize, Result<Event, DecodeError>)>,
+}
+
+/// Events from different namespaces arrive through different ring buffers; holding them
+/// this long lets the timeline come out in kernel time order.
+const REORDER_WINDOW_NS: u64 = 100_000_000;
+
+fn event_ts(ev: &Result<Event, DecodeError>) -> u64 {
+    match ev {
+        Ok(Event::Packet(p)) => p.ts_ns,
+        Ok(Event::Fib(f)) => f.ts_ns,
+        Ok(Event::Hash(h)) => h.ts_ns,
+        Ok(Event::Drop(d)) => d.ts_ns,
+        Err(_) => 0,
+    }
+}
+
+impl Session<'_> {
+    /// Starts streaming a site that is attached: its ready record, reader and watcher.
+    fn start_site(&mut self, mut site: SiteCtx, watcher: Watcher) -> Result<()> {
+        let index = self.sites.len();
+        self.out.ready(&site.probes.ready);
+        let ring = site.probes.take_events()?;
+        site.reader = Some(spawn_reader(
+            index,
+            ring,
+            self.tx.clone(),
+            self.stop.clone(),
+        )?);
+        self.watchers
+            .push(watcher.messages.map(move |_| index).boxed());
+        site.watch_task = Some(watcher.task);
+        self.sites.push(Some(site));
+        self.lost_reported.push(0);
         Ok(())
     }
 
-    /// After a netlink notification: re-read, print what changed for the VIPs.
-    async fn on_netlink_change(&mut self) -> Result<()> {
-        let old = self.state.clone();
-        self.refresh().await?;
-        let ts_ns = monotonic_ns();
-        for change in changes::diff(&old, self.state, &self.vips) {
-            self.out.change(ts_ns, &change);
+    /// Queues a batch; events leave the queue in time order once older than the reorder
+    /// window, so hops from different namespaces (different ring buffers) interleave right.
+    fn queue(&mut self, index: usize, batch: Vec<Result<Event, DecodeError>>) {
+        self.pending
+            .extend(batch.into_iter().map(|ev| (event_ts(&ev), index, ev)));
+    }
+
+    /// Processes queued events older than `cutoff_ns` (all with `u64::MAX`), oldest first.
+    async fn flush(&mut self, cutoff_ns: u64) -> Result<()> {
+        let (mut ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|(ts, _, _)| *ts <= cutoff_ns);
+        self.pending = later;
+        ready.sort_by_key(|(ts, _, _)| *ts);
+        for (_, index, ev) in ready {
+            self.process(index, ev).await?;
         }
         Ok(())
     }
 
-    async fn process(&mut self, batch: &mut Vec<Result<Event, DecodeError>>) -> Result<()> {
-        for ev in batch.drain(..) {
+    async fn process(&mut self, index: usize, ev: Result<Event, DecodeError>) -> Result<()> {
+        let Some(site) = self.sites.get_mut(index).and_then(Option::as_mut) else {
+            return Ok(()); // the site went away meanwhile
+        };
+        {
             match ev {
                 Ok(Event::Packet(p)) => {
-                    if self.state.link(p.ifindex).is_none() {
-                        // An interface appeared since the last snapshot.
-                        self.refresh().await?;
+                    if site.state.link(p.ifindex).is_none() {
+                        // An interface appeared since the last snapshot. A namespace on its
+                        // way out may not answer; rediscovery drops it.
+                        if let Err(e) = site.refresh().await {
+                            log::debug!("re-reading {}: {e:#}", site.label);
+                        }
                     }
-                    if p.dir == Dir::Egress
-                        && !self.state.is_bridge_port(p.ifindex)
-                        && self
+                    if p.dir == Dir::Egress && !site.state.is_bridge_port(p.ifindex) {
+                        let unknown_ip = site
                             .state
                             .neighbour_ip(p.ifindex, &p.eth_dst, p.dst.is_ipv6())
-                            .is_none()
-                    {
-                        // The routed hop names a next-hop MAC the cache has not seen yet.
-                        self.state.neighbours = self.netlink.neighbours().await?;
+                            .is_none();
+                        // A flooded flow misses the FDB on every packet: re-read it at most
+                        // every FDB_REFRESH, not per packet.
+                        let unknown_port = site.state.fdb_port(&p.eth_dst).is_none()
+                            && site.fdb_read.elapsed() > FDB_REFRESH;
+                        if unknown_ip || unknown_port {
+                            // The routed hop names a MAC the caches have not seen yet.
+                            match site.netlink.neighbours().await {
+                                Ok(n) => (site.state.neighbours, site.state.fdb) = n,
+                                Err(e) => log::debug!("re-reading {}: {e:#}", site.label),
+                            }
+                            site.fdb_read = std::time::Instant::now();
+                        }
                     }
-                    if let Some(hop) = self.flows.on_packet(p, self.state) {
+                    if let Some(hop) = self.flows.on_packet(p, &site.site(index)) {
                         self.out.hop(&hop);
                     }
                 }
                 Ok(Event::Fib(f)) => {
-                    if let Some(route) = self.flows.on_fib(f, self.state) {
+                    if let Some(route) = self.flows.on_fib(f, &site.site(index)) {
                         self.out.route(&route);
                     }
                 }
                 Ok(Event::Hash(h)) => self.flows.on_hash(h),
                 Ok(Event::Drop(d)) => {
-                    let reason = self
+                    let reason = site
+                        .probes
                         .drop_reasons
                         .get(&d.reason)
                         .cloned()
                         .unwrap_or_else(|| format!("reason {}", d.reason));
                     let location = symbols::symbolize(d.location);
-                    if let Some(hop) = self.flows.on_drop(d, reason, location, self.state) {
+                    if let Some(hop) = self.flows.on_drop(d, reason, location, &site.site(index)) {
                         self.out.dropped(&hop);
                     }
                 }
@@ -181,6 +365,290 @@ impl Tracker<'_> {
         }
         Ok(())
     }
+
+    /// After a netlink notification in a site: re-read it, print what changed for the
+    /// VIPs, and attach to interfaces of its role that appeared (drop those that went).
+    async fn on_netlink_change(&mut self, index: usize) -> Result<()> {
+        let vips = self.args.vips.clone();
+        let Some(site) = self.sites.get_mut(index).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        let old = site.state.clone();
+        if let Err(e) = site.refresh().await {
+            // The namespace is going away; rediscovery drops it.
+            log::debug!("re-reading {}: {e:#}", site.label);
+            return Ok(());
+        }
+        let ts_ns = monotonic_ns();
+        for change in changes::diff(&old, &site.state, &vips) {
+            self.out.change(ts_ns, &site.label, &change);
+        }
+        if !site.follow {
+            return Ok(());
+        }
+        let now: BTreeSet<String> = role_interfaces(site.role, &site.state)
+            .into_iter()
+            .collect();
+        for gone in site.attached.difference(&now).cloned().collect::<Vec<_>>() {
+            site.attached.remove(&gone);
+            site.probes.detach_iface(&site.ns, &gone);
+            let c = Change::Attached {
+                added: false,
+                ifname: gone,
+            };
+            self.out.change(ts_ns, &site.label, &c);
+        }
+        for new in now.difference(&site.attached).cloned().collect::<Vec<_>>() {
+            let l3 = l3_ifindexes(&site.state, std::slice::from_ref(&new));
+            match site.probes.attach_iface(&site.ns, &new, &l3) {
+                Ok(()) => {
+                    site.attached.insert(new.clone());
+                    let c = Change::Attached {
+                        added: true,
+                        ifname: new,
+                    };
+                    self.out.change(ts_ns, &site.label, &c);
+                }
+                Err(e) => log::warn!("could not attach to {new} in {}: {e:#}", site.label),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whole-path mode: add the namespaces that appeared, drop the ones that went. Pods
+    /// come and go at any moment, so nothing here ends the session: a namespace that cannot
+    /// be attached now is tried again at the next round.
+    async fn rediscover(&mut self, roles: &[Role]) {
+        // None found is not an error here: everything may be gone for a moment.
+        let found = discover::to_trace(&discover::discover().await, roles, &self.args.vips)
+            .unwrap_or_default();
+        let inodes: Vec<u64> = found.iter().map(|n| n.inode).collect();
+        let ts_ns = monotonic_ns();
+        for slot in self.sites.iter_mut() {
+            if slot.as_ref().is_some_and(|s| !inodes.contains(&s.inode)) {
+                let site = slot.take().expect("checked above");
+                let c = Change::Netns {
+                    added: false,
+                    role: site.role.as_str(),
+                    name: site.label.clone(),
+                };
+                self.out.change(ts_ns, &site.label, &c);
+                site.close().await;
+            }
+        }
+        let known: Vec<u64> = self.sites.iter().flatten().map(|s| s.inode).collect();
+        for n in found.into_iter().filter(|n| !known.contains(&n.inode)) {
+            let Ok(netns) = Netns::open_path(&n.path, &n.name) else {
+                continue; // gone again
+            };
+            let target = Target {
+                netns,
+                role: n.class.role,
+                label: n.name.clone(),
+                ifaces: Vec::new(),
+            };
+            if let Err(e) = self.add_site(target, ts_ns).await {
+                log::warn!("could not attach to {}: {e:#}", n.name);
+            }
+        }
+    }
+
+    /// Attaches to a namespace that appeared and starts streaming it.
+    async fn add_site(&mut self, target: Target, ts_ns: u64) -> Result<()> {
+        let (role, name) = (target.role, target.label.clone());
+        let site = open_site(self.args, target).await?;
+        let watcher = Watcher::start(&site.ns)?;
+        let c = Change::Netns {
+            added: true,
+            role: role.as_str(),
+            name: name.clone(),
+        };
+        self.out.change(ts_ns, &name, &c);
+        self.start_site(site, watcher)
+    }
+
+    fn report_loss(&mut self) -> Result<()> {
+        for (i, site) in self.sites.iter().enumerate() {
+            let Some(site) = site else { continue };
+            let total = site.probes.lost()?;
+            if total > self.lost_reported[i] {
+                self.out.lost(total - self.lost_reported[i], total);
+                self.lost_reported[i] = total;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Each site's state, by site index (gone sites read as empty).
+fn states(sites: &[Option<SiteCtx>]) -> Vec<&KernelState> {
+    static EMPTY: std::sync::OnceLock<KernelState> = std::sync::OnceLock::new();
+    sites
+        .iter()
+        .map(|s| {
+            s.as_ref()
+                .map_or_else(|| EMPTY.get_or_init(KernelState::default), |s| &s.state)
+        })
+        .collect()
+}
+
+fn labels(sites: &[Option<SiteCtx>]) -> Vec<String> {
+    sites
+        .iter()
+        .map(|s| s.as_ref().map_or_else(String::new, |s| s.label.clone()))
+        .collect()
+}
+
+struct Signals {
+    int: Signal,
+    term: Signal,
+}
+
+pub async fn run(args: Args, targets: Targets) -> Result<()> {
+    // Handlers first: a signal right after the ready line must find them (the default
+    // action would skip the cleanup).
+    let mut signals = Signals {
+        int: signal(SignalKind::interrupt())?,
+        term: signal(SignalKind::terminate())?,
+    };
+    let (roles, fixed) = match targets {
+        Targets::Fixed(t) => (None, t),
+        Targets::Discovered(roles) => {
+            let found = discover::to_trace(&discover::discover().await, &roles, &args.vips)?;
+            let mut t = Vec::new();
+            for n in found {
+                t.push(Target {
+                    netns: Netns::open_path(&n.path, &n.name)?,
+                    role: n.class.role,
+                    label: n.name,
+                    ifaces: args.ifaces.clone(),
+                });
+            }
+            (Some(roles), t)
+        }
+    };
+
+    // Attach everywhere before printing anything: all or nothing.
+    let mut opened = Vec::new();
+    for t in fixed {
+        match open_site(&args, t).await {
+            Ok(site) => opened.push(site),
+            Err(e) => {
+                for site in opened {
+                    site.close().await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    let multi = opened.len() > 1 || roles.is_some();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop) = watch::channel(false);
+    let mut s = Session {
+        args: &args,
+        sites: Vec::new(),
+        flows: FlowTable::new(args.vips.iter().copied()),
+        out: renderer(args.json, multi),
+        watchers: SelectAll::new(),
+        tx,
+        stop,
+        lost_reported: Vec::new(),
+        pending: Vec::new(),
+    };
+    for site in opened {
+        let watcher = Watcher::start(&site.ns)?;
+        s.start_site(site, watcher)?;
+    }
+
+    let result = stream(&mut s, &mut signals, &mut rx, roles.as_deref()).await;
+
+    // Stop the readers, let them drain, account for every flow, detach everything.
+    let _ = stop_tx.send(true);
+    for site in s.sites.iter_mut().flatten() {
+        if let Some(r) = site.reader.take() {
+            let _ = r.await;
+        }
+    }
+    drop(s.tx.clone());
+    while let Ok((i, batch)) = rx.try_recv() {
+        s.queue(i, batch);
+    }
+    s.flush(u64::MAX).await?;
+    s.report_loss()?;
+    for site in s.sites.iter_mut().flatten() {
+        // Summaries judge against the state as it is now; a failed re-read keeps the last.
+        if let Err(e) = site.refresh().await {
+            log::warn!("could not re-read {} for the summary: {e:#}", site.label);
+        }
+    }
+    let summaries = s.flows.summaries(&states(&s.sites));
+    let labels = labels(&s.sites);
+    for summary in &summaries {
+        s.out
+            .summary(summary, proxy_label(&labels, summary.proxy_site));
+    }
+    let distribution = s.flows.distribution(&summaries);
+    if distribution.iter().any(|d| d.flows > 1) {
+        for d in distribution {
+            s.out.distribution(&d);
+        }
+    }
+    for site in s.sites.drain(..).flatten() {
+        site.close().await;
+    }
+    result
+}
+
+fn proxy_label(labels: &[String], site: Option<usize>) -> &str {
+    site.and_then(|i| labels.get(i)).map_or("", String::as_str)
+}
+
+async fn stream(
+    s: &mut Session<'_>,
+    signals: &mut Signals,
+    rx: &mut mpsc::UnboundedReceiver<Batch>,
+    roles: Option<&[Role]>,
+) -> Result<()> {
+    let deadline = tokio::time::sleep(s.args.duration.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(deadline);
+    let mut loss_timer = tokio::time::interval(LOSS_POLL);
+    let mut reorder_timer = tokio::time::interval(Duration::from_millis(10));
+    let mut discover_timer = tokio::time::interval(REDISCOVER);
+    discover_timer.tick().await; // the first tick is immediate; discovery just ran
+    let idle_ns = s.args.flow_timeout.as_nanos() as u64;
+    loop {
+        tokio::select! {
+            Some((i, batch)) = rx.recv() => s.queue(i, batch),
+            _ = reorder_timer.tick() => s.flush(monotonic_ns().saturating_sub(REORDER_WINDOW_NS)).await?,
+            Some(i) = s.watchers.next() => {
+                tokio::time::sleep(CHANGE_SETTLE).await;
+                let mut dirty = vec![i];
+                while let Some(Some(j)) = s.watchers.next().now_or_never() {
+                    dirty.push(j);
+                }
+                dirty.sort_unstable();
+                dirty.dedup();
+                for j in dirty {
+                    s.on_netlink_change(j).await?;
+                }
+            }
+            _ = discover_timer.tick(), if roles.is_some() => {
+                s.rediscover(roles.unwrap_or_default()).await;
+            }
+            _ = loss_timer.tick() => {
+                s.report_loss()?;
+                let ended = s.flows.expire(monotonic_ns(), idle_ns, &states(&s.sites));
+                let labels = labels(&s.sites);
+                for e in ended {
+                    s.out.summary(&e, proxy_label(&labels, e.proxy_site));
+                }
+            }
+            _ = signals.int.recv() => break,
+            _ = signals.term.recv() => break,
+            _ = &mut deadline => break,
+        }
+    }
+    Ok(())
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`, so change records and hops
@@ -193,101 +661,4 @@ fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Netlink notifications come in bursts (a route replace is several messages): wait this
-/// long after the first before re-reading, well inside the one second an operator waits.
-const CHANGE_SETTLE: Duration = Duration::from_millis(50);
-
-struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-}
-
-async fn stream(
-    args: &Args,
-    mut watcher: Watcher,
-    mut signals: Signals,
-    probes: &mut Probes,
-    netlink: &Netlink,
-    state: &mut KernelState,
-    out: &mut dyn Render,
-) -> Result<()> {
-    // SAFETY: the RingBuf owns its map fd and keeps it open for as long as the AsyncFd holds it.
-    let mut ring = unsafe { AsyncFd::register(probes.take_events()?)? };
-    let drop_reasons = probes.drop_reasons.clone();
-    let mut tracker = Tracker {
-        flows: FlowTable::new(args.vips.iter().copied()),
-        vips: args.vips.clone(),
-        netlink,
-        state,
-        drop_reasons: &drop_reasons,
-        out,
-    };
-    let deadline = tokio::time::sleep(args.duration.unwrap_or(Duration::MAX / 4));
-    tokio::pin!(deadline);
-    let mut loss_timer = tokio::time::interval(LOSS_POLL);
-    let idle_ns = args.flow_timeout.as_nanos() as u64;
-    let mut lost_reported = 0u64;
-    let mut batch = Vec::new();
-
-    loop {
-        tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard?;
-                let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
-                    batch.push(decode(&item));
-                }
-                guard.clear_ready();
-                tracker.process(&mut batch).await?;
-            }
-            Some(_) = watcher.messages.next() => {
-                tokio::time::sleep(CHANGE_SETTLE).await;
-                while watcher.messages.try_recv().is_ok() {}
-                tracker.on_netlink_change().await?;
-            }
-            _ = loss_timer.tick() => {
-                report_loss(probes, &mut lost_reported, tracker.out)?;
-                for ended in tracker.flows.expire(monotonic_ns(), idle_ns, tracker.state) {
-                    tracker.out.summary(&ended);
-                }
-            }
-            _ = signals.int.recv() => break,
-            _ = signals.term.recv() => break,
-            _ = &mut deadline => break,
-        }
-    }
-
-    // Drain what is already in the ring, then account for every flow.
-    let rb = ring.get_mut();
-    while let Some(item) = rb.next() {
-        batch.push(decode(&item));
-    }
-    tracker.process(&mut batch).await?;
-    report_loss(probes, &mut lost_reported, tracker.out)?;
-    // Summaries judge against the state as it is now; a failed re-read keeps the last one.
-    if let Err(e) = tracker.refresh().await {
-        log::warn!("could not re-read the namespace's routes for the summary: {e:#}");
-    }
-    let summaries = tracker.flows.summaries(tracker.state);
-    for summary in &summaries {
-        tracker.out.summary(summary);
-    }
-    let distribution = tracker.flows.distribution(&summaries);
-    if distribution.iter().any(|d| d.flows > 1) {
-        for d in distribution {
-            tracker.out.distribution(&d);
-        }
-    }
-    Ok(())
-}
-
-fn report_loss(probes: &Probes, reported: &mut u64, out: &mut dyn Render) -> Result<()> {
-    let total = probes.lost()?;
-    if total > *reported {
-        out.lost(total - *reported, total);
-        *reported = total;
-    }
-    Ok(())
 }

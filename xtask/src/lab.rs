@@ -227,6 +227,7 @@ impl Lab {
         }
         lab.wait_ipv6_ready()?;
         lab.check_reachable()?;
+        lab.teach_proxy_bridge()?;
         Ok(lab)
     }
 
@@ -355,6 +356,32 @@ impl Lab {
     }
 
     /// One echo round trip to each VIP from the gateway, through a temporary listener.
+    /// One datagram from each frontend to the proxy's bridge address, so the proxy's
+    /// bridge has learned every frontend's MAC (for its 300 s ageing time) and forwards
+    /// replies to one port instead of flooding them. Tests that want flooding wait it out
+    /// or flush the FDB.
+    fn teach_proxy_bridge(&self) -> Result<()> {
+        for fe in [Role::FrontendA, Role::FrontendB] {
+            for v6 in [false, true] {
+                let to = SocketAddr::new(self.frontend_conduit_ip(Role::Proxy, v6), 9);
+                crate::netns::in_netns(&self.ns(fe), || -> std::io::Result<()> {
+                    let any: IpAddr = if v6 {
+                        Ipv6Addr::UNSPECIFIED.into()
+                    } else {
+                        Ipv4Addr::UNSPECIFIED.into()
+                    };
+                    let sock = std::net::UdpSocket::bind(SocketAddr::new(any, 0))?;
+                    sock.send_to(b"fdb", to)?;
+                    Ok(())
+                })?
+                .with_context(|| {
+                    format!("could not send from {} to the proxy bridge", self.ns(fe))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     fn check_reachable(&self) -> Result<()> {
         let _listener = self.listen()?;
         for vip in [IpAddr::V4(VIP4), IpAddr::V6(VIP6)] {

@@ -1,0 +1,330 @@
+//! End-to-end tests of whole-path tracing (no --netns): one timeline per flow across the
+//! frontends, the proxy and the target, and pods and interfaces that come and go while the
+//! tracer runs. Real eBPF, the namespace lab, root. Ground truth: nftables counters in the
+//! frontends, the lab's own configuration, /proc fdinfo of the tracer for its links.
+mod support;
+
+use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::{
+    add_udp_counter, held_by, read_udp_counter, root_or_skip, view_command, Finished,
+    ThirdFrontend, Tracer,
+};
+use xtask::{
+    lab::{Lab, LabSpec, Role, VIP4, VIP_PORT},
+    netns::in_netns,
+};
+
+const FRONTENDS: [Role; 2] = [Role::FrontendA, Role::FrontendB];
+
+fn lab(prefix: &str) -> Lab {
+    Lab::up(LabSpec {
+        prefix: prefix.into(),
+        ..Default::default()
+    })
+    .expect("lab up")
+}
+
+/// The tracer on the whole path, seeing only this lab's netns files (as a CI node would).
+fn whole_path(prefix: &str, extra: &[&str]) -> Tracer {
+    let mut args = vec!["--json", "--vip", "20.0.0.1"];
+    args.extend_from_slice(extra);
+    Tracer::start_command(&mut view_command(prefix, false, &args))
+}
+
+fn ts(v: &Value) -> u64 {
+    v["ts_ns"].as_u64().unwrap()
+}
+
+fn hop<'a>(f: &'a Finished, netns: &str, ifname: &str, dir: &str, flags: &str) -> &'a Value {
+    f.records
+        .iter()
+        .find(|r| {
+            r["type"] == "hop"
+                && r["netns"] == netns
+                && r["ifname"] == ifname
+                && r["dir"] == dir
+                && r["tcp_flags"] == flags
+        })
+        .unwrap_or_else(|| panic!("no {flags} hop at {netns} {ifname} {dir}"))
+}
+
+fn in_order(what: &str, chain: &[&Value]) {
+    assert!(
+        chain.windows(2).all(|w| ts(w[0]) < ts(w[1])),
+        "{what} out of order: {chain:#?}"
+    );
+}
+
+/// One client flow: its SYN crosses gateway-side frontend -> proxy -> target and its SYN-ACK
+/// target -> proxy -> chosen frontend -> gateway, in kernel time order in one timeline, and
+/// the frontends named are the ones whose counters saw the packets.
+#[test]
+fn one_flow_is_one_timeline_through_frontend_proxy_and_target() {
+    let Some(_serial) = root_or_skip("one_flow_is_one_timeline_through_frontend_proxy_and_target")
+    else {
+        return;
+    };
+    let lab = lab("w1-");
+    let _listener = lab.listen().unwrap();
+    let port = 35951;
+    let vip = IpAddr::V4(VIP4);
+    for fe in FRONTENDS {
+        lab.add_frontend_counter(fe, "eg", vip, port).unwrap();
+        lab.add_frontend_ingress_counter(fe, "in", vip, port)
+            .unwrap();
+    }
+    let tracer = whole_path("w1-", &["--port", "35951"]);
+    lab.connect(vip, port, b"whole path\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let f = tracer.stop(libc::SIGINT);
+    assert!(f.status.success(), "{}", f.stderr);
+
+    let ready: Vec<&str> = f
+        .of_type("ready")
+        .iter()
+        .map(|r| r["netns"].as_str().unwrap())
+        .collect();
+    for want in ["w1-proxy-a", "w1-lbfe-a", "w1-lbfe-b", "w1-target-a-1"] {
+        assert!(ready.contains(&want), "{want} not traced: {ready:?}");
+    }
+    let carried = |name: &str| -> Role {
+        let used: Vec<Role> = FRONTENDS
+            .into_iter()
+            .filter(|fe| lab.frontend_counter(*fe, name).unwrap() > 0)
+            .collect();
+        assert_eq!(used.len(), 1, "{name}: {used:?}");
+        used[0]
+    };
+    let (fe_in, fe_eg) = (carried("in"), carried("eg"));
+    let n = lab.names();
+    let conduit = |fe: Role| {
+        if fe == Role::FrontendA {
+            n.fea_conduit
+        } else {
+            n.feb_conduit
+        }
+    };
+    let (px, tg) = (lab.ns(Role::Proxy), lab.ns(Role::Target));
+
+    let syn = [
+        hop(&f, &lab.ns(fe_in), n.fe_ext, "ingress", "SYN"),
+        hop(&f, &lab.ns(fe_in), conduit(fe_in), "egress", "SYN"),
+        hop(&f, &px, lab.proxy_port_towards(fe_in), "ingress", "SYN"),
+        hop(
+            &f,
+            &px,
+            lab.proxy_port_towards(Role::Target),
+            "egress",
+            "SYN",
+        ),
+        hop(&f, &tg, n.tg_if, "ingress", "SYN"),
+    ];
+    in_order("SYN: frontend -> proxy -> target", &syn);
+    let sa = [
+        hop(&f, &tg, n.tg_if, "egress", "SYN,ACK"),
+        hop(
+            &f,
+            &px,
+            lab.proxy_port_towards(Role::Target),
+            "ingress",
+            "SYN,ACK",
+        ),
+        hop(&f, &px, n.px_bridge, "ingress", "SYN,ACK"),
+        hop(&f, &px, n.px_bridge, "egress", "SYN,ACK"),
+        hop(&f, &px, lab.proxy_port_towards(fe_eg), "egress", "SYN,ACK"),
+        hop(&f, &lab.ns(fe_eg), conduit(fe_eg), "ingress", "SYN,ACK"),
+        hop(&f, &lab.ns(fe_eg), n.fe_ext, "egress", "SYN,ACK"),
+    ];
+    in_order("SYN-ACK: target -> proxy -> frontend -> gateway", &sa);
+    // The frontend's own routing shows too: table 4096 on the way out.
+    assert!(
+        f.of_type("route")
+            .iter()
+            .any(|r| r["netns"] == lab.ns(fe_eg) && r["table"] == 4096 && r["role"] == "frontend"),
+        "the egress frontend's table 4096 lookup"
+    );
+    // Hops come out in kernel time order although each namespace has its own ring.
+    let hops = f.of_type("hop");
+    assert!(
+        hops.windows(2).all(|w| ts(w[0]) <= ts(w[1])),
+        "timeline not sorted"
+    );
+
+    let flow = &f.of_type("flow")[0];
+    assert_eq!(flow["netns"], px, "{flow}");
+    assert_eq!(
+        flow["egress"]["nexthop"],
+        lab.frontend_conduit_ip(fe_eg, false).to_string(),
+        "{flow}"
+    );
+    assert_eq!(
+        flow["egress"]["ifname"],
+        lab.proxy_port_towards(fe_eg),
+        "{flow}"
+    );
+}
+
+/// A third frontend's conduit port appears on bridge0 while tracing: the tracer attaches to
+/// it within a second and its traffic shows up; when it goes, that is reported and the
+/// tracer's links on it are closed (counted in the tracer's /proc fdinfo).
+#[test]
+fn a_third_frontend_coming_and_going_is_followed() {
+    let Some(_serial) = root_or_skip("a_third_frontend_coming_and_going_is_followed") else {
+        return;
+    };
+    let lab = lab("w2-");
+    add_udp_counter(&lab.ns(Role::FrontendA));
+    add_udp_counter(&lab.ns(Role::FrontendB));
+    let tracer = whole_path("w2-", &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let links_before = held_by(tracer.pid()).links;
+
+    let mark = tracer.count();
+    let added_at = Instant::now();
+    let third = ThirdFrontend::add(&lab);
+    let is_port = |added: bool| {
+        move |r: &Value| {
+            r["type"] == "change"
+                && r["what"] == "attached"
+                && r["ifname"] == "conduit-c.-4242"
+                && r["added"] == added
+        }
+    };
+    let (_, _, seen) = tracer
+        .wait_for(mark, Duration::from_secs(3), is_port(true))
+        .expect("the new conduit port is attached");
+    assert!(
+        seen - added_at < Duration::from_secs(1),
+        "attached after {:?}",
+        seen - added_at
+    );
+    assert_eq!(
+        held_by(tracer.pid()).links,
+        links_before + 2,
+        "ingress and egress links on it"
+    );
+
+    // Traffic through it: 100 UDP flows from the VIP over the three next-hops.
+    in_netns(&lab.ns(Role::Target), || {
+        let sock = UdpSocket::bind(SocketAddr::new(IpAddr::V4(VIP4), VIP_PORT)).unwrap();
+        for port in 42000..42100u16 {
+            sock.send_to(b"c", ("169.254.100.150", port)).unwrap();
+        }
+    })
+    .unwrap();
+    let (_, _, _) = tracer
+        .wait_for(mark, Duration::from_secs(3), |r| {
+            r["type"] == "hop" && r["ifname"] == "conduit-c.-4242" && r["dir"] == "egress"
+        })
+        .expect("traffic through the new port shows up");
+    let got_c = read_udp_counter(&third.ns);
+    assert!(
+        got_c > 0,
+        "the third frontend received nothing: weights not in effect?"
+    );
+
+    let mark = tracer.count();
+    let removed_at = Instant::now();
+    drop(third);
+    let (_, _, seen) = tracer
+        .wait_for(mark, Duration::from_secs(3), is_port(false))
+        .expect("the vanished port is reported");
+    assert!(
+        seen - removed_at < Duration::from_secs(1),
+        "reported after {:?}",
+        seen - removed_at
+    );
+    assert_eq!(
+        held_by(tracer.pid()).links,
+        links_before,
+        "its links are closed"
+    );
+
+    let f = tracer.stop(libc::SIGINT);
+    assert!(f.status.success(), "{}", f.stderr);
+    assert!(
+        !f.stderr.contains("rror"),
+        "no error on the way: {}",
+        f.stderr
+    );
+    let d = f
+        .of_type("distribution")
+        .into_iter()
+        .find(|d| d["vip"] == "20.0.0.1")
+        .expect("a distribution");
+    let via_c = d["nexthops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["nexthop"] == "172.16.0.9")
+        .map_or(0, |n| n["flows"].as_u64().unwrap());
+    assert_eq!(
+        via_c, got_c,
+        "flows via the third frontend, tracer vs its counter: {d}"
+    );
+    let via_ab: u64 = ["172.16.0.3", "172.16.0.5"]
+        .iter()
+        .map(|gw| {
+            d["nexthops"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["nexthop"] == *gw)
+                .map_or(0, |n| n["flows"].as_u64().unwrap())
+        })
+        .sum();
+    let truth_ab =
+        read_udp_counter(&lab.ns(Role::FrontendA)) + read_udp_counter(&lab.ns(Role::FrontendB));
+    assert_eq!(via_ab, truth_ab, "{d}");
+}
+
+/// A frontend pod goes away mid-run (its netns file deleted, no process in it): the tracer
+/// reports it gone, lets go of it (so the namespace really goes, and with it the proxy's
+/// port toward it) and carries on without an error.
+#[test]
+fn a_vanishing_frontend_is_reported_and_dropped_without_errors() {
+    let Some(_serial) = root_or_skip("a_vanishing_frontend_is_reported_and_dropped_without_errors")
+    else {
+        return;
+    };
+    let lab = lab("w3-");
+    // Not in a view: the netns file must vanish for the tracer too.
+    let tracer = Tracer::start(&["--vip", "20.0.0.1", "--role", "frontend", "--role", "proxy"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mark = tracer.count();
+    let gone_ns = lab.ns(Role::FrontendB);
+    let out = std::process::Command::new("ip")
+        .args(["netns", "del", &gone_ns])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (change, _, _) = tracer
+        // Rediscovery runs every second; on a loaded machine one round can take a while.
+        .wait_for(mark, Duration::from_secs(15), |r| {
+            r["type"] == "change" && r["what"] == "netns" && r["name"] == gone_ns
+        })
+        .expect("the vanished frontend is reported");
+    assert_eq!(
+        (change["added"].as_bool(), change["role"].as_str()),
+        (Some(false), Some("frontend"))
+    );
+    // With our last fd on it closed the namespace is gone, and so is the proxy's port to it.
+    let port = lab.proxy_port_towards(Role::FrontendB);
+    let px = lab.ns(Role::Proxy);
+    tracer
+        .wait_for(mark, Duration::from_secs(15), |r| {
+            r["type"] == "change"
+                && r["what"] == "attached"
+                && r["ifname"] == port
+                && r["netns"] == px
+        })
+        .expect("the proxy's port toward it is reported gone");
+    let f = tracer.stop(libc::SIGINT);
+    assert!(f.status.success(), "{}", f.stderr);
+    assert!(!f.stderr.contains("rror"), "no error: {}", f.stderr);
+}
