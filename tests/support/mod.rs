@@ -203,6 +203,16 @@ exec "$@""#;
     cmd
 }
 
+/// A test that fails half-way must not leave its tracer running.
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Runs the tracer to completion with a bad argument list.
 pub fn run_tracer(args: &[&str]) -> (ExitStatus, String, String) {
     let out = Command::new(TRACER)
