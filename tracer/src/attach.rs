@@ -382,6 +382,32 @@ fn attach_one_fib(
     Ok(())
 }
 
+/// The `sk_buff`, `net_device` and `net` member offsets the drop program reads, from the
+/// kernel's BTF. Worked out once per process (every traced namespace shares the kernel);
+/// the parsed BTF itself is dropped straight away, it is large.
+fn kernel_struct_offsets() -> Result<DropOffsets> {
+    static OFFSETS: std::sync::OnceLock<Result<DropOffsets, String>> = std::sync::OnceLock::new();
+    let compute = || -> Result<DropOffsets> {
+        let layout = Layout::from_sys_fs()?;
+        Ok(DropOffsets {
+            skb_head: layout.offset("sk_buff", "head")?,
+            skb_network_header: layout.offset("sk_buff", "network_header")?,
+            skb_transport_header: layout.offset("sk_buff", "transport_header")?,
+            skb_dev: layout.offset("sk_buff", "dev")?,
+            skb_mark: layout.offset("sk_buff", "mark")?,
+            dev_ifindex: layout.offset("net_device", "ifindex")?,
+            dev_nd_net: layout.offset("net_device", "nd_net")?
+                + layout.offset("possible_net_t", "net")?,
+            net_ns_inum: layout.offset("net", "ns")? + layout.offset("ns_common", "inum")?,
+            ..Default::default()
+        })
+    };
+    OFFSETS
+        .get_or_init(|| compute().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!("{e}"))
+}
+
 /// `skb:kfree_skb`, filtered in the kernel to traced flows in the traced namespace. Needs
 /// the tracepoint's format (field offsets, reason names) and the kernel's BTF (where
 /// `sk_buff`, `net_device` and `net` keep the members the program reads).
@@ -391,23 +417,13 @@ fn attach_drop(ebpf: &mut Ebpf, ns: &Netns) -> Result<HashMap<u32, String>> {
     let text = std::fs::read_to_string(&format_path)
         .with_context(|| format!("cannot read {}", format_path.display()))?;
     let fields = tracefs::parse_format(&text);
-    let layout = Layout::kernel()?;
     let offsets = DropOffsets {
         tp_skbaddr: tracefs::field(&fields, "skbaddr", 8)?,
         tp_location: tracefs::field(&fields, "location", 8)?,
         tp_protocol: tracefs::field(&fields, "protocol", 2)?,
         tp_reason: tracefs::field(&fields, "reason", 4)?,
-        skb_head: layout.offset("sk_buff", "head")?,
-        skb_network_header: layout.offset("sk_buff", "network_header")?,
-        skb_transport_header: layout.offset("sk_buff", "transport_header")?,
-        skb_dev: layout.offset("sk_buff", "dev")?,
-        skb_mark: layout.offset("sk_buff", "mark")?,
-        dev_ifindex: layout.offset("net_device", "ifindex")?,
-        dev_nd_net: layout.offset("net_device", "nd_net")?
-            + layout.offset("possible_net_t", "net")?,
-        net_ns_inum: layout.offset("net", "ns")? + layout.offset("ns_common", "inum")?,
         valid: 1,
-        _pad: 0,
+        ..kernel_struct_offsets()?
     };
     let (_, inode) = ns.id()?;
     let inum = u32::try_from(inode).context("netns inode does not fit ns.inum")?;
@@ -440,11 +456,13 @@ fn attach_hash_hooks(ebpf: &mut Ebpf, ready: &mut Ready) {
         ("meridio_mph4", "meridio_mph4_kr", "fib_multipath_hash"),
         ("meridio_mph6", "meridio_mph6_kr", "rt6_multipath_hash"),
     ];
-    // Parsed once per process: several namespaces share it.
-    static KERNEL_BTF: std::sync::OnceLock<Result<Btf, String>> = std::sync::OnceLock::new();
-    let btf = KERNEL_BTF
-        .get_or_init(|| Btf::from_sys_fs().map_err(|e| e.to_string()))
-        .as_ref();
+    // The kernel answers the same for every namespace: once fexit was refused, later sites
+    // report that refusal without parsing the (large) kernel BTF again.
+    static FEXIT_REFUSED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let btf = match FEXIT_REFUSED.get() {
+        Some(why) => Err(why.clone()),
+        None => Btf::from_sys_fs().map_err(|e| format!("no kernel BTF ({e})")),
+    };
     let kprobes_built_in = [
         "/sys/kernel/tracing/kprobe_events",
         "/sys/kernel/debug/tracing/kprobe_events",
@@ -452,18 +470,19 @@ fn attach_hash_hooks(ebpf: &mut Ebpf, ready: &mut Ready) {
     .iter()
     .any(|p| Path::new(p).exists());
     for (fexit_name, kret_name, func) in HOOKS {
-        let fexit = match btf {
-            Ok(btf) => attach_fexit(ebpf, fexit_name, func, btf),
-            Err(e) => Err(anyhow!("no kernel BTF ({e})")),
+        let fexit = match &btf {
+            Ok(btf) => attach_fexit(ebpf, fexit_name, func, btf).map_err(|e| format!("{e:#}")),
+            Err(why) => Err(why.clone()),
         };
         match fexit {
             Ok(()) => {
                 ready.hooks.push(format!("fexit:{func}"));
                 continue;
             }
-            Err(e) => ready
-                .refused
-                .push((format!("fexit:{func}"), format!("{e:#}"))),
+            Err(why) => {
+                let _ = FEXIT_REFUSED.get_or_init(|| format!("as for the first namespace: {why}"));
+                ready.refused.push((format!("fexit:{func}"), why));
+            }
         }
         if !kprobes_built_in {
             ready.unavailable.push((

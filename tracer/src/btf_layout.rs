@@ -17,15 +17,6 @@ impl Layout {
         Ok(Layout { btf })
     }
 
-    /// The kernel's layout, parsed once per process (several namespaces share it).
-    pub fn kernel() -> Result<&'static Layout> {
-        static KERNEL: std::sync::OnceLock<Result<Layout, String>> = std::sync::OnceLock::new();
-        KERNEL
-            .get_or_init(|| Layout::from_sys_fs().map_err(|e| format!("{e:#}")))
-            .as_ref()
-            .map_err(|e| anyhow::anyhow!("{e}"))
-    }
-
     /// Offset in bytes of `strukt.field`, looking through anonymous structs and unions
     /// (members such as `sk_buff.network_header` sit inside `struct_group`s).
     pub fn offset(&self, strukt: &str, field: &str) -> Result<u16> {
