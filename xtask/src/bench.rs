@@ -3,6 +3,7 @@
 //! baseline, variant, ...), the event-pipeline rate ladder, then the report. Traffic,
 //! process handling, arithmetic, the ladder and the report live in the submodules.
 
+mod machine;
 mod observer;
 mod pipeline;
 mod report;
@@ -119,6 +120,9 @@ pub struct TracerRun {
     pub context: String,
     pub exited: Exited,
     pub hwm_kb: Option<u64>,
+    /// Resident set before SIGINT (VmRSS): what the tracer holds once started, as
+    /// opposed to its start-up peak.
+    pub rss_kb: Option<u64>,
     pub maps: Vec<MapInfo>,
     /// How long the tracer took to work off its backlog after the traffic stopped.
     pub settle: Duration,
@@ -139,6 +143,8 @@ pub struct Slot {
     /// The observer processes' exits (one tracer, or four tcpdumps).
     pub observers: Vec<Exited>,
     pub tracer: Option<TracerRun>,
+    /// Other people's tracers that may have watched the lab during the slot.
+    pub foreign: usize,
 }
 
 impl Slot {
@@ -181,7 +187,7 @@ pub fn bench(opts: Opts) -> Result<()> {
     ensure_tracefs()?;
     crate::build(true)?;
     let started = Instant::now();
-    let mut machine = report::Machine::read();
+    let mut machine = machine::Machine::read();
 
     let spec = LabSpec {
         prefix: PREFIX.into(),
@@ -201,7 +207,7 @@ pub fn bench(opts: Opts) -> Result<()> {
     let Ctx { lab, sinks, .. } = ctx;
     drop(sinks);
     lab.down()?;
-    machine.load_at_end = report::load_average();
+    machine.load_at_end = machine::load_average();
 
     let report = report::Report {
         machine,
@@ -272,16 +278,19 @@ fn throughput(ctx: &Ctx, reps: usize) -> Result<Vec<Pair>> {
 /// Starts the variant's observers, measures TCP then UDP, stops the observers.
 fn slot(ctx: &Ctx, variant: Variant) -> Result<Slot> {
     let observers = start_observers(ctx, variant)?;
+    let own: Vec<i32> = observers.iter().map(|o| o.pid()).collect();
+    let foreign_before = observer::foreign_tracers(PREFIX, &own);
     let (target, window) = (ctx.target(), ctx.window);
     let tcp = measure(&ctx.sinks, &target, Load::Tcp, WARMUP, window)?;
     let udp = measure(&ctx.sinks, &target, Load::Udp, WARMUP, window)?;
+    let foreign = foreign_before.max(observer::foreign_tracers(PREFIX, &own));
 
     let mut tracer = None;
     let mut exits = Vec::new();
     if let [one] = observers.as_slice() {
         if is_tracer(variant) {
             let settle = one.settle(SETTLE_QUIET, SETTLE_MAX);
-            tracer = Some((settle, one.vm_hwm_kb(), one.bpf_maps()));
+            tracer = Some((settle, one.memory_kb(), one.bpf_maps()));
         }
     }
     // SIGINT to all first, so tcpdumps stop together and each exit is timed from it.
@@ -302,10 +311,11 @@ fn slot(ctx: &Ctx, variant: Variant) -> Result<Slot> {
         }
         exits.push(ex);
     }
-    let tracer = tracer.map(|(settle, hwm_kb, maps)| TracerRun {
+    let tracer = tracer.map(|(settle, (hwm_kb, rss_kb), maps)| TracerRun {
         context: format!("throughput, {}", variant.key()),
         exited: exits[0].clone(),
         hwm_kb,
+        rss_kb,
         maps,
         settle,
     });
@@ -315,6 +325,7 @@ fn slot(ctx: &Ctx, variant: Variant) -> Result<Slot> {
         udp_packets_per_s: udp.packets_per_s,
         observers: exits,
         tracer,
+        foreign,
     })
 }
 

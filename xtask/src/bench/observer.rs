@@ -120,6 +120,13 @@ impl Observer {
         let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         let (ready_tx, ready_rx) = mpsc::channel::<Instant>();
         let stdout_lines = Arc::new(AtomicU64::new(0));
+        if let Some(out) = &child.stdout {
+            // A 1 MiB pipe instead of 64 KiB: a moment in which the harness's reader thread
+            // is not scheduled must not block the tracer's writes (fcntl fails harmlessly
+            // above /proc/sys/fs/pipe-max-size).
+            // SAFETY: fcntl on a pipe fd we own.
+            unsafe { libc::fcntl(out.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+        }
         let stdout = child.stdout.take().map(|out| {
             let want = match ready {
                 ReadyOn::StdoutType(t) => t,
@@ -207,13 +214,17 @@ impl Observer {
             .saturating_sub(self.cpu_at_ready)
     }
 
-    /// Peak resident set so far (VmHWM), in KiB.
-    pub fn vm_hwm_kb(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    /// Memory now: (peak resident set so far (VmHWM), resident set (VmRSS)), in KiB.
+    pub fn memory_kb(&self) -> (Option<u64>, Option<u64>) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        };
+        (field("VmHWM:"), field("VmRSS:"))
     }
 
     /// The BPF maps this process holds open, from /proc/<pid>/fd and fdinfo; names from
@@ -269,6 +280,10 @@ impl Observer {
     }
 
     /// Sends SIGINT (when still running), the start of the exit time.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
     pub fn interrupt(&self) -> Instant {
         let at = Instant::now();
         if !self.reaped {
@@ -347,6 +362,37 @@ impl Drop for Observer {
             }
         }
     }
+}
+
+/// Other people's tracer processes that may be watching the benchmark's lab: those without
+/// `--netns` (discovery mode attaches to every proxy and frontend it finds, ours too) and
+/// those pointed at a `prefix` namespace. Their programs would run on our packets, in the
+/// baseline too, so the report says when they were there.
+pub fn foreign_tracers(prefix: &str, exclude: &[i32]) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| !exclude.contains(pid))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| c.trim() == "tracer")
+                .unwrap_or(false)
+        })
+        .filter(|pid| {
+            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
+            match args.iter().position(|a| *a == b"--netns") {
+                None => !args.iter().any(|a| a.starts_with(b"--netns=")),
+                Some(i) => args
+                    .get(i + 1)
+                    .is_some_and(|ns| ns.starts_with(prefix.as_bytes())),
+            }
+        })
+        .count()
 }
 
 /// Whether `fd` becomes readable within `timeout_ms` (a pidfd is readable once the

@@ -15,9 +15,9 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use xtask::lab::VIP4;
 
-use super::observer::Exited;
+use super::observer::{foreign_tracers, Exited};
 use super::traffic::{Sender, Sent};
-use super::{Ctx, TracerRun, SETTLE_MAX, SETTLE_QUIET};
+use super::{Ctx, TracerRun, PREFIX, SETTLE_MAX, SETTLE_QUIET};
 
 /// Records per second the ladder aims at (converted to packets per second with the
 /// records-per-packet measured in a calibration step).
@@ -44,6 +44,8 @@ pub struct Step {
     pub lost: u64,
     /// Tracer CPU time from its ready record until it had caught up (before SIGINT).
     pub cpu: Duration,
+    /// Other people's tracers that may have watched the lab during the step.
+    pub foreign: usize,
     pub run: TracerRun,
 }
 
@@ -179,11 +181,14 @@ pub fn run(ctx: &Ctx) -> Result<Ladder> {
 fn step(ctx: &Ctx, pps: u64, secs: Duration) -> Result<Step> {
     let vip = VIP4.to_string();
     let tracer = ctx.start_tracer("tracer", &["--vip", &vip])?;
+    let own = [tracer.pid()];
+    let foreign_before = foreign_tracers(PREFIX, &own);
     let sender = Sender::udp(&ctx.target(), Some(pps))?;
     std::thread::sleep(secs);
     let sent = sender.stop();
+    let foreign = foreign_before.max(foreign_tracers(PREFIX, &own));
     let settle = tracer.settle(SETTLE_QUIET, SETTLE_MAX);
-    let hwm_kb = tracer.vm_hwm_kb();
+    let (hwm_kb, rss_kb) = tracer.memory_kb();
     let cpu = tracer.cpu_since_ready();
     let exited: Exited = tracer.interrupt_and_reap()?;
     if !exited.success {
@@ -198,10 +203,12 @@ fn step(ctx: &Ctx, pps: u64, secs: Duration) -> Result<Step> {
         records: exited.lines.records(),
         lost: exited.lines.lost,
         cpu,
+        foreign,
         run: TracerRun {
             context: format!("pipeline, {pps} packets/s"),
             exited,
             hwm_kb,
+            rss_kb,
             maps: Vec::new(),
             settle,
         },
