@@ -217,11 +217,22 @@ fn a_third_frontend_coming_and_going_is_followed() {
         }
     })
     .unwrap();
-    let (_, _, _) = tracer
-        .wait_for(mark, Duration::from_secs(3), |r| {
+    if tracer
+        .wait_for(mark, Duration::from_secs(5), |r| {
             r["type"] == "hop" && r["ifname"] == "conduit-c.-4242" && r["dir"] == "egress"
         })
-        .expect("traffic through the new port shows up");
+        .is_none()
+    {
+        let f = tracer.stop(libc::SIGINT);
+        let seen: std::collections::BTreeSet<String> = f.records[mark..]
+            .iter()
+            .map(|r| format!("{} {} {}", r["type"], r["ifname"], r["dir"]))
+            .collect();
+        panic!(
+            "no traffic through the new port; seen after it came: {seen:?}\n{}",
+            f.stderr
+        );
+    }
     let got_c = read_udp_counter(&third.ns);
     assert!(
         got_c > 0,

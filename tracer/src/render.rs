@@ -18,6 +18,8 @@ use crate::{
 const RT_TABLE_LOCAL: u32 = 255;
 
 pub trait Render {
+    /// Writes out what is buffered.
+    fn flush(&mut self);
     fn ready(&mut self, r: &Ready);
     fn hop(&mut self, h: &Hop);
     fn route(&mut self, r: &RouteHop);
@@ -32,11 +34,12 @@ pub trait Render {
 /// `multi`: several namespaces are traced, so text lines name theirs.
 pub fn renderer(json: bool, multi: bool) -> Box<dyn Render> {
     if json {
-        Box::new(Json)
+        Box::new(Json { out: buffered() })
     } else {
         Box::new(Text {
             multi,
             headed: Default::default(),
+            out: buffered(),
         })
     }
 }
@@ -173,12 +176,30 @@ fn candidates_text(c: &[NextHop]) -> String {
 struct Text {
     multi: bool,
     headed: std::collections::HashSet<u32>,
+    out: Out,
+}
+
+/// stdout behind one buffer: a write per record costs more than producing it, so output is
+/// written in batches, at every [`Render::flush`] (the session flushes after each batch of
+/// events it processed, so the live view stays live).
+type Out = std::io::BufWriter<std::io::Stdout>;
+
+fn buffered() -> Out {
+    std::io::BufWriter::with_capacity(1 << 16, std::io::stdout())
+}
+
+/// `writeln!` whose error is ignored on purpose: a closed stdout (the reader went away)
+/// must not stop the tracer from cleaning up.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {{
+        let _ = writeln!($out, $($arg)*);
+    }};
 }
 
 impl Text {
     fn head(&mut self, id: u32, k: &FlowKey) {
         if self.headed.insert(id) {
-            println!("flow #{id} {}", flow_title(k));
+            say!(self.out, "flow #{id} {}", flow_title(k));
         }
     }
 
@@ -193,28 +214,33 @@ impl Text {
 }
 
 impl Render for Text {
+    fn flush(&mut self) {
+        let _ = self.out.flush();
+    }
+
     fn ready(&mut self, r: &Ready) {
         let vips: Vec<String> = r.vips.iter().map(|v| v.to_string()).collect();
         let port = r.client_port.map_or("every client port".to_string(), |p| {
             format!("client port {p}")
         });
-        println!(
+        say!(
+            self.out,
             "ready: {} {}, VIPs {}, {port}",
             r.role,
             r.netns,
             vips.join(", ")
         );
-        println!("  attached: {}", r.hooks.join(", "));
+        say!(self.out, "  attached: {}", r.hooks.join(", "));
         for (hook, why) in &r.refused {
-            println!("  REFUSED: {hook}: {why}");
+            say!(self.out, "  REFUSED: {hook}: {why}");
         }
         for (hook, why) in &r.unavailable {
-            println!("  not used: {hook}: {why}");
+            say!(self.out, "  not used: {hook}: {why}");
         }
         for note in &r.notes {
-            println!("  note: {note}");
+            say!(self.out, "  note: {note}");
         }
-        let _ = std::io::stdout().flush();
+        let _ = self.out.flush();
     }
 
     fn hop(&mut self, h: &Hop) {
@@ -249,9 +275,15 @@ impl Render for Text {
                 line += " not in the neighbour table";
             }
         }
-        println!("{line}");
+        say!(self.out, "{line}");
         if let Some(d) = &h.decision {
-            println!("  #{} {:>12}  {}", h.flow_id, "", decision_text(d));
+            say!(
+                self.out,
+                "  #{} {:>12}  {}",
+                h.flow_id,
+                "",
+                decision_text(d)
+            );
         }
     }
 
@@ -272,7 +304,8 @@ impl Render for Text {
         } else {
             format!("failed: error {}", l.err)
         };
-        println!(
+        say!(
+            self.out,
             "  #{} +{}  {}fib lookup table {}{rule}: {result}",
             r.flow_id,
             ms(r.rel_ns),
@@ -282,12 +315,13 @@ impl Render for Text {
     }
 
     fn lost(&mut self, count: u64, total: u64) {
-        println!("WARNING: {count} records lost (ring buffer full), {total} in all: hops are missing from this view");
+        say!(self.out, "WARNING: {count} records lost (ring buffer full), {total} in all: hops are missing from this view");
     }
 
     fn dropped(&mut self, d: &DropHop) {
         self.head(d.flow_id, &d.flow);
-        println!(
+        say!(
+            self.out,
             "  #{} +{}  {}{:<16} DROPPED {:<8}  reason {} at {}  {} > {}",
             d.flow_id,
             ms(d.rel_ns),
@@ -302,13 +336,19 @@ impl Render for Text {
     }
 
     fn change(&mut self, _ts_ns: u64, netns: &str, c: &Change) {
-        println!("change in {netns}: {}", change_text(c));
+        say!(self.out, "change in {netns}: {}", change_text(c));
     }
 
     fn distribution(&mut self, d: &Distribution) {
-        println!("distribution of {} over {} flows:", d.vip, d.flows);
+        say!(
+            self.out,
+            "distribution of {} over {} flows:",
+            d.vip,
+            d.flows
+        );
         for sh in &d.shares {
-            println!(
+            say!(
+                self.out,
                 "  next-hop {:<15} via {:<16} {:>6} flows ({:>5.1} %) {:>8} packets",
                 opt_ip(sh.nexthop),
                 sh.ifname.as_deref().unwrap_or("?"),
@@ -325,16 +365,26 @@ impl Render for Text {
         } else {
             format!("proxy {netns}")
         };
-        println!("flow #{} {} ({proxy})", s.flow_id, flow_title(&s.flow));
+        say!(
+            self.out,
+            "flow #{} {} ({proxy})",
+            s.flow_id,
+            flow_title(&s.flow)
+        );
         match &s.ingress_port {
-            Some(port) => println!(
+            Some(port) => say!(
+                self.out,
                 "  ingress: {} packets entered the proxy on {port}",
                 s.ingress_packets
             ),
-            None => println!("  ingress: no packets toward the VIP seen entering the proxy"),
+            None => say!(
+                self.out,
+                "  ingress: no packets toward the VIP seen entering the proxy"
+            ),
         }
         if let Some(rule) = &s.rule {
-            println!(
+            say!(
+                self.out,
                 "  routing: rule {} `{}` -> table {}, next-hops {}",
                 rule.priority,
                 rule.selector(),
@@ -342,7 +392,11 @@ impl Render for Text {
                 candidates_text(&s.candidates)
             );
         } else {
-            println!("  routing: no `from {}` rule in the proxy", s.flow.vip);
+            say!(
+                self.out,
+                "  routing: no `from {}` rule in the proxy",
+                s.flow.vip
+            );
         }
         let verdict = match (s.nexthop(), s.nexthops.len()) {
             (_, 0) => "no routed egress packet seen".to_string(),
@@ -381,7 +435,7 @@ impl Render for Text {
         };
         let p = &s.predictions;
         if p.agree + p.disagree + p.unknown > 0 {
-            println!(
+            say!(self.out, 
                 "  hash: predicted next-hop = actual for {} of {} routed packets, differed for {}, unknown for {}{}",
                 p.agree,
                 p.agree + p.disagree + p.unknown,
@@ -391,22 +445,19 @@ impl Render for Text {
             );
         }
         if let Some((ifname, reason, location)) = &s.last_drop {
-            println!(
+            say!(
+                self.out,
                 "  DROPPED: {} packets, the latest on {ifname}: {reason} at {location}",
                 s.drops
             );
         }
-        println!("  verdict: {verdict}");
+        say!(self.out, "  verdict: {verdict}");
     }
 }
 
 /// One JSON object per line.
-struct Json;
-
-fn emit(v: Value) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{v}");
-    let _ = out.flush();
+struct Json {
+    out: Out,
 }
 
 fn flow_fields(k: &FlowKey) -> serde_json::Map<String, Value> {
@@ -430,19 +481,27 @@ fn rule_json(r: &Rule) -> Value {
 }
 
 impl Render for Json {
+    fn flush(&mut self) {
+        let _ = self.out.flush();
+    }
+
     fn ready(&mut self, r: &Ready) {
-        emit(json!({
-            "type": "ready",
-            "netns": r.netns,
-            "role": r.role,
-            "vips": r.vips,
-            "client_port": r.client_port,
-            "interfaces": r.interfaces,
-            "hooks": r.hooks,
-            "refused": r.refused.iter().map(|(h, why)| json!({"hook": h, "reason": why})).collect::<Vec<_>>(),
-            "unavailable": r.unavailable.iter().map(|(h, why)| json!({"hook": h, "reason": why})).collect::<Vec<_>>(),
-            "notes": r.notes,
-        }));
+        say!(
+            self.out,
+            "{}",
+            json!({
+                "type": "ready",
+                "netns": r.netns,
+                "role": r.role,
+                "vips": r.vips,
+                "client_port": r.client_port,
+                "interfaces": r.interfaces,
+                "hooks": r.hooks,
+                "refused": r.refused.iter().map(|(h, why)| json!({"hook": h, "reason": why})).collect::<Vec<_>>(),
+                "unavailable": r.unavailable.iter().map(|(h, why)| json!({"hook": h, "reason": why})).collect::<Vec<_>>(),
+                "notes": r.notes,
+            })
+        );
     }
 
     fn hop(&mut self, h: &Hop) {
@@ -475,7 +534,7 @@ impl Render for Json {
         if let Some(nh) = h.nexthop {
             v["nexthop"] = json!(nh);
         }
-        emit(v);
+        say!(self.out, "{}", v);
         if let Some(d) = &h.decision {
             let mut v = Value::Object(flow_fields(&h.flow));
             v["type"] = json!("decision");
@@ -493,7 +552,7 @@ impl Render for Json {
             v["predicted"] = json!(d.predicted);
             v["actual"] = json!(d.actual);
             v["agree"] = json!(d.agrees());
-            emit(v);
+            say!(self.out, "{}", v);
         }
     }
 
@@ -515,11 +574,15 @@ impl Render for Json {
         if let Some(rule) = &r.rule {
             v["rule"] = rule_json(rule);
         }
-        emit(v);
+        say!(self.out, "{}", v);
     }
 
     fn lost(&mut self, count: u64, total: u64) {
-        emit(json!({"type": "lost", "count": count, "total": total}));
+        say!(
+            self.out,
+            "{}",
+            json!({"type": "lost", "count": count, "total": total})
+        );
     }
 
     fn dropped(&mut self, d: &DropHop) {
@@ -535,18 +598,22 @@ impl Render for Json {
         v["reason"] = json!(d.reason);
         v["location"] = json!(d.location);
         v["mark"] = json!(d.drop.mark);
-        emit(v);
+        say!(self.out, "{}", v);
     }
 
     fn distribution(&mut self, d: &Distribution) {
-        emit(json!({
-            "type": "distribution",
-            "vip": d.vip,
-            "flows": d.flows,
-            "nexthops": d.shares.iter().map(|sh| json!({
-                "nexthop": sh.nexthop, "ifname": sh.ifname, "flows": sh.flows, "packets": sh.packets,
-            })).collect::<Vec<_>>(),
-        }));
+        say!(
+            self.out,
+            "{}",
+            json!({
+                "type": "distribution",
+                "vip": d.vip,
+                "flows": d.flows,
+                "nexthops": d.shares.iter().map(|sh| json!({
+                    "nexthop": sh.nexthop, "ifname": sh.ifname, "flows": sh.flows, "packets": sh.packets,
+                })).collect::<Vec<_>>(),
+            })
+        );
     }
 
     fn change(&mut self, ts_ns: u64, netns: &str, c: &Change) {
@@ -577,7 +644,7 @@ impl Render for Json {
         v["ts_ns"] = json!(ts_ns);
         v["netns"] = json!(netns);
         v["text"] = json!(change_text(c));
-        emit(v);
+        say!(self.out, "{}", v);
     }
 
     fn summary(&mut self, s: &FlowSummary, netns: &str) {
@@ -610,6 +677,6 @@ impl Render for Json {
         v["prediction"] = json!({
             "agree": p.agree, "disagree": p.disagree, "unknown": p.unknown, "hash_source": p.source,
         });
-        emit(v);
+        say!(self.out, "{}", v);
     }
 }

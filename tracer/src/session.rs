@@ -52,6 +52,9 @@ pub enum Targets {
 
 type Batch = (usize, Vec<Result<Event, DecodeError>>);
 
+/// Batches that may wait between the ring readers and the flow table.
+const QUEUE_BATCHES: usize = 64;
+
 /// One traced namespace while the session runs.
 struct SiteCtx {
     label: String,
@@ -205,7 +208,7 @@ async fn open_site(args: &Args, t: Target) -> Result<SiteCtx> {
 fn spawn_reader(
     index: usize,
     ring: RingBuf<MapData>,
-    tx: mpsc::UnboundedSender<Batch>,
+    tx: mpsc::Sender<Batch>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     // SAFETY: the RingBuf owns its map fd and keeps it open for as long as the AsyncFd holds it.
@@ -221,7 +224,9 @@ fn spawn_reader(
                         batch.push(decode(&item));
                     }
                     guard.clear_ready();
-                    if tx.send((index, batch)).is_err() {
+                    // A full queue holds this reader back, the ring fills, and the kernel
+                    // counts what it cannot write: loss is reported, memory stays bounded.
+                    if tx.send((index, batch)).await.is_err() {
                         break;
                     }
                 }
@@ -231,7 +236,7 @@ fn spawn_reader(
                     while let Some(item) = rb.next() {
                         batch.push(decode(&item));
                     }
-                    let _ = tx.send((index, batch));
+                    let _ = tx.send((index, batch)).await;
                     break;
                 }
             }
@@ -245,7 +250,7 @@ struct Session<'a> {
     flows: FlowTable,
     out: Box<dyn Render>,
     watchers: SelectAll<futures::stream::BoxStream<'static, usize>>,
-    tx: mpsc::UnboundedSender<Batch>,
+    tx: mpsc::Sender<Batch>,
     stop: watch::Receiver<bool>,
     lost_reported: Vec<u64>,
     /// (ts, site, event) waiting for the reorder window.
@@ -271,6 +276,7 @@ impl Session<'_> {
     fn start_site(&mut self, mut site: SiteCtx, watcher: Watcher) -> Result<()> {
         let index = self.sites.len();
         self.out.ready(&site.probes.ready);
+        self.out.flush();
         let ring = site.probes.take_events()?;
         site.reader = Some(spawn_reader(
             index,
@@ -542,7 +548,7 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
         }
     }
     let multi = opened.len() > 1 || roles.is_some();
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::channel(QUEUE_BATCHES);
     let (stop_tx, stop) = watch::channel(false);
     let mut s = Session {
         args: &args,
@@ -566,14 +572,20 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
 
     let result = stream(&mut s, &mut signals, &mut rx, roles.as_deref()).await;
 
-    // Stop the readers, let them drain, account for every flow, detach everything.
+    // Stop the readers and take what they drain (they may wait on a full queue), then
+    // account for every flow and detach everything.
     let _ = stop_tx.send(true);
-    for site in s.sites.iter_mut().flatten() {
-        if let Some(r) = site.reader.take() {
-            let _ = r.await;
+    while s
+        .sites
+        .iter()
+        .flatten()
+        .any(|site| site.reader.as_ref().is_some_and(|r| !r.is_finished()))
+    {
+        tokio::select! {
+            Some((i, batch)) = rx.recv() => s.queue(i, batch),
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
         }
     }
-    drop(s.tx.clone());
     while let Ok((i, batch)) = rx.try_recv() {
         s.queue(i, batch);
     }
@@ -597,6 +609,7 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
             s.out.distribution(&d);
         }
     }
+    s.out.flush();
     for site in s.sites.drain(..).flatten() {
         site.close().await;
     }
@@ -610,7 +623,7 @@ fn proxy_label(labels: &[String], site: Option<usize>) -> &str {
 async fn stream(
     s: &mut Session<'_>,
     signals: &mut Signals,
-    rx: &mut mpsc::UnboundedReceiver<Batch>,
+    rx: &mut mpsc::Receiver<Batch>,
     roles: Option<&[Role]>,
 ) -> Result<()> {
     let deadline = tokio::time::sleep(s.args.duration.unwrap_or(Duration::MAX / 4));
@@ -651,6 +664,7 @@ async fn stream(
             _ = signals.term.recv() => break,
             _ = &mut deadline => break,
         }
+        s.out.flush();
     }
     Ok(())
 }
