@@ -435,7 +435,7 @@ impl Render for Text {
         };
         let p = &s.predictions;
         if p.agree + p.disagree + p.unknown > 0 {
-            say!(self.out, 
+            say!(self.out,
                 "  hash: predicted next-hop = actual for {} of {} routed packets, differed for {}, unknown for {}{}",
                 p.agree,
                 p.agree + p.disagree + p.unknown,
