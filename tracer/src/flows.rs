@@ -228,8 +228,17 @@ struct FlowState {
     last_ts: u64,
     /// The proxy site whose state explains the flow's routing (its latest proxy event).
     proxy_site: Option<usize>,
-    /// A FIN or RST was seen: the flow is ending.
-    closing: bool,
+    /// A FIN was seen toward the VIP / from the VIP, or an RST: when both FINs (or an
+    /// RST) were seen the flow is ending; a half-close alone is not the end.
+    fin_in: bool,
+    fin_out: bool,
+    rst: bool,
+}
+
+impl FlowState {
+    fn closed(&self) -> bool {
+        self.rst || (self.fin_in && self.fin_out)
+    }
 }
 
 /// End-of-run account of one flow.
@@ -320,7 +329,7 @@ impl FlowTable {
             .iter()
             .filter(|(_, f)| {
                 let quiet = now_ns.saturating_sub(f.last_ts);
-                quiet > idle_ns || (f.closing && quiet > CLOSED_LINGER_NS)
+                quiet > idle_ns || (f.closed() && quiet > CLOSED_LINGER_NS)
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -363,8 +372,14 @@ impl FlowTable {
         };
         let flow = self.flow(&key, p.ts_ns);
         let rel_ns = p.ts_ns.saturating_sub(flow.first_ts);
-        if p.proto == tracer_common::PROTO_TCP && p.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-            flow.closing = true;
+        if p.proto == tracer_common::PROTO_TCP {
+            flow.rst |= p.tcp_flags & TCP_RST != 0;
+            if p.tcp_flags & TCP_FIN != 0 {
+                match path {
+                    PathDir::Ingress => flow.fin_in = true,
+                    PathDir::Egress => flow.fin_out = true,
+                }
+            }
         }
         let mut nexthop = None;
         let mut nexthop_unknown = false;
@@ -520,11 +535,19 @@ fn summarize(key: &FlowKey, f: &FlowState, states: &[&KernelState]) -> FlowSumma
         .get(f.proxy_site.unwrap_or(0))
         .copied()
         .unwrap_or(&empty);
-    let rule = state.source_rule(key.vip).cloned();
-    let table = rule
-        .as_ref()
-        .and_then(|r| r.table)
-        .or(f.tables.first().copied());
+    // The rule and table the flow's own lookups went through (a mark can steer it past
+    // the VIP's source rule); the source rule when no lookup was seen.
+    let (rule, table) = match &f.last_lookup {
+        Some((table, rule)) => (rule.clone(), Some(*table)),
+        None => {
+            let rule = state.source_rule(key.vip).cloned();
+            let table = rule
+                .as_ref()
+                .and_then(|r| r.table)
+                .or(f.tables.first().copied());
+            (rule, table)
+        }
+    };
     let candidates = table
         .map(|t| state.default_nexthops(t, key.vip.is_ipv6()))
         .unwrap_or_default();
@@ -1031,6 +1054,13 @@ mod tests {
         let mut fin = pkt(1_000, BR, Dir::Egress, true, MAC_A);
         fin.tcp_flags = TCP_FIN;
         t.on_packet(fin, &at(&s));
+        // A half-close is not the end: without the other FIN the flow stays.
+        assert!(t
+            .expire(2_000 + CLOSED_LINGER_NS, 10 * CLOSED_LINGER_NS, &[&s])
+            .is_empty());
+        let mut fin_in = pkt(1_000, TO_A, Dir::Ingress, false, MAC_BR);
+        fin_in.tcp_flags = TCP_FIN;
+        t.on_packet(fin_in, &at(&s));
         let mut other = pkt(1_000, BR, Dir::Egress, true, MAC_B);
         other.dport = 40000;
         t.on_packet(other, &at(&s));

@@ -50,8 +50,12 @@ fn run(args: cli::Args) -> anyhow::Result<()> {
                     "with --netns give at most one --role: the role of that namespace"
                 ),
             };
+            let netns = netns::Netns::open(spec)?;
+            if netns.id()? == netns::Netns::open("/proc/self/ns/net")?.id()? {
+                anyhow::bail!("--netns {spec} is the tracer's own (the host's) network namespace, not a pod's; give the pod's netns name, path or the pid of a process in the pod");
+            }
             session::Targets::Fixed(vec![session::Target {
-                netns: netns::Netns::open(spec)?,
+                netns,
                 role,
                 label: spec.clone(),
                 ifaces: args.ifaces.clone(),

@@ -255,6 +255,9 @@ struct Session<'a> {
     lost_reported: Vec<u64>,
     /// (ts, site, event) waiting for the reorder window.
     pending: Vec<(u64, usize, Result<Event, DecodeError>)>,
+    /// Kernel time of the newest event processed: flows expire against it while events
+    /// wait, so a stalled reader never ends a flow whose packets are still queued.
+    watermark: u64,
 }
 
 /// Events from different namespaces arrive through different ring buffers; holding them
@@ -306,7 +309,8 @@ impl Session<'_> {
             .partition(|(ts, _, _)| *ts <= cutoff_ns);
         self.pending = later;
         ready.sort_by_key(|(ts, _, _)| *ts);
-        for (_, index, ev) in ready {
+        for (ts, index, ev) in ready {
+            self.watermark = self.watermark.max(ts);
             self.process(index, ev).await?;
         }
         Ok(())
@@ -560,6 +564,7 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
         stop,
         lost_reported: Vec::new(),
         pending: Vec::new(),
+        watermark: 0,
     };
     for site in opened {
         let watcher = Watcher::start(&site.ns)?;
@@ -654,7 +659,13 @@ async fn stream(
             }
             _ = loss_timer.tick() => {
                 s.report_loss()?;
-                let ended = s.flows.expire(monotonic_ns(), idle_ns, &states(&s.sites));
+                // Nothing waiting: the clock is the limit; else the events processed so far.
+                let now = if s.pending.is_empty() && rx.is_empty() {
+                    monotonic_ns().saturating_sub(REORDER_WINDOW_NS)
+                } else {
+                    s.watermark
+                };
+                let ended = s.flows.expire(now, idle_ns, &states(&s.sites));
                 let labels = labels(&s.sites);
                 for e in ended {
                     s.out.summary(&e, proxy_label(&labels, e.proxy_site));
