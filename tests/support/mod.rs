@@ -150,19 +150,7 @@ impl Tracer {
 
     /// Sends `signal` and waits for the exit (at most 10 s, then SIGKILL and fail).
     pub fn stop(mut self, signal: i32) -> Finished {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.pid(), signal) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("tracer did not exit within 10 s of signal {signal}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = signal_and_wait(&mut self.child, signal, Duration::from_secs(10));
         // Let the reader threads see EOF.
         std::thread::sleep(Duration::from_millis(200));
         Finished {
@@ -170,6 +158,24 @@ impl Tracer {
             records: std::mem::take(&mut *self.records.lock().unwrap()),
             stderr: self.stderr.lock().unwrap().clone(),
         }
+    }
+}
+
+/// Sends `signal` to the tracer child and waits for its exit; past `timeout` it is killed
+/// and the test fails.
+fn signal_and_wait(child: &mut Child, signal: i32, timeout: Duration) -> ExitStatus {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tracer did not exit within {timeout:?} of signal {signal}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -448,19 +454,7 @@ impl PipedTracer {
     /// status and stderr.
     pub fn stop(mut self, signal: i32, timeout: Duration) -> (ExitStatus, String) {
         self.resume();
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.pid(), signal) };
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("tracer did not exit within {timeout:?} of signal {signal}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = signal_and_wait(&mut self.child, signal, timeout);
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }

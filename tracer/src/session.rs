@@ -320,58 +320,56 @@ impl Session<'_> {
         let Some(site) = self.sites.get_mut(index).and_then(Option::as_mut) else {
             return Ok(()); // the site went away meanwhile
         };
-        {
-            match ev {
-                Ok(Event::Packet(p)) => {
-                    if site.state.link(p.ifindex).is_none() {
-                        // An interface appeared since the last snapshot. A namespace on its
-                        // way out may not answer; rediscovery drops it.
-                        if let Err(e) = site.refresh().await {
-                            log::debug!("re-reading {}: {e:#}", site.label);
+        match ev {
+            Ok(Event::Packet(p)) => {
+                if site.state.link(p.ifindex).is_none() {
+                    // An interface appeared since the last snapshot. A namespace on its
+                    // way out may not answer; rediscovery drops it.
+                    if let Err(e) = site.refresh().await {
+                        log::debug!("re-reading {}: {e:#}", site.label);
+                    }
+                }
+                if p.dir == Dir::Egress && !site.state.is_bridge_port(p.ifindex) {
+                    let unknown_ip = site
+                        .state
+                        .neighbour_ip(p.ifindex, &p.eth_dst, p.dst.is_ipv6())
+                        .is_none();
+                    // A flooded flow misses the FDB on every packet: re-read it at most
+                    // every FDB_REFRESH, not per packet.
+                    let unknown_port = site.state.fdb_port(&p.eth_dst).is_none()
+                        && site.fdb_read.elapsed() > FDB_REFRESH;
+                    if unknown_ip || unknown_port {
+                        // The routed hop names a MAC the caches have not seen yet.
+                        match site.netlink.neighbours().await {
+                            Ok(n) => (site.state.neighbours, site.state.fdb) = n,
+                            Err(e) => log::debug!("re-reading {}: {e:#}", site.label),
                         }
-                    }
-                    if p.dir == Dir::Egress && !site.state.is_bridge_port(p.ifindex) {
-                        let unknown_ip = site
-                            .state
-                            .neighbour_ip(p.ifindex, &p.eth_dst, p.dst.is_ipv6())
-                            .is_none();
-                        // A flooded flow misses the FDB on every packet: re-read it at most
-                        // every FDB_REFRESH, not per packet.
-                        let unknown_port = site.state.fdb_port(&p.eth_dst).is_none()
-                            && site.fdb_read.elapsed() > FDB_REFRESH;
-                        if unknown_ip || unknown_port {
-                            // The routed hop names a MAC the caches have not seen yet.
-                            match site.netlink.neighbours().await {
-                                Ok(n) => (site.state.neighbours, site.state.fdb) = n,
-                                Err(e) => log::debug!("re-reading {}: {e:#}", site.label),
-                            }
-                            site.fdb_read = std::time::Instant::now();
-                        }
-                    }
-                    if let Some(hop) = self.flows.on_packet(p, &site.site(index)) {
-                        self.out.hop(&hop);
+                        site.fdb_read = std::time::Instant::now();
                     }
                 }
-                Ok(Event::Fib(f)) => {
-                    if let Some(route) = self.flows.on_fib(f, &site.site(index)) {
-                        self.out.route(&route);
-                    }
+                if let Some(hop) = self.flows.on_packet(p, &site.site(index)) {
+                    self.out.hop(&hop);
                 }
-                Ok(Event::Hash(h)) => self.flows.on_hash(h),
-                Ok(Event::Drop(d)) => {
-                    let reason = site
-                        .probes
-                        .drop_reasons
-                        .get(&d.reason)
-                        .cloned()
-                        .unwrap_or_else(|| format!("reason {}", d.reason));
-                    let location = symbols::symbolize(d.location);
-                    if let Some(hop) = self.flows.on_drop(d, reason, location, &site.site(index)) {
-                        self.out.dropped(&hop);
-                    }
-                }
-                Err(e) => log::warn!("skipping a malformed record: {e}"),
             }
+            Ok(Event::Fib(f)) => {
+                if let Some(route) = self.flows.on_fib(f, &site.site(index)) {
+                    self.out.route(&route);
+                }
+            }
+            Ok(Event::Hash(h)) => self.flows.on_hash(h),
+            Ok(Event::Drop(d)) => {
+                let reason = site
+                    .probes
+                    .drop_reasons
+                    .get(&d.reason)
+                    .cloned()
+                    .unwrap_or_else(|| format!("reason {}", d.reason));
+                let location = symbols::symbolize(d.location);
+                if let Some(hop) = self.flows.on_drop(d, reason, location, &site.site(index)) {
+                    self.out.dropped(&hop);
+                }
+            }
+            Err(e) => log::warn!("skipping a malformed record: {e}"),
         }
         Ok(())
     }

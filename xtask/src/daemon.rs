@@ -2,9 +2,7 @@
 //! user can connect by hand after xtask has exited. Owns its pid file
 //! (/run/meridio-tracer-lab/<prefix or "default">.pid), starting it and stopping it.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -23,19 +21,8 @@ pub fn start(prefix: &str, ns_name: &str, xtask_exe: &Path, port: u16) -> Result
     let mut cmd = crate::cmd::command("ip");
     cmd.args(["netns", "exec", ns_name])
         .arg(xtask_exe)
-        .args(["lab", "serve"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe; its own session keeps the daemon out of the
-    // terminal's process group, so a Ctrl-C aimed at xtask does not reach it.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let mut child = cmd
+        .args(["lab", "serve"]);
+    let mut child = crate::cmd::detached(&mut cmd)
         .spawn()
         .context("could not start the lab's echo server daemon")?;
     // `ip netns exec` execs the command in place, so the child's pid is the daemon's.

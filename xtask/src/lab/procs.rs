@@ -4,9 +4,8 @@
 //! Owns their pid file (/run/meridio-tracer-lab/<prefix or "default">.procs) and stopping
 //! them.
 
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -47,18 +46,7 @@ pub(super) fn unshared(prefix: &str, hostname: &str) -> Result<u32> {
 /// until it has become `sleep infinity` (`ip netns exec`, `unshare` and `sh` exec in place,
 /// so the pid stays the same).
 fn spawn_recorded(prefix: &str, mut cmd: Command, what: &str) -> Result<u32> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe; its own session keeps the process out of the
-    // terminal's process group, so a Ctrl-C aimed at xtask does not reach it.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let mut child = cmd
+    let mut child = crate::cmd::detached(&mut cmd)
         .spawn()
         .with_context(|| format!("could not start {what}"))?;
     let pid = child.id();
