@@ -217,14 +217,28 @@ fn weighted_distribution_matches_what_the_frontends_received() {
         }
     })
     .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Every flow's routed packet is processed before the tracer is stopped.
+    let routed = |tracer: &Tracer| {
+        tracer.wait_for(0, Duration::from_secs(10), |r| {
+            r["type"] == "decision" && r["client_port"] == 41199
+        })
+    };
+    let last_seen = routed(&tracer).is_some();
+    std::thread::sleep(Duration::from_millis(300));
     let f = tracer.stop(libc::SIGINT);
     assert!(f.status.success(), "{}", f.stderr);
     let dist = f.of_type("distribution");
-    let d = dist
-        .iter()
-        .find(|d| d["vip"] == "20.0.0.1")
-        .expect("a distribution record");
+    let Some(d) = dist.iter().find(|d| d["vip"] == "20.0.0.1") else {
+        let kinds: std::collections::BTreeMap<String, usize> =
+            f.records.iter().fold(Default::default(), |mut m, r| {
+                *m.entry(r["type"].to_string()).or_default() += 1;
+                m
+            });
+        panic!(
+            "no distribution record (last flow routed: {last_seen}); records {kinds:?}; stderr {}",
+            f.stderr
+        );
+    };
     assert_eq!(d["flows"], 200, "{d}");
     let reported = |gw: &str| -> u64 {
         d["nexthops"]

@@ -45,6 +45,8 @@ pub struct Tracer {
     /// When each record was read, index for index with `records`.
     arrivals: Arc<Mutex<Vec<Instant>>>,
     stderr: Arc<Mutex<String>>,
+    /// The stdout and stderr reader threads: they end at EOF, after the tracer exits.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 pub struct Finished {
@@ -79,7 +81,7 @@ impl Tracer {
         let out = child.stdout.take().unwrap();
         let recs = records.clone();
         let times = arrivals.clone();
-        std::thread::spawn(move || {
+        let out_reader = std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
                     panic!("tracer printed a line that is not JSON ({e}): {line}")
@@ -94,7 +96,7 @@ impl Tracer {
         });
         let err = child.stderr.take().unwrap();
         let errs = stderr.clone();
-        std::thread::spawn(move || {
+        let err_reader = std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 let mut e = errs.lock().unwrap();
                 e.push_str(&line);
@@ -106,6 +108,7 @@ impl Tracer {
             records,
             arrivals,
             stderr,
+            readers: vec![out_reader, err_reader],
         };
         // Whole-path runs attach to every namespace carrying the VIP: give them time.
         if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
@@ -151,8 +154,10 @@ impl Tracer {
     /// Sends `signal` and waits for the exit (at most 10 s, then SIGKILL and fail).
     pub fn stop(mut self, signal: i32) -> Finished {
         let status = signal_and_wait(&mut self.child, signal, Duration::from_secs(10));
-        // Let the reader threads see EOF.
-        std::thread::sleep(Duration::from_millis(200));
+        // Every line the tracer wrote is read once the readers reach EOF.
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
         Finished {
             status,
             records: std::mem::take(&mut *self.records.lock().unwrap()),
