@@ -4,6 +4,8 @@
 //! echo the client gets back, and bpftool / tc for what is loaded and attached.
 mod support;
 
+use support::lab;
+
 use std::{net::IpAddr, time::Duration};
 
 use serde_json::Value;
@@ -14,14 +16,6 @@ use support::{
 use xtask::lab::{Lab, LabSpec, Role, VIP4, VIP6};
 
 const FRONTENDS: [Role; 2] = [Role::FrontendA, Role::FrontendB];
-
-fn lab(prefix: &str) -> Lab {
-    Lab::up(LabSpec {
-        prefix: prefix.into(),
-        ..Default::default()
-    })
-    .expect("lab up")
-}
 
 /// Ground truth for one flow: which frontend carried each direction, and how many packets.
 struct Truth {

@@ -9,6 +9,8 @@
 //! length (default 600, 0 skips it).
 mod support;
 
+use support::lab;
+
 use std::{
     ffi::CString,
     io::{Read, Write},
@@ -30,19 +32,11 @@ use serde_json::Value;
 use support::{
     our_program_ids, root_or_skip, rss_kib, run_tracer, tc_state, PipedTracer, Tracer, TRACER,
 };
-use xtask::lab::{Lab, LabSpec, Role, VIP4, VIP_PORT};
+use xtask::lab::{Lab, Role, VIP4, VIP_PORT};
 
 const VIP: &str = "20.0.0.1";
 /// The gateway's address; the lab's replies (and the UDP flood) go there.
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 100, 150);
-
-fn lab(prefix: &str) -> Lab {
-    Lab::up(LabSpec {
-        prefix: prefix.into(),
-        ..Default::default()
-    })
-    .expect("lab up")
-}
 
 /// One echo exchange from the gateway; Ok(()) only when the echo is exact.
 fn echo(lab: &Lab, port: u16) -> Result<(), String> {

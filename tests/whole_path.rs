@@ -4,6 +4,8 @@
 //! frontends, the lab's own configuration, /proc fdinfo of the tracer for its links.
 mod support;
 
+use support::lab;
+
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
     time::{Duration, Instant},
@@ -15,19 +17,11 @@ use support::{
     ThirdFrontend, Tracer,
 };
 use xtask::{
-    lab::{Lab, LabSpec, Role, VIP4, VIP_PORT},
+    lab::{Role, VIP4, VIP_PORT},
     netns::in_netns,
 };
 
 const FRONTENDS: [Role; 2] = [Role::FrontendA, Role::FrontendB];
-
-fn lab(prefix: &str) -> Lab {
-    Lab::up(LabSpec {
-        prefix: prefix.into(),
-        ..Default::default()
-    })
-    .expect("lab up")
-}
 
 /// The tracer on the whole path, seeing only this lab's netns files (as a CI node would).
 fn whole_path(prefix: &str, extra: &[&str]) -> Tracer {

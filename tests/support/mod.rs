@@ -224,6 +224,15 @@ impl Drop for Tracer {
     }
 }
 
+/// The default lab (the tutorial's names and tables) with netns prefix `prefix`.
+pub fn lab(prefix: &str) -> xtask::lab::Lab {
+    xtask::lab::Lab::up(xtask::lab::LabSpec {
+        prefix: prefix.into(),
+        ..Default::default()
+    })
+    .expect("lab up")
+}
+
 /// Runs the tracer to completion with a bad argument list.
 pub fn run_tracer(args: &[&str]) -> (ExitStatus, String, String) {
     let out = Command::new(TRACER)
