@@ -235,7 +235,8 @@ fn weighted_distribution_matches_what_the_frontends_received() {
                 m
             });
         panic!(
-            "no distribution record (last flow routed: {last_seen}); records {kinds:?}; stderr {}",
+            "no distribution record (last flow routed: {last_seen}); records {kinds:?}; first drop {:?}; stderr {}",
+            f.of_type("drop").first(),
             f.stderr
         );
     };

@@ -118,7 +118,12 @@ pub(super) fn build(lab: &Lab) -> Result<()> {
     ip(&format!(
         "link add {tg_if} netns {tg} type veth peer name {px_port_tg} netns {px}"
     ))?;
-    ip(&format!("-n {px} link add {px_bridge} type bridge"))?;
+    // A fixed address: a bridge that has none takes its lowest port's, so a port added
+    // later (a new frontend) could change it under the target's neighbour cache, and
+    // the target's frames would then be dropped as not for this host.
+    ip(&format!(
+        "-n {px} link add {px_bridge} address 02:00:00:00:00:01 type bridge"
+    ))?;
     for port in [gw_port_fea, gw_port_feb] {
         ip(&format!("-n {gw} link set {port} master {gw_bridge} up"))?;
     }
