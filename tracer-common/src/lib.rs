@@ -35,7 +35,22 @@ pub const RING_BYTES: u32 = 1 << 22;
 /// Indexes into the `COUNTERS` per-CPU array.
 pub const COUNTER_LOST: u32 = 0;
 pub const COUNTER_MATCHED: u32 = 1;
-pub const COUNTERS_LEN: u32 = 2;
+/// Entries the TC programs created in `HOPS` (an LRU map: created minus deleted minus
+/// present is what the kernel evicted).
+pub const COUNTER_HOP_NEW: u32 = 2;
+/// Records the budget chose not to write (counted in `HOPS` all the same).
+pub const COUNTER_UNRECORDED: u32 = 3;
+pub const COUNTERS_LEN: u32 = 4;
+
+/// VIPs per family the TC programs compare inline (read-only globals); with more, they
+/// look the VIP set up in the `VIPS` map instead.
+pub const INLINE_VIPS: usize = 8;
+
+/// `RECORD_BUDGET` value: write a record for every packet.
+pub const BUDGET_ALL: u32 = u32::MAX;
+
+/// Default number of entries of the `HOPS` map.
+pub const HOPS_DEFAULT_ENTRIES: u32 = 16_384;
 
 /// One packet seen by the TC classifier on one interface, in one direction.
 ///
@@ -152,13 +167,33 @@ pub struct DropOffsets {
     pub _pad: u16,
 }
 
-/// Filter settings, one entry in the `CONFIG` array map.
+/// Key of the `HOPS` map: one packet direction of one flow on one interface of one
+/// namespace, and on a routed egress hop the next-hop (the frame's Ethernet destination),
+/// so each next-hop a flow took has its own exact count.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HopKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub ifindex: u32,
+    /// Zero but on the egress of a routed (L3) interface.
+    pub eth_dst: [u8; 6],
+    pub proto: u8,
+    pub dir: u8,
+}
+
+/// Value of the `HOPS` map, counted in the kernel for every packet whatever the record
+/// budget or ring buffer loss. `packets` and `bytes` are atomic adds; the times are the
+/// first and latest packet's (`bpf_ktime_get_ns`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Config {
-    /// Client port to follow, 0 = every flow of the VIPs.
-    pub client_port: u16,
-    pub _pad: [u8; 6],
+pub struct HopCount {
+    pub packets: u64,
+    pub bytes: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
 }
 
 /// Byte offsets of the fields the fib tracepoint programs read, taken at start-up from
@@ -192,7 +227,8 @@ pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain-old-data structs with explicit padding and no invalid bit patterns.
-    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::HopKey {}
+    unsafe impl aya::Pod for super::HopCount {}
     unsafe impl aya::Pod for super::FibOffsets {}
     unsafe impl aya::Pod for super::DropOffsets {}
 }

@@ -11,12 +11,18 @@
 //!   with the same addresses on the lookup's input interface (see `LAST_INGRESS`).
 #![no_std]
 #![no_main]
+// `atomic_xadd`: the bpfel target has no `AtomicU64::fetch_add`; the intrinsic, its result
+// unused, becomes the BPF `lock xadd` every kernel has.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
+
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
-    bindings::TC_ACT_UNSPEC,
+    bindings::{BPF_NOEXIST, TC_ACT_UNSPEC},
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{classifier, fexit, kretprobe, map, tracepoint},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{FExitContext, RetProbeContext, TcContext, TracePointContext},
 };
 use network_types::{
@@ -24,29 +30,65 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 use tracer_common::{
-    v4_mapped, Config, DropOffsets, DropRecord, FibOffsets, FibRecord, HashRecord, PacketRecord,
-    AF_INET, AF_INET6, COUNTERS_LEN, COUNTER_LOST, COUNTER_MATCHED, DIR_EGRESS, DIR_INGRESS,
-    HASH_HOOK_FEXIT, HASH_HOOK_KRETPROBE, KIND_DROP, KIND_FIB, KIND_HASH, KIND_PACKET, PROTO_ICMP,
-    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, RING_BYTES,
+    v4_mapped, DropOffsets, DropRecord, FibOffsets, FibRecord, HashRecord, HopCount, HopKey,
+    PacketRecord, AF_INET, AF_INET6, BUDGET_ALL, COUNTERS_LEN, COUNTER_HOP_NEW, COUNTER_LOST,
+    COUNTER_MATCHED, COUNTER_UNRECORDED, DIR_EGRESS, DIR_INGRESS, HASH_HOOK_FEXIT,
+    HASH_HOOK_KRETPROBE, HOPS_DEFAULT_ENTRIES, INLINE_VIPS, KIND_DROP, KIND_FIB, KIND_HASH,
+    KIND_PACKET, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, RING_BYTES,
 };
+
+// Read-only globals, set by the loader (`EbpfLoader::set_global`) before the programs
+// load: the verifier sees constants, and the per-packet path needs no map lookup for them.
+// Read through `read_volatile` so the compiler does not fold the zero defaults.
+
+/// Client port to follow, 0 = every flow of the VIPs.
+#[no_mangle]
+static CLIENT_PORT: u16 = 0;
+/// Records to write per hop entry: `BUDGET_ALL`, 0 (counts only) or the first N packets.
+/// The first packet of each hop (so of each next-hop) and TCP SYN/FIN/RST always are.
+#[no_mangle]
+static RECORD_BUDGET: u32 = BUDGET_ALL;
+/// The VIPs, compared inline: IPv4 as the 4 address bytes read as a native u32, IPv6 as
+/// two native u64 halves. `VIPS_IN_MAP` set: more than `INLINE_VIPS` of a family were
+/// asked for, and `VIPS` holds them all.
+#[no_mangle]
+static VIP4: [u32; INLINE_VIPS] = [0; INLINE_VIPS];
+#[no_mangle]
+static VIP4_COUNT: u32 = 0;
+#[no_mangle]
+static VIP6: [[u64; 2]; INLINE_VIPS] = [[0; 2]; INLINE_VIPS];
+#[no_mangle]
+static VIP6_COUNT: u32 = 0;
+#[no_mangle]
+static VIPS_IN_MAP: u8 = 0;
+
+#[inline(always)]
+fn global<T: Copy>(v: &T) -> T {
+    // SAFETY: reading a static the loader initialised.
+    unsafe { core::ptr::read_volatile(v) }
+}
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 
-/// VIPs (IPv4 stored IPv4-mapped) -> 1.
+/// VIPs (IPv4 stored IPv4-mapped) -> 1; used only when `VIPS_IN_MAP` is set.
 #[map]
 static VIPS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(256, 0);
-
-#[map]
-static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
 /// Index 0: IPv4 tracepoint offsets, index 1: IPv6.
 #[map]
 static FIB_OFFSETS: Array<FibOffsets> = Array::with_max_entries(2, 0);
 
-/// Records lost (ring buffer full) and records matched, per CPU.
+/// Records lost (ring buffer full), matched, hop entries created, records not written by
+/// the budget; per CPU.
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+
+/// Exact per-hop packet and byte counts of the traced flows (see `HopKey`). The loader
+/// sizes it (`--hop-entries`); an LRU map, so a full map evicts the oldest hops rather
+/// than failing, and userspace reports how many were evicted.
+#[map]
+static HOPS: LruHashMap<HopKey, HopCount> = LruHashMap::with_max_entries(HOPS_DEFAULT_ENTRIES, 0);
 
 /// Ifindexes of the traced L3 interfaces (bridge0): packets entering there go up to IP
 /// routing. Bridge ports are L2 and are not listed.
@@ -87,6 +129,7 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const VLAN_HDR_LEN: usize = 4;
+const TCP_SYN_FIN_RST: u8 = 0x01 | 0x02 | 0x04;
 
 #[classifier]
 pub fn meridio_tc_in(ctx: TcContext) -> i32 {
@@ -108,21 +151,64 @@ fn bump(counter: u32) {
     }
 }
 
+/// Is this address (IPv4-mapped or IPv6, 16 bytes) a VIP? Inline compares against the
+/// read-only globals; the map only when there are too many VIPs to keep inline.
 #[inline(always)]
 fn is_vip(addr: &[u8; 16]) -> bool {
-    // SAFETY: the value is only tested for presence.
-    unsafe { VIPS.get(addr).is_some() }
+    if global(&VIPS_IN_MAP) != 0 {
+        // SAFETY: the value is only tested for presence.
+        return unsafe { VIPS.get(addr).is_some() };
+    }
+    if addr[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] {
+        is_vip4(u32::from_ne_bytes([addr[12], addr[13], addr[14], addr[15]]))
+    } else {
+        let hi = u64::from_ne_bytes([
+            addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+        ]);
+        let lo = u64::from_ne_bytes([
+            addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
+        ]);
+        is_vip6(hi, lo)
+    }
 }
 
 #[inline(always)]
-fn client_port() -> u16 {
-    CONFIG.get(0).map(|c| c.client_port).unwrap_or(0)
+fn is_vip4(a: u32) -> bool {
+    let n = global(&VIP4_COUNT) as usize;
+    let mut i = 0;
+    while i < INLINE_VIPS {
+        if i >= n {
+            return false;
+        }
+        if global(&VIP4[i]) == a {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+#[inline(always)]
+fn is_vip6(hi: u64, lo: u64) -> bool {
+    let n = global(&VIP6_COUNT) as usize;
+    let mut i = 0;
+    while i < INLINE_VIPS {
+        if i >= n {
+            return false;
+        }
+        let v = global(&VIP6[i]);
+        if v[0] == hi && v[1] == lo {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Keeps a packet of a VIP flow; with a client port, only that client's flow.
 #[inline(always)]
 fn wanted(src: &[u8; 16], dst: &[u8; 16], sport: u16, dport: u16) -> bool {
-    let port = client_port();
+    let port = global(&CLIENT_PORT);
     if is_vip(dst) {
         port == 0 || sport == port
     } else if is_vip(src) {
@@ -132,49 +218,68 @@ fn wanted(src: &[u8; 16], dst: &[u8; 16], sport: u16, dport: u16) -> bool {
     }
 }
 
+/// Reads a `T` at `off` in the packet: straight from the linear data when it is there
+/// (no helper call; the common case), else through `bpf_skb_load_bytes`.
+#[inline(always)]
+fn rd<T: Copy>(ctx: &TcContext, off: usize) -> Result<T, ()> {
+    let start = ctx.data();
+    if start + off + core::mem::size_of::<T>() <= ctx.data_end() {
+        // SAFETY: bounds checked against data_end just above, as the verifier requires.
+        Ok(unsafe { core::ptr::read_unaligned((start + off) as *const T) })
+    } else {
+        ctx.load(off).map_err(|_| ())
+    }
+}
+
 #[inline(always)]
 fn observe(ctx: &TcContext, dir: u8) {
     let _ = try_observe(ctx, dir);
 }
 
+/// Cheapest reject first: the EtherType, then the addresses against the VIPs, before
+/// anything else is read or looked up.
 fn try_observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
-    let eth: EthHdr = ctx.load(0).map_err(|_| ())?;
-    let mut ether_type = u16::from_be(eth.ether_type);
+    let mut ether_type = u16::from_be(rd::<u16>(ctx, 12)?);
     let mut l3 = EthHdr::LEN;
-    // SAFETY: ctx.skb.skb is the valid __sk_buff the program was called with.
-    let skb = unsafe { &*ctx.skb.skb };
-    let mut vlan = if skb.vlan_present != 0 {
-        skb.vlan_tci as u16
-    } else {
-        0
-    };
     if ether_type == ETH_P_8021Q {
-        let tci: u16 = ctx.load(l3).map_err(|_| ())?;
-        let inner: u16 = ctx.load(l3 + 2).map_err(|_| ())?;
-        vlan = u16::from_be(tci);
-        ether_type = u16::from_be(inner);
+        ether_type = u16::from_be(rd::<u16>(ctx, l3 + 2)?);
         l3 += VLAN_HDR_LEN;
     }
 
-    let (family, src, dst, proto, ip_len, l4) = match ether_type {
+    // `to_vip`: the VIP is the destination (else the source).
+    let (family, src, dst, to_vip, proto, ip_len, l4) = match ether_type {
         ETH_P_IP => {
-            let ip: Ipv4Hdr = ctx.load(l3).map_err(|_| ())?;
-            let ihl = ((ip.vihl & 0x0f) as usize) * 4;
+            let ip: Ipv4Hdr = rd(ctx, l3)?;
+            let (src, dst) = (v4_mapped(ip.src_addr), v4_mapped(ip.dst_addr));
+            let to_vip = is_vip(&dst);
+            if !to_vip && !is_vip(&src) {
+                return Ok(());
+            }
+            let ihl = (ip.vihl & 0x0f) as usize;
+            if ihl < 5 {
+                return Ok(());
+            }
             (
                 AF_INET,
-                v4_mapped(ip.src_addr),
-                v4_mapped(ip.dst_addr),
+                src,
+                dst,
+                to_vip,
                 ip.proto,
                 u16::from_be_bytes(ip.tot_len),
-                l3 + ihl,
+                l3 + ihl * 4,
             )
         }
         ETH_P_IPV6 => {
-            let ip: Ipv6Hdr = ctx.load(l3).map_err(|_| ())?;
+            let ip: Ipv6Hdr = rd(ctx, l3)?;
+            let to_vip = is_vip(&ip.dst_addr);
+            if !to_vip && !is_vip(&ip.src_addr) {
+                return Ok(());
+            }
             (
                 AF_INET6,
                 ip.src_addr,
                 ip.dst_addr,
+                to_vip,
                 ip.next_hdr,
                 u16::from_be_bytes(ip.payload_len).wrapping_add(Ipv6Hdr::LEN as u16),
                 l3 + Ipv6Hdr::LEN,
@@ -185,16 +290,16 @@ fn try_observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
 
     let (sport, dport, tcp_flags) = match proto {
         PROTO_TCP => {
-            let ports: [u8; 4] = ctx.load(l4).map_err(|_| ())?;
-            let flags: u8 = ctx.load(l4 + 13).map_err(|_| ())?;
+            // Ports and flags in one read: bytes 0..4 and 13 of the TCP header.
+            let h: [u8; 14] = rd(ctx, l4)?;
             (
-                u16::from_be_bytes([ports[0], ports[1]]),
-                u16::from_be_bytes([ports[2], ports[3]]),
-                flags,
+                u16::from_be_bytes([h[0], h[1]]),
+                u16::from_be_bytes([h[2], h[3]]),
+                h[13],
             )
         }
         PROTO_UDP => {
-            let ports: [u8; 4] = ctx.load(l4).map_err(|_| ())?;
+            let ports: [u8; 4] = rd(ctx, l4)?;
             (
                 u16::from_be_bytes([ports[0], ports[1]]),
                 u16::from_be_bytes([ports[2], ports[3]]),
@@ -205,62 +310,148 @@ fn try_observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
         _ => return Ok(()),
     };
 
-    if !wanted(&src, &dst, sport, dport) {
-        return Ok(());
+    let port = global(&CLIENT_PORT);
+    if port != 0 {
+        let client = if to_vip { sport } else { dport };
+        if client != port {
+            return Ok(());
+        }
     }
     bump(COUNTER_MATCHED);
 
     let ts_ns = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: ctx.skb.skb is the valid __sk_buff the program was called with.
+    let skb = unsafe { &*ctx.skb.skb };
     // Map keys must live on the BPF stack, not point into the context.
     let ifindex: u32 = skb.ifindex;
     // SAFETY: presence test only.
-    let l3 = unsafe { L3_IFACES.get(&ifindex).is_some() };
+    let l3_iface = unsafe { L3_IFACES.get(ifindex).is_some() };
+    let eth: EthHdr = rd(ctx, 0)?;
+    // The routed hop's count is kept per next-hop: its Ethernet destination is the key.
+    let nexthop_mac = if dir == DIR_EGRESS && l3_iface {
+        eth.dst_addr
+    } else {
+        [0; 6]
+    };
+    let key = HopKey {
+        src,
+        dst,
+        sport,
+        dport,
+        ifindex,
+        eth_dst: nexthop_mac,
+        proto,
+        dir,
+    };
+    let (first, count) = count_hop(&key, ip_len, ts_ns);
+    let budget = global(&RECORD_BUDGET);
+    let record = first || tcp_flags & TCP_SYN_FIN_RST != 0 || count <= u64::from(budget);
+
     if dir == DIR_EGRESS {
         forget_last_ingress();
-    } else if l3 {
+    } else if l3_iface {
+        // Only a recorded packet primes the route lookup and hash hooks: a packet the
+        // budget leaves out gets no lookup or hash records either.
         if let Some(last) = LAST_INGRESS.get_ptr_mut(0) {
-            // SAFETY: per-CPU slot, only this CPU writes it.
+            // SAFETY: per-CPU slot, only this CPU writes it. Field by field: a whole
+            // LastIngress on the BPF stack would not fit beside the rest.
             unsafe {
-                *last = LastIngress {
-                    ts_ns,
-                    src,
-                    dst,
-                    ifindex,
-                    mark: skb.mark,
-                    sport,
-                    dport,
-                    proto,
-                    family,
-                    routed: 0,
-                    _pad: [0; 1],
-                };
+                (*last).ts_ns = if record { ts_ns } else { 0 };
+                (*last).src = src;
+                (*last).dst = dst;
+                (*last).ifindex = ifindex;
+                (*last).mark = skb.mark;
+                (*last).sport = sport;
+                (*last).dport = dport;
+                (*last).proto = proto;
+                (*last).family = family;
+                (*last).routed = 0;
             }
         }
     }
-
-    let record = PacketRecord {
-        kind: KIND_PACKET,
-        ifindex: skb.ifindex,
-        ts_ns,
-        src,
-        dst,
-        eth_src: eth.src_addr,
-        eth_dst: eth.dst_addr,
-        sport,
-        dport,
-        ip_len,
-        vlan,
-        mark: skb.mark,
-        hash: skb.hash,
-        dir,
-        family,
-        proto,
-        tcp_flags,
-    };
-    if EVENTS.output::<PacketRecord>(&record, 0).is_err() {
-        bump(COUNTER_LOST);
+    if !record {
+        bump(COUNTER_UNRECORDED);
+        return Ok(());
     }
+
+    let mut vlan = if skb.vlan_present != 0 {
+        skb.vlan_tci as u16
+    } else {
+        0
+    };
+    if l3 != EthHdr::LEN {
+        vlan = u16::from_be(rd::<u16>(ctx, EthHdr::LEN)?);
+    }
+    // Filled in place in the ring: it would not fit on the BPF stack beside the key.
+    let Some(mut entry) = EVENTS.reserve::<PacketRecord>(0) else {
+        bump(COUNTER_LOST);
+        return Ok(());
+    };
+    let r = entry.as_mut_ptr();
+    // SAFETY: `r` points at a reserved, exclusively owned PacketRecord-sized slot.
+    unsafe {
+        (*r).kind = KIND_PACKET;
+        (*r).ifindex = ifindex;
+        (*r).ts_ns = ts_ns;
+        (*r).src = src;
+        (*r).dst = dst;
+        (*r).eth_src = eth.src_addr;
+        (*r).eth_dst = eth.dst_addr;
+        (*r).sport = sport;
+        (*r).dport = dport;
+        (*r).ip_len = ip_len;
+        (*r).vlan = vlan;
+        (*r).mark = skb.mark;
+        (*r).hash = skb.hash;
+        (*r).dir = dir;
+        (*r).family = family;
+        (*r).proto = proto;
+        (*r).tcp_flags = tcp_flags;
+    }
+    entry.submit(0);
     Ok(())
+}
+
+/// Adds to a counter several CPUs may update at once.
+#[inline(always)]
+fn add(counter: *mut u64, n: u64) {
+    // SAFETY: `counter` points into a map value; the add is atomic.
+    unsafe {
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, n);
+    }
+}
+
+/// Counts one packet of a hop; returns whether it created the entry, and the hop's
+/// packet count after it (read back racily: close enough for the record budget).
+#[inline(always)]
+fn count_hop(key: &HopKey, ip_len: u16, ts_ns: u64) -> (bool, u64) {
+    let c = match HOPS.get_ptr_mut(key) {
+        Some(c) => c,
+        None => {
+            let fresh = HopCount {
+                packets: 1,
+                bytes: u64::from(ip_len),
+                first_ns: ts_ns,
+                last_ns: ts_ns,
+            };
+            if HOPS.insert(key, fresh, BPF_NOEXIST as u64).is_ok() {
+                bump(COUNTER_HOP_NEW);
+                return (true, 1);
+            }
+            // Another CPU created it meanwhile.
+            match HOPS.get_ptr_mut(key) {
+                Some(c) => c,
+                None => return (false, 0),
+            }
+        }
+    };
+    // SAFETY: a map value pointer; the time is a plain store (the latest writer wins).
+    unsafe {
+        add(core::ptr::addr_of_mut!((*c).packets), 1);
+        add(core::ptr::addr_of_mut!((*c).bytes), u64::from(ip_len));
+        (*c).last_ns = ts_ns;
+        (false, (*c).packets)
+    }
 }
 
 #[inline(always)]
@@ -290,10 +481,25 @@ fn read<T>(ctx: &TracePointContext, offset: u16) -> Result<T, ()> {
 }
 
 fn try_fib(ctx: &TracePointContext, index: u32, family: u8) -> Result<(), ()> {
+    // Cheapest reject first: almost every lookup on the node follows no traced packet, and
+    // the per-CPU slot says so before anything is read from the tracepoint.
+    let last = LAST_INGRESS.get(0).ok_or(())?;
+    if last.ts_ns == 0 || last.routed != 0 || last.family != family {
+        return Ok(());
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now.wrapping_sub(last.ts_ns) > LAST_INGRESS_MAX_AGE_NS {
+        return Ok(());
+    }
     let off = *FIB_OFFSETS.get(index).ok_or(())?;
     if off.valid == 0 {
         return Ok(());
     }
+    let iif: i32 = read(ctx, off.iif)?;
+    if last.ifindex as i32 != iif {
+        return Ok(());
+    }
+    // The slot holds a VIP packet's addresses: the same addresses make it this lookup's.
     let (src, dst) = if family == AF_INET {
         (
             v4_mapped(read::<[u8; 4]>(ctx, off.src)?),
@@ -305,21 +511,7 @@ fn try_fib(ctx: &TracePointContext, index: u32, family: u8) -> Result<(), ()> {
             read::<[u8; 16]>(ctx, off.dst)?,
         )
     };
-    if !is_vip(&src) && !is_vip(&dst) {
-        return Ok(());
-    }
-    let iif: i32 = read(ctx, off.iif)?;
-
-    // Only lookups made for a packet we just saw come in (see LAST_INGRESS).
-    let last = LAST_INGRESS.get(0).ok_or(())?;
-    let now = unsafe { bpf_ktime_get_ns() };
-    if last.ts_ns == 0
-        || now.wrapping_sub(last.ts_ns) > LAST_INGRESS_MAX_AGE_NS
-        || last.routed != 0
-        || last.ifindex as i32 != iif
-        || last.src != src
-        || last.dst != dst
-    {
+    if last.src != src || last.dst != dst {
         return Ok(());
     }
 
@@ -464,7 +656,7 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), ()> {
     let net: u64 = kread(dev, off.dev_nd_net)?;
     let inum: u32 = kread(net, off.net_ns_inum)?;
     // SAFETY: presence test only.
-    if unsafe { NETNS_INUMS.get(&inum).is_none() } {
+    if unsafe { NETNS_INUMS.get(inum).is_none() } {
         return Ok(());
     }
     let head: u64 = kread(skb, off.skb_head)?;

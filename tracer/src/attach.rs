@@ -19,9 +19,12 @@ use aya::{
         FExit, KProbe, LinkOrder, SchedClassifier, TcAttachType, TracePoint,
     },
     util::KernelVersion,
-    Btf, Ebpf,
+    Btf, Ebpf, EbpfLoader,
 };
-use tracer_common::{Config, DropOffsets, FibOffsets, COUNTER_LOST};
+use tracer_common::{
+    DropOffsets, FibOffsets, HopCount, HopKey, BUDGET_ALL, COUNTER_HOP_NEW, COUNTER_LOST,
+    COUNTER_UNRECORDED, INLINE_VIPS,
+};
 
 use crate::{btf_layout::Layout, events::vip_key, netns::Netns, tracefs};
 
@@ -69,6 +72,39 @@ pub struct Request<'a> {
     pub interfaces: &'a [String],
     /// Ifindexes of the traced interfaces that route (not bridge ports): bridge0.
     pub l3_ifindexes: &'a [u32],
+    /// Packet records per hop: every packet, none (counts only) or the first N.
+    pub budget: RecordBudget,
+    /// Entries of the in-kernel per-hop counter map.
+    pub hop_entries: u32,
+}
+
+/// How many packet records the TC programs write per hop (one flow direction on one
+/// interface, and on the routed hop one next-hop). Every packet is counted in the kernel
+/// whatever the budget; the first packet of each hop and TCP SYN/FIN/RST are always
+/// recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordBudget {
+    All,
+    First(u32),
+}
+
+impl RecordBudget {
+    fn global(self) -> u32 {
+        match self {
+            RecordBudget::All => BUDGET_ALL,
+            RecordBudget::First(n) => n.min(BUDGET_ALL - 1),
+        }
+    }
+}
+
+/// The in-kernel counters of one site, as read at one moment.
+#[derive(Debug, Default, Clone)]
+pub struct HopCounts {
+    pub hops: Vec<(HopKey, HopCount)>,
+    /// Hop entries the programs created since the start.
+    pub created: u64,
+    /// Packet records the budget left unwritten.
+    pub unrecorded: u64,
 }
 
 /// How TC programs are attached: TCX links (kernel >= 6.6; file descriptors that vanish
@@ -100,9 +136,21 @@ fn remove_leftovers(iface: &str) -> usize {
 
 impl Probes {
     pub fn load(req: &Request) -> Result<Probes> {
-        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| {
-            anyhow!("the kernel refused the tracer's eBPF maps ({e}); a kernel >= 5.8 with BPF ring buffers is needed")
-        })?;
+        let vips: Vec<IpAddr> = {
+            let mut seen = HashSet::new();
+            req.vips
+                .iter()
+                .copied()
+                .filter(|v| seen.insert(*v))
+                .collect()
+        };
+        let globals = Globals::new(&vips, req.client_port.unwrap_or(0), req.budget);
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries("HOPS", req.hop_entries);
+        globals.apply(&mut loader);
+        let mut ebpf = loader.load(OBJECT).map_err(|e| {
+                anyhow!("the kernel refused the tracer's eBPF maps ({e}); a kernel >= 5.8 with BPF ring buffers is needed")
+            })?;
         let mut ready = Ready {
             netns: req.netns.label.clone(),
             role: req.role,
@@ -112,26 +160,18 @@ impl Probes {
             ..Default::default()
         };
 
-        let mut vips: BpfHashMap<_, [u8; 16], u8> =
-            BpfHashMap::try_from(ebpf.map_mut("VIPS").context("map VIPS missing")?)?;
-        for vip in req.vips.iter().collect::<HashSet<_>>() {
-            vips.insert(vip_key(*vip), 1, 0)?;
+        if globals.vips_in_map != 0 {
+            let mut map: BpfHashMap<_, [u8; 16], u8> =
+                BpfHashMap::try_from(ebpf.map_mut("VIPS").context("map VIPS missing")?)?;
+            for vip in &vips {
+                map.insert(vip_key(*vip), 1, 0)?;
+            }
         }
         let mut l3: BpfHashMap<_, u32, u8> =
             BpfHashMap::try_from(ebpf.map_mut("L3_IFACES").context("map L3_IFACES missing")?)?;
         for ifindex in req.l3_ifindexes {
             l3.insert(ifindex, 1, 0)?;
         }
-        let mut config: Array<_, Config> =
-            Array::try_from(ebpf.map_mut("CONFIG").context("map CONFIG missing")?)?;
-        config.set(
-            0,
-            Config {
-                client_port: req.client_port.unwrap_or(0),
-                _pad: [0; 6],
-            },
-            0,
-        )?;
 
         let netlink = match req.mode {
             AttachMode::Auto => !tcx_available(),
@@ -220,9 +260,33 @@ impl Probes {
 
     /// Records the programs could not write because the ring buffer was full.
     pub fn lost(&self) -> Result<u64> {
+        self.counter(COUNTER_LOST)
+    }
+
+    fn counter(&self, index: u32) -> Result<u64> {
         let counters: PerCpuArray<_, u64> =
             PerCpuArray::try_from(self.ebpf.map("COUNTERS").context("map COUNTERS missing")?)?;
-        Ok(counters.get(&COUNTER_LOST, 0)?.iter().sum())
+        Ok(counters.get(&index, 0)?.iter().sum())
+    }
+
+    /// Every hop the kernel counts now, with the creation and budget counters.
+    pub fn hop_counts(&self) -> Result<HopCounts> {
+        let map: BpfHashMap<_, HopKey, HopCount> =
+            BpfHashMap::try_from(self.ebpf.map("HOPS").context("map HOPS missing")?)?;
+        let hops = map.iter().filter_map(Result::ok).collect();
+        Ok(HopCounts {
+            hops,
+            created: self.counter(COUNTER_HOP_NEW)?,
+            unrecorded: self.counter(COUNTER_UNRECORDED)?,
+        })
+    }
+
+    /// Forgets the counts of hops whose flows were summarised, so the map holds live flows
+    /// only. Returns how many entries were still there to delete.
+    pub fn forget_hops(&mut self, keys: &[HopKey]) -> Result<u64> {
+        let mut map: BpfHashMap<_, HopKey, HopCount> =
+            BpfHashMap::try_from(self.ebpf.map_mut("HOPS").context("map HOPS missing")?)?;
+        Ok(keys.iter().filter(|k| map.remove(k).is_ok()).count() as u64)
     }
 
     /// Detaches everything from inside the traced namespace (netlink-attached filters must
@@ -234,6 +298,68 @@ impl Probes {
 }
 
 type TcLinks = Vec<(String, &'static str, SchedClassifierLinkId)>;
+
+/// The read-only globals of the eBPF object (see its `CLIENT_PORT`, `RECORD_BUDGET` and
+/// `VIP*` statics): constants for the verifier, no map lookup per packet.
+struct Globals {
+    client_port: u16,
+    budget: u32,
+    vip4: [u32; INLINE_VIPS],
+    vip4_count: u32,
+    vip6: [[u64; 2]; INLINE_VIPS],
+    vip6_count: u32,
+    vips_in_map: u8,
+}
+
+impl Globals {
+    fn new(vips: &[IpAddr], client_port: u16, budget: RecordBudget) -> Globals {
+        let v4: Vec<u32> = vips
+            .iter()
+            .filter_map(|v| match v {
+                IpAddr::V4(a) => Some(u32::from_ne_bytes(a.octets())),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        let v6: Vec<[u64; 2]> = vips
+            .iter()
+            .filter_map(|v| match v {
+                IpAddr::V6(a) => {
+                    let o = a.octets();
+                    let half = |i: usize| u64::from_ne_bytes(o[i..i + 8].try_into().unwrap());
+                    Some([half(0), half(8)])
+                }
+                IpAddr::V4(_) => None,
+            })
+            .collect();
+        let mut g = Globals {
+            client_port,
+            budget: budget.global(),
+            vip4: [0; INLINE_VIPS],
+            vip4_count: v4.len().min(INLINE_VIPS) as u32,
+            vip6: [[0; 2]; INLINE_VIPS],
+            vip6_count: v6.len().min(INLINE_VIPS) as u32,
+            vips_in_map: u8::from(v4.len() > INLINE_VIPS || v6.len() > INLINE_VIPS),
+        };
+        for (slot, v) in g.vip4.iter_mut().zip(&v4) {
+            *slot = *v;
+        }
+        for (slot, v) in g.vip6.iter_mut().zip(&v6) {
+            *slot = *v;
+        }
+        g
+    }
+
+    fn apply<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
+        loader
+            .override_global("CLIENT_PORT", &self.client_port, true)
+            .override_global("RECORD_BUDGET", &self.budget, true)
+            .override_global("VIP4", &self.vip4, true)
+            .override_global("VIP4_COUNT", &self.vip4_count, true)
+            .override_global("VIP6", &self.vip6, true)
+            .override_global("VIP6_COUNT", &self.vip6_count, true)
+            .override_global("VIPS_IN_MAP", &self.vips_in_map, true);
+    }
+}
 
 const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
     ("meridio_tc_in", TcAttachType::Ingress),

@@ -5,7 +5,7 @@ use std::{collections::HashSet, net::IpAddr, time::Duration};
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
-pub use crate::attach::AttachMode;
+pub use crate::attach::{AttachMode, RecordBudget};
 
 /// Follow Meridio VIP flows through a proxy pod's network namespace, hop by hop, and name
 /// the ECMP next-hop (stateless-lb-frontend) the kernel really sent them to.
@@ -63,6 +63,20 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", value_parser = parse_duration, default_value = "60")]
     pub flow_timeout: Duration,
 
+    /// Packet records per hop (one flow direction on one interface; on the routed hop,
+    /// per next-hop): `all`, `none`, or a number N for the first N. Every packet is counted
+    /// in the kernel whatever this says, so flow summaries and the distribution stay exact;
+    /// the first packet of each hop and TCP SYN, FIN and RST are always recorded. Lower it
+    /// under heavy load (e.g. `mconnect -nconn 400`).
+    #[arg(long, value_name = "all|none|N", default_value = "all", value_parser = parse_budget)]
+    pub records: RecordBudget,
+
+    /// Size of the in-kernel per-hop counter map (an LRU map: when full, the oldest hops
+    /// are evicted and the summary says so). About 100 bytes an entry.
+    #[arg(long, value_name = "ENTRIES", default_value_t = tracer_common::HOPS_DEFAULT_ENTRIES,
+          value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
+    pub hop_entries: u32,
+
     /// How to attach the TC programs: TCX links where the kernel has them (>= 6.6), or
     /// netlink clsact filters (older kernels; forced, e.g. to test the cleanup of a run
     /// that was killed).
@@ -108,6 +122,17 @@ pub struct DiscoverArgs {
 fn parse_vip(s: &str) -> Result<IpAddr, String> {
     s.parse::<IpAddr>()
         .map_err(|_| format!("{s:?} is not an IPv4 or IPv6 address"))
+}
+
+fn parse_budget(s: &str) -> Result<RecordBudget, String> {
+    match s {
+        "all" => Ok(RecordBudget::All),
+        "none" => Ok(RecordBudget::First(0)),
+        n => n
+            .parse::<u32>()
+            .map(RecordBudget::First)
+            .map_err(|_| format!("{s:?} is not `all`, `none` or a number of records per hop")),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -172,6 +197,11 @@ mod tests {
         assert_eq!(a.vips.len(), 2);
         assert_eq!(a.port, Some(35000));
         assert_eq!(a.duration, Some(Duration::from_millis(1500)));
+        assert_eq!(a.records, RecordBudget::All);
+        let a = parse(&["--vip", "20.0.0.1", "--records", "3"]).unwrap();
+        assert_eq!(a.records, RecordBudget::First(3));
+        let a = parse(&["--vip", "20.0.0.1", "--records", "none"]).unwrap();
+        assert_eq!(a.records, RecordBudget::First(0));
     }
 
     #[test]
@@ -221,6 +251,11 @@ mod tests {
             (&["discover", "--vip", "1.2.3.4"], "--vip"),
             (&["--vip", "1.2.3.4", "discover"], "discover"),
             (&["discover", "--role", "proxy"], "--role"),
+            (
+                &["--vip", "1.2.3.4", "--records", "some"],
+                "number of records",
+            ),
+            (&["--vip", "1.2.3.4", "--hop-entries", "10"], "10"),
             (
                 &[
                     "--netns", "p", "--vip", "1.2.3.4", "--iface", "x", "--iface", "x",

@@ -11,9 +11,11 @@ use std::{
     net::IpAddr,
 };
 
+use tracer_common::{HopCount, HopKey};
+
 use crate::{
     discover::Role,
-    events::{Dir, Drop, FibLookup, HashSample, Mac, Packet},
+    events::{Dir, Drop, FibLookup, HashSample, HopCounted, Mac, Packet},
     kernel_state::{KernelState, NextHop, Rule},
     multipath::{self, HashSource},
 };
@@ -207,10 +209,21 @@ pub struct NextHopUse {
     pub first_rel_ns: u64,
 }
 
+/// A flow's exact packet counts through the proxy, from the kernel's per-hop counters.
+#[derive(Clone, Debug, Default)]
+struct Counted {
+    ingress_packets: u64,
+    ingress_port: Option<String>,
+    egress_packets: u64,
+    /// Per next-hop MAC: packets, first packet's kernel time, the routed interface.
+    by_mac: Vec<(Mac, u64, u64, u32)>,
+}
+
 #[derive(Clone, Debug, Default)]
 struct FlowState {
     id: u32,
     first_ts: u64,
+    /// Records seen (the counts when no kernel counters were read).
     ingress_packets: u64,
     ingress_port: Option<String>,
     egress_packets: u64,
@@ -233,6 +246,10 @@ struct FlowState {
     fin_in: bool,
     fin_out: bool,
     rst: bool,
+    /// Exact counts from the kernel, when they were read: they win over the records.
+    counted: Option<Counted>,
+    /// The flow's entries in each site's counter map, to forget when the flow ends.
+    hop_keys: Vec<(usize, HopKey)>,
 }
 
 impl FlowState {
@@ -249,8 +266,15 @@ pub struct FlowSummary {
     /// The proxy namespace the routing verdict is about, when one saw the flow.
     pub proxy_site: Option<usize>,
     pub ingress_port: Option<String>,
+    /// Packets, exact when `counted` (from the kernel's counters), else as recorded.
     pub ingress_packets: u64,
     pub egress_packets: u64,
+    /// The packet counts come from the kernel's counters, not from the records.
+    pub counted: bool,
+    /// Packet records received for the proxy's ingress and routed egress hops: fewer than
+    /// the packets when the budget (`--records`) or a full ring buffer left some out.
+    pub ingress_records: u64,
+    pub egress_records: u64,
     pub nexthops: Vec<NextHopUse>,
     /// Every egress packet went to the same next-hop.
     pub consistent: bool,
@@ -284,6 +308,8 @@ pub struct FlowTable {
     /// Next-hop shares of flows already expired, so the final distribution still counts
     /// them while their state is gone.
     ended: Vec<Distribution>,
+    /// Counter-map entries of flows that ended, by site: the session deletes them.
+    ended_hops: Vec<(usize, HopKey)>,
 }
 
 /// A closed flow (FIN/RST seen) is summarised this long after its last packet, so late
@@ -337,6 +363,7 @@ impl FlowTable {
             .iter()
             .filter_map(|k| {
                 let f = self.flows.remove(k)?;
+                self.ended_hops.extend_from_slice(&f.hop_keys);
                 Some(summarize(k, &f, states))
             })
             .collect();
@@ -345,6 +372,59 @@ impl FlowTable {
             add_share(&mut self.ended, s);
         }
         out
+    }
+
+    /// The counter-map entries of the flows that ended since the last call.
+    pub fn take_ended_hops(&mut self) -> Vec<(usize, HopKey)> {
+        std::mem::take(&mut self.ended_hops)
+    }
+
+    /// Takes in one site's kernel counters (cumulative: each read replaces the last). A flow
+    /// the records never showed (budget, ring loss) is created from its counts alone. Only
+    /// proxy hops feed the flow's packet counts, as with records.
+    pub fn absorb(&mut self, site: &Site, hops: &[(HopKey, HopCount)]) {
+        let state = site.state;
+        let proxy = site.role == Role::Proxy;
+        let mut fresh: HashMap<FlowKey, Counted> = HashMap::new();
+        for (raw, count) in hops {
+            let h = HopCounted::new(raw, count);
+            let Some((key, path)) =
+                FlowKey::classify(&self.vips, h.proto, h.src, h.sport, h.dst, h.dport)
+            else {
+                continue;
+            };
+            let flow = self.flow(&key, h.first_ns);
+            flow.last_ts = flow.last_ts.max(h.last_ns);
+            if !flow.hop_keys.contains(&(site.index, *raw)) {
+                flow.hop_keys.push((site.index, *raw));
+            }
+            if !proxy {
+                continue;
+            }
+            flow.proxy_site.get_or_insert(site.index);
+            let Some(link) = state.link(h.ifindex) else {
+                continue;
+            };
+            let port = state.is_bridge_port(h.ifindex);
+            let c = fresh.entry(key).or_default();
+            match (path, port, h.dir) {
+                (PathDir::Ingress, true, Dir::Ingress) => {
+                    c.ingress_packets += h.packets;
+                    c.ingress_port.get_or_insert_with(|| link.name.clone());
+                }
+                (PathDir::Egress, false, Dir::Egress) => {
+                    c.egress_packets += h.packets;
+                    c.by_mac.push((h.eth_dst, h.packets, h.first_ns, h.ifindex));
+                }
+                _ => {}
+            }
+        }
+        for (key, mut c) in fresh {
+            if let Some(f) = self.flows.get_mut(&key) {
+                c.by_mac.sort_by_key(|(_, _, first, _)| *first);
+                f.counted = Some(c);
+            }
+        }
     }
 
     /// Next-hop distribution per VIP over every flow seen, expired ones included.
@@ -551,7 +631,21 @@ fn summarize(key: &FlowKey, f: &FlowState, states: &[&KernelState]) -> FlowSumma
     let candidates = table
         .map(|t| state.default_nexthops(t, key.vip.is_ipv6()))
         .unwrap_or_default();
-    let nexthop_in_route = match f.nexthops.as_slice() {
+    let (ingress_packets, egress_packets, ingress_port, nexthops) = match &f.counted {
+        Some(c) => (
+            c.ingress_packets,
+            c.egress_packets,
+            f.ingress_port.clone().or_else(|| c.ingress_port.clone()),
+            counted_nexthops(f, c, state, key.vip.is_ipv6()),
+        ),
+        None => (
+            f.ingress_packets,
+            f.egress_packets,
+            f.ingress_port.clone(),
+            f.nexthops.clone(),
+        ),
+    };
+    let nexthop_in_route = match nexthops.as_slice() {
         [one] if !candidates.is_empty() => {
             Some(one.ip.is_some() && candidates.iter().any(|c| c.gw == one.ip))
         }
@@ -561,11 +655,14 @@ fn summarize(key: &FlowKey, f: &FlowState, states: &[&KernelState]) -> FlowSumma
         flow: key.clone(),
         flow_id: f.id,
         proxy_site: f.proxy_site,
-        ingress_port: f.ingress_port.clone(),
-        ingress_packets: f.ingress_packets,
-        egress_packets: f.egress_packets,
-        consistent: f.nexthops.len() <= 1,
-        nexthops: f.nexthops.clone(),
+        ingress_port,
+        ingress_packets,
+        egress_packets,
+        counted: f.counted.is_some(),
+        ingress_records: f.ingress_packets,
+        egress_records: f.egress_packets,
+        consistent: nexthops.len() <= 1,
+        nexthops,
         rule,
         table,
         candidates,
@@ -574,6 +671,44 @@ fn summarize(key: &FlowKey, f: &FlowState, states: &[&KernelState]) -> FlowSumma
         drops: f.drops,
         last_drop: f.last_drop.clone(),
     }
+}
+
+/// The next-hops a flow took, with the kernel's exact packet counts. A next-hop no record
+/// showed (left out by the budget or lost) is named from the state, as a record would be.
+fn counted_nexthops(f: &FlowState, c: &Counted, state: &KernelState, v6: bool) -> Vec<NextHopUse> {
+    let mut out: Vec<NextHopUse> = c
+        .by_mac
+        .iter()
+        .map(
+            |&(mac, packets, first_ns, ifindex)| match f.nexthops.iter().find(|n| n.mac == mac) {
+                Some(seen) => NextHopUse {
+                    packets,
+                    ..seen.clone()
+                },
+                None => {
+                    let port = state
+                        .fdb_port(&mac)
+                        .and_then(|i| state.link(i))
+                        .map(|l| l.name.clone());
+                    NextHopUse {
+                        ip: state.neighbour_ip(ifindex, &mac, v6),
+                        mac,
+                        flooded: port.is_none(),
+                        port,
+                        packets,
+                        first_rel_ns: first_ns.saturating_sub(f.first_ts),
+                    }
+                }
+            },
+        )
+        .collect();
+    // A next-hop recorded but no longer counted (its entry evicted) keeps its records.
+    for n in &f.nexthops {
+        if !out.iter().any(|o| o.mac == n.mac) {
+            out.push(n.clone());
+        }
+    }
+    out
 }
 
 /// How one VIP's flows spread over next-hops: the ECMP distribution an operator checks

@@ -24,6 +24,9 @@ pub trait Render {
     fn hop(&mut self, h: &Hop);
     fn route(&mut self, r: &RouteHop);
     fn lost(&mut self, count: u64, total: u64);
+    /// Per-hop counters the kernel's LRU map evicted (it was full): those hops' counts
+    /// restarted, so the flows' exact counts are short by what they had.
+    fn evicted(&mut self, count: u64);
     fn dropped(&mut self, d: &DropHop);
     fn change(&mut self, ts_ns: u64, netns: &str, c: &Change);
     /// `netns` names the proxy the routing verdict is about ("" when none saw the flow).
@@ -318,6 +321,10 @@ impl Render for Text {
         say!(self.out, "WARNING: {count} records lost (ring buffer full), {total} in all: hops are missing from this view");
     }
 
+    fn evicted(&mut self, count: u64) {
+        say!(self.out, "WARNING: {count} per-hop counters evicted (the counter map was full; raise --hop-entries): some flows' counts are short");
+    }
+
     fn dropped(&mut self, d: &DropHop) {
         self.head(d.flow_id, &d.flow);
         say!(
@@ -433,6 +440,18 @@ impl Render for Text {
                 )
             }
         };
+        let missing = (s.ingress_packets + s.egress_packets)
+            .saturating_sub(s.ingress_records + s.egress_records);
+        if s.counted && missing > 0 {
+            say!(
+                self.out,
+                "  counts: exact, from the kernel; {} of {} ingress and {} of {} egress packets have a record ({missing} not shown: --records budget or records lost)",
+                s.ingress_records,
+                s.ingress_packets,
+                s.egress_records,
+                s.egress_packets
+            );
+        }
         let p = &s.predictions;
         if p.agree + p.disagree + p.unknown > 0 {
             say!(self.out,
@@ -585,6 +604,10 @@ impl Render for Json {
         );
     }
 
+    fn evicted(&mut self, count: u64) {
+        say!(self.out, "{}", json!({"type": "evicted", "count": count}));
+    }
+
     fn dropped(&mut self, d: &DropHop) {
         let mut v = Value::Object(flow_fields(&d.flow));
         v["type"] = json!("drop");
@@ -658,6 +681,7 @@ impl Render for Json {
             "ifname": one.and_then(|n| n.port.clone()),
             "flooded": one.is_some_and(|n| n.flooded),
             "packets": s.egress_packets,
+            "records": s.egress_records,
             "consistent": s.consistent,
             "nexthop_in_route": s.nexthop_in_route,
             "nexthops": s.nexthops.iter().map(|n| json!({
@@ -668,7 +692,8 @@ impl Render for Json {
             "table": s.table,
             "candidates": nexthops_json(&s.candidates),
         });
-        v["ingress"] = json!({"ifname": s.ingress_port, "packets": s.ingress_packets});
+        v["ingress"] = json!({"ifname": s.ingress_port, "packets": s.ingress_packets, "records": s.ingress_records});
+        v["counted"] = json!(s.counted);
         v["drops"] = json!({
             "packets": s.drops,
             "last": s.last_drop.as_ref().map(|(i, r, l)| json!({"ifname": i, "reason": r, "location": l})),

@@ -72,6 +72,9 @@ struct SiteCtx {
     fdb_read: std::time::Instant,
     /// The change watcher's connection (its messages feed the session's stream).
     watch_task: Option<ConnTask>,
+    /// Counter-map entries this run deleted (flows that ended): with the entries created
+    /// and those present, what the LRU map evicted.
+    hops_forgotten: u64,
 }
 
 const FDB_REFRESH: Duration = Duration::from_millis(100);
@@ -185,6 +188,8 @@ async fn open_site(args: &Args, t: Target) -> Result<SiteCtx> {
         client_port: args.port,
         interfaces: &interfaces,
         l3_ifindexes: &l3_ifindexes(&state, &interfaces),
+        budget: args.records,
+        hop_entries: args.hop_entries,
     })?;
     let (_, inode) = t.netns.id()?;
     Ok(SiteCtx {
@@ -200,6 +205,7 @@ async fn open_site(args: &Args, t: Target) -> Result<SiteCtx> {
         reader: None,
         fdb_read: std::time::Instant::now(),
         watch_task: None,
+        hops_forgotten: 0,
     })
 }
 
@@ -253,6 +259,9 @@ struct Session<'a> {
     tx: mpsc::Sender<Batch>,
     stop: watch::Receiver<bool>,
     lost_reported: Vec<u64>,
+    /// Per site: counter entries the kernel evicted (map full), records the budget skipped.
+    hops_evicted: Vec<u64>,
+    unrecorded: Vec<u64>,
     /// (ts, site, event) waiting for the reorder window.
     pending: Vec<(u64, usize, Result<Event, DecodeError>)>,
     /// Kernel time of the newest event processed: flows expire against it while events
@@ -292,6 +301,8 @@ impl Session<'_> {
         site.watch_task = Some(watcher.task);
         self.sites.push(Some(site));
         self.lost_reported.push(0);
+        self.hops_evicted.push(0);
+        self.unrecorded.push(0);
         Ok(())
     }
 
@@ -475,6 +486,44 @@ impl Session<'_> {
         self.start_site(site, watcher)
     }
 
+    /// Reads every site's kernel counters into the flow table.
+    fn absorb_counts(&mut self) {
+        for (index, site) in self.sites.iter_mut().enumerate() {
+            let Some(site) = site else { continue };
+            match site.probes.hop_counts() {
+                Ok(c) => {
+                    let live = c.hops.len() as u64;
+                    self.flows.absorb(&site.site(index), &c.hops);
+                    let evicted = c
+                        .created
+                        .saturating_sub(site.hops_forgotten)
+                        .saturating_sub(live);
+                    self.hops_evicted[index] = evicted;
+                    self.unrecorded[index] = c.unrecorded;
+                }
+                Err(e) => log::warn!("could not read the counters of {}: {e:#}", site.label),
+            }
+        }
+    }
+
+    /// Deletes the counter entries of flows that were summarised.
+    fn forget_ended(&mut self) {
+        let mut by_site: std::collections::HashMap<usize, Vec<tracer_common::HopKey>> =
+            Default::default();
+        for (i, k) in self.flows.take_ended_hops() {
+            by_site.entry(i).or_default().push(k);
+        }
+        for (i, keys) in by_site {
+            let Some(Some(site)) = self.sites.get_mut(i) else {
+                continue;
+            };
+            match site.probes.forget_hops(&keys) {
+                Ok(n) => site.hops_forgotten += n,
+                Err(e) => log::warn!("could not forget counters in {}: {e:#}", site.label),
+            }
+        }
+    }
+
     fn report_loss(&mut self) -> Result<()> {
         for (i, site) in self.sites.iter().enumerate() {
             let Some(site) = site else { continue };
@@ -561,6 +610,8 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
         tx,
         stop,
         lost_reported: Vec::new(),
+        hops_evicted: Vec::new(),
+        unrecorded: Vec::new(),
         pending: Vec::new(),
         watermark: 0,
     };
@@ -593,12 +644,17 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
         s.queue(i, batch);
     }
     s.flush(u64::MAX).await?;
+    s.absorb_counts();
     s.report_loss()?;
     for site in s.sites.iter_mut().flatten() {
         // Summaries judge against the state as it is now; a failed re-read keeps the last.
         if let Err(e) = site.refresh().await {
             log::warn!("could not re-read {} for the summary: {e:#}", site.label);
         }
+    }
+    let evicted: u64 = s.hops_evicted.iter().sum();
+    if evicted > 0 {
+        s.out.evicted(evicted);
     }
     let summaries = s.flows.summaries(&states(&s.sites));
     let labels = labels(&s.sites);
@@ -663,7 +719,9 @@ async fn stream(
                 } else {
                     s.watermark
                 };
+                s.absorb_counts();
                 let ended = s.flows.expire(now, idle_ns, &states(&s.sites));
+                s.forget_ended();
                 let labels = labels(&s.sites);
                 for e in ended {
                     s.out.summary(&e, proxy_label(&labels, e.proxy_site));
