@@ -898,9 +898,11 @@ fn a_pid_without_netns_gets_one_sentence() {
 /// tracefs missing, simulated for the tracer alone: it runs in a private mount namespace
 /// where tracefs (and debugfs) are unmounted, so the machine's mounts are untouched.
 /// 1. With `mount` at hand the tracer mounts tracefs itself (in that namespace), says so,
-///    and attaches the fib tracepoints.
-/// 2. Without a `mount` program (PATH leads nowhere) it cannot: the two fib tracepoints are listed
-///    as refused with the reason, TC tracing still works, and the exit is clean.
+///    and attaches the fib hooks (raw tracepoints, which need no tracefs) and kfree_skb.
+/// 2. Without a `mount` program (PATH leads nowhere) it cannot: the raw fib hooks still
+///    attach, kfree_skb (a perf tracepoint, its offsets from tracefs) is refused with the
+///    reason; with `--fib-hook tracepoint` the two perf fib tracepoints are refused with
+///    the reason too. TC tracing still works, and the exit is clean.
 ///
 /// (Hiding tracefs from the whole machine is not simulated: concurrent tracers and tests
 /// need it.)
@@ -930,7 +932,7 @@ if [ -d /sys/kernel/tracing/events ] || [ -d /sys/kernel/debug/tracing/events ];
   echo "tracefs is still there" >&2; exit 97
 fi
 p=$1; shift; PATH=$p exec "$@""#;
-    let run = |path: &str, port: u16| {
+    let run = |path: &str, port: u16, extra: &[&str]| {
         let kept = Arc::new(Mutex::new(Kept::default()));
         let mut cmd = Command::new("unshare");
         cmd.args([
@@ -942,7 +944,8 @@ p=$1; shift; PATH=$p exec "$@""#;
             script,
             "sh",
         ])
-        .args([path, TRACER, "--json", "--netns", &proxy, "--vip", VIP]);
+        .args([path, TRACER, "--json", "--netns", &proxy, "--vip", VIP])
+        .args(extra);
         let tracer = PipedTracer::start_command(&mut cmd, keep_json(&kept));
         echo(&lab, port).unwrap();
         std::thread::sleep(Duration::from_millis(300));
@@ -961,16 +964,34 @@ p=$1; shift; PATH=$p exec "$@""#;
         (ready, stderr)
     };
 
-    let (ready, stderr) = run("/usr/sbin:/usr/bin:/sbin:/bin", 36300);
+    let (ready, stderr) = run("/usr/sbin:/usr/bin:/sbin:/bin", 36300, &[]);
     assert!(stderr.contains("mounted tracefs"), "{stderr}");
     let hooks = ready["hooks"].to_string();
     assert!(
-        hooks.contains("tracepoint:fib/fib_table_lookup")
-            && hooks.contains("tracepoint:fib6/fib6_table_lookup"),
+        hooks.contains("raw_tracepoint:fib_table_lookup")
+            && hooks.contains("raw_tracepoint:fib6_table_lookup")
+            && hooks.contains("tracepoint:skb/kfree_skb"),
         "{ready}"
     );
 
-    let (ready, stderr) = run("/nonexistent", 36301);
+    let (ready, stderr) = run("/nonexistent", 36301, &[]);
+    let hooks = ready["hooks"].to_string();
+    assert!(
+        hooks.contains("raw_tracepoint:fib_table_lookup")
+            && hooks.contains("raw_tracepoint:fib6_table_lookup"),
+        "the raw fib hooks need no tracefs: {ready}\n{stderr}"
+    );
+    let refused = ready["refused"].as_array().unwrap();
+    let drop = refused
+        .iter()
+        .find(|r| r["hook"] == "tracepoint:skb/kfree_skb")
+        .unwrap_or_else(|| panic!("kfree_skb not refused: {ready}\n{stderr}"));
+    assert!(
+        drop["reason"].as_str().unwrap().contains("tracefs"),
+        "reason names tracefs: {drop}"
+    );
+
+    let (ready, stderr) = run("/nonexistent", 36302, &["--fib-hook", "tracepoint"]);
     let refused = ready["refused"].as_array().unwrap();
     for tp in [
         "tracepoint:fib/fib_table_lookup",

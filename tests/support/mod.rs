@@ -12,11 +12,14 @@ use std::{
 use serde_json::Value;
 
 pub const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
-pub const OUR_PROGRAMS: [&str; 4] = [
+pub const OUR_PROGRAMS: [&str; 7] = [
     "meridio_tc_in",
     "meridio_tc_out",
     "meridio_fib4",
     "meridio_fib6",
+    "meridio_fib4_raw",
+    "meridio_fib6_raw",
+    "meridio_drop",
 ];
 
 /// Labs and tracers are heavy on a 2-core machine and the checks read global kernel state

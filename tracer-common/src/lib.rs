@@ -217,6 +217,40 @@ pub struct FibOffsets {
     pub valid: u16,
 }
 
+/// Where the raw fib tracepoint programs find what they read, from the kernel's BTF (bytes).
+/// They get the tracepoints' own arguments (`TP_PROTO`), not a formatted record:
+/// `fib_table_lookup(u32 tb_id, const struct flowi4 *, const struct fib_nh_common *, int err)`
+/// and `fib6_table_lookup(const struct net *, const struct fib6_result *,
+/// struct fib6_table *, const struct flowi6 *)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FibRawOffsets {
+    /// `flowi4` / `flowi6`: input and output interface, addresses.
+    pub fl4_iif: u16,
+    pub fl4_oif: u16,
+    pub fl4_saddr: u16,
+    pub fl4_daddr: u16,
+    pub fl6_iif: u16,
+    pub fl6_oif: u16,
+    pub fl6_saddr: u16,
+    pub fl6_daddr: u16,
+    /// `fib_nh_common`: device, gateway family and gateway.
+    pub nhc_dev: u16,
+    pub nhc_gw_family: u16,
+    pub nhc_gw: u16,
+    /// `net_device.name`.
+    pub dev_name: u16,
+    /// `fib6_result`: next-hop (a `fib6_nh`, whose `fib_nh_common` comes first) and type.
+    pub res_nh: u16,
+    pub res_type: u16,
+    /// `fib6_nh.nh_common`, `fib6_table.tb6_id`.
+    pub f6nh_common: u16,
+    pub tb6_id: u16,
+    /// 1 once userspace has filled the entry.
+    pub valid: u16,
+    pub _pad: u16,
+}
+
 /// IPv4-mapped IPv6 form of an IPv4 address, the key form used in the VIP set.
 pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
     [
@@ -231,4 +265,5 @@ mod pod {
     unsafe impl aya::Pod for super::HopCount {}
     unsafe impl aya::Pod for super::FibOffsets {}
     unsafe impl aya::Pod for super::DropOffsets {}
+    unsafe impl aya::Pod for super::FibRawOffsets {}
 }

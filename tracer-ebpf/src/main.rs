@@ -21,18 +21,18 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, TC_ACT_UNSPEC},
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
-    macros::{classifier, fexit, kretprobe, map, tracepoint},
+    macros::{classifier, fexit, kretprobe, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{FExitContext, RetProbeContext, TcContext, TracePointContext},
+    programs::{FExitContext, RawTracePointContext, RetProbeContext, TcContext, TracePointContext},
 };
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 use tracer_common::{
-    v4_mapped, DropOffsets, DropRecord, FibOffsets, FibRecord, HashRecord, HopCount, HopKey,
-    PacketRecord, AF_INET, AF_INET6, BUDGET_ALL, COUNTERS_LEN, COUNTER_HOP_NEW, COUNTER_LOST,
-    COUNTER_MATCHED, COUNTER_UNRECORDED, DIR_EGRESS, DIR_INGRESS, HASH_HOOK_FEXIT,
+    v4_mapped, DropOffsets, DropRecord, FibOffsets, FibRawOffsets, FibRecord, HashRecord, HopCount,
+    HopKey, PacketRecord, AF_INET, AF_INET6, BUDGET_ALL, COUNTERS_LEN, COUNTER_HOP_NEW,
+    COUNTER_LOST, COUNTER_MATCHED, COUNTER_UNRECORDED, DIR_EGRESS, DIR_INGRESS, HASH_HOOK_FEXIT,
     HASH_HOOK_KRETPROBE, HOPS_DEFAULT_ENTRIES, INLINE_VIPS, KIND_DROP, KIND_FIB, KIND_HASH,
     KIND_PACKET, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, RING_BYTES,
 };
@@ -480,17 +480,69 @@ fn read<T>(ctx: &TracePointContext, offset: u16) -> Result<T, ()> {
     unsafe { ctx.read_at::<T>(offset as usize).map_err(|_| ()) }
 }
 
-fn try_fib(ctx: &TracePointContext, index: u32, family: u8) -> Result<(), ()> {
-    // Cheapest reject first: almost every lookup on the node follows no traced packet, and
-    // the per-CPU slot says so before anything is read from the tracepoint.
-    let last = LAST_INGRESS.get(0).ok_or(())?;
+/// The traced packet this CPU is routing right now, if any: the cheapest reject of every
+/// route lookup on the node (see `LAST_INGRESS`), before anything else is read.
+#[inline(always)]
+fn pending_lookup(family: u8) -> Option<(&'static LastIngress, u64)> {
+    let last = LAST_INGRESS.get(0)?;
     if last.ts_ns == 0 || last.routed != 0 || last.family != family {
-        return Ok(());
+        return None;
     }
     let now = unsafe { bpf_ktime_get_ns() };
     if now.wrapping_sub(last.ts_ns) > LAST_INGRESS_MAX_AGE_NS {
-        return Ok(());
+        return None;
     }
+    Some((last, now))
+}
+
+/// Reserves a fib record and fills what every lookup hook knows the same way; the caller
+/// fills `table`, `err`, `oif`, `gw` and `dev`, then calls `submit_fib`.
+#[inline(always)]
+fn start_fib(
+    last: &LastIngress,
+    now: u64,
+    family: u8,
+    iif: i32,
+) -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<FibRecord>> {
+    let Some(mut entry) = EVENTS.reserve::<FibRecord>(0) else {
+        bump(COUNTER_LOST);
+        return None;
+    };
+    let r = entry.as_mut_ptr();
+    // SAFETY: `r` points at a reserved, exclusively owned FibRecord-sized slot. Filled in
+    // place: a FibRecord on the BPF stack would not fit beside the reads.
+    unsafe {
+        (*r).kind = KIND_FIB;
+        (*r).ts_ns = now;
+        (*r).iif = iif;
+        (*r).sport = last.sport;
+        (*r).dport = last.dport;
+        (*r).src = last.src;
+        (*r).dst = last.dst;
+        (*r).mark = last.mark;
+        (*r).family = family;
+        (*r).proto = last.proto;
+        (*r)._pad = [0; 2];
+    }
+    Some(entry)
+}
+
+#[inline(always)]
+fn submit_fib(entry: aya_ebpf::maps::ring_buf::RingBufEntry<FibRecord>, err: i32) {
+    entry.submit(0);
+    if err == 0 {
+        // The packet's route is found; later lookups belong to other packets.
+        if let Some(last) = LAST_INGRESS.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot, only this CPU writes it.
+            unsafe { (*last).routed = 1 };
+        }
+    }
+}
+
+/// The perf tracepoints (the fallback where the raw ones cannot load): the kernel has
+/// already formatted a record, read at the offsets of its format file.
+fn try_fib(ctx: &TracePointContext, index: u32, family: u8) -> Result<(), ()> {
+    let (last, now) = pending_lookup(family).ok_or(())?;
     let off = *FIB_OFFSETS.get(index).ok_or(())?;
     if off.valid == 0 {
         return Ok(());
@@ -514,45 +566,152 @@ fn try_fib(ctx: &TracePointContext, index: u32, family: u8) -> Result<(), ()> {
     if last.src != src || last.dst != dst {
         return Ok(());
     }
-
-    // Filled in place: a FibRecord on the BPF stack would not fit beside the reads above.
-    let Some(mut entry) = EVENTS.reserve::<FibRecord>(0) else {
-        bump(COUNTER_LOST);
+    let Some(mut entry) = start_fib(last, now, family, iif) else {
         return Ok(());
     };
     let r = entry.as_mut_ptr();
     let err: i32 = read(ctx, off.err).unwrap_or(0);
-    // SAFETY: `r` points at a reserved, exclusively owned FibRecord-sized slot.
+    // SAFETY: as in start_fib.
     unsafe {
-        (*r).kind = KIND_FIB;
         (*r).table = read(ctx, off.tb_id).unwrap_or(0);
-        (*r).ts_ns = now;
         (*r).err = err;
         (*r).oif = read(ctx, off.oif).unwrap_or(0);
-        (*r).iif = iif;
-        (*r).sport = last.sport;
-        (*r).dport = last.dport;
-        (*r).src = src;
-        (*r).dst = dst;
         (*r).gw = if family == AF_INET {
             v4_mapped(read::<[u8; 4]>(ctx, off.gw).unwrap_or([0; 4]))
         } else {
             read::<[u8; 16]>(ctx, off.gw).unwrap_or([0; 16])
         };
         (*r).dev = read(ctx, off.name).unwrap_or([0; 16]);
-        (*r).mark = last.mark;
-        (*r).family = family;
-        (*r).proto = last.proto;
-        (*r)._pad = [0; 2];
     }
-    entry.submit(0);
-    if err == 0 {
-        // The packet's route is found; later lookups belong to other packets.
-        if let Some(last) = LAST_INGRESS.get_ptr_mut(0) {
-            // SAFETY: per-CPU slot, only this CPU writes it.
-            unsafe { (*last).routed = 1 };
+    submit_fib(entry, err);
+    Ok(())
+}
+
+/// Offsets for the raw fib programs (`FibRawOffsets`), entry 0.
+#[map]
+static FIB_RAW_OFFSETS: Array<FibRawOffsets> = Array::with_max_entries(1, 0);
+
+/// `fib:fib_table_lookup` as a raw tracepoint: the kernel calls the program with the
+/// lookup's own arguments and formats nothing, so a lookup no traced packet waits for costs
+/// one per-CPU map read.
+#[raw_tracepoint(tracepoint = "fib_table_lookup")]
+pub fn meridio_fib4_raw(ctx: RawTracePointContext) -> i32 {
+    let _ = try_fib4_raw(&ctx);
+    0
+}
+
+fn try_fib4_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
+    let (last, now) = pending_lookup(AF_INET).ok_or(())?;
+    let off = *FIB_RAW_OFFSETS.get(0).ok_or(())?;
+    if off.valid == 0 {
+        return Ok(());
+    }
+    let flp: u64 = ctx.arg(1);
+    let iif: i32 = kread(flp, off.fl4_iif)?;
+    if last.ifindex as i32 != iif {
+        return Ok(());
+    }
+    let src = v4_mapped(kread::<[u8; 4]>(flp, off.fl4_saddr)?);
+    let dst = v4_mapped(kread::<[u8; 4]>(flp, off.fl4_daddr)?);
+    if last.src != src || last.dst != dst {
+        return Ok(());
+    }
+    let table: u64 = ctx.arg(0);
+    let err: u64 = ctx.arg(3);
+    let err = err as i32;
+    let nhc: u64 = ctx.arg(2);
+    let Some(mut entry) = start_fib(last, now, AF_INET, iif) else {
+        return Ok(());
+    };
+    let r = entry.as_mut_ptr();
+    // SAFETY: as in start_fib.
+    unsafe {
+        (*r).table = table as u32;
+        (*r).err = err;
+        (*r).oif = kread(flp, off.fl4_oif).unwrap_or(0);
+        (*r).gw = [0; 16];
+        (*r).dev = [0; 16];
+        if nhc != 0 {
+            // An IPv6 gateway on an IPv4 route (RFC 5549) is left out, as unspecified.
+            if kread::<u8>(nhc, off.nhc_gw_family).unwrap_or(0) == AF_INET {
+                (*r).gw = v4_mapped(kread::<[u8; 4]>(nhc, off.nhc_gw).unwrap_or([0; 4]));
+            }
+            let dev: u64 = kread(nhc, off.nhc_dev).unwrap_or(0);
+            if dev != 0 {
+                (*r).dev = kread(dev, off.dev_name).unwrap_or([0; 16]);
+            }
         }
     }
+    submit_fib(entry, err);
+    Ok(())
+}
+
+/// `fib6:fib6_table_lookup` as a raw tracepoint (see `meridio_fib4_raw`).
+#[raw_tracepoint(tracepoint = "fib6_table_lookup")]
+pub fn meridio_fib6_raw(ctx: RawTracePointContext) -> i32 {
+    let _ = try_fib6_raw(&ctx);
+    0
+}
+
+/// `ip6_rt_type_to_error`: the errno the kernel reports for a route type.
+#[inline(always)]
+fn rt6_type_error(t: u8) -> i32 {
+    const EINVAL: i32 = 22;
+    const EHOSTUNREACH: i32 = 113;
+    const EACCES: i32 = 13;
+    const EAGAIN: i32 = 11;
+    match t {
+        3 | 6 | 10 | 11 => -EINVAL, // broadcast, blackhole, nat, xresolve
+        7 => -EHOSTUNREACH,         // unreachable
+        8 => -EACCES,               // prohibit
+        9 => -EAGAIN,               // throw
+        _ => 0,
+    }
+}
+
+fn try_fib6_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
+    let (last, now) = pending_lookup(AF_INET6).ok_or(())?;
+    let off = *FIB_RAW_OFFSETS.get(0).ok_or(())?;
+    if off.valid == 0 {
+        return Ok(());
+    }
+    let flp: u64 = ctx.arg(3);
+    let iif: i32 = kread(flp, off.fl6_iif)?;
+    if last.ifindex as i32 != iif {
+        return Ok(());
+    }
+    let src: [u8; 16] = kread(flp, off.fl6_saddr)?;
+    let dst: [u8; 16] = kread(flp, off.fl6_daddr)?;
+    if last.src != src || last.dst != dst {
+        return Ok(());
+    }
+    let res: u64 = ctx.arg(1);
+    let table: u64 = ctx.arg(2);
+    let err = rt6_type_error(kread(res, off.res_type).unwrap_or(0));
+    let Some(mut entry) = start_fib(last, now, AF_INET6, iif) else {
+        return Ok(());
+    };
+    let r = entry.as_mut_ptr();
+    // SAFETY: as in start_fib.
+    unsafe {
+        (*r).table = kread(table, off.tb6_id).unwrap_or(0);
+        (*r).err = err;
+        (*r).oif = kread(flp, off.fl6_oif).unwrap_or(0);
+        (*r).gw = [0; 16];
+        (*r).dev = [0; 16];
+        let nh: u64 = kread(res, off.res_nh).unwrap_or(0);
+        if nh != 0 {
+            let nhc = nh + u64::from(off.f6nh_common);
+            if err == 0 {
+                (*r).gw = kread(nhc, off.nhc_gw).unwrap_or([0; 16]);
+            }
+            let dev: u64 = kread(nhc, off.nhc_dev).unwrap_or(0);
+            if dev != 0 {
+                (*r).dev = kread(dev, off.dev_name).unwrap_or([0; 16]);
+            }
+        }
+    }
+    submit_fib(entry, err);
     Ok(())
 }
 

@@ -16,14 +16,14 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         tc::{NlOptions, SchedClassifierLinkId, TcAttachOptions},
-        FExit, KProbe, LinkOrder, SchedClassifier, TcAttachType, TracePoint,
+        FExit, KProbe, LinkOrder, RawTracePoint, SchedClassifier, TcAttachType, TracePoint,
     },
     util::KernelVersion,
     Btf, Ebpf, EbpfLoader,
 };
 use tracer_common::{
-    DropOffsets, FibOffsets, HopCount, HopKey, BUDGET_ALL, COUNTER_HOP_NEW, COUNTER_LOST,
-    COUNTER_UNRECORDED, INLINE_VIPS,
+    DropOffsets, FibOffsets, FibRawOffsets, HopCount, HopKey, BUDGET_ALL, COUNTER_HOP_NEW,
+    COUNTER_LOST, COUNTER_UNRECORDED, INLINE_VIPS,
 };
 
 use crate::{btf_layout::Layout, events::vip_key, netns::Netns, tracefs};
@@ -76,6 +76,7 @@ pub struct Request<'a> {
     pub budget: RecordBudget,
     /// Entries of the in-kernel per-hop counter map.
     pub hop_entries: u32,
+    pub fib_hook: FibHook,
 }
 
 /// How many packet records the TC programs write per hop (one flow direction on one
@@ -182,7 +183,7 @@ impl Probes {
             AttachMode::Netlink => true,
         };
         let (owned_clsact, tc_links) = attach_tc(&mut ebpf, req, netlink, &mut ready)?;
-        attach_fib(&mut ebpf, &mut ready);
+        attach_fib(&mut ebpf, &mut ready, req.fib_hook);
         attach_hash_hooks(&mut ebpf, &mut ready);
         let drop_reasons = match attach_drop(&mut ebpf, req.netns) {
             Ok(reasons) => {
@@ -451,30 +452,95 @@ fn dir_name(t: TcAttachType) -> &'static str {
     }
 }
 
-/// The fib tracepoints: offsets from tracefs, then load and attach. Failures are recorded
-/// in `ready.refused`, not fatal.
-fn attach_fib(ebpf: &mut Ebpf, ready: &mut Ready) {
+/// How the route lookups are hooked (`--fib-hook`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FibHook {
+    /// Raw tracepoints where the kernel allows them, else the perf tracepoints.
+    Auto,
+    /// Only raw tracepoints (the lookup's arguments, read with offsets from BTF).
+    Raw,
+    /// Only the perf tracepoints (records the kernel formats, offsets from tracefs).
+    Tracepoint,
+}
+
+/// The fib hooks: raw tracepoints first (the kernel formats nothing for lookups the
+/// programs reject), the perf tracepoints as the fallback. Failures are recorded in
+/// `ready.refused`, not fatal: the next-hop still comes from the wire.
+fn attach_fib(ebpf: &mut Ebpf, ready: &mut Ready, how: FibHook) {
+    const HOOKS: [(u32, &str, &str, &str, &str); 2] = [
+        (
+            0,
+            "meridio_fib4_raw",
+            "meridio_fib4",
+            "fib",
+            "fib_table_lookup",
+        ),
+        (
+            1,
+            "meridio_fib6_raw",
+            "meridio_fib6",
+            "fib6",
+            "fib6_table_lookup",
+        ),
+    ];
+    let mut perf_needed = Vec::new();
+    for (index, raw_prog, perf_prog, category, event) in HOOKS {
+        if how == FibHook::Tracepoint {
+            perf_needed.push((index, perf_prog, category, event));
+            continue;
+        }
+        let hook = format!("raw_tracepoint:{event}");
+        match attach_raw_fib(ebpf, raw_prog, event) {
+            Ok(()) => ready.hooks.push(hook),
+            Err(e) => {
+                ready.refused.push((hook, format!("{e:#}")));
+                if how == FibHook::Auto {
+                    perf_needed.push((index, perf_prog, category, event));
+                }
+            }
+        }
+    }
+    if perf_needed.is_empty() {
+        return;
+    }
     let tracefs = match tracefs::ensure_mounted() {
         Ok(p) => p,
         Err(e) => {
-            for tp in ["fib/fib_table_lookup", "fib6/fib6_table_lookup"] {
+            for (_, _, category, event) in perf_needed {
                 ready
                     .refused
-                    .push((format!("tracepoint:{tp}"), e.to_string()));
+                    .push((format!("tracepoint:{category}/{event}"), e.to_string()));
             }
             return;
         }
     };
-    for (index, prog_name, category, event) in [
-        (0u32, "meridio_fib4", "fib", "fib_table_lookup"),
-        (1u32, "meridio_fib6", "fib6", "fib6_table_lookup"),
-    ] {
+    for (index, prog_name, category, event) in perf_needed {
         let hook = format!("tracepoint:{category}/{event}");
         match attach_one_fib(ebpf, &tracefs, index, prog_name, category, event) {
             Ok(()) => ready.hooks.push(hook),
             Err(e) => ready.refused.push((hook, format!("{e:#}"))),
         }
     }
+}
+
+fn attach_raw_fib(ebpf: &mut Ebpf, prog_name: &str, event: &str) -> Result<()> {
+    let offsets = kernel_offsets()
+        .fib_raw
+        .clone()
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut map: Array<_, FibRawOffsets> = Array::try_from(
+        ebpf.map_mut("FIB_RAW_OFFSETS")
+            .context("map FIB_RAW_OFFSETS missing")?,
+    )?;
+    map.set(0, offsets, 0)?;
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(prog_name)
+        .with_context(|| format!("program {prog_name} missing"))?
+        .try_into()?;
+    prog.load()
+        .map_err(|e| refused("the raw tracepoint program", prog_name, &e))?;
+    prog.attach(event).context("attach failed")?;
+    Ok(())
 }
 
 fn attach_one_fib(
@@ -508,30 +574,70 @@ fn attach_one_fib(
     Ok(())
 }
 
-/// The `sk_buff`, `net_device` and `net` member offsets the drop program reads, from the
-/// kernel's BTF. Worked out once per process (every traced namespace shares the kernel);
-/// the parsed BTF itself is dropped straight away, it is large.
-fn kernel_struct_offsets() -> Result<DropOffsets> {
-    static OFFSETS: std::sync::OnceLock<Result<DropOffsets, String>> = std::sync::OnceLock::new();
-    let compute = || -> Result<DropOffsets> {
-        let layout = Layout::from_sys_fs()?;
-        Ok(DropOffsets {
-            skb_head: layout.offset("sk_buff", "head")?,
-            skb_network_header: layout.offset("sk_buff", "network_header")?,
-            skb_transport_header: layout.offset("sk_buff", "transport_header")?,
-            skb_dev: layout.offset("sk_buff", "dev")?,
-            skb_mark: layout.offset("sk_buff", "mark")?,
-            dev_ifindex: layout.offset("net_device", "ifindex")?,
-            dev_nd_net: layout.offset("net_device", "nd_net")?
-                + layout.offset("possible_net_t", "net")?,
-            net_ns_inum: layout.offset("net", "ns")? + layout.offset("ns_common", "inum")?,
-            ..Default::default()
-        })
-    };
-    OFFSETS
-        .get_or_init(|| compute().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!("{e}"))
+/// Kernel struct member offsets the programs read, from the kernel's BTF: worked out once
+/// per process (every traced namespace shares the kernel); the parsed BTF itself is dropped
+/// straight away, it is large.
+struct KernelOffsets {
+    /// `sk_buff`, `net_device` and `net`, for the drop program.
+    drop: Result<DropOffsets, String>,
+    /// `flowi4`, `flowi6`, `fib_nh_common`, `fib6_result`..., for the raw fib programs.
+    fib_raw: Result<FibRawOffsets, String>,
+}
+
+fn kernel_offsets() -> &'static KernelOffsets {
+    static OFFSETS: std::sync::OnceLock<KernelOffsets> = std::sync::OnceLock::new();
+    OFFSETS.get_or_init(|| match Layout::from_sys_fs() {
+        Ok(layout) => KernelOffsets {
+            drop: drop_offsets(&layout).map_err(|e| format!("{e:#}")),
+            fib_raw: fib_raw_offsets(&layout).map_err(|e| format!("{e:#}")),
+        },
+        Err(e) => KernelOffsets {
+            drop: Err(format!("{e:#}")),
+            fib_raw: Err(format!("{e:#}")),
+        },
+    })
+}
+
+fn drop_offsets(layout: &Layout) -> Result<DropOffsets> {
+    Ok(DropOffsets {
+        skb_head: layout.offset("sk_buff", "head")?,
+        skb_network_header: layout.offset("sk_buff", "network_header")?,
+        skb_transport_header: layout.offset("sk_buff", "transport_header")?,
+        skb_dev: layout.offset("sk_buff", "dev")?,
+        skb_mark: layout.offset("sk_buff", "mark")?,
+        dev_ifindex: layout.offset("net_device", "ifindex")?,
+        dev_nd_net: layout.offset("net_device", "nd_net")?
+            + layout.offset("possible_net_t", "net")?,
+        net_ns_inum: layout.offset("net", "ns")? + layout.offset("ns_common", "inum")?,
+        ..Default::default()
+    })
+}
+
+fn fib_raw_offsets(layout: &Layout) -> Result<FibRawOffsets> {
+    let common4 = layout.offset("flowi4", "__fl_common")?;
+    let common6 = layout.offset("flowi6", "__fl_common")?;
+    let iif = layout.offset("flowi_common", "flowic_iif")?;
+    let oif = layout.offset("flowi_common", "flowic_oif")?;
+    Ok(FibRawOffsets {
+        fl4_iif: common4 + iif,
+        fl4_oif: common4 + oif,
+        fl4_saddr: layout.offset("flowi4", "saddr")?,
+        fl4_daddr: layout.offset("flowi4", "daddr")?,
+        fl6_iif: common6 + iif,
+        fl6_oif: common6 + oif,
+        fl6_saddr: layout.offset("flowi6", "saddr")?,
+        fl6_daddr: layout.offset("flowi6", "daddr")?,
+        nhc_dev: layout.offset("fib_nh_common", "nhc_dev")?,
+        nhc_gw_family: layout.offset("fib_nh_common", "nhc_gw_family")?,
+        nhc_gw: layout.offset("fib_nh_common", "nhc_gw")?,
+        dev_name: layout.offset("net_device", "name")?,
+        res_nh: layout.offset("fib6_result", "nh")?,
+        res_type: layout.offset("fib6_result", "fib6_type")?,
+        f6nh_common: layout.offset("fib6_nh", "nh_common")?,
+        tb6_id: layout.offset("fib6_table", "tb6_id")?,
+        valid: 1,
+        _pad: 0,
+    })
 }
 
 /// `skb:kfree_skb`, filtered in the kernel to traced flows in the traced namespace. Needs
@@ -549,7 +655,7 @@ fn attach_drop(ebpf: &mut Ebpf, ns: &Netns) -> Result<HashMap<u32, String>> {
         tp_protocol: tracefs::field(&fields, "protocol", 2)?,
         tp_reason: tracefs::field(&fields, "reason", 4)?,
         valid: 1,
-        ..kernel_struct_offsets()?
+        ..kernel_offsets().drop.clone().map_err(|e| anyhow!("{e}"))?
     };
     let (_, inode) = ns.id()?;
     let inum = u32::try_from(inode).context("netns inode does not fit ns.inum")?;

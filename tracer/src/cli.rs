@@ -5,7 +5,7 @@ use std::{collections::HashSet, net::IpAddr, time::Duration};
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
-pub use crate::attach::{AttachMode, RecordBudget};
+pub use crate::attach::{AttachMode, FibHook, RecordBudget};
 
 /// Follow Meridio VIP flows through a proxy pod's network namespace, hop by hop, and name
 /// the ECMP next-hop (stateless-lb-frontend) the kernel really sent them to.
@@ -76,6 +76,12 @@ pub struct Args {
     #[arg(long, value_name = "ENTRIES", default_value_t = tracer_common::HOPS_DEFAULT_ENTRIES,
           value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
     pub hop_entries: u32,
+
+    /// How to hook the route lookups: raw tracepoints where the kernel allows them (the
+    /// kernel formats nothing for lookups the tracer rejects), else the perf tracepoints;
+    /// or force one (to compare their cost, or to test the fallback).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub fib_hook: FibHook,
 
     /// How to attach the TC programs: TCX links where the kernel has them (>= 6.6), or
     /// netlink clsact filters (older kernels; forced, e.g. to test the cleanup of a run

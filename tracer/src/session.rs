@@ -52,8 +52,14 @@ pub enum Targets {
 
 type Batch = (usize, Vec<Result<Event, DecodeError>>);
 
-/// Batches that may wait between the ring readers and the flow table.
-const QUEUE_BATCHES: usize = 64;
+/// Batches that may wait between the ring readers and the flow table, records a batch holds
+/// at most, and events that may wait in the reorder window: together they bound what a
+/// flood can pile up in memory (and what the tracer must work off after it). Beyond them the
+/// readers wait, the ring buffers fill, and the kernel counts what it could not write; the
+/// per-hop counts stay exact in the kernel all the same.
+const QUEUE_BATCHES: usize = 16;
+const BATCH_RECORDS: usize = 4096;
+const MAX_PENDING: usize = 65_536;
 
 /// One traced namespace while the session runs.
 struct SiteCtx {
@@ -190,6 +196,7 @@ async fn open_site(args: &Args, t: Target) -> Result<SiteCtx> {
         l3_ifindexes: &l3_ifindexes(&state, &interfaces),
         budget: args.records,
         hop_entries: args.hop_entries,
+        fib_hook: args.fib_hook,
     })?;
     let (_, inode) = t.netns.id()?;
     Ok(SiteCtx {
@@ -226,10 +233,18 @@ fn spawn_reader(
                     let Ok(mut guard) = guard else { break };
                     let rb = guard.get_inner_mut();
                     let mut batch = Vec::new();
+                    let mut more = false;
                     while let Some(item) = rb.next() {
                         batch.push(decode(&item));
+                        if batch.len() == BATCH_RECORDS {
+                            more = true;
+                            break;
+                        }
                     }
-                    guard.clear_ready();
+                    // With records left in the ring, stay ready: the next turn reads on.
+                    if !more {
+                        guard.clear_ready();
+                    }
                     // A full queue holds this reader back, the ring fills, and the kernel
                     // counts what it cannot write: loss is reported, memory stays bounded.
                     if tx.send((index, batch)).await.is_err() {
@@ -694,7 +709,7 @@ async fn stream(
     let idle_ns = s.args.flow_timeout.as_nanos() as u64;
     loop {
         tokio::select! {
-            Some((i, batch)) = rx.recv() => s.queue(i, batch),
+            Some((i, batch)) = rx.recv(), if s.pending.len() < MAX_PENDING => s.queue(i, batch),
             _ = reorder_timer.tick() => s.flush(monotonic_ns().saturating_sub(REORDER_WINDOW_NS)).await?,
             Some(i) = s.watchers.next() => {
                 tokio::time::sleep(CHANGE_SETTLE).await;
