@@ -3,7 +3,7 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 
-use super::{text::change_text, Out, Render};
+use super::{text::change_text, Render};
 use crate::{
     attach::Ready,
     changes::Change,
@@ -12,9 +12,21 @@ use crate::{
     kernel_state::{NextHop, Rule},
 };
 
-/// One JSON object per line.
-pub(super) struct Json {
-    pub(super) out: Out,
+/// One JSON object per line, into `out` (buffered stdout in the tracer; a `Vec` or a sink
+/// in tests and the rate measurement).
+pub(super) struct Json<W: Write> {
+    out: W,
+}
+
+impl<W: Write> Json<W> {
+    pub(super) fn new(out: W) -> Json<W> {
+        Json { out }
+    }
+
+    #[cfg(test)]
+    pub(super) fn into_inner(self) -> W {
+        self.out
+    }
 }
 
 fn flow_fields(k: &FlowKey) -> serde_json::Map<String, Value> {
@@ -37,7 +49,7 @@ fn rule_json(r: &Rule) -> Value {
     json!({"priority": r.priority, "selector": r.selector(), "table": r.table})
 }
 
-impl Render for Json {
+impl<W: Write> Render for Json<W> {
     fn flush(&mut self) {
         let _ = self.out.flush();
     }
@@ -241,5 +253,647 @@ impl Render for Json {
             "agree": p.agree, "disagree": p.disagree, "unknown": p.unknown, "hash_source": p.source,
         });
         say!(self.out, "{}", v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The JSON records field by field, as the end-to-end tests and users' scripts read
+    //! them: names, nulls, and number or string forms (a `Value` compares `1` and `1.0` as
+    //! different, and a missing key as different from a null one).
+    use std::net::IpAddr;
+
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::{
+        discover::Role,
+        events::{Dir, Drop, FibLookup, Packet},
+        flows::{Decision, HopKind, NextHopUse, PathDir, PredictionStats, Share},
+        multipath::HashSource,
+    };
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// The lines one call writes, each parsed.
+    fn lines(write: impl FnOnce(&mut Json<Vec<u8>>)) -> Vec<Value> {
+        let mut j = Json::new(Vec::new());
+        write(&mut j);
+        j.flush();
+        let out = String::from_utf8(j.into_inner()).unwrap();
+        assert!(out.ends_with('\n'), "every record ends its line: {out:?}");
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    fn one(write: impl FnOnce(&mut Json<Vec<u8>>)) -> Value {
+        let [v] = lines(write).try_into().expect("one line");
+        v
+    }
+
+    fn key() -> FlowKey {
+        FlowKey {
+            proto: 6,
+            vip: ip("20.0.0.1"),
+            vip_port: 4000,
+            client: ip("169.254.100.150"),
+            client_port: 35000,
+        }
+    }
+
+    fn key6() -> FlowKey {
+        FlowKey {
+            proto: 17,
+            vip: ip("2000::1"),
+            vip_port: 5001,
+            client: ip("100:100::150"),
+            client_port: 35001,
+        }
+    }
+
+    fn rule() -> Rule {
+        Rule {
+            priority: 32765,
+            src: Some((ip("20.0.0.1"), 32)),
+            dst: None,
+            fwmark: None,
+            fwmask: None,
+            iif: None,
+            other_selectors: false,
+            table: Some(7),
+            v6: false,
+        }
+    }
+
+    fn candidates() -> Vec<NextHop> {
+        vec![
+            NextHop {
+                gw: Some(ip("172.16.0.3")),
+                ifindex: 2,
+                weight: 1,
+                alive: true,
+            },
+            NextHop {
+                gw: Some(ip("172.16.0.5")),
+                ifindex: 2,
+                weight: 2,
+                alive: false,
+            },
+        ]
+    }
+
+    fn candidates_json() -> Value {
+        json!([
+            {"gw": "172.16.0.3", "ifindex": 2, "weight": 1, "alive": true},
+            {"gw": "172.16.0.5", "ifindex": 2, "weight": 2, "alive": false},
+        ])
+    }
+
+    fn packet() -> Packet {
+        Packet {
+            ts_ns: 1102,
+            ifindex: 2,
+            dir: Dir::Egress,
+            proto: 6,
+            src: ip("20.0.0.1"),
+            dst: ip("169.254.100.150"),
+            sport: 4000,
+            dport: 35000,
+            len: 60,
+            tcp_flags: 0x12,
+            eth_src: [2, 0, 0, 0, 0, 1],
+            eth_dst: [2, 0, 0, 0, 0, 0xb],
+            vlan: 0,
+            mark: 0x1389,
+            hash: 0x8000_0000,
+        }
+    }
+
+    #[test]
+    fn a_routed_hop_and_its_decision() {
+        let hop = Hop {
+            flow: key(),
+            flow_id: 1,
+            netns: "proxy-a".into(),
+            role: Role::Proxy,
+            path: PathDir::Egress,
+            rel_ns: 102,
+            ifname: "bridge0".into(),
+            kind: HopKind::L3,
+            packet: packet(),
+            nexthop: Some(ip("172.16.0.5")),
+            nexthop_unknown: false,
+            decision: Some(Decision {
+                rule: Some(rule()),
+                table: Some(7),
+                candidates: candidates(),
+                candidates_changed: true,
+                skb_hash: 0x8000_0000,
+                hash: Some(0x4000_0000),
+                source: HashSource::SkbL4Hash,
+                predicted: Some(ip("172.16.0.5")),
+                actual: Some(ip("172.16.0.5")),
+            }),
+        };
+        let got = lines(|j| j.hop(&hop));
+        assert_eq!(
+            got,
+            vec![
+                json!({
+                    "type": "hop", "flow_id": 1, "ts_ns": 1102, "rel_ns": 102,
+                    "netns": "proxy-a", "role": "proxy", "ifname": "bridge0",
+                    "dir": "egress", "path": "egress", "proto": "tcp",
+                    "src": "20.0.0.1", "sport": 4000, "dst": "169.254.100.150", "dport": 35000,
+                    "vip": "20.0.0.1", "len": 60, "tcp_flags": "SYN,ACK",
+                    "eth_src": "02:00:00:00:00:01", "eth_dst": "02:00:00:00:00:0b",
+                    "mark": 5001, "hash": 2147483648u64, "vlan": 0, "routed": true,
+                    "nexthop": "172.16.0.5",
+                }),
+                json!({
+                    "type": "decision", "proto": "tcp", "vip": "20.0.0.1", "vip_port": 4000,
+                    "client": "169.254.100.150", "client_port": 35000, "flow_id": 1,
+                    "ts_ns": 1102, "netns": "proxy-a", "ifname": "bridge0",
+                    "rule": {"priority": 32765, "selector": "from 20.0.0.1", "table": 7},
+                    "table": 7, "candidates": candidates_json(), "candidates_changed": true,
+                    "skb_hash": 2147483648u64, "hash": 1073741824,
+                    "hash_source": "skb L4 hash reused by policy 1",
+                    "predicted": "172.16.0.5", "actual": "172.16.0.5", "agree": true,
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_port_hop_has_no_nexthop_key_and_an_unknowable_decision_has_nulls() {
+        let mut p = packet();
+        p.proto = 17;
+        p.tcp_flags = 0;
+        p.src = ip("2000::1");
+        p.dst = ip("100:100::150");
+        p.dir = Dir::Ingress;
+        let hop = Hop {
+            flow: key6(),
+            flow_id: 2,
+            netns: "target-a-1".into(),
+            role: Role::Target,
+            path: PathDir::Ingress,
+            rel_ns: 0,
+            ifname: "nsm-0".into(),
+            kind: HopKind::Port,
+            packet: p,
+            nexthop: None,
+            nexthop_unknown: true,
+            decision: None,
+        };
+        let v = one(|j| j.hop(&hop));
+        assert_eq!(
+            v,
+            json!({
+                "type": "hop", "flow_id": 2, "ts_ns": 1102, "rel_ns": 0,
+                "netns": "target-a-1", "role": "target", "ifname": "nsm-0",
+                "dir": "ingress", "path": "ingress", "proto": "udp",
+                "src": "2000::1", "sport": 4000, "dst": "100:100::150", "dport": 35000,
+                "vip": "2000::1", "len": 60, "tcp_flags": "",
+                "eth_src": "02:00:00:00:00:01", "eth_dst": "02:00:00:00:00:0b",
+                "mark": 5001, "hash": 2147483648u64, "vlan": 0, "routed": false,
+            })
+        );
+
+        let unknown = Hop {
+            decision: Some(Decision {
+                rule: None,
+                table: None,
+                candidates: vec![],
+                candidates_changed: false,
+                skb_hash: 0,
+                hash: None,
+                source: HashSource::Unknown {
+                    why: "no hash".into(),
+                },
+                predicted: None,
+                actual: None,
+            }),
+            ..hop
+        };
+        let [hop, decision] = lines(|j| j.hop(&unknown)).try_into().unwrap();
+        assert_eq!(hop["routed"], json!(true));
+        assert!(hop.get("nexthop").is_none(), "{hop}");
+        assert_eq!(
+            decision,
+            json!({
+                "type": "decision", "proto": "udp", "vip": "2000::1", "vip_port": 5001,
+                "client": "100:100::150", "client_port": 35001, "flow_id": 2,
+                "ts_ns": 1102, "netns": "target-a-1", "ifname": "nsm-0",
+                "rule": null, "table": null, "candidates": [], "candidates_changed": false,
+                "skb_hash": 0, "hash": null, "hash_source": "unknown: no hash",
+                "predicted": null, "actual": null, "agree": null,
+            })
+        );
+    }
+
+    fn lookup() -> FibLookup {
+        FibLookup {
+            ts_ns: 1101,
+            table: 7,
+            err: 0,
+            iif: 2,
+            oif: 3,
+            proto: 6,
+            src: ip("20.0.0.1"),
+            dst: ip("169.254.100.150"),
+            sport: 4000,
+            dport: 35000,
+            gw: ip("172.16.0.3"),
+            dev: "bridge0".into(),
+            mark: 9,
+        }
+    }
+
+    #[test]
+    fn route_records_with_and_without_a_rule() {
+        let r = RouteHop {
+            flow: key(),
+            flow_id: 1,
+            netns: "proxy-a".into(),
+            role: Role::Proxy,
+            path: PathDir::Egress,
+            rel_ns: 101,
+            lookup: lookup(),
+            rule: Some(rule()),
+        };
+        assert_eq!(
+            one(|j| j.route(&r)),
+            json!({
+                "type": "route", "proto": "tcp", "vip": "20.0.0.1", "vip_port": 4000,
+                "client": "169.254.100.150", "client_port": 35000, "flow_id": 1,
+                "ts_ns": 1101, "rel_ns": 101, "netns": "proxy-a", "role": "proxy",
+                "path": "egress", "table": 7, "gw": "172.16.0.3", "dev": "bridge0",
+                "err": 0, "iif": 2,
+                "rule": {"priority": 32765, "selector": "from 20.0.0.1", "table": 7},
+            })
+        );
+        let miss = RouteHop {
+            lookup: FibLookup {
+                table: 255,
+                err: -11,
+                iif: -1,
+                gw: ip("0.0.0.0"),
+                dev: String::new(),
+                ..lookup()
+            },
+            rule: None,
+            ..r
+        };
+        let v = one(|j| j.route(&miss));
+        assert!(v.get("rule").is_none(), "{v}");
+        assert_eq!(
+            (&v["table"], &v["err"], &v["iif"], &v["gw"], &v["dev"]),
+            (
+                &json!(255),
+                &json!(-11),
+                &json!(-1),
+                &json!("0.0.0.0"),
+                &json!("")
+            )
+        );
+    }
+
+    #[test]
+    fn drop_lost_and_evicted_records() {
+        let d = DropHop {
+            flow: key(),
+            flow_id: 3,
+            netns: "proxy-a".into(),
+            role: Role::Proxy,
+            path: PathDir::Ingress,
+            rel_ns: 7,
+            ifname: "bridge0".into(),
+            reason: "IP_INNOROUTES".into(),
+            location: "ip_route_input_slow+0x1a2".into(),
+            drop: Drop {
+                ts_ns: 9,
+                ifindex: 2,
+                reason: 5,
+                location: 0xffff_ffff_8100_0000,
+                proto: 6,
+                src: ip("169.254.100.150"),
+                dst: ip("20.0.0.1"),
+                sport: 35000,
+                dport: 4000,
+                mark: 0x1389,
+            },
+        };
+        assert_eq!(
+            one(|j| j.dropped(&d)),
+            json!({
+                "type": "drop", "proto": "tcp", "vip": "20.0.0.1", "vip_port": 4000,
+                "client": "169.254.100.150", "client_port": 35000, "flow_id": 3,
+                "ts_ns": 9, "rel_ns": 7, "netns": "proxy-a", "role": "proxy",
+                "ifname": "bridge0", "path": "ingress", "reason": "IP_INNOROUTES",
+                "location": "ip_route_input_slow+0x1a2", "mark": 5001,
+            })
+        );
+        assert_eq!(
+            one(|j| j.lost(3, 9)),
+            json!({"type": "lost", "count": 3, "total": 9})
+        );
+        assert_eq!(
+            one(|j| j.evicted(4)),
+            json!({"type": "evicted", "count": 4})
+        );
+    }
+
+    #[test]
+    fn ready_record() {
+        let r = Ready {
+            netns: "proxy-a".into(),
+            role: "proxy",
+            vips: vec![ip("20.0.0.1"), ip("2000::1")],
+            client_port: None,
+            interfaces: vec!["bridge0".into(), "conduit-a.-3150".into()],
+            hooks: vec!["tc:bridge0/ingress (tcx)".into()],
+            refused: vec![("fexit:fib_multipath_hash".into(), "EPERM".into())],
+            unavailable: vec![("kprobe:fib_select_path".into(), "no kprobes".into())],
+            notes: vec![],
+        };
+        assert_eq!(
+            one(|j| j.ready(&r)),
+            json!({
+                "type": "ready", "netns": "proxy-a", "role": "proxy",
+                "vips": ["20.0.0.1", "2000::1"], "client_port": null,
+                "interfaces": ["bridge0", "conduit-a.-3150"],
+                "hooks": ["tc:bridge0/ingress (tcx)"],
+                "refused": [{"hook": "fexit:fib_multipath_hash", "reason": "EPERM"}],
+                "unavailable": [{"hook": "kprobe:fib_select_path", "reason": "no kprobes"}],
+                "notes": [],
+            })
+        );
+        let r = Ready {
+            client_port: Some(35000),
+            notes: vec!["removed a leftover filter".into()],
+            ..r
+        };
+        let v = one(|j| j.ready(&r));
+        assert_eq!(
+            (&v["client_port"], &v["notes"]),
+            (&json!(35000), &json!(["removed a leftover filter"]))
+        );
+    }
+
+    #[test]
+    fn distribution_record() {
+        let d = Distribution {
+            vip: ip("20.0.0.1"),
+            flows: 3,
+            shares: vec![
+                Share {
+                    nexthop: Some(ip("172.16.0.3")),
+                    ifname: Some("conduit-a.-3150".into()),
+                    flows: 1,
+                    packets: 1,
+                },
+                Share {
+                    nexthop: None,
+                    ifname: None,
+                    flows: 2,
+                    packets: 5,
+                },
+            ],
+        };
+        assert_eq!(
+            one(|j| j.distribution(&d)),
+            json!({
+                "type": "distribution", "vip": "20.0.0.1", "flows": 3,
+                "nexthops": [
+                    {"nexthop": "172.16.0.3", "ifname": "conduit-a.-3150", "flows": 1, "packets": 1},
+                    {"nexthop": null, "ifname": null, "flows": 2, "packets": 5},
+                ],
+            })
+        );
+    }
+
+    #[test]
+    fn change_records() {
+        let mark_rule = Rule {
+            priority: 100,
+            src: None,
+            fwmark: Some(0x1389),
+            table: Some(5001),
+            ..rule()
+        };
+        let changes = [
+            Change::Route {
+                table: 7,
+                v6: false,
+                before: candidates(),
+                after: vec![],
+            },
+            Change::Route {
+                table: 8,
+                v6: true,
+                before: vec![],
+                after: vec![NextHop {
+                    gw: None,
+                    ifindex: 4,
+                    weight: 1,
+                    alive: true,
+                }],
+            },
+            Change::Rule {
+                added: true,
+                rule: mark_rule,
+            },
+            Change::Link {
+                added: false,
+                name: "conduit-a.-6496".into(),
+            },
+            Change::Neighbour {
+                ip: ip("172.16.0.5"),
+                before: None,
+                after: Some([2, 0, 0, 0, 0, 0xb]),
+            },
+            Change::Attached {
+                added: true,
+                ifname: "proxy.cond-1b2c".into(),
+            },
+            Change::Netns {
+                added: false,
+                role: "frontend",
+                name: "lbfe-b".into(),
+            },
+        ];
+        let got = lines(|j| {
+            for c in &changes {
+                j.change(42, "proxy-a", c);
+            }
+        });
+        let at = |mut v: Value, text: &str| {
+            v["type"] = json!("change");
+            v["ts_ns"] = json!(42);
+            v["netns"] = json!("proxy-a");
+            v["text"] = json!(text);
+            v
+        };
+        assert_eq!(
+            got,
+            vec![
+                at(
+                    json!({"what": "route", "table": 7, "family": "ipv4",
+                           "before": candidates_json(), "after": []}),
+                    "table 7 next-hops [172.16.0.3, 172.16.0.5 weight 2 dead] -> []"
+                ),
+                at(
+                    json!({"what": "route", "table": 8, "family": "ipv6", "before": [],
+                           "after": [{"gw": null, "ifindex": 4, "weight": 1, "alive": true}]}),
+                    "table 8 next-hops [] -> [?]"
+                ),
+                at(
+                    json!({"what": "rule", "added": true, "rule": {
+                        "priority": 100, "selector": "from all fwmark 0x1389", "table": 5001}}),
+                    "rule 100 `from all fwmark 0x1389` lookup 5001 added"
+                ),
+                at(
+                    json!({"what": "link", "added": false, "ifname": "conduit-a.-6496"}),
+                    "interface conduit-a.-6496 removed"
+                ),
+                at(
+                    json!({"what": "neighbour", "ip": "172.16.0.5", "before": null,
+                           "after": "02:00:00:00:00:0b"}),
+                    "next-hop 172.16.0.5 MAC none -> 02:00:00:00:00:0b"
+                ),
+                at(
+                    json!({"what": "attached", "added": true, "ifname": "proxy.cond-1b2c"}),
+                    "interface proxy.cond-1b2c appeared: attached"
+                ),
+                at(
+                    json!({"what": "netns", "added": false, "role": "frontend", "name": "lbfe-b"}),
+                    "frontend lbfe-b is gone: detached"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn flow_summaries_one_next_hop_and_several() {
+        let s = FlowSummary {
+            flow: key(),
+            flow_id: 1,
+            proxy_site: Some(0),
+            ingress_port: Some("conduit-a.-3150".into()),
+            ingress_packets: 6,
+            egress_packets: 4,
+            counted: true,
+            ingress_records: 5,
+            egress_records: 3,
+            nexthops: vec![NextHopUse {
+                ip: Some(ip("172.16.0.5")),
+                mac: [2, 0, 0, 0, 0, 0xb],
+                port: Some("conduit-a.-6496".into()),
+                flooded: false,
+                packets: 4,
+                first_rel_ns: 120,
+            }],
+            consistent: true,
+            rule: Some(rule()),
+            table: Some(7),
+            candidates: candidates(),
+            nexthop_in_route: Some(true),
+            predictions: PredictionStats {
+                agree: 3,
+                disagree: 1,
+                unknown: 0,
+                source: Some("skb L4 hash reused by policy 1".into()),
+            },
+            drops: 2,
+            last_drop: Some((
+                "bridge0".into(),
+                "IP_RPFILTER".into(),
+                "fib_validate_source+0x10".into(),
+            )),
+        };
+        assert_eq!(
+            one(|j| j.summary(&s, "proxy-a")),
+            json!({
+                "type": "flow", "proto": "tcp", "vip": "20.0.0.1", "vip_port": 4000,
+                "client": "169.254.100.150", "client_port": 35000, "flow_id": 1,
+                "netns": "proxy-a",
+                "egress": {
+                    "nexthop": "172.16.0.5", "ifname": "conduit-a.-6496", "flooded": false,
+                    "packets": 4, "records": 3, "consistent": true, "nexthop_in_route": true,
+                    "nexthops": [{"nexthop": "172.16.0.5", "eth_dst": "02:00:00:00:00:0b",
+                                  "ifname": "conduit-a.-6496", "flooded": false,
+                                  "packets": 4, "first_rel_ns": 120}],
+                    "rule": {"priority": 32765, "selector": "from 20.0.0.1", "table": 7},
+                    "table": 7, "candidates": candidates_json(),
+                },
+                "ingress": {"ifname": "conduit-a.-3150", "packets": 6, "records": 5},
+                "counted": true,
+                "drops": {"packets": 2, "last": {"ifname": "bridge0", "reason": "IP_RPFILTER",
+                                                "location": "fib_validate_source+0x10"}},
+                "prediction": {"agree": 3, "disagree": 1, "unknown": 0,
+                               "hash_source": "skb L4 hash reused by policy 1"},
+            })
+        );
+
+        let flooded = NextHopUse {
+            ip: None,
+            mac: [2, 0, 0, 0, 0, 0xc],
+            port: None,
+            flooded: true,
+            packets: 1,
+            first_rel_ns: 300,
+        };
+        let split = FlowSummary {
+            flow: key6(),
+            ingress_port: None,
+            ingress_packets: 0,
+            counted: false,
+            ingress_records: 0,
+            egress_records: 5,
+            nexthops: vec![s.nexthops[0].clone(), flooded],
+            consistent: false,
+            rule: None,
+            table: None,
+            candidates: vec![],
+            nexthop_in_route: None,
+            predictions: PredictionStats::default(),
+            drops: 0,
+            last_drop: None,
+            ..s
+        };
+        let v = one(|j| j.summary(&split, ""));
+        assert_eq!(v["netns"], json!(""));
+        assert_eq!(
+            v["egress"],
+            json!({
+                "nexthop": null, "ifname": null, "flooded": false, "packets": 4,
+                "records": 5, "consistent": false, "nexthop_in_route": null,
+                "nexthops": [
+                    {"nexthop": "172.16.0.5", "eth_dst": "02:00:00:00:00:0b",
+                     "ifname": "conduit-a.-6496", "flooded": false, "packets": 4,
+                     "first_rel_ns": 120},
+                    {"nexthop": null, "eth_dst": "02:00:00:00:00:0c", "ifname": null,
+                     "flooded": true, "packets": 1, "first_rel_ns": 300},
+                ],
+                "rule": null, "table": null, "candidates": [],
+            })
+        );
+        assert_eq!(
+            v["ingress"],
+            json!({"ifname": null, "packets": 0, "records": 0})
+        );
+        assert_eq!(v["counted"], json!(false));
+        assert_eq!(v["drops"], json!({"packets": 0, "last": null}));
+        assert_eq!(
+            v["prediction"],
+            json!({"agree": 0, "disagree": 0, "unknown": 0, "hash_source": null})
+        );
+        assert_eq!(
+            (&v["proto"], &v["vip"], &v["client"]),
+            (&json!("udp"), &json!("2000::1"), &json!("100:100::150"))
+        );
     }
 }

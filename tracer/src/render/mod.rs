@@ -26,7 +26,7 @@ pub trait Render {
 /// `multi`: several namespaces are traced, so text lines name theirs.
 pub fn renderer(json: bool, multi: bool) -> Box<dyn Render> {
     if json {
-        Box::new(json::Json { out: buffered() })
+        Box::new(json::Json::new(buffered()))
     } else {
         Box::new(text::Text::new(multi, buffered()))
     }
@@ -50,4 +50,6 @@ macro_rules! say {
 }
 
 mod json;
+#[cfg(test)]
+mod rate;
 mod text;
