@@ -1,14 +1,17 @@
-//! JSON lines: one object per record.
-use std::io::Write;
+//! JSON lines: one object per record, typed. Each record is a [`Record`] borrowing from
+//! what the flow table or the loader produced, serialised straight into the one buffered
+//! writer: no `serde_json::Value` tree and, for hops, routes and decisions, no string of
+//! its own (MACs, flags and addresses are formatted as they are written).
+use std::{io::Write, net::IpAddr};
 
-use serde_json::{json, Value};
+use serde::{Serialize, Serializer};
 
 use super::{text::change_text, Render};
 use crate::{
     attach::Ready,
     changes::Change,
-    events::{fmt_mac, fmt_tcp_flags, proto_name},
-    flows::{Distribution, DropHop, FlowKey, FlowSummary, Hop, RouteHop},
+    events::{proto_name, FlagsText, MacText},
+    flows::{Distribution, DropHop, FlowKey, FlowSummary, Hop, NextHopUse, RouteHop},
     kernel_state::{NextHop, Rule},
 };
 
@@ -27,26 +30,394 @@ impl<W: Write> Json<W> {
     pub(super) fn into_inner(self) -> W {
         self.out
     }
+
+    /// Errors are ignored on purpose: a closed stdout (the reader went away) must not stop
+    /// the tracer from cleaning up.
+    fn write(&mut self, r: &Record) {
+        let _ = serde_json::to_writer(&mut self.out, r);
+        let _ = self.out.write_all(b"\n");
+    }
 }
 
-fn flow_fields(k: &FlowKey) -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::new();
-    m.insert("proto".into(), json!(proto_name(k.proto)));
-    m.insert("vip".into(), json!(k.vip));
-    m.insert("vip_port".into(), json!(k.vip_port));
-    m.insert("client".into(), json!(k.client));
-    m.insert("client_port".into(), json!(k.client_port));
-    m
+/// Every JSON record, `"type"` first. Field names and forms are the output's interface
+/// (the end-to-end tests and users' scripts read them): add fields, do not rename them.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Record<'a> {
+    Ready {
+        netns: &'a str,
+        role: &'a str,
+        vips: &'a [IpAddr],
+        client_port: Option<u16>,
+        interfaces: &'a [String],
+        hooks: &'a [String],
+        refused: Seq<'a, (String, String), HookReason<'a>>,
+        unavailable: Seq<'a, (String, String), HookReason<'a>>,
+        notes: &'a [String],
+    },
+    Hop {
+        flow_id: u32,
+        ts_ns: u64,
+        rel_ns: u64,
+        netns: &'a str,
+        role: &'a str,
+        ifname: &'a str,
+        dir: &'a str,
+        path: &'a str,
+        proto: &'a str,
+        src: IpAddr,
+        sport: u16,
+        dst: IpAddr,
+        dport: u16,
+        vip: IpAddr,
+        len: u16,
+        tcp_flags: Str<FlagsText>,
+        eth_src: Str<MacText>,
+        eth_dst: Str<MacText>,
+        mark: u32,
+        hash: u32,
+        vlan: u16,
+        routed: bool,
+        /// Only on a hop that names its next-hop.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        nexthop: Option<IpAddr>,
+    },
+    Decision {
+        #[serde(flatten)]
+        flow: Flow<'a>,
+        flow_id: u32,
+        ts_ns: u64,
+        netns: &'a str,
+        ifname: &'a str,
+        rule: Option<RuleRecord>,
+        table: Option<u32>,
+        candidates: Seq<'a, NextHop, Candidate>,
+        candidates_changed: bool,
+        skb_hash: u32,
+        hash: Option<u32>,
+        hash_source: String,
+        predicted: Option<IpAddr>,
+        actual: Option<IpAddr>,
+        /// Null when the hash is unknowable.
+        agree: Option<bool>,
+    },
+    Route {
+        #[serde(flatten)]
+        flow: Flow<'a>,
+        flow_id: u32,
+        ts_ns: u64,
+        rel_ns: u64,
+        netns: &'a str,
+        role: &'a str,
+        path: &'a str,
+        table: u32,
+        gw: IpAddr,
+        dev: &'a str,
+        err: i32,
+        iif: i32,
+        /// Only when a rule selected the table.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rule: Option<RuleRecord>,
+    },
+    Lost {
+        count: u64,
+        total: u64,
+    },
+    Evicted {
+        count: u64,
+    },
+    Drop {
+        #[serde(flatten)]
+        flow: Flow<'a>,
+        flow_id: u32,
+        ts_ns: u64,
+        rel_ns: u64,
+        netns: &'a str,
+        role: &'a str,
+        ifname: &'a str,
+        path: &'a str,
+        reason: &'a str,
+        location: &'a str,
+        mark: u32,
+    },
+    Change {
+        ts_ns: u64,
+        netns: &'a str,
+        #[serde(flatten)]
+        what: What<'a>,
+        text: String,
+    },
+    Distribution {
+        vip: IpAddr,
+        flows: u64,
+        nexthops: Seq<'a, crate::flows::Share, ShareRecord<'a>>,
+    },
+    Flow {
+        #[serde(flatten)]
+        flow: Flow<'a>,
+        flow_id: u32,
+        netns: &'a str,
+        egress: Egress<'a>,
+        ingress: Ingress<'a>,
+        counted: bool,
+        drops: Drops<'a>,
+        prediction: Prediction<'a>,
+    },
 }
 
-fn nexthops_json(c: &[NextHop]) -> Value {
-    c.iter()
-        .map(|n| json!({"gw": n.gw, "ifindex": n.ifindex, "weight": n.weight, "alive": n.alive}))
-        .collect()
+/// The flow's key, as every flow-level record carries it.
+#[derive(Serialize)]
+struct Flow<'a> {
+    proto: &'a str,
+    vip: IpAddr,
+    vip_port: u16,
+    client: IpAddr,
+    client_port: u16,
 }
 
-fn rule_json(r: &Rule) -> Value {
-    json!({"priority": r.priority, "selector": r.selector(), "table": r.table})
+impl<'a> Flow<'a> {
+    fn of(k: &FlowKey) -> Flow<'a> {
+        Flow {
+            proto: proto_name(k.proto),
+            vip: k.vip,
+            vip_port: k.vip_port,
+            client: k.client,
+            client_port: k.client_port,
+        }
+    }
+}
+
+/// Text formatted on the stack ([`MacText`], [`FlagsText`]), written as a JSON string.
+struct Str<T>(T);
+
+impl Serialize for Str<MacText> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+impl Serialize for Str<FlagsText> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+/// A slice written as a JSON array of its items' records.
+struct Seq<'a, T, R> {
+    items: &'a [T],
+    record: fn(&'a T) -> R,
+}
+
+fn seq<'a, T, R>(items: &'a [T], record: fn(&'a T) -> R) -> Seq<'a, T, R> {
+    Seq { items, record }
+}
+
+impl<'a, T, R: Serialize> Serialize for Seq<'a, T, R> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.items.iter().map(self.record))
+    }
+}
+
+#[derive(Serialize)]
+struct HookReason<'a> {
+    hook: &'a str,
+    reason: &'a str,
+}
+
+fn hook_reason((hook, reason): &(String, String)) -> HookReason<'_> {
+    HookReason { hook, reason }
+}
+
+#[derive(Serialize)]
+struct Candidate {
+    gw: Option<IpAddr>,
+    ifindex: u32,
+    weight: u32,
+    alive: bool,
+}
+
+fn candidate(n: &NextHop) -> Candidate {
+    Candidate {
+        gw: n.gw,
+        ifindex: n.ifindex,
+        weight: n.weight,
+        alive: n.alive,
+    }
+}
+
+fn candidates(c: &[NextHop]) -> Seq<'_, NextHop, Candidate> {
+    seq(c, candidate)
+}
+
+#[derive(Serialize)]
+struct RuleRecord {
+    priority: u32,
+    selector: String,
+    table: Option<u32>,
+}
+
+fn rule(r: &Rule) -> RuleRecord {
+    RuleRecord {
+        priority: r.priority,
+        selector: r.selector(),
+        table: r.table,
+    }
+}
+
+/// A change's own fields, after `"what"`.
+#[derive(Serialize)]
+#[serde(tag = "what", rename_all = "snake_case")]
+enum What<'a> {
+    Route {
+        table: u32,
+        family: &'a str,
+        before: Seq<'a, NextHop, Candidate>,
+        after: Seq<'a, NextHop, Candidate>,
+    },
+    Rule {
+        added: bool,
+        rule: RuleRecord,
+    },
+    Link {
+        added: bool,
+        ifname: &'a str,
+    },
+    Neighbour {
+        ip: IpAddr,
+        before: Option<Str<MacText>>,
+        after: Option<Str<MacText>>,
+    },
+    Attached {
+        added: bool,
+        ifname: &'a str,
+    },
+    Netns {
+        added: bool,
+        role: &'a str,
+        name: &'a str,
+    },
+}
+
+impl<'a> What<'a> {
+    fn of(c: &'a Change) -> What<'a> {
+        match c {
+            Change::Route {
+                table,
+                v6,
+                before,
+                after,
+            } => What::Route {
+                table: *table,
+                family: if *v6 { "ipv6" } else { "ipv4" },
+                before: candidates(before),
+                after: candidates(after),
+            },
+            Change::Rule { added, rule: r } => What::Rule {
+                added: *added,
+                rule: rule(r),
+            },
+            Change::Link { added, name } => What::Link {
+                added: *added,
+                ifname: name,
+            },
+            Change::Neighbour { ip, before, after } => What::Neighbour {
+                ip: *ip,
+                before: before.as_ref().map(|m| Str(MacText::new(m))),
+                after: after.as_ref().map(|m| Str(MacText::new(m))),
+            },
+            Change::Attached { added, ifname } => What::Attached {
+                added: *added,
+                ifname,
+            },
+            Change::Netns { added, role, name } => What::Netns {
+                added: *added,
+                role,
+                name,
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ShareRecord<'a> {
+    nexthop: Option<IpAddr>,
+    ifname: Option<&'a str>,
+    flows: u64,
+    packets: u64,
+}
+
+fn share(sh: &crate::flows::Share) -> ShareRecord<'_> {
+    ShareRecord {
+        nexthop: sh.nexthop,
+        ifname: sh.ifname.as_deref(),
+        flows: sh.flows,
+        packets: sh.packets,
+    }
+}
+
+/// A flow summary's egress: the next-hop when there was one, and every one taken.
+#[derive(Serialize)]
+struct Egress<'a> {
+    nexthop: Option<IpAddr>,
+    ifname: Option<&'a str>,
+    flooded: bool,
+    packets: u64,
+    records: u64,
+    consistent: bool,
+    nexthop_in_route: Option<bool>,
+    nexthops: Seq<'a, NextHopUse, NextHopTaken<'a>>,
+    rule: Option<RuleRecord>,
+    table: Option<u32>,
+    candidates: Seq<'a, NextHop, Candidate>,
+}
+
+#[derive(Serialize)]
+struct NextHopTaken<'a> {
+    nexthop: Option<IpAddr>,
+    eth_dst: Str<MacText>,
+    ifname: Option<&'a str>,
+    flooded: bool,
+    packets: u64,
+    first_rel_ns: u64,
+}
+
+fn nexthop_taken(n: &NextHopUse) -> NextHopTaken<'_> {
+    NextHopTaken {
+        nexthop: n.ip,
+        eth_dst: Str(MacText::new(&n.mac)),
+        ifname: n.port.as_deref(),
+        flooded: n.flooded,
+        packets: n.packets,
+        first_rel_ns: n.first_rel_ns,
+    }
+}
+
+#[derive(Serialize)]
+struct Ingress<'a> {
+    ifname: Option<&'a str>,
+    packets: u64,
+    records: u64,
+}
+
+#[derive(Serialize)]
+struct Drops<'a> {
+    packets: u64,
+    last: Option<LastDrop<'a>>,
+}
+
+#[derive(Serialize)]
+struct LastDrop<'a> {
+    ifname: &'a str,
+    reason: &'a str,
+    location: &'a str,
+}
+
+#[derive(Serialize)]
+struct Prediction<'a> {
+    agree: u64,
+    disagree: u64,
+    unknown: u64,
+    hash_source: Option<&'a str>,
 }
 
 impl<W: Write> Render for Json<W> {
@@ -55,204 +426,171 @@ impl<W: Write> Render for Json<W> {
     }
 
     fn ready(&mut self, r: &Ready) {
-        say!(
-            self.out,
-            "{}",
-            json!({
-                "type": "ready",
-                "netns": r.netns,
-                "role": r.role,
-                "vips": r.vips,
-                "client_port": r.client_port,
-                "interfaces": r.interfaces,
-                "hooks": r.hooks,
-                "refused": r.refused.iter().map(|(h, why)| json!({"hook": h, "reason": why})).collect::<Vec<_>>(),
-                "unavailable": r.unavailable.iter().map(|(h, why)| json!({"hook": h, "reason": why})).collect::<Vec<_>>(),
-                "notes": r.notes,
-            })
-        );
+        self.write(&Record::Ready {
+            netns: &r.netns,
+            role: r.role,
+            vips: &r.vips,
+            client_port: r.client_port,
+            interfaces: &r.interfaces,
+            hooks: &r.hooks,
+            refused: seq(&r.refused, hook_reason),
+            unavailable: seq(&r.unavailable, hook_reason),
+            notes: &r.notes,
+        });
     }
 
     fn hop(&mut self, h: &Hop) {
         let p = &h.packet;
-        let mut v = json!({
-            "type": "hop",
-            "flow_id": h.flow_id,
-            "ts_ns": p.ts_ns,
-            "rel_ns": h.rel_ns,
-            "netns": h.netns,
-            "role": h.role.as_str(),
-            "ifname": h.ifname,
-            "dir": p.dir.as_str(),
-            "path": h.path.as_str(),
-            "proto": proto_name(p.proto),
-            "src": p.src,
-            "sport": p.sport,
-            "dst": p.dst,
-            "dport": p.dport,
-            "vip": h.flow.vip,
-            "len": p.len,
-            "tcp_flags": fmt_tcp_flags(p.tcp_flags),
-            "eth_src": fmt_mac(&p.eth_src),
-            "eth_dst": fmt_mac(&p.eth_dst),
-            "mark": p.mark,
-            "hash": p.hash,
-            "vlan": p.vlan,
-            "routed": h.decision.is_some(),
+        self.write(&Record::Hop {
+            flow_id: h.flow_id,
+            ts_ns: p.ts_ns,
+            rel_ns: h.rel_ns,
+            netns: &h.netns,
+            role: h.role.as_str(),
+            ifname: &h.ifname,
+            dir: p.dir.as_str(),
+            path: h.path.as_str(),
+            proto: proto_name(p.proto),
+            src: p.src,
+            sport: p.sport,
+            dst: p.dst,
+            dport: p.dport,
+            vip: h.flow.vip,
+            len: p.len,
+            tcp_flags: Str(FlagsText::new(p.tcp_flags)),
+            eth_src: Str(MacText::new(&p.eth_src)),
+            eth_dst: Str(MacText::new(&p.eth_dst)),
+            mark: p.mark,
+            hash: p.hash,
+            vlan: p.vlan,
+            routed: h.decision.is_some(),
+            nexthop: h.nexthop,
         });
-        if let Some(nh) = h.nexthop {
-            v["nexthop"] = json!(nh);
-        }
-        say!(self.out, "{}", v);
         if let Some(d) = &h.decision {
-            let mut v = Value::Object(flow_fields(&h.flow));
-            v["type"] = json!("decision");
-            v["flow_id"] = json!(h.flow_id);
-            v["ts_ns"] = json!(h.packet.ts_ns);
-            v["netns"] = json!(h.netns);
-            v["ifname"] = json!(h.ifname);
-            v["rule"] = json!(d.rule.as_ref().map(rule_json));
-            v["table"] = json!(d.table);
-            v["candidates"] = nexthops_json(&d.candidates);
-            v["candidates_changed"] = json!(d.candidates_changed);
-            v["skb_hash"] = json!(d.skb_hash);
-            v["hash"] = json!(d.hash);
-            v["hash_source"] = json!(d.source.label());
-            v["predicted"] = json!(d.predicted);
-            v["actual"] = json!(d.actual);
-            v["agree"] = json!(d.agrees());
-            say!(self.out, "{}", v);
+            self.write(&Record::Decision {
+                flow: Flow::of(&h.flow),
+                flow_id: h.flow_id,
+                ts_ns: p.ts_ns,
+                netns: &h.netns,
+                ifname: &h.ifname,
+                rule: d.rule.as_ref().map(rule),
+                table: d.table,
+                candidates: candidates(&d.candidates),
+                candidates_changed: d.candidates_changed,
+                skb_hash: d.skb_hash,
+                hash: d.hash,
+                hash_source: d.source.label(),
+                predicted: d.predicted,
+                actual: d.actual,
+                agree: d.agrees(),
+            });
         }
     }
 
     fn route(&mut self, r: &RouteHop) {
         let l = &r.lookup;
-        let mut v = Value::Object(flow_fields(&r.flow));
-        v["type"] = json!("route");
-        v["flow_id"] = json!(r.flow_id);
-        v["ts_ns"] = json!(l.ts_ns);
-        v["rel_ns"] = json!(r.rel_ns);
-        v["netns"] = json!(r.netns);
-        v["role"] = json!(r.role.as_str());
-        v["path"] = json!(r.path.as_str());
-        v["table"] = json!(l.table);
-        v["gw"] = json!(l.gw);
-        v["dev"] = json!(l.dev);
-        v["err"] = json!(l.err);
-        v["iif"] = json!(l.iif);
-        if let Some(rule) = &r.rule {
-            v["rule"] = rule_json(rule);
-        }
-        say!(self.out, "{}", v);
+        self.write(&Record::Route {
+            flow: Flow::of(&r.flow),
+            flow_id: r.flow_id,
+            ts_ns: l.ts_ns,
+            rel_ns: r.rel_ns,
+            netns: &r.netns,
+            role: r.role.as_str(),
+            path: r.path.as_str(),
+            table: l.table,
+            gw: l.gw,
+            dev: &l.dev,
+            err: l.err,
+            iif: l.iif,
+            rule: r.rule.as_ref().map(rule),
+        });
     }
 
     fn lost(&mut self, count: u64, total: u64) {
-        say!(
-            self.out,
-            "{}",
-            json!({"type": "lost", "count": count, "total": total})
-        );
+        self.write(&Record::Lost { count, total });
     }
 
     fn evicted(&mut self, count: u64) {
-        say!(self.out, "{}", json!({"type": "evicted", "count": count}));
+        self.write(&Record::Evicted { count });
     }
 
     fn dropped(&mut self, d: &DropHop) {
-        let mut v = Value::Object(flow_fields(&d.flow));
-        v["type"] = json!("drop");
-        v["flow_id"] = json!(d.flow_id);
-        v["ts_ns"] = json!(d.drop.ts_ns);
-        v["rel_ns"] = json!(d.rel_ns);
-        v["netns"] = json!(d.netns);
-        v["role"] = json!(d.role.as_str());
-        v["ifname"] = json!(d.ifname);
-        v["path"] = json!(d.path.as_str());
-        v["reason"] = json!(d.reason);
-        v["location"] = json!(d.location);
-        v["mark"] = json!(d.drop.mark);
-        say!(self.out, "{}", v);
+        self.write(&Record::Drop {
+            flow: Flow::of(&d.flow),
+            flow_id: d.flow_id,
+            ts_ns: d.drop.ts_ns,
+            rel_ns: d.rel_ns,
+            netns: &d.netns,
+            role: d.role.as_str(),
+            ifname: &d.ifname,
+            path: d.path.as_str(),
+            reason: &d.reason,
+            location: &d.location,
+            mark: d.drop.mark,
+        });
     }
 
     fn distribution(&mut self, d: &Distribution) {
-        say!(
-            self.out,
-            "{}",
-            json!({
-                "type": "distribution",
-                "vip": d.vip,
-                "flows": d.flows,
-                "nexthops": d.shares.iter().map(|sh| json!({
-                    "nexthop": sh.nexthop, "ifname": sh.ifname, "flows": sh.flows, "packets": sh.packets,
-                })).collect::<Vec<_>>(),
-            })
-        );
+        self.write(&Record::Distribution {
+            vip: d.vip,
+            flows: d.flows,
+            nexthops: seq(&d.shares, share),
+        });
     }
 
     fn change(&mut self, ts_ns: u64, netns: &str, c: &Change) {
-        let mut v = match c {
-            Change::Route {
-                table,
-                v6,
-                before,
-                after,
-            } => {
-                json!({"what": "route", "table": table, "family": if *v6 { "ipv6" } else { "ipv4" },
-                        "before": nexthops_json(before), "after": nexthops_json(after)})
-            }
-            Change::Rule { added, rule } => {
-                json!({"what": "rule", "added": added, "rule": rule_json(rule)})
-            }
-            Change::Link { added, name } => json!({"what": "link", "added": added, "ifname": name}),
-            Change::Neighbour { ip, before, after } => json!({"what": "neighbour", "ip": ip,
-                "before": before.as_ref().map(fmt_mac), "after": after.as_ref().map(fmt_mac)}),
-            Change::Attached { added, ifname } => {
-                json!({"what": "attached", "added": added, "ifname": ifname})
-            }
-            Change::Netns { added, role, name } => {
-                json!({"what": "netns", "added": added, "role": role, "name": name})
-            }
-        };
-        v["type"] = json!("change");
-        v["ts_ns"] = json!(ts_ns);
-        v["netns"] = json!(netns);
-        v["text"] = json!(change_text(c));
-        say!(self.out, "{}", v);
+        self.write(&Record::Change {
+            ts_ns,
+            netns,
+            what: What::of(c),
+            text: change_text(c),
+        });
     }
 
     fn summary(&mut self, s: &FlowSummary, netns: &str) {
-        let mut v = Value::Object(flow_fields(&s.flow));
-        v["type"] = json!("flow");
-        v["flow_id"] = json!(s.flow_id);
-        v["netns"] = json!(netns);
         let one = s.nexthop();
-        v["egress"] = json!({
-            "nexthop": one.and_then(|n| n.ip),
-            "ifname": one.and_then(|n| n.port.clone()),
-            "flooded": one.is_some_and(|n| n.flooded),
-            "packets": s.egress_packets,
-            "records": s.egress_records,
-            "consistent": s.consistent,
-            "nexthop_in_route": s.nexthop_in_route,
-            "nexthops": s.nexthops.iter().map(|n| json!({
-                "nexthop": n.ip, "eth_dst": fmt_mac(&n.mac), "ifname": n.port, "flooded": n.flooded,
-                "packets": n.packets, "first_rel_ns": n.first_rel_ns,
-            })).collect::<Vec<_>>(),
-            "rule": s.rule.as_ref().map(rule_json),
-            "table": s.table,
-            "candidates": nexthops_json(&s.candidates),
-        });
-        v["ingress"] = json!({"ifname": s.ingress_port, "packets": s.ingress_packets, "records": s.ingress_records});
-        v["counted"] = json!(s.counted);
-        v["drops"] = json!({
-            "packets": s.drops,
-            "last": s.last_drop.as_ref().map(|(i, r, l)| json!({"ifname": i, "reason": r, "location": l})),
-        });
         let p = &s.predictions;
-        v["prediction"] = json!({
-            "agree": p.agree, "disagree": p.disagree, "unknown": p.unknown, "hash_source": p.source,
+        self.write(&Record::Flow {
+            flow: Flow::of(&s.flow),
+            flow_id: s.flow_id,
+            netns,
+            egress: Egress {
+                nexthop: one.and_then(|n| n.ip),
+                ifname: one.and_then(|n| n.port.as_deref()),
+                flooded: one.is_some_and(|n| n.flooded),
+                packets: s.egress_packets,
+                records: s.egress_records,
+                consistent: s.consistent,
+                nexthop_in_route: s.nexthop_in_route,
+                nexthops: seq(&s.nexthops, nexthop_taken),
+                rule: s.rule.as_ref().map(rule),
+                table: s.table,
+                candidates: candidates(&s.candidates),
+            },
+            ingress: Ingress {
+                ifname: s.ingress_port.as_deref(),
+                packets: s.ingress_packets,
+                records: s.ingress_records,
+            },
+            counted: s.counted,
+            drops: Drops {
+                packets: s.drops,
+                last: s
+                    .last_drop
+                    .as_ref()
+                    .map(|(ifname, reason, location)| LastDrop {
+                        ifname,
+                        reason,
+                        location,
+                    }),
+            },
+            prediction: Prediction {
+                agree: p.agree,
+                disagree: p.disagree,
+                unknown: p.unknown,
+                hash_source: p.source.as_deref(),
+            },
         });
-        say!(self.out, "{}", v);
     }
 }
 
