@@ -1,7 +1,9 @@
 //! JSON lines: one object per record, typed. Each record is a [`Record`] borrowing from
 //! what the flow table or the loader produced, serialised straight into the one buffered
-//! writer: no `serde_json::Value` tree and, for hops, routes and decisions, no string of
-//! its own (MACs, flags and addresses are formatted as they are written).
+//! writer: no `serde_json::Value` tree, and a hop allocates nothing here (MACs and flags
+//! are formatted on the stack, addresses as they are written). A rule's selector and a
+//! decision's hash source are still built as strings by `Rule::selector` and
+//! `HashSource::label`, which own that text.
 use std::{io::Write, net::IpAddr};
 
 use serde::{Serialize, Serializer};
