@@ -419,11 +419,12 @@ fn proc_cpu(pid: i32) -> Option<Duration> {
     Some(Duration::from_nanos((utime + stime) * 1_000_000_000 / hz))
 }
 
-/// The "type" of one JSON line, found from the end first: with serde_json's sorted keys
-/// it is among the last keys of a hop or route line, so this stays cheap at high rates.
+/// The "type" of one JSON line: the tracer writes it first (typed records tagged "type"),
+/// so the search from the start stays cheap at high rates; `discover --json` lines, whose
+/// keys are sorted, find it further on.
 fn line_type(line: &[u8]) -> Option<&[u8]> {
     const KEY: &[u8] = b"\"type\":\"";
-    let at = line.windows(KEY.len()).rposition(|w| w == KEY)? + KEY.len();
+    let at = line.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
     let len = line[at..].iter().position(|&b| b == b'"')?;
     Some(&line[at..at + len])
 }
@@ -497,6 +498,10 @@ mod tests {
         assert_eq!(
             line_type(br#"{"type":"lost","count":3,"total":9}"#),
             Some(&b"lost"[..])
+        );
+        assert_eq!(
+            line_type(br#"{"type":"change","what":"link","text":"a \"type\":\"x\""}"#),
+            Some(&b"change"[..])
         );
         assert_eq!(line_type(b"not json"), None);
     }

@@ -1,0 +1,1239 @@
+//! JSON lines: one object per record, typed. Each record is a [`Record`] borrowing from
+//! what the flow table or the loader produced, serialised straight into the one buffered
+//! writer: no `serde_json::Value` tree, and a hop allocates nothing here (MACs and flags
+//! are formatted on the stack, addresses as they are written). A rule's selector and a
+//! decision's hash source are still built as strings by `Rule::selector` and
+//! `HashSource::label`, which own that text.
+use std::{io::Write, net::IpAddr};
+
+use serde::{Serialize, Serializer};
+
+use super::{text::change_text, Render};
+use crate::{
+    attach::Ready,
+    changes::Change,
+    events::{proto_name, FlagsText, MacText},
+    flows::{Distribution, DropHop, FlowKey, FlowSummary, Hop, NextHopUse, RouteHop},
+    kernel_state::{NextHop, Rule},
+};
+
+/// One JSON object per line, into `out` (buffered stdout in the tracer; a `Vec` or a sink
+/// in tests and the rate measurement).
+pub(super) struct Json<W: Write> {
+    out: W,
+}
+
+impl<W: Write> Json<W> {
+    pub(super) fn new(out: W) -> Json<W> {
+        Json { out }
+    }
+
+    #[cfg(test)]
+    pub(super) fn into_inner(self) -> W {
+        self.out
+    }
+
+    /// Errors are ignored on purpose: a closed stdout (the reader went away) must not stop
+    /// the tracer from cleaning up.
+    fn write(&mut self, r: &Record) {
+        let _ = serde_json::to_writer(&mut self.out, r);
+        let _ = self.out.write_all(b"\n");
+    }
+}
+
+/// Every JSON record, `"type"` first. Field names and forms are the output's interface
+/// (the end-to-end tests and users' scripts read them): add fields, do not rename them.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Record<'a> {
+    Ready {
+        netns: &'a str,
+        role: &'a str,
+        vips: &'a [IpAddr],
+        client_port: Option<u16>,
+        interfaces: &'a [String],
+        hooks: &'a [String],
+        refused: Seq<'a, (String, String), HookReason<'a>>,
+        unavailable: Seq<'a, (String, String), HookReason<'a>>,
+        notes: &'a [String],
+    },
+    Hop {
+        flow_id: u32,
+        ts_ns: u64,
+        rel_ns: u64,
+        netns: &'a str,
+        role: &'a str,
+        ifname: &'a str,
+        dir: &'a str,
+        path: &'a str,
+        proto: &'a str,
+        src: IpAddr,
+        sport: u16,
+        dst: IpAddr,
+        dport: u16,
+        vip: IpAddr,
+        len: u16,
+        tcp_flags: Str<FlagsText>,
+        eth_src: Str<MacText>,
+        eth_dst: Str<MacText>,
+        mark: u32,
+        hash: u32,
+        vlan: u16,
+        routed: bool,
+        /// Only on a hop that names its next-hop.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        nexthop: Option<IpAddr>,
+    },
+    Decision {
+        #[serde(flatten)]
+        flow: Flow<'a>,
+        flow_id: u32,
+        ts_ns: u64,
+        netns: &'a str,
+        ifname: &'a str,
+        rule: Option<RuleRecord>,
+        table: Option<u32>,
+        candidates: Seq<'a, NextHop, Candidate>,
+        candidates_changed: bool,
+        skb_hash: u32,
+        hash: Option<u32>,
+        hash_source: String,
+        predicted: Option<IpAddr>,
+        actual: Option<IpAddr>,
+        /// Null when the hash is unknowable.
+        agree: Option<bool>,
+    },
+    Route {
+        #[serde(flatten)]
+        flow: Flow<'a>,
+        flow_id: u32,
+        ts_ns: u64,
+        rel_ns: u64,
+        netns: &'a str,
+        role: &'a str,
+        path: &'a str,
+        table: u32,
+        gw: IpAddr,
+        dev: &'a str,
+        err: i32,
+        iif: i32,
+        /// Only when a rule selected the table.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rule: Option<RuleRecord>,
+    },
+    Lost {
+        count: u64,
+        total: u64,
+    },
+    Evicted {
+        count: u64,
+    },
+    Drop {
+        #[serde(flatten)]
+        flow: Flow<'a>,
+        flow_id: u32,
+        ts_ns: u64,
+        rel_ns: u64,
+        netns: &'a str,
+        role: &'a str,
+        ifname: &'a str,
+        path: &'a str,
+        reason: &'a str,
+        location: &'a str,
+        mark: u32,
+    },
+    Change {
+        ts_ns: u64,
+        netns: &'a str,
+        #[serde(flatten)]
+        what: What<'a>,
+        text: String,
+    },
+    Distribution {
+        vip: IpAddr,
+        flows: u64,
+        nexthops: Seq<'a, crate::flows::Share, ShareRecord<'a>>,
+    },
+    Flow {
+        #[serde(flatten)]
+        flow: Flow<'a>,
+        flow_id: u32,
+        netns: &'a str,
+        egress: Egress<'a>,
+        ingress: Ingress<'a>,
+        counted: bool,
+        drops: Drops<'a>,
+        prediction: Prediction<'a>,
+    },
+}
+
+/// The flow's key, as every flow-level record carries it.
+#[derive(Serialize)]
+struct Flow<'a> {
+    proto: &'a str,
+    vip: IpAddr,
+    vip_port: u16,
+    client: IpAddr,
+    client_port: u16,
+}
+
+impl<'a> Flow<'a> {
+    fn of(k: &FlowKey) -> Flow<'a> {
+        Flow {
+            proto: proto_name(k.proto),
+            vip: k.vip,
+            vip_port: k.vip_port,
+            client: k.client,
+            client_port: k.client_port,
+        }
+    }
+}
+
+/// Text formatted on the stack ([`MacText`], [`FlagsText`]), written as a JSON string.
+struct Str<T>(T);
+
+impl Serialize for Str<MacText> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+impl Serialize for Str<FlagsText> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+/// A slice written as a JSON array of its items' records.
+struct Seq<'a, T, R> {
+    items: &'a [T],
+    record: fn(&'a T) -> R,
+}
+
+fn seq<'a, T, R>(items: &'a [T], record: fn(&'a T) -> R) -> Seq<'a, T, R> {
+    Seq { items, record }
+}
+
+impl<'a, T, R: Serialize> Serialize for Seq<'a, T, R> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.items.iter().map(self.record))
+    }
+}
+
+#[derive(Serialize)]
+struct HookReason<'a> {
+    hook: &'a str,
+    reason: &'a str,
+}
+
+fn hook_reason((hook, reason): &(String, String)) -> HookReason<'_> {
+    HookReason { hook, reason }
+}
+
+#[derive(Serialize)]
+struct Candidate {
+    gw: Option<IpAddr>,
+    ifindex: u32,
+    weight: u32,
+    alive: bool,
+}
+
+fn candidate(n: &NextHop) -> Candidate {
+    Candidate {
+        gw: n.gw,
+        ifindex: n.ifindex,
+        weight: n.weight,
+        alive: n.alive,
+    }
+}
+
+fn candidates(c: &[NextHop]) -> Seq<'_, NextHop, Candidate> {
+    seq(c, candidate)
+}
+
+#[derive(Serialize)]
+struct RuleRecord {
+    priority: u32,
+    selector: String,
+    table: Option<u32>,
+}
+
+fn rule(r: &Rule) -> RuleRecord {
+    RuleRecord {
+        priority: r.priority,
+        selector: r.selector(),
+        table: r.table,
+    }
+}
+
+/// A change's own fields, after `"what"`.
+#[derive(Serialize)]
+#[serde(tag = "what", rename_all = "snake_case")]
+enum What<'a> {
+    Route {
+        table: u32,
+        family: &'a str,
+        before: Seq<'a, NextHop, Candidate>,
+        after: Seq<'a, NextHop, Candidate>,
+    },
+    Rule {
+        added: bool,
+        rule: RuleRecord,
+    },
+    Link {
+        added: bool,
+        ifname: &'a str,
+    },
+    Neighbour {
+        ip: IpAddr,
+        before: Option<Str<MacText>>,
+        after: Option<Str<MacText>>,
+    },
+    Attached {
+        added: bool,
+        ifname: &'a str,
+    },
+    Netns {
+        added: bool,
+        role: &'a str,
+        name: &'a str,
+    },
+}
+
+impl<'a> What<'a> {
+    fn of(c: &'a Change) -> What<'a> {
+        match c {
+            Change::Route {
+                table,
+                v6,
+                before,
+                after,
+            } => What::Route {
+                table: *table,
+                family: if *v6 { "ipv6" } else { "ipv4" },
+                before: candidates(before),
+                after: candidates(after),
+            },
+            Change::Rule { added, rule: r } => What::Rule {
+                added: *added,
+                rule: rule(r),
+            },
+            Change::Link { added, name } => What::Link {
+                added: *added,
+                ifname: name,
+            },
+            Change::Neighbour { ip, before, after } => What::Neighbour {
+                ip: *ip,
+                before: before.as_ref().map(|m| Str(MacText::new(m))),
+                after: after.as_ref().map(|m| Str(MacText::new(m))),
+            },
+            Change::Attached { added, ifname } => What::Attached {
+                added: *added,
+                ifname,
+            },
+            Change::Netns { added, role, name } => What::Netns {
+                added: *added,
+                role,
+                name,
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ShareRecord<'a> {
+    nexthop: Option<IpAddr>,
+    ifname: Option<&'a str>,
+    flows: u64,
+    packets: u64,
+}
+
+fn share(sh: &crate::flows::Share) -> ShareRecord<'_> {
+    ShareRecord {
+        nexthop: sh.nexthop,
+        ifname: sh.ifname.as_deref(),
+        flows: sh.flows,
+        packets: sh.packets,
+    }
+}
+
+/// A flow summary's egress: the next-hop when there was one, and every one taken.
+#[derive(Serialize)]
+struct Egress<'a> {
+    nexthop: Option<IpAddr>,
+    ifname: Option<&'a str>,
+    flooded: bool,
+    packets: u64,
+    records: u64,
+    consistent: bool,
+    nexthop_in_route: Option<bool>,
+    nexthops: Seq<'a, NextHopUse, NextHopTaken<'a>>,
+    rule: Option<RuleRecord>,
+    table: Option<u32>,
+    candidates: Seq<'a, NextHop, Candidate>,
+}
+
+#[derive(Serialize)]
+struct NextHopTaken<'a> {
+    nexthop: Option<IpAddr>,
+    eth_dst: Str<MacText>,
+    ifname: Option<&'a str>,
+    flooded: bool,
+    packets: u64,
+    first_rel_ns: u64,
+}
+
+fn nexthop_taken(n: &NextHopUse) -> NextHopTaken<'_> {
+    NextHopTaken {
+        nexthop: n.ip,
+        eth_dst: Str(MacText::new(&n.mac)),
+        ifname: n.port.as_deref(),
+        flooded: n.flooded,
+        packets: n.packets,
+        first_rel_ns: n.first_rel_ns,
+    }
+}
+
+#[derive(Serialize)]
+struct Ingress<'a> {
+    ifname: Option<&'a str>,
+    packets: u64,
+    records: u64,
+}
+
+#[derive(Serialize)]
+struct Drops<'a> {
+    packets: u64,
+    last: Option<LastDrop<'a>>,
+}
+
+#[derive(Serialize)]
+struct LastDrop<'a> {
+    ifname: &'a str,
+    reason: &'a str,
+    location: &'a str,
+}
+
+#[derive(Serialize)]
+struct Prediction<'a> {
+    agree: u64,
+    disagree: u64,
+    unknown: u64,
+    hash_source: Option<&'a str>,
+}
+
+impl<W: Write> Render for Json<W> {
+    fn flush(&mut self) {
+        let _ = self.out.flush();
+    }
+
+    fn ready(&mut self, r: &Ready) {
+        self.write(&Record::Ready {
+            netns: &r.netns,
+            role: r.role,
+            vips: &r.vips,
+            client_port: r.client_port,
+            interfaces: &r.interfaces,
+            hooks: &r.hooks,
+            refused: seq(&r.refused, hook_reason),
+            unavailable: seq(&r.unavailable, hook_reason),
+            notes: &r.notes,
+        });
+    }
+
+    fn hop(&mut self, h: &Hop) {
+        let p = &h.packet;
+        self.write(&Record::Hop {
+            flow_id: h.flow_id,
+            ts_ns: p.ts_ns,
+            rel_ns: h.rel_ns,
+            netns: &h.netns,
+            role: h.role.as_str(),
+            ifname: &h.ifname,
+            dir: p.dir.as_str(),
+            path: h.path.as_str(),
+            proto: proto_name(p.proto),
+            src: p.src,
+            sport: p.sport,
+            dst: p.dst,
+            dport: p.dport,
+            vip: h.flow.vip,
+            len: p.len,
+            tcp_flags: Str(FlagsText::new(p.tcp_flags)),
+            eth_src: Str(MacText::new(&p.eth_src)),
+            eth_dst: Str(MacText::new(&p.eth_dst)),
+            mark: p.mark,
+            hash: p.hash,
+            vlan: p.vlan,
+            routed: h.decision.is_some(),
+            nexthop: h.nexthop,
+        });
+        if let Some(d) = &h.decision {
+            self.write(&Record::Decision {
+                flow: Flow::of(&h.flow),
+                flow_id: h.flow_id,
+                ts_ns: p.ts_ns,
+                netns: &h.netns,
+                ifname: &h.ifname,
+                rule: d.rule.as_ref().map(rule),
+                table: d.table,
+                candidates: candidates(&d.candidates),
+                candidates_changed: d.candidates_changed,
+                skb_hash: d.skb_hash,
+                hash: d.hash,
+                hash_source: d.source.label(),
+                predicted: d.predicted,
+                actual: d.actual,
+                agree: d.agrees(),
+            });
+        }
+    }
+
+    fn route(&mut self, r: &RouteHop) {
+        let l = &r.lookup;
+        self.write(&Record::Route {
+            flow: Flow::of(&r.flow),
+            flow_id: r.flow_id,
+            ts_ns: l.ts_ns,
+            rel_ns: r.rel_ns,
+            netns: &r.netns,
+            role: r.role.as_str(),
+            path: r.path.as_str(),
+            table: l.table,
+            gw: l.gw,
+            dev: &l.dev,
+            err: l.err,
+            iif: l.iif,
+            rule: r.rule.as_ref().map(rule),
+        });
+    }
+
+    fn lost(&mut self, count: u64, total: u64) {
+        self.write(&Record::Lost { count, total });
+    }
+
+    fn evicted(&mut self, count: u64) {
+        self.write(&Record::Evicted { count });
+    }
+
+    fn dropped(&mut self, d: &DropHop) {
+        self.write(&Record::Drop {
+            flow: Flow::of(&d.flow),
+            flow_id: d.flow_id,
+            ts_ns: d.drop.ts_ns,
+            rel_ns: d.rel_ns,
+            netns: &d.netns,
+            role: d.role.as_str(),
+            ifname: &d.ifname,
+            path: d.path.as_str(),
+            reason: &d.reason,
+            location: &d.location,
+            mark: d.drop.mark,
+        });
+    }
+
+    fn distribution(&mut self, d: &Distribution) {
+        self.write(&Record::Distribution {
+            vip: d.vip,
+            flows: d.flows,
+            nexthops: seq(&d.shares, share),
+        });
+    }
+
+    fn change(&mut self, ts_ns: u64, netns: &str, c: &Change) {
+        self.write(&Record::Change {
+            ts_ns,
+            netns,
+            what: What::of(c),
+            text: change_text(c),
+        });
+    }
+
+    fn summary(&mut self, s: &FlowSummary, netns: &str) {
+        let one = s.nexthop();
+        let p = &s.predictions;
+        self.write(&Record::Flow {
+            flow: Flow::of(&s.flow),
+            flow_id: s.flow_id,
+            netns,
+            egress: Egress {
+                nexthop: one.and_then(|n| n.ip),
+                ifname: one.and_then(|n| n.port.as_deref()),
+                flooded: one.is_some_and(|n| n.flooded),
+                packets: s.egress_packets,
+                records: s.egress_records,
+                consistent: s.consistent,
+                nexthop_in_route: s.nexthop_in_route,
+                nexthops: seq(&s.nexthops, nexthop_taken),
+                rule: s.rule.as_ref().map(rule),
+                table: s.table,
+                candidates: candidates(&s.candidates),
+            },
+            ingress: Ingress {
+                ifname: s.ingress_port.as_deref(),
+                packets: s.ingress_packets,
+                records: s.ingress_records,
+            },
+            counted: s.counted,
+            drops: Drops {
+                packets: s.drops,
+                last: s
+                    .last_drop
+                    .as_ref()
+                    .map(|(ifname, reason, location)| LastDrop {
+                        ifname,
+                        reason,
+                        location,
+                    }),
+            },
+            prediction: Prediction {
+                agree: p.agree,
+                disagree: p.disagree,
+                unknown: p.unknown,
+                hash_source: p.source.as_deref(),
+            },
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The JSON records field by field, as the end-to-end tests and users' scripts read
+    //! them: names, nulls, and number or string forms (a `Value` compares `1` and `1.0` as
+    //! different, and a missing key as different from a null one).
+    use std::net::IpAddr;
+
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::{
+        discover::Role,
+        events::{Dir, Drop, FibLookup, Packet},
+        flows::{Decision, HopKind, NextHopUse, PathDir, PredictionStats, Share},
+        multipath::HashSource,
+    };
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// The lines one call writes, each parsed.
+    fn lines(write: impl FnOnce(&mut Json<Vec<u8>>)) -> Vec<Value> {
+        let mut j = Json::new(Vec::new());
+        write(&mut j);
+        j.flush();
+        let out = String::from_utf8(j.into_inner()).unwrap();
+        assert!(out.ends_with('\n'), "every record ends its line: {out:?}");
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    fn one(write: impl FnOnce(&mut Json<Vec<u8>>)) -> Value {
+        let [v] = lines(write).try_into().expect("one line");
+        v
+    }
+
+    fn key() -> FlowKey {
+        FlowKey {
+            proto: 6,
+            vip: ip("20.0.0.1"),
+            vip_port: 4000,
+            client: ip("169.254.100.150"),
+            client_port: 35000,
+        }
+    }
+
+    fn key6() -> FlowKey {
+        FlowKey {
+            proto: 17,
+            vip: ip("2000::1"),
+            vip_port: 5001,
+            client: ip("100:100::150"),
+            client_port: 35001,
+        }
+    }
+
+    fn rule() -> Rule {
+        Rule {
+            priority: 32765,
+            src: Some((ip("20.0.0.1"), 32)),
+            dst: None,
+            fwmark: None,
+            fwmask: None,
+            iif: None,
+            other_selectors: false,
+            table: Some(7),
+            v6: false,
+        }
+    }
+
+    fn candidates() -> Vec<NextHop> {
+        vec![
+            NextHop {
+                gw: Some(ip("172.16.0.3")),
+                ifindex: 2,
+                weight: 1,
+                alive: true,
+            },
+            NextHop {
+                gw: Some(ip("172.16.0.5")),
+                ifindex: 2,
+                weight: 2,
+                alive: false,
+            },
+        ]
+    }
+
+    fn candidates_json() -> Value {
+        json!([
+            {"gw": "172.16.0.3", "ifindex": 2, "weight": 1, "alive": true},
+            {"gw": "172.16.0.5", "ifindex": 2, "weight": 2, "alive": false},
+        ])
+    }
+
+    fn packet() -> Packet {
+        Packet {
+            ts_ns: 1102,
+            ifindex: 2,
+            dir: Dir::Egress,
+            proto: 6,
+            src: ip("20.0.0.1"),
+            dst: ip("169.254.100.150"),
+            sport: 4000,
+            dport: 35000,
+            len: 60,
+            tcp_flags: 0x12,
+            eth_src: [2, 0, 0, 0, 0, 1],
+            eth_dst: [2, 0, 0, 0, 0, 0xb],
+            vlan: 0,
+            mark: 0x1389,
+            hash: 0x8000_0000,
+        }
+    }
+
+    #[test]
+    fn a_routed_hop_and_its_decision() {
+        let hop = Hop {
+            flow: key(),
+            flow_id: 1,
+            netns: "proxy-a".into(),
+            role: Role::Proxy,
+            path: PathDir::Egress,
+            rel_ns: 102,
+            ifname: "bridge0".into(),
+            kind: HopKind::L3,
+            packet: packet(),
+            nexthop: Some(ip("172.16.0.5")),
+            nexthop_unknown: false,
+            decision: Some(Decision {
+                rule: Some(rule()),
+                table: Some(7),
+                candidates: candidates(),
+                candidates_changed: true,
+                skb_hash: 0x8000_0000,
+                hash: Some(0x4000_0000),
+                source: HashSource::SkbL4Hash,
+                predicted: Some(ip("172.16.0.5")),
+                actual: Some(ip("172.16.0.5")),
+            }),
+        };
+        let got = lines(|j| j.hop(&hop));
+        assert_eq!(
+            got,
+            vec![
+                json!({
+                    "type": "hop", "flow_id": 1, "ts_ns": 1102, "rel_ns": 102,
+                    "netns": "proxy-a", "role": "proxy", "ifname": "bridge0",
+                    "dir": "egress", "path": "egress", "proto": "tcp",
+                    "src": "20.0.0.1", "sport": 4000, "dst": "169.254.100.150", "dport": 35000,
+                    "vip": "20.0.0.1", "len": 60, "tcp_flags": "SYN,ACK",
+                    "eth_src": "02:00:00:00:00:01", "eth_dst": "02:00:00:00:00:0b",
+                    "mark": 5001, "hash": 2147483648u64, "vlan": 0, "routed": true,
+                    "nexthop": "172.16.0.5",
+                }),
+                json!({
+                    "type": "decision", "proto": "tcp", "vip": "20.0.0.1", "vip_port": 4000,
+                    "client": "169.254.100.150", "client_port": 35000, "flow_id": 1,
+                    "ts_ns": 1102, "netns": "proxy-a", "ifname": "bridge0",
+                    "rule": {"priority": 32765, "selector": "from 20.0.0.1", "table": 7},
+                    "table": 7, "candidates": candidates_json(), "candidates_changed": true,
+                    "skb_hash": 2147483648u64, "hash": 1073741824,
+                    "hash_source": "skb L4 hash reused by policy 1",
+                    "predicted": "172.16.0.5", "actual": "172.16.0.5", "agree": true,
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_port_hop_has_no_nexthop_key_and_an_unknowable_decision_has_nulls() {
+        let mut p = packet();
+        p.proto = 17;
+        p.tcp_flags = 0;
+        p.src = ip("2000::1");
+        p.dst = ip("100:100::150");
+        p.dir = Dir::Ingress;
+        let hop = Hop {
+            flow: key6(),
+            flow_id: 2,
+            netns: "target-a-1".into(),
+            role: Role::Target,
+            path: PathDir::Ingress,
+            rel_ns: 0,
+            ifname: "nsm-0".into(),
+            kind: HopKind::Port,
+            packet: p,
+            nexthop: None,
+            nexthop_unknown: true,
+            decision: None,
+        };
+        let v = one(|j| j.hop(&hop));
+        assert_eq!(
+            v,
+            json!({
+                "type": "hop", "flow_id": 2, "ts_ns": 1102, "rel_ns": 0,
+                "netns": "target-a-1", "role": "target", "ifname": "nsm-0",
+                "dir": "ingress", "path": "ingress", "proto": "udp",
+                "src": "2000::1", "sport": 4000, "dst": "100:100::150", "dport": 35000,
+                "vip": "2000::1", "len": 60, "tcp_flags": "",
+                "eth_src": "02:00:00:00:00:01", "eth_dst": "02:00:00:00:00:0b",
+                "mark": 5001, "hash": 2147483648u64, "vlan": 0, "routed": false,
+            })
+        );
+
+        let unknown = Hop {
+            decision: Some(Decision {
+                rule: None,
+                table: None,
+                candidates: vec![],
+                candidates_changed: false,
+                skb_hash: 0,
+                hash: None,
+                source: HashSource::Unknown {
+                    why: "no hash".into(),
+                },
+                predicted: None,
+                actual: None,
+            }),
+            ..hop
+        };
+        let [hop, decision] = lines(|j| j.hop(&unknown)).try_into().unwrap();
+        assert_eq!(hop["routed"], json!(true));
+        assert!(hop.get("nexthop").is_none(), "{hop}");
+        assert_eq!(
+            decision,
+            json!({
+                "type": "decision", "proto": "udp", "vip": "2000::1", "vip_port": 5001,
+                "client": "100:100::150", "client_port": 35001, "flow_id": 2,
+                "ts_ns": 1102, "netns": "target-a-1", "ifname": "nsm-0",
+                "rule": null, "table": null, "candidates": [], "candidates_changed": false,
+                "skb_hash": 0, "hash": null, "hash_source": "unknown: no hash",
+                "predicted": null, "actual": null, "agree": null,
+            })
+        );
+    }
+
+    fn lookup() -> FibLookup {
+        FibLookup {
+            ts_ns: 1101,
+            table: 7,
+            err: 0,
+            iif: 2,
+            oif: 3,
+            proto: 6,
+            src: ip("20.0.0.1"),
+            dst: ip("169.254.100.150"),
+            sport: 4000,
+            dport: 35000,
+            gw: ip("172.16.0.3"),
+            dev: "bridge0".into(),
+            mark: 9,
+        }
+    }
+
+    #[test]
+    fn route_records_with_and_without_a_rule() {
+        let r = RouteHop {
+            flow: key(),
+            flow_id: 1,
+            netns: "proxy-a".into(),
+            role: Role::Proxy,
+            path: PathDir::Egress,
+            rel_ns: 101,
+            lookup: lookup(),
+            rule: Some(rule()),
+        };
+        assert_eq!(
+            one(|j| j.route(&r)),
+            json!({
+                "type": "route", "proto": "tcp", "vip": "20.0.0.1", "vip_port": 4000,
+                "client": "169.254.100.150", "client_port": 35000, "flow_id": 1,
+                "ts_ns": 1101, "rel_ns": 101, "netns": "proxy-a", "role": "proxy",
+                "path": "egress", "table": 7, "gw": "172.16.0.3", "dev": "bridge0",
+                "err": 0, "iif": 2,
+                "rule": {"priority": 32765, "selector": "from 20.0.0.1", "table": 7},
+            })
+        );
+        let miss = RouteHop {
+            lookup: FibLookup {
+                table: 255,
+                err: -11,
+                iif: -1,
+                gw: ip("0.0.0.0"),
+                dev: String::new(),
+                ..lookup()
+            },
+            rule: None,
+            ..r
+        };
+        let v = one(|j| j.route(&miss));
+        assert!(v.get("rule").is_none(), "{v}");
+        assert_eq!(
+            (&v["table"], &v["err"], &v["iif"], &v["gw"], &v["dev"]),
+            (
+                &json!(255),
+                &json!(-11),
+                &json!(-1),
+                &json!("0.0.0.0"),
+                &json!("")
+            )
+        );
+    }
+
+    #[test]
+    fn drop_lost_and_evicted_records() {
+        let d = DropHop {
+            flow: key(),
+            flow_id: 3,
+            netns: "proxy-a".into(),
+            role: Role::Proxy,
+            path: PathDir::Ingress,
+            rel_ns: 7,
+            ifname: "bridge0".into(),
+            reason: "IP_INNOROUTES".into(),
+            location: "ip_route_input_slow+0x1a2".into(),
+            drop: Drop {
+                ts_ns: 9,
+                ifindex: 2,
+                reason: 5,
+                location: 0xffff_ffff_8100_0000,
+                proto: 6,
+                src: ip("169.254.100.150"),
+                dst: ip("20.0.0.1"),
+                sport: 35000,
+                dport: 4000,
+                mark: 0x1389,
+            },
+        };
+        assert_eq!(
+            one(|j| j.dropped(&d)),
+            json!({
+                "type": "drop", "proto": "tcp", "vip": "20.0.0.1", "vip_port": 4000,
+                "client": "169.254.100.150", "client_port": 35000, "flow_id": 3,
+                "ts_ns": 9, "rel_ns": 7, "netns": "proxy-a", "role": "proxy",
+                "ifname": "bridge0", "path": "ingress", "reason": "IP_INNOROUTES",
+                "location": "ip_route_input_slow+0x1a2", "mark": 5001,
+            })
+        );
+        assert_eq!(
+            one(|j| j.lost(3, 9)),
+            json!({"type": "lost", "count": 3, "total": 9})
+        );
+        assert_eq!(
+            one(|j| j.evicted(4)),
+            json!({"type": "evicted", "count": 4})
+        );
+    }
+
+    #[test]
+    fn ready_record() {
+        let r = Ready {
+            netns: "proxy-a".into(),
+            role: "proxy",
+            vips: vec![ip("20.0.0.1"), ip("2000::1")],
+            client_port: None,
+            interfaces: vec!["bridge0".into(), "conduit-a.-3150".into()],
+            hooks: vec!["tc:bridge0/ingress (tcx)".into()],
+            refused: vec![("fexit:fib_multipath_hash".into(), "EPERM".into())],
+            unavailable: vec![("kprobe:fib_select_path".into(), "no kprobes".into())],
+            notes: vec![],
+        };
+        assert_eq!(
+            one(|j| j.ready(&r)),
+            json!({
+                "type": "ready", "netns": "proxy-a", "role": "proxy",
+                "vips": ["20.0.0.1", "2000::1"], "client_port": null,
+                "interfaces": ["bridge0", "conduit-a.-3150"],
+                "hooks": ["tc:bridge0/ingress (tcx)"],
+                "refused": [{"hook": "fexit:fib_multipath_hash", "reason": "EPERM"}],
+                "unavailable": [{"hook": "kprobe:fib_select_path", "reason": "no kprobes"}],
+                "notes": [],
+            })
+        );
+        let r = Ready {
+            client_port: Some(35000),
+            notes: vec!["removed a leftover filter".into()],
+            ..r
+        };
+        let v = one(|j| j.ready(&r));
+        assert_eq!(
+            (&v["client_port"], &v["notes"]),
+            (&json!(35000), &json!(["removed a leftover filter"]))
+        );
+    }
+
+    #[test]
+    fn distribution_record() {
+        let d = Distribution {
+            vip: ip("20.0.0.1"),
+            flows: 3,
+            shares: vec![
+                Share {
+                    nexthop: Some(ip("172.16.0.3")),
+                    ifname: Some("conduit-a.-3150".into()),
+                    flows: 1,
+                    packets: 1,
+                },
+                Share {
+                    nexthop: None,
+                    ifname: None,
+                    flows: 2,
+                    packets: 5,
+                },
+            ],
+        };
+        assert_eq!(
+            one(|j| j.distribution(&d)),
+            json!({
+                "type": "distribution", "vip": "20.0.0.1", "flows": 3,
+                "nexthops": [
+                    {"nexthop": "172.16.0.3", "ifname": "conduit-a.-3150", "flows": 1, "packets": 1},
+                    {"nexthop": null, "ifname": null, "flows": 2, "packets": 5},
+                ],
+            })
+        );
+    }
+
+    #[test]
+    fn change_records() {
+        let mark_rule = Rule {
+            priority: 100,
+            src: None,
+            fwmark: Some(0x1389),
+            table: Some(5001),
+            ..rule()
+        };
+        let changes = [
+            Change::Route {
+                table: 7,
+                v6: false,
+                before: candidates(),
+                after: vec![],
+            },
+            Change::Route {
+                table: 8,
+                v6: true,
+                before: vec![],
+                after: vec![NextHop {
+                    gw: None,
+                    ifindex: 4,
+                    weight: 1,
+                    alive: true,
+                }],
+            },
+            Change::Rule {
+                added: true,
+                rule: mark_rule,
+            },
+            Change::Link {
+                added: false,
+                name: "conduit-a.-6496".into(),
+            },
+            Change::Neighbour {
+                ip: ip("172.16.0.5"),
+                before: None,
+                after: Some([2, 0, 0, 0, 0, 0xb]),
+            },
+            Change::Attached {
+                added: true,
+                ifname: "proxy.cond-1b2c".into(),
+            },
+            Change::Netns {
+                added: false,
+                role: "frontend",
+                name: "lbfe-b".into(),
+            },
+        ];
+        let got = lines(|j| {
+            for c in &changes {
+                j.change(42, "proxy-a", c);
+            }
+        });
+        let at = |mut v: Value, text: &str| {
+            v["type"] = json!("change");
+            v["ts_ns"] = json!(42);
+            v["netns"] = json!("proxy-a");
+            v["text"] = json!(text);
+            v
+        };
+        assert_eq!(
+            got,
+            vec![
+                at(
+                    json!({"what": "route", "table": 7, "family": "ipv4",
+                           "before": candidates_json(), "after": []}),
+                    "table 7 next-hops [172.16.0.3, 172.16.0.5 weight 2 dead] -> []"
+                ),
+                at(
+                    json!({"what": "route", "table": 8, "family": "ipv6", "before": [],
+                           "after": [{"gw": null, "ifindex": 4, "weight": 1, "alive": true}]}),
+                    "table 8 next-hops [] -> [?]"
+                ),
+                at(
+                    json!({"what": "rule", "added": true, "rule": {
+                        "priority": 100, "selector": "from all fwmark 0x1389", "table": 5001}}),
+                    "rule 100 `from all fwmark 0x1389` lookup 5001 added"
+                ),
+                at(
+                    json!({"what": "link", "added": false, "ifname": "conduit-a.-6496"}),
+                    "interface conduit-a.-6496 removed"
+                ),
+                at(
+                    json!({"what": "neighbour", "ip": "172.16.0.5", "before": null,
+                           "after": "02:00:00:00:00:0b"}),
+                    "next-hop 172.16.0.5 MAC none -> 02:00:00:00:00:0b"
+                ),
+                at(
+                    json!({"what": "attached", "added": true, "ifname": "proxy.cond-1b2c"}),
+                    "interface proxy.cond-1b2c appeared: attached"
+                ),
+                at(
+                    json!({"what": "netns", "added": false, "role": "frontend", "name": "lbfe-b"}),
+                    "frontend lbfe-b is gone: detached"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn flow_summaries_one_next_hop_and_several() {
+        let s = FlowSummary {
+            flow: key(),
+            flow_id: 1,
+            proxy_site: Some(0),
+            ingress_port: Some("conduit-a.-3150".into()),
+            ingress_packets: 6,
+            egress_packets: 4,
+            counted: true,
+            ingress_records: 5,
+            egress_records: 3,
+            nexthops: vec![NextHopUse {
+                ip: Some(ip("172.16.0.5")),
+                mac: [2, 0, 0, 0, 0, 0xb],
+                port: Some("conduit-a.-6496".into()),
+                flooded: false,
+                packets: 4,
+                first_rel_ns: 120,
+            }],
+            consistent: true,
+            rule: Some(rule()),
+            table: Some(7),
+            candidates: candidates(),
+            nexthop_in_route: Some(true),
+            predictions: PredictionStats {
+                agree: 3,
+                disagree: 1,
+                unknown: 0,
+                source: Some("skb L4 hash reused by policy 1".into()),
+            },
+            drops: 2,
+            last_drop: Some((
+                "bridge0".into(),
+                "IP_RPFILTER".into(),
+                "fib_validate_source+0x10".into(),
+            )),
+        };
+        assert_eq!(
+            one(|j| j.summary(&s, "proxy-a")),
+            json!({
+                "type": "flow", "proto": "tcp", "vip": "20.0.0.1", "vip_port": 4000,
+                "client": "169.254.100.150", "client_port": 35000, "flow_id": 1,
+                "netns": "proxy-a",
+                "egress": {
+                    "nexthop": "172.16.0.5", "ifname": "conduit-a.-6496", "flooded": false,
+                    "packets": 4, "records": 3, "consistent": true, "nexthop_in_route": true,
+                    "nexthops": [{"nexthop": "172.16.0.5", "eth_dst": "02:00:00:00:00:0b",
+                                  "ifname": "conduit-a.-6496", "flooded": false,
+                                  "packets": 4, "first_rel_ns": 120}],
+                    "rule": {"priority": 32765, "selector": "from 20.0.0.1", "table": 7},
+                    "table": 7, "candidates": candidates_json(),
+                },
+                "ingress": {"ifname": "conduit-a.-3150", "packets": 6, "records": 5},
+                "counted": true,
+                "drops": {"packets": 2, "last": {"ifname": "bridge0", "reason": "IP_RPFILTER",
+                                                "location": "fib_validate_source+0x10"}},
+                "prediction": {"agree": 3, "disagree": 1, "unknown": 0,
+                               "hash_source": "skb L4 hash reused by policy 1"},
+            })
+        );
+
+        let flooded = NextHopUse {
+            ip: None,
+            mac: [2, 0, 0, 0, 0, 0xc],
+            port: None,
+            flooded: true,
+            packets: 1,
+            first_rel_ns: 300,
+        };
+        let split = FlowSummary {
+            flow: key6(),
+            ingress_port: None,
+            ingress_packets: 0,
+            counted: false,
+            ingress_records: 0,
+            egress_records: 5,
+            nexthops: vec![s.nexthops[0].clone(), flooded],
+            consistent: false,
+            rule: None,
+            table: None,
+            candidates: vec![],
+            nexthop_in_route: None,
+            predictions: PredictionStats::default(),
+            drops: 0,
+            last_drop: None,
+            ..s
+        };
+        let v = one(|j| j.summary(&split, ""));
+        assert_eq!(v["netns"], json!(""));
+        assert_eq!(
+            v["egress"],
+            json!({
+                "nexthop": null, "ifname": null, "flooded": false, "packets": 4,
+                "records": 5, "consistent": false, "nexthop_in_route": null,
+                "nexthops": [
+                    {"nexthop": "172.16.0.5", "eth_dst": "02:00:00:00:00:0b",
+                     "ifname": "conduit-a.-6496", "flooded": false, "packets": 4,
+                     "first_rel_ns": 120},
+                    {"nexthop": null, "eth_dst": "02:00:00:00:00:0c", "ifname": null,
+                     "flooded": true, "packets": 1, "first_rel_ns": 300},
+                ],
+                "rule": null, "table": null, "candidates": [],
+            })
+        );
+        assert_eq!(
+            v["ingress"],
+            json!({"ifname": null, "packets": 0, "records": 0})
+        );
+        assert_eq!(v["counted"], json!(false));
+        assert_eq!(v["drops"], json!({"packets": 0, "last": null}));
+        assert_eq!(
+            v["prediction"],
+            json!({"agree": 0, "disagree": 0, "unknown": 0, "hash_source": null})
+        );
+        assert_eq!(
+            (&v["proto"], &v["vip"], &v["client"]),
+            (&json!("udp"), &json!("2000::1"), &json!("100:100::150"))
+        );
+    }
+}

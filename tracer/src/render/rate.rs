@@ -1,0 +1,351 @@
+//! How many records per second go from ring-buffer bytes to JSON lines on one core, without
+//! the kernel: synthesized `tracer_common` records through [`events::decode`], the flow
+//! table and the JSON renderer, into a sink behind the same 64 KiB buffer as stdout.
+//!
+//! A measurement, not a test (it asserts nothing about time; benchmarks are never timed
+//! assertions). Run it optimised, on an otherwise quiet machine:
+//!
+//! ```sh
+//! cargo test --release -p tracer --bin tracer -- --ignored --nocapture json_records_per_second
+//! ```
+//!
+//! The mix is what a proxy sees for a TCP flow: per round, every flow sends one packet
+//! toward the VIP (2 hops: conduit port in, target port out) and one from it (target port
+//! in, bridge0 in, its fib lookup, bridge0 out: the routed hop with its decision, conduit
+//! port out): 7 records in, 8 JSON lines out (6 hops, 1 route, 1 decision).
+use std::{
+    collections::BTreeMap,
+    io::{self, Write},
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use tracer_common::{
+    v4_mapped, FibRecord, PacketRecord, AF_INET, DIR_EGRESS, DIR_INGRESS, KIND_FIB, KIND_PACKET,
+    PROTO_TCP,
+};
+
+use super::{json::Json, Render};
+use crate::{
+    discover::Role,
+    events::{self, Event},
+    flows::{FlowTable, Site},
+    kernel_state::{FdbEntry, KernelState, Link, Neighbour, NextHop, Route, Rule},
+};
+
+const BR: u32 = 2;
+const TO_A: u32 = 3;
+const TO_B: u32 = 4;
+const TO_TARGET: u32 = 5;
+const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+const MAC_BR: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const VIP: [u8; 4] = [20, 0, 0, 1];
+const CLIENT: [u8; 4] = [169, 254, 100, 150];
+const FLOWS: u16 = 1000;
+const ROUNDS: u64 = 20;
+/// Records per batch between flushes, like the session's batches from the ring readers.
+const BATCH: usize = 1024;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A Meridio proxy: bridge0 with two conduit ports and a target port, the VIP's source
+/// rule to table 7 with two next-hops, hash policy 1.
+fn proxy() -> KernelState {
+    let link = |index, name: &str, master| {
+        let l = Link {
+            index,
+            name: name.into(),
+            mac: None,
+            master,
+            is_bridge: master.is_none(),
+        };
+        (index, l)
+    };
+    KernelState {
+        links: BTreeMap::from([
+            link(BR, "bridge0", None),
+            link(TO_A, "conduit-a.-3150", Some(BR)),
+            link(TO_B, "conduit-a.-6496", Some(BR)),
+            link(TO_TARGET, "proxy.cond-0a85", Some(BR)),
+        ]),
+        neighbours: vec![
+            Neighbour {
+                ip: ip("172.16.0.3"),
+                mac: MAC_A,
+                ifindex: BR,
+            },
+            Neighbour {
+                ip: ip("172.16.0.5"),
+                mac: MAC_B,
+                ifindex: BR,
+            },
+        ],
+        rules: vec![Rule {
+            priority: 32765,
+            src: Some((ip("20.0.0.1"), 32)),
+            dst: None,
+            fwmark: None,
+            fwmask: None,
+            iif: None,
+            other_selectors: false,
+            table: Some(7),
+            v6: false,
+        }],
+        routes: vec![Route {
+            table: 7,
+            dst: None,
+            v6: false,
+            nexthops: ["172.16.0.3", "172.16.0.5"]
+                .iter()
+                .map(|g| NextHop {
+                    gw: Some(ip(g)),
+                    ifindex: BR,
+                    weight: 1,
+                    alive: true,
+                })
+                .collect(),
+        }],
+        hash_policy: [Some(1), Some(1)],
+        fdb: vec![
+            FdbEntry {
+                mac: MAC_A,
+                ifindex: TO_A,
+            },
+            FdbEntry {
+                mac: MAC_B,
+                ifindex: TO_B,
+            },
+        ],
+    }
+}
+
+fn bytes<T>(r: &T) -> Vec<u8> {
+    // SAFETY: a view of a `#[repr(C)]` tracer_common record as the bytes the ring carries.
+    unsafe { std::slice::from_raw_parts((r as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+        .to_vec()
+}
+
+/// The ring-buffer records of `ROUNDS` rounds over `FLOWS` flows.
+fn records() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let ts = std::cell::Cell::new(1_000_000u64);
+    for round in 0..ROUNDS {
+        for f in 0..FLOWS {
+            let port = 10_000 + f;
+            let hash = 0x9e37_79b9u32.wrapping_mul(u32::from(f) + 1) | 1;
+            let (mac, conduit) = if hash >> 1 < 1 << 30 {
+                (MAC_A, TO_A)
+            } else {
+                (MAC_B, TO_B)
+            };
+            let flags = if round == 0 { 0x02 } else { 0x10 };
+            let pkt = |ifindex, dir, to_vip: bool, eth_dst, tcp_flags| {
+                ts.set(ts.get() + 1_000);
+                let (src, sport, dst, dport) = if to_vip {
+                    (CLIENT, port, VIP, 4000)
+                } else {
+                    (VIP, 4000, CLIENT, port)
+                };
+                bytes(&PacketRecord {
+                    kind: KIND_PACKET,
+                    ifindex,
+                    ts_ns: ts.get(),
+                    src: v4_mapped(src),
+                    dst: v4_mapped(dst),
+                    eth_src: MAC_BR,
+                    eth_dst,
+                    sport,
+                    dport,
+                    ip_len: 60,
+                    vlan: 0,
+                    mark: 0,
+                    hash,
+                    dir,
+                    family: AF_INET,
+                    proto: PROTO_TCP,
+                    tcp_flags,
+                })
+            };
+            out.push(pkt(conduit, DIR_INGRESS, true, MAC_BR, flags));
+            out.push(pkt(TO_TARGET, DIR_EGRESS, true, MAC_BR, flags));
+            out.push(pkt(TO_TARGET, DIR_INGRESS, false, MAC_BR, flags | 0x10));
+            out.push(pkt(BR, DIR_INGRESS, false, MAC_BR, flags | 0x10));
+            let mut dev = [0u8; 16];
+            dev[..7].copy_from_slice(b"bridge0");
+            out.push(bytes(&FibRecord {
+                kind: KIND_FIB,
+                table: 7,
+                ts_ns: ts.get() + 1,
+                err: 0,
+                oif: BR as i32,
+                iif: BR as i32,
+                sport: 4000,
+                dport: port,
+                src: v4_mapped(VIP),
+                dst: v4_mapped(CLIENT),
+                gw: v4_mapped([172, 16, 0, 3]),
+                dev,
+                mark: 0,
+                family: AF_INET,
+                proto: PROTO_TCP,
+                _pad: [0; 2],
+            }));
+            out.push(pkt(BR, DIR_EGRESS, false, mac, flags | 0x10));
+            out.push(pkt(conduit, DIR_EGRESS, false, mac, flags | 0x10));
+        }
+    }
+    out
+}
+
+/// Decodes, correlates and renders every record once; returns the records that decoded.
+fn run(records: &[Vec<u8>], out: &mut dyn Render, state: &KernelState) -> u64 {
+    let site = Site {
+        index: 0,
+        label: "proxy-a",
+        role: Role::Proxy,
+        state,
+    };
+    let mut flows = FlowTable::new([ip("20.0.0.1")]);
+    let mut n = 0;
+    for batch in records.chunks(BATCH) {
+        for r in batch {
+            match events::decode(r) {
+                Ok(Event::Packet(p)) => {
+                    if let Some(h) = flows.on_packet(p, &site) {
+                        out.hop(&h);
+                    }
+                }
+                Ok(Event::Fib(f)) => {
+                    if let Some(r) = flows.on_fib(f, &site) {
+                        out.route(&r);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => panic!("a synthesized record does not decode: {e}"),
+            }
+            n += 1;
+        }
+        out.flush();
+    }
+    n
+}
+
+/// CPU time this thread has used: the rate per CPU second is the rate on one core, and
+/// holds up better than wall time when other work shares the machine.
+fn thread_cpu() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec it is given.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Counts what it is given and keeps nothing.
+struct CountingSink(u64);
+
+impl Write for CountingSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Renders nothing: what decoding and the flow table cost alone.
+struct Discard;
+
+impl Render for Discard {
+    fn flush(&mut self) {}
+    fn ready(&mut self, _: &crate::attach::Ready) {}
+    fn hop(&mut self, _: &crate::flows::Hop) {}
+    fn route(&mut self, _: &crate::flows::RouteHop) {}
+    fn lost(&mut self, _: u64, _: u64) {}
+    fn evicted(&mut self, _: u64) {}
+    fn dropped(&mut self, _: &crate::flows::DropHop) {}
+    fn change(&mut self, _: u64, _: &str, _: &crate::changes::Change) {}
+    fn summary(&mut self, _: &crate::flows::FlowSummary, _: &str) {}
+    fn distribution(&mut self, _: &crate::flows::Distribution) {}
+}
+
+/// Records per second of `pass` (which returns the records it went through): per CPU
+/// second of this thread (median, best) and per wall-clock second (median), over 5 runs of
+/// at least 1 s of CPU time each.
+fn rates(mut pass: impl FnMut() -> u64) -> (f64, f64, f64) {
+    let mut cpu_rates = Vec::new();
+    let mut wall_rates = Vec::new();
+    for _ in 0..5 {
+        let (start, cpu) = (Instant::now(), thread_cpu());
+        let mut n = 0u64;
+        while thread_cpu() - cpu < Duration::from_secs(1) {
+            n += pass();
+        }
+        cpu_rates.push(n as f64 / (thread_cpu() - cpu).as_secs_f64());
+        wall_rates.push(n as f64 / start.elapsed().as_secs_f64());
+    }
+    cpu_rates.sort_by(f64::total_cmp);
+    wall_rates.sort_by(f64::total_cmp);
+    (cpu_rates[2], cpu_rates[4], wall_rates[2])
+}
+
+#[test]
+#[ignore = "a measurement: run it with --release --ignored --nocapture"]
+fn json_records_per_second() {
+    let state = proxy();
+    let records = records();
+
+    // Once into memory, to show what is measured: every line JSON, and the mix of types.
+    let mut j = Json::new(Vec::new());
+    let decoded = run(&records, &mut j, &state);
+    let text = String::from_utf8(j.into_inner()).unwrap();
+    let mut types = BTreeMap::<String, u64>::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        *types
+            .entry(v["type"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    let lines: u64 = types.values().sum();
+    let line_bytes = text.len() as u64;
+    assert_eq!(decoded, records.len() as u64);
+    assert_eq!(types.get("decision"), Some(&(u64::from(FLOWS) * ROUNDS)));
+
+    // Then timed over the same records, a new flow table each pass: into a sink behind the
+    // renderer's own 64 KiB buffer, and for comparison into no renderer at all.
+    let json = rates(|| {
+        let mut j = Json::new(io::BufWriter::with_capacity(1 << 16, CountingSink(0)));
+        let n = run(&records, &mut j, &state);
+        let written = j.into_inner().into_inner().map_err(|_| ()).unwrap().0;
+        assert_eq!(written, line_bytes, "every pass writes the same");
+        n
+    });
+    let bare = rates(|| run(&records, &mut Discard, &state));
+
+    let profile = if cfg!(debug_assertions) {
+        "debug build: run it with --release for a meaningful figure"
+    } else {
+        "release build"
+    };
+    println!(
+        "JSON output rate, one core, {profile}\n  \
+         {decoded} records in per pass ({FLOWS} flows x {ROUNDS} rounds), {lines} lines out \
+         {types:?}, {:.0} bytes a line\n  \
+         decoded, correlated and written as JSON: {:.0} records/s per CPU second (median of 5; \
+         best {:.0}/s), {:.0} lines/s; per wall-clock second {:.0} records/s\n  \
+         decoded and correlated, not rendered: {:.0} records/s per CPU second (best {:.0}/s)",
+        line_bytes as f64 / lines as f64,
+        json.0,
+        json.1,
+        json.0 * lines as f64 / decoded as f64,
+        json.2,
+        bare.0,
+        bare.1,
+    );
+}
