@@ -190,6 +190,7 @@ async fn open_site(args: &Args, t: Target) -> Result<SiteCtx> {
         l3_ifindexes: &l3_ifindexes(&state, &interfaces),
         budget: args.records,
         hop_entries: args.hop_entries,
+        hooks: &args.hooks,
     })?;
     let (_, inode) = t.netns.id()?;
     Ok(SiteCtx {
