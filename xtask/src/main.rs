@@ -72,6 +72,9 @@ enum Cmd {
         /// Where to write the JSON figures (default: target/bench.json).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Run only these parts (comma list; default all).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<bench::Part>,
     },
 }
 
@@ -140,9 +143,15 @@ fn main() {
         Cmd::Lab { cmd: LabCmd::Serve } => xtask::echo::serve_forever(VIP_PORT),
         Cmd::Demo { release, prefix } => demo::demo(release, &prefix),
         Cmd::Test => test(),
-        Cmd::Bench { reps, seconds, out } => bench::bench(bench::Opts {
+        Cmd::Bench {
             reps,
             seconds,
+            out,
+            only,
+        } => bench::bench(bench::Opts {
+            reps,
+            seconds,
+            only,
             out: out.unwrap_or_else(|| workspace_root().join("target").join("bench.json")),
         }),
     };
