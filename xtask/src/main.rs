@@ -60,8 +60,9 @@ enum Cmd {
     /// Install what tests need, then run the workspace tests (end-to-end ones need root).
     Test,
     /// Measure the tracer's cost in the lab (prefix `b-`): egress throughput against no
-    /// tracer and tcpdump, the event pipeline, start/stop time and memory. Prints a
-    /// markdown table and writes the same figures as JSON.
+    /// tracer and tcpdump, on the proxy and on the whole path, per hook family, the time
+    /// of each eBPF program per packet, the event pipeline, start/stop time and memory.
+    /// Prints markdown tables and writes the same figures as JSON.
     Bench {
         /// Repetitions of each interleaved (baseline, variant) pair.
         #[arg(long, default_value_t = 5)]
