@@ -2,9 +2,9 @@
 //! kernel counts each program's runs and run time. For each tracer variant: a fresh tracer,
 //! its programs' counters read (from /proc/<pid>/fdinfo of the programs it holds) before
 //! and after a fixed UDP flood through the proxy, and per program the runs per packet, ns
-//! per run and ns per packet. An idle window before the flood counts what runs without the
-//! bench's traffic (route lookups of other namespaces on the machine reach the fib
-//! programs too). Owns turning the sysctl on and back to what it was, also on error.
+//! per run and ns per packet. Idle windows just before and after the flood count what runs
+//! without the bench's traffic (route lookups and freed skbs of other namespaces on the
+//! machine reach the fib and drop programs too). Owns turning the sysctl on and back to what it was, also on error.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 /// The fixed flood: this many 64-byte datagrams from the VIP, paced.
 pub const PACKETS: u64 = 50_000;
 pub const PPS: u64 = 25_000;
-/// The window without bench traffic before the flood.
+/// Each of the windows without bench traffic, before and after the flood.
 pub const IDLE: Duration = Duration::from_secs(1);
 /// The sink has everything once it has been quiet this long.
 const SINK_QUIET: Duration = Duration::from_millis(200);
@@ -81,7 +81,7 @@ pub struct ProgDelta {
     pub instances: usize,
     pub runs: u64,
     pub run_time_ns: u64,
-    /// Runs in the idle window (no bench traffic).
+    /// Runs in the idle windows (no bench traffic), before and after the flood.
     pub idle_runs: u64,
 }
 
@@ -99,6 +99,7 @@ pub struct Run {
     pub received: u64,
     /// Traced namespaces (ready records).
     pub namespaces: usize,
+    /// The idle windows together.
     pub idle: Duration,
     /// From the flood's start to the second reading.
     pub window: Duration,
@@ -228,6 +229,10 @@ fn one(ctx: &Ctx, v: Variant) -> Result<Run> {
     }
     let c2 = counters(&tracer);
     let window = t1.elapsed();
+    let t2 = Instant::now();
+    std::thread::sleep(IDLE);
+    let c3 = counters(&tracer);
+    let idle = idle + t2.elapsed();
     let namespaces = {
         // The ready records are with the stdout reader until the tracer ends.
         let exited = tracer.interrupt_and_reap()?;
@@ -253,7 +258,7 @@ fn one(ctx: &Ctx, v: Variant) -> Result<Run> {
         let (runs, ns) = delta(&c1, &c2, id);
         p.runs += runs;
         p.run_time_ns += ns;
-        p.idle_runs += delta(&c0, &c1, id).0;
+        p.idle_runs += delta(&c0, &c1, id).0 + delta(&c2, &c3, id).0;
     }
     Ok(Run {
         variant: v,

@@ -49,11 +49,18 @@ impl Series {
             .collect()
     }
     /// The noise of a ratio: the median absolute deviation of the pairs' ratios.
+    /// NaN with fewer than two pairs: one pair says nothing about the noise.
     fn noise(&self) -> f64 {
+        if self.samples.len() < 2 {
+            return f64::NAN;
+        }
         mad(&self.pair_ratios())
     }
-    /// "0.950 ± 0.031"
+    /// "0.950 ± 0.031", or "0.950 (one pair)"
     fn ratio_text(&self) -> String {
+        if self.noise().is_nan() {
+            return format!("{:.3} (one pair)", self.ratio());
+        }
         format!("{:.3} ± {:.3}", self.ratio(), self.noise())
     }
     fn json(&self) -> Value {
@@ -855,7 +862,7 @@ fn attribution_md(s: &mut String, a: &Attribution) {
     );
     let _ = writeln!(
         s,
-        "A fresh tracer per variant; its programs' run counts and run times (the kernel's, summed over the copies the tracer loaded, one per traced namespace) read before and after {} UDP datagrams of {} bytes sent from the VIP at {} per second; *per packet* divides by the datagrams sent. The kernel's own cost around a program (a perf tracepoint's record, the TC hook) is not in its run time. *Idle runs/s*: runs per second in a {:.0} s window just before, with no bench traffic (route lookups elsewhere on the machine reach the fib programs too: under other people's traffic these are not zero); *of which background* is that rate over the flood's window, per packet, the part of *runs per packet* that other traffic may account for. `kernel.bpf_stats_enabled` was {} before and was set back to it; the statistics themselves add some ns per run.\n",
+        "A fresh tracer per variant; its programs' run counts and run times (the kernel's, summed over the copies the tracer loaded, one per traced namespace) read before and after {} UDP datagrams of {} bytes sent from the VIP at {} per second; *per packet* divides by the datagrams sent. The kernel's own cost around a program (a perf tracepoint's record, the TC hook) is not in its run time. *Idle runs/s*: runs per second in two {:.0} s windows, just before and just after, with no bench traffic (route lookups elsewhere on the machine reach the fib programs too: under other people's traffic these are not zero); *of which background* is that rate over the flood's window, per packet, the part of *runs per packet* that other traffic may account for (a burst of it during the flood alone escapes both windows). `kernel.bpf_stats_enabled` was {} before and was set back to it; the statistics themselves add some ns per run.\n",
         attribution::PACKETS,
         super::traffic::UDP_PAYLOAD,
         attribution::PPS,
