@@ -26,7 +26,7 @@ use tracer_common::{
     COUNTER_LOST, COUNTER_UNRECORDED, INLINE_VIPS,
 };
 
-use crate::{btf_layout::Layout, events::vip_key, netns::Netns, tracefs};
+use crate::{btf_layout::Layout, cli::HookFamily, events::vip_key, netns::Netns, tracefs};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("TRACER_EBPF_OBJECT"));
 
@@ -77,6 +77,16 @@ pub struct Request<'a> {
     /// Entries of the in-kernel per-hop counter map.
     pub hop_entries: u32,
     pub fib_hook: FibHook,
+    /// Hook families to load (`--hooks`); TC is always loaded.
+    pub hooks: &'a [HookFamily],
+}
+
+/// Lists hooks `--hooks` left out as unavailable.
+fn not_asked(ready: &mut Ready, hooks: &[&str]) {
+    for hook in hooks {
+        let why = "not asked for (--hooks)".to_string();
+        ready.unavailable.push((hook.to_string(), why));
+    }
 }
 
 /// How many packet records the TC programs write per hop (one flow direction on one
@@ -183,10 +193,42 @@ impl Probes {
             AttachMode::Netlink => true,
         };
         let (owned_clsact, tc_links) = attach_tc(&mut ebpf, req, netlink, &mut ready)?;
-        attach_fib(&mut ebpf, &mut ready, req.fib_hook);
-        attach_hash_hooks(&mut ebpf, &mut ready);
-        let drop_reasons = match attach_drop(&mut ebpf, req.netns) {
-            Ok(reasons) => {
+        let asked = |f: HookFamily| req.hooks.contains(&f);
+        if asked(HookFamily::Fib) {
+            attach_fib(&mut ebpf, &mut ready, req.fib_hook);
+        } else {
+            not_asked(
+                &mut ready,
+                &[
+                    "raw_tracepoint:fib_table_lookup",
+                    "raw_tracepoint:fib6_table_lookup",
+                ],
+            );
+        }
+        if asked(HookFamily::Hash) {
+            attach_hash_hooks(&mut ebpf, &mut ready);
+        } else {
+            not_asked(
+                &mut ready,
+                &[
+                    "fexit:fib_multipath_hash",
+                    "kretprobe:fib_multipath_hash",
+                    "fexit:rt6_multipath_hash",
+                    "kretprobe:rt6_multipath_hash",
+                ],
+            );
+        }
+        let drop = if asked(HookFamily::Drop) {
+            attach_drop(&mut ebpf, req.netns).map(Some)
+        } else {
+            Ok(None)
+        };
+        let drop_reasons = match drop {
+            Ok(None) => {
+                not_asked(&mut ready, &["tracepoint:skb/kfree_skb"]);
+                Default::default()
+            }
+            Ok(Some(reasons)) => {
                 ready.hooks.push("tracepoint:skb/kfree_skb".into());
                 reasons
             }

@@ -88,6 +88,31 @@ pub struct Args {
     /// that was killed).
     #[arg(long, value_enum, default_value = "auto")]
     pub attach: AttachMode,
+
+    /// Measurement and diagnostic switch: load only these hook families (comma list;
+    /// default all). `tc` (the TC programs on the interfaces) is required; `fib` the route
+    /// lookup tracepoints, `drop` skb:kfree_skb, `hash` the multipath hash hooks. The ones
+    /// left out are listed as unavailable in the ready record. `cargo xtask bench` uses it
+    /// to price each family alone; leaving one out loses what it explains (the table and
+    /// rule of a routed packet, drops, the hash).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        value_name = "FAMILY,...",
+        default_value = "tc,fib,drop,hash",
+        hide_short_help = true
+    )]
+    pub hooks: Vec<HookFamily>,
+}
+
+/// The tracer's hook families, as `--hooks` names them.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookFamily {
+    Tc,
+    Fib,
+    Drop,
+    Hash,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,6 +188,9 @@ impl Args {
                 bail!("{vip} cannot be a VIP (unspecified, loopback or multicast address)");
             }
         }
+        if !self.hooks.contains(&HookFamily::Tc) {
+            bail!("--hooks must include tc: the TC programs are what every other hook builds on");
+        }
         let mut seen = HashSet::new();
         for iface in &self.ifaces {
             if !seen.insert(iface) {
@@ -208,6 +236,9 @@ mod tests {
         assert_eq!(a.records, RecordBudget::First(3));
         let a = parse(&["--vip", "20.0.0.1", "--records", "none"]).unwrap();
         assert_eq!(a.records, RecordBudget::First(0));
+        assert_eq!(a.hooks.len(), 4, "every hook family by default");
+        let a = parse(&["--vip", "20.0.0.1", "--hooks", "tc,fib"]).unwrap();
+        assert_eq!(a.hooks, [HookFamily::Tc, HookFamily::Fib]);
     }
 
     #[test]
@@ -254,6 +285,11 @@ mod tests {
                 "more than 0",
             ),
             (&["--netns", "p"], "--vip"),
+            (
+                &["--vip", "1.2.3.4", "--hooks", "fib,drop"],
+                "must include tc",
+            ),
+            (&["--vip", "1.2.3.4", "--hooks", "tc,kprobe"], "kprobe"),
             (&["discover", "--vip", "1.2.3.4"], "--vip"),
             (&["--vip", "1.2.3.4", "discover"], "discover"),
             (&["discover", "--role", "proxy"], "--role"),

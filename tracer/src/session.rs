@@ -197,6 +197,7 @@ async fn open_site(args: &Args, t: Target) -> Result<SiteCtx> {
         budget: args.records,
         hop_entries: args.hop_entries,
         fib_hook: args.fib_hook,
+        hooks: &args.hooks,
     })?;
     let (_, inode) = t.netns.id()?;
     Ok(SiteCtx {

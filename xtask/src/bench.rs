@@ -1,8 +1,10 @@
 //! `cargo xtask bench`: what the tracer costs on the Meridio path, measured in the `b-` lab.
 //! Owns the run's order: build, lab up, interleaved throughput slots (baseline, variant,
-//! baseline, variant, ...), the event-pipeline rate ladder, then the report. Traffic,
-//! process handling, arithmetic, the ladder and the report live in the submodules.
+//! baseline, variant, ...), the per-program attribution, the event-pipeline rate ladder,
+//! then the report. Traffic, process handling, arithmetic, the attribution, the ladder and
+//! the report live in the submodules.
 
+mod attribution;
 mod machine;
 mod observer;
 mod pipeline;
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use xtask::cmd::run_visible;
-use xtask::lab::{Lab, LabSpec, Role, VIP4};
+use xtask::lab::{Lab, LabSpec, Role, VIP4, VIP6};
 use xtask::toolchain::{ensure_host_tools, ensure_tracefs, LAB_TOOLS};
 
 use observer::{Exited, MapInfo, Observer, ReadyOn};
@@ -39,9 +41,38 @@ pub struct Opts {
     pub reps: usize,
     pub seconds: f64,
     pub out: PathBuf,
+    /// The parts to run (all when empty).
+    pub only: Vec<Part>,
 }
 
-/// What observes the proxy during a throughput slot.
+/// The parts of the bench, for `--only`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Throughput with the tracer on the proxy (`--netns`) and with tcpdump.
+    Observers,
+    /// Throughput with the tracer on the whole path (no `--netns`).
+    WholePath,
+    /// Throughput with each hook family alone (`--hooks`).
+    Hooks,
+    /// Per-program run time and count (`kernel.bpf_stats_enabled`) over a fixed flood.
+    Attribution,
+    /// The event pipeline's rate ladder.
+    Pipeline,
+}
+
+impl Part {
+    fn name(self) -> &'static str {
+        match self {
+            Part::Observers => "observers",
+            Part::WholePath => "whole-path",
+            Part::Hooks => "hooks",
+            Part::Attribution => "attribution",
+            Part::Pipeline => "pipeline",
+        }
+    }
+}
+
+/// What observes the path during a throughput slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
     Baseline,
@@ -49,15 +80,36 @@ pub enum Variant {
     OtherFlow,
     AllVip,
     Tcpdump,
+    WholeNoMatch,
+    WholeOtherFlow,
+    HooksTc,
+    HooksTcFib,
+    HooksTcDrop,
+    HooksTcHash,
 }
 
 /// The variants compared with the baseline, in their first repetition's order.
-const VARIANTS: [Variant; 4] = [
+pub const VARIANTS: [Variant; 10] = [
     Variant::NoMatch,
     Variant::OtherFlow,
     Variant::AllVip,
     Variant::Tcpdump,
+    Variant::WholeNoMatch,
+    Variant::WholeOtherFlow,
+    Variant::HooksTc,
+    Variant::HooksTcFib,
+    Variant::HooksTcDrop,
+    Variant::HooksTcHash,
 ];
+
+/// Where a tracer variant runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `--netns` the proxy.
+    Proxy,
+    /// No `--netns`: every namespace of the lab that carries the VIP, found by discovery.
+    WholePath,
+}
 
 impl Variant {
     pub fn key(self) -> &'static str {
@@ -67,6 +119,12 @@ impl Variant {
             Variant::OtherFlow => "other_flow",
             Variant::AllVip => "all_vip",
             Variant::Tcpdump => "tcpdump",
+            Variant::WholeNoMatch => "whole_path_no_match",
+            Variant::WholeOtherFlow => "whole_path_other_flow",
+            Variant::HooksTc => "hooks_tc",
+            Variant::HooksTcFib => "hooks_tc_fib",
+            Variant::HooksTcDrop => "hooks_tc_drop",
+            Variant::HooksTcHash => "hooks_tc_hash",
         }
     }
 
@@ -79,7 +137,69 @@ impl Variant {
             }
             Variant::AllVip => format!("tracer, every VIP packet a record (`--vip {VIP4}`)"),
             Variant::Tcpdump => "tcpdump on the same 4 interfaces (`host 20.0.0.1`)".into(),
+            Variant::WholeNoMatch => format!(
+                "tracer, whole path, matching nothing (no `--netns`, `--vip {VIP6}`: IPv4 traffic)"
+            ),
+            Variant::WholeOtherFlow => format!(
+                "tracer, whole path, follows another flow (no `--netns`, `--vip {VIP4} --port {OTHER_PORT}`)"
+            ),
+            Variant::HooksTc
+            | Variant::HooksTcFib
+            | Variant::HooksTcDrop
+            | Variant::HooksTcHash => format!(
+                "tracer, VIP matches nothing, `--hooks {}`",
+                self.hooks().unwrap_or_default()
+            ),
         }
+    }
+
+    /// The part of the bench that measures this variant.
+    pub fn part(self) -> Part {
+        match self {
+            Variant::Baseline
+            | Variant::NoMatch
+            | Variant::OtherFlow
+            | Variant::AllVip
+            | Variant::Tcpdump => Part::Observers,
+            Variant::WholeNoMatch | Variant::WholeOtherFlow => Part::WholePath,
+            Variant::HooksTc
+            | Variant::HooksTcFib
+            | Variant::HooksTcDrop
+            | Variant::HooksTcHash => Part::Hooks,
+        }
+    }
+
+    /// The `--hooks` list of a hook-family variant.
+    pub fn hooks(self) -> Option<&'static str> {
+        Some(match self {
+            Variant::HooksTc => "tc",
+            Variant::HooksTcFib => "tc,fib",
+            Variant::HooksTcDrop => "tc,drop",
+            Variant::HooksTcHash => "tc,hash",
+            _ => return None,
+        })
+    }
+
+    /// How a tracer variant runs: where, and its arguments (besides --json, --netns).
+    pub fn tracer(self) -> Option<(Mode, Vec<String>)> {
+        let (vip4, vip6, port) = (VIP4.to_string(), VIP6.to_string(), OTHER_PORT.to_string());
+        let args: Vec<&str> = match self {
+            Variant::Baseline | Variant::Tcpdump => return None,
+            Variant::NoMatch => vec!["--vip", NO_MATCH_VIP],
+            Variant::OtherFlow => vec!["--vip", &vip4, "--port", &port],
+            Variant::AllVip => vec!["--vip", &vip4],
+            // The lab's IPv6 VIP: every namespace of the path carries it (so discovery
+            // finds them all) and the bench's traffic is IPv4 (so nothing matches); a VIP
+            // no namespace carries would leave a whole-path tracer nothing to trace.
+            Variant::WholeNoMatch => vec!["--vip", &vip6],
+            Variant::WholeOtherFlow => vec!["--vip", &vip4, "--port", &port],
+            _ => vec!["--vip", NO_MATCH_VIP, "--hooks", self.hooks()?],
+        };
+        let mode = match self {
+            Variant::WholeNoMatch | Variant::WholeOtherFlow => Mode::WholePath,
+            _ => Mode::Proxy,
+        };
+        Some((mode, args.into_iter().map(String::from).collect()))
     }
 }
 
@@ -89,6 +209,8 @@ pub struct Ctx {
     pub sinks: Sinks,
     pub tracer: PathBuf,
     pub window: Duration,
+    /// An empty directory: a whole-path tracer mounts its private view of /run/netns here.
+    pub view: PathBuf,
 }
 
 impl Ctx {
@@ -113,11 +235,55 @@ impl Ctx {
         c.args(["--netns", &self.proxy(), "--json"]).args(args);
         Observer::start(label, c, ReadyOn::StdoutType("ready"))
     }
+
+    /// Starts the tracer in --json mode without --netns (the whole path: it discovers the
+    /// namespaces that carry its VIP), seeing only this lab. Other labs on the machine
+    /// carry the same VIPs, so it runs in a private mount namespace whose /run/netns holds
+    /// only the `b-` netns files, and in a new pid namespace whose /proc shows none of the
+    /// machine's processes (others' labs keep namespaces held by processes only). As the
+    /// tests' `view_command` does; `--kill-child` takes the tracer down with `unshare`.
+    /// Returns once its first ready record is out (it attaches everywhere before any).
+    pub fn start_whole_path(&self, label: &str, args: &[&str]) -> Result<Observer> {
+        const VIEW: &str = r#"set -e
+view=$1; prefix=$2; shift 2
+mount -t tmpfs tmpfs "$view"
+for f in /run/netns/"$prefix"*; do
+  [ -e "$f" ] || continue
+  b=$(basename "$f"); : > "$view/$b"; mount --bind "$f" "$view/$b"
+done
+mount --rbind "$view" /run/netns
+exec "$@""#;
+        let mut c = Command::new("unshare");
+        c.args(["-m", "--propagation", "private"])
+            .args(["-p", "-f", "--mount-proc", "--kill-child"])
+            .args(["sh", "-c", VIEW, "sh"])
+            .arg(&self.view)
+            .arg(PREFIX)
+            .arg(&self.tracer)
+            .arg("--json")
+            .args(args);
+        let mut o = Observer::start(label, c, ReadyOn::StdoutType("ready"))?;
+        o.follow_child()?;
+        Ok(o)
+    }
+
+    /// Starts a tracer variant where it runs.
+    pub fn start_variant(&self, v: Variant) -> Result<Observer> {
+        let Some((mode, args)) = v.tracer() else {
+            bail!("{} is not a tracer variant", v.key());
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        match mode {
+            Mode::Proxy => self.start_tracer("tracer", &args),
+            Mode::WholePath => self.start_whole_path("tracer (whole path)", &args),
+        }
+    }
 }
 
 /// One tracer run, for the start/stop/memory figures.
 pub struct TracerRun {
     pub context: String,
+    pub mode: Mode,
     pub exited: Exited,
     pub hwm_kb: Option<u64>,
     /// Resident set before SIGINT (VmRSS): what the tracer holds once started, as
@@ -186,6 +352,8 @@ pub fn bench(opts: Opts) -> Result<()> {
     ensure_host_tools(&[("tcpdump", "tcpdump"), ("bpftool", "bpftool")])?;
     ensure_tracefs()?;
     crate::build(true)?;
+    let wants = |p: Part| opts.only.is_empty() || opts.only.contains(&p);
+    let variants: Vec<Variant> = VARIANTS.into_iter().filter(|v| wants(v.part())).collect();
     let started = Instant::now();
     let mut machine = machine::Machine::read();
 
@@ -195,18 +363,39 @@ pub fn bench(opts: Opts) -> Result<()> {
     };
     let lab = Lab::up(spec).context("could not bring the benchmark lab up")?;
     let sinks = Sinks::start(&lab.ns(Role::Gateway))?;
+    let view = std::env::temp_dir().join(format!("meridio-bench-view-{}", std::process::id()));
+    std::fs::create_dir_all(&view)
+        .with_context(|| format!("could not create {}", view.display()))?;
     let ctx = Ctx {
         lab,
         sinks,
         tracer: crate::tracer_path(true),
         window: Duration::from_secs_f64(opts.seconds),
+        view,
     };
 
-    let pairs = throughput(&ctx, opts.reps)?;
-    let ladder = pipeline::run(&ctx)?;
-    let Ctx { lab, sinks, .. } = ctx;
+    let measured = (|| -> Result<_> {
+        let pairs = throughput(&ctx, &variants, opts.reps)?;
+        let attribution = if wants(Part::Attribution) {
+            Some(attribution::run(&ctx)?)
+        } else {
+            None
+        };
+        let ladder = if wants(Part::Pipeline) {
+            Some(pipeline::run(&ctx)?)
+        } else {
+            None
+        };
+        Ok((pairs, attribution, ladder))
+    })();
+    let Ctx {
+        lab, sinks, view, ..
+    } = ctx;
     drop(sinks);
-    lab.down()?;
+    let _ = std::fs::remove_dir(&view);
+    let down = lab.down();
+    let (pairs, attribution, ladder) = measured?;
+    down?;
     machine.load_at_end = machine::load_average();
 
     let report = report::Report {
@@ -214,7 +403,9 @@ pub fn bench(opts: Opts) -> Result<()> {
         reps: opts.reps,
         seconds: opts.seconds,
         warmup: WARMUP,
+        variants,
         pairs,
+        attribution,
         ladder,
         took: started.elapsed(),
     };
@@ -240,28 +431,32 @@ fn reexec_optimized(opts: &Opts) -> Result<()> {
         .args(["build", "--release", "-p", "xtask"]);
     run_visible(c).context("building xtask with optimizations failed")?;
     let exe = crate::tracer_path(true).with_file_name("xtask");
-    let err = Command::new(&exe)
-        .arg("bench")
+    let mut c = Command::new(&exe);
+    c.arg("bench")
         .args(["--reps", &opts.reps.to_string()])
         .args(["--seconds", &opts.seconds.to_string()])
         .arg("--out")
-        .arg(&opts.out)
-        .exec();
+        .arg(&opts.out);
+    if !opts.only.is_empty() {
+        let only: Vec<&str> = opts.only.iter().map(|p| p.name()).collect();
+        c.args(["--only", &only.join(",")]);
+    }
+    let err = c.exec();
     Err(err).with_context(|| format!("could not run {}", exe.display()))
 }
 
 /// The interleaved throughput runs: per repetition, each variant right after a baseline of
 /// its own; the variants' order rotates between repetitions so no variant always runs
 /// at the same point of a repetition.
-fn throughput(ctx: &Ctx, reps: usize) -> Result<Vec<Pair>> {
+fn throughput(ctx: &Ctx, variants: &[Variant], reps: usize) -> Result<Vec<Pair>> {
     let mut pairs = Vec::new();
     for rep in 0..reps {
-        for i in 0..VARIANTS.len() {
-            let v = VARIANTS[(i + rep) % VARIANTS.len()];
+        for i in 0..variants.len() {
+            let v = variants[(i + rep) % variants.len()];
             let baseline = slot(ctx, Variant::Baseline)?;
             let variant = slot(ctx, v)?;
             eprintln!(
-                "bench: rep {}/{reps} {:<10}  TCP {:6.2} Gbit/s (baseline {:6.2})  UDP {:7.1} kpps (baseline {:7.1})",
+                "bench: rep {}/{reps} {:<21}  TCP {:6.2} Gbit/s (baseline {:6.2})  UDP {:7.1} kpps (baseline {:7.1})",
                 rep + 1,
                 v.key(),
                 variant.tcp_bytes_per_s * 8e-9,
@@ -278,7 +473,7 @@ fn throughput(ctx: &Ctx, reps: usize) -> Result<Vec<Pair>> {
 /// Starts the variant's observers, measures TCP then UDP, stops the observers.
 fn slot(ctx: &Ctx, variant: Variant) -> Result<Slot> {
     let observers = start_observers(ctx, variant)?;
-    let own: Vec<i32> = observers.iter().map(|o| o.pid()).collect();
+    let own: Vec<i32> = observers.iter().map(|o| o.observed_pid()).collect();
     let foreign_before = observer::foreign_tracers(PREFIX, &own);
     let (target, window) = (ctx.target(), ctx.window);
     let tcp = measure(&ctx.sinks, &target, Load::Tcp, WARMUP, window)?;
@@ -288,7 +483,7 @@ fn slot(ctx: &Ctx, variant: Variant) -> Result<Slot> {
     let mut tracer = None;
     let mut exits = Vec::new();
     if let [one] = observers.as_slice() {
-        if is_tracer(variant) {
+        if variant.tracer().is_some() {
             let settle = one.settle(SETTLE_QUIET, SETTLE_MAX);
             tracer = Some((settle, one.memory_kb(), one.bpf_maps()));
         }
@@ -313,6 +508,7 @@ fn slot(ctx: &Ctx, variant: Variant) -> Result<Slot> {
     }
     let tracer = tracer.map(|(settle, (hwm_kb, rss_kb), maps)| TracerRun {
         context: format!("throughput, {}", variant.key()),
+        mode: variant.tracer().map_or(Mode::Proxy, |(m, _)| m),
         exited: exits[0].clone(),
         hwm_kb,
         rss_kb,
@@ -329,18 +525,10 @@ fn slot(ctx: &Ctx, variant: Variant) -> Result<Slot> {
     })
 }
 
-fn is_tracer(v: Variant) -> bool {
-    matches!(v, Variant::NoMatch | Variant::OtherFlow | Variant::AllVip)
-}
-
 fn start_observers(ctx: &Ctx, variant: Variant) -> Result<Vec<Observer>> {
     let vip = VIP4.to_string();
-    let port = OTHER_PORT.to_string();
     Ok(match variant {
         Variant::Baseline => Vec::new(),
-        Variant::NoMatch => vec![ctx.start_tracer("tracer", &["--vip", NO_MATCH_VIP])?],
-        Variant::OtherFlow => vec![ctx.start_tracer("tracer", &["--vip", &vip, "--port", &port])?],
-        Variant::AllVip => vec![ctx.start_tracer("tracer", &["--vip", &vip])?],
         Variant::Tcpdump => {
             // tcpdump takes one -i per process: one per interface the tracer watches,
             // as an operator capturing the proxy's bridge and ports runs it today.
@@ -357,5 +545,6 @@ fn start_observers(ctx: &Ctx, variant: Variant) -> Result<Vec<Observer>> {
             }
             all
         }
+        _ => vec![ctx.start_variant(variant)?],
     })
 }

@@ -60,8 +60,9 @@ enum Cmd {
     /// Install what tests need, then run the workspace tests (end-to-end ones need root).
     Test,
     /// Measure the tracer's cost in the lab (prefix `b-`): egress throughput against no
-    /// tracer and tcpdump, the event pipeline, start/stop time and memory. Prints a
-    /// markdown table and writes the same figures as JSON.
+    /// tracer and tcpdump, on the proxy and on the whole path, per hook family, the time
+    /// of each eBPF program per packet, the event pipeline, start/stop time and memory.
+    /// Prints markdown tables and writes the same figures as JSON.
     Bench {
         /// Repetitions of each interleaved (baseline, variant) pair.
         #[arg(long, default_value_t = 5)]
@@ -72,6 +73,9 @@ enum Cmd {
         /// Where to write the JSON figures (default: target/bench.json).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Run only these parts (comma list; default all).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<bench::Part>,
     },
 }
 
@@ -140,9 +144,15 @@ fn main() {
         Cmd::Lab { cmd: LabCmd::Serve } => xtask::echo::serve_forever(VIP_PORT),
         Cmd::Demo { release, prefix } => demo::demo(release, &prefix),
         Cmd::Test => test(),
-        Cmd::Bench { reps, seconds, out } => bench::bench(bench::Opts {
+        Cmd::Bench {
             reps,
             seconds,
+            out,
+            only,
+        } => bench::bench(bench::Opts {
+            reps,
+            seconds,
+            only,
             out: out.unwrap_or_else(|| workspace_root().join("target").join("bench.json")),
         }),
     };

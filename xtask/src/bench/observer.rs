@@ -19,6 +19,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Lines of stderr kept for error messages and tcpdump's statistics.
 const STDERR_KEEP: usize = 40;
+/// `ready` records kept (hooks attached, refused, unavailable), one per traced namespace.
+const READY_KEEP: usize = 64;
 
 /// When a process counts as ready.
 #[derive(Clone, Copy)]
@@ -35,6 +37,8 @@ pub struct Lines {
     pub by_type: BTreeMap<String, u64>,
     /// Sum of the `count` of every `lost` record.
     pub lost: u64,
+    /// The `ready` records (one per traced namespace; the first READY_KEEP).
+    pub ready: Vec<serde_json::Value>,
 }
 
 impl Lines {
@@ -77,7 +81,11 @@ pub struct Exited {
 /// A running observer process.
 pub struct Observer {
     pub label: String,
+    /// The process started (and reaped with wait4).
     pid: i32,
+    /// The process signalled and inspected: `pid`, or the tracer a wrapper (unshare)
+    /// forked, after [`Observer::follow_child`].
+    inner: i32,
     pidfd: OwnedFd,
     pub ready_after: Duration,
     cpu_at_ready: Duration,
@@ -147,6 +155,7 @@ impl Observer {
         let mut obs = Observer {
             label: label.to_string(),
             pid,
+            inner: pid,
             pidfd,
             ready_after: Duration::ZERO,
             cpu_at_ready: Duration::ZERO,
@@ -183,6 +192,29 @@ impl Observer {
         }
     }
 
+    /// From now on signal and inspect the process's only child (the tracer, when `unshare
+    /// --fork` started it); its CPU time at ready is taken again. wait4 on the wrapper
+    /// still gives the whole rusage: a process's includes its reaped children's.
+    pub fn follow_child(&mut self) -> Result<()> {
+        let children: Vec<i32> = std::fs::read_dir("/proc")
+            .context("cannot read /proc")?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| proc_ppid(*pid) == Some(self.pid))
+            .collect();
+        let [child] = children.as_slice() else {
+            bail!(
+                "{} (pid {}) has {} children, expected 1",
+                self.label,
+                self.pid,
+                children.len()
+            );
+        };
+        self.inner = *child;
+        self.cpu_at_ready = proc_cpu(self.inner).unwrap_or_default();
+        Ok(())
+    }
+
     fn is_gone(&self) -> bool {
         poll_in(&self.pidfd, 0)
     }
@@ -209,7 +241,7 @@ impl Observer {
     /// CPU time used since the ready line, from /proc (10 ms ticks): taken before SIGINT
     /// it leaves out the summaries and detaching at exit.
     pub fn cpu_since_ready(&self) -> Duration {
-        proc_cpu(self.pid)
+        proc_cpu(self.inner)
             .unwrap_or_default()
             .saturating_sub(self.cpu_at_ready)
     }
@@ -217,7 +249,7 @@ impl Observer {
     /// Memory now: (peak resident set so far (VmHWM), resident set (VmRSS)), in KiB.
     pub fn memory_kb(&self) -> (Option<u64>, Option<u64>) {
         let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+            std::fs::read_to_string(format!("/proc/{}/status", self.inner)).unwrap_or_default();
         let field = |key: &str| {
             status
                 .lines()
@@ -231,7 +263,7 @@ impl Observer {
     /// `bpftool -j map show` when it can say.
     pub fn bpf_maps(&self) -> Vec<MapInfo> {
         let mut maps: BTreeMap<u32, MapInfo> = BTreeMap::new();
-        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fd", self.pid)) else {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fd", self.inner)) else {
             return Vec::new();
         };
         for entry in dir.flatten() {
@@ -244,7 +276,7 @@ impl Observer {
             let fd = entry.file_name();
             let Ok(info) = std::fs::read_to_string(format!(
                 "/proc/{}/fdinfo/{}",
-                self.pid,
+                self.inner,
                 fd.to_string_lossy()
             )) else {
                 continue;
@@ -279,16 +311,56 @@ impl Observer {
         maps.into_values().collect()
     }
 
-    /// Sends SIGINT (when still running), the start of the exit time.
-    pub fn pid(&self) -> i32 {
-        self.pid
+    /// The pid of the observer itself (the tracer, not a wrapper).
+    pub fn observed_pid(&self) -> i32 {
+        self.inner
     }
 
+    /// The BPF programs the process holds open, from /proc/<pid>/fdinfo: (program id,
+    /// run_cnt, run_time_ns), the counts being those of `kernel.bpf_stats_enabled`.
+    pub fn bpf_progs(&self) -> Vec<(u32, u64, u64)> {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fd", self.inner)) else {
+            return Vec::new();
+        };
+        let mut progs: Vec<(u32, u64, u64)> = dir
+            .flatten()
+            .filter(|e| {
+                std::fs::read_link(e.path())
+                    .map(|t| t.to_string_lossy() == "anon_inode:bpf-prog")
+                    .unwrap_or(false)
+            })
+            .filter_map(|e| {
+                let info = std::fs::read_to_string(format!(
+                    "/proc/{}/fdinfo/{}",
+                    self.inner,
+                    e.file_name().to_string_lossy()
+                ))
+                .ok()?;
+                let field = |k: &str| -> Option<u64> {
+                    info.lines()
+                        .find_map(|l| l.strip_prefix(k))
+                        .and_then(|v| v.trim().parse().ok())
+                };
+                Some((
+                    u32::try_from(field("prog_id:")?).ok()?,
+                    field("run_cnt:").unwrap_or(0),
+                    field("run_time_ns:").unwrap_or(0),
+                ))
+            })
+            .collect();
+        // One program may be open through several fds.
+        progs.sort_unstable();
+        progs.dedup_by_key(|p| p.0);
+        progs
+    }
+
+    /// Sends SIGINT (when still running), the start of the exit time.
     pub fn interrupt(&self) -> Instant {
         let at = Instant::now();
         if !self.reaped {
-            // SAFETY: kill(2) on our own child, not reaped yet (so the pid is still ours).
-            unsafe { libc::kill(self.pid, libc::SIGINT) };
+            // SAFETY: kill(2) on our own child (or its child, which the unreaped wrapper
+            // waits for), not reaped yet, so the pid is still ours.
+            unsafe { libc::kill(self.inner, libc::SIGINT) };
         }
         at
     }
@@ -308,8 +380,11 @@ impl Observer {
                 self.label,
                 EXIT_TIMEOUT.as_secs()
             );
-            // SAFETY: our own child, not reaped yet.
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            // SAFETY: our own child and its child, not reaped yet.
+            unsafe {
+                libc::kill(self.inner, libc::SIGKILL);
+                libc::kill(self.pid, libc::SIGKILL);
+            }
             poll_in(&self.pidfd, 5000);
         }
         let exit_after = interrupted_at.elapsed();
@@ -355,8 +430,9 @@ impl Observer {
 impl Drop for Observer {
     fn drop(&mut self) {
         if !self.reaped {
-            // SAFETY: our own child, not reaped yet.
+            // SAFETY: our own child (and its child), not reaped yet.
             unsafe {
+                libc::kill(self.inner, libc::SIGKILL);
                 libc::kill(self.pid, libc::SIGKILL);
                 libc::waitpid(self.pid, std::ptr::null_mut(), 0);
             }
@@ -407,6 +483,16 @@ fn poll_in(fd: &OwnedFd, timeout_ms: i32) -> bool {
     unsafe { libc::poll(&mut pfd, 1, timeout_ms) > 0 }
 }
 
+/// The parent pid of a process, from /proc/<pid>/stat.
+fn proc_ppid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// utime + stime of a running process, from /proc/<pid>/stat.
 fn proc_cpu(pid: i32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -449,6 +535,11 @@ fn read_json_lines(
         }
         n.fetch_add(1, Ordering::Relaxed);
         let kind = line_type(&buf).unwrap_or(b"?");
+        if kind == b"ready" && lines.ready.len() < READY_KEEP {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&buf) {
+                lines.ready.push(v);
+            }
+        }
         if kind == b"lost" {
             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&buf) {
                 lines.lost += v["count"].as_u64().unwrap_or(0);

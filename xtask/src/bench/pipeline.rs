@@ -17,7 +17,7 @@ use xtask::lab::VIP4;
 
 use super::observer::{foreign_tracers, Exited};
 use super::traffic::{Sender, Sent};
-use super::{Ctx, TracerRun, PREFIX, SETTLE_MAX, SETTLE_QUIET};
+use super::{Ctx, Mode, TracerRun, PREFIX, SETTLE_MAX, SETTLE_QUIET};
 
 /// Records per second the ladder aims at (converted to packets per second with the
 /// records-per-packet measured in a calibration step).
@@ -181,7 +181,7 @@ pub fn run(ctx: &Ctx) -> Result<Ladder> {
 fn step(ctx: &Ctx, pps: u64, secs: Duration) -> Result<Step> {
     let vip = VIP4.to_string();
     let tracer = ctx.start_tracer("tracer", &["--vip", &vip])?;
-    let own = [tracer.pid()];
+    let own = [tracer.observed_pid()];
     let foreign_before = foreign_tracers(PREFIX, &own);
     let sender = Sender::udp(&ctx.target(), Some(pps))?;
     std::thread::sleep(secs);
@@ -206,6 +206,7 @@ fn step(ctx: &Ctx, pps: u64, secs: Duration) -> Result<Step> {
         foreign,
         run: TracerRun {
             context: format!("pipeline, {pps} packets/s"),
+            mode: Mode::Proxy,
             exited,
             hwm_kb,
             rss_kb,

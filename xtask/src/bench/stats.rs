@@ -50,9 +50,10 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// `margin` > 0 means the figure is on the good side of the goal by that much.
+    /// `margin` > 0 means the figure is on the good side of the goal by that much. An
+    /// unknown noise (NaN: a single sample) cannot tell.
     pub fn judge(margin: f64, noise: f64) -> Verdict {
-        if !margin.is_finite() || margin.abs() <= noise {
+        if !margin.is_finite() || noise.is_nan() || margin.abs() <= noise {
             Verdict::Inconclusive
         } else if margin > 0.0 {
             Verdict::Met
@@ -113,6 +114,7 @@ mod tests {
         assert_eq!(Verdict::judge(0.02, 0.01), Verdict::Met);
         assert_eq!(Verdict::judge(-0.05, 0.01), Verdict::NotMet);
         assert_eq!(Verdict::judge(-0.05, 0.10), Verdict::Inconclusive);
+        assert_eq!(Verdict::judge(1.0, f64::NAN), Verdict::Inconclusive);
         assert_eq!(
             Verdict::all(&[Verdict::Met, Verdict::Inconclusive]),
             Verdict::Inconclusive

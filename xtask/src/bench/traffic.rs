@@ -44,7 +44,7 @@ impl Counter {
         self.packets.fetch_add(packets, Ordering::Relaxed);
     }
 
-    fn read(&self) -> (u64, u64) {
+    pub fn read(&self) -> (u64, u64) {
         (
             self.bytes.load(Ordering::Relaxed),
             self.packets.load(Ordering::Relaxed),
@@ -229,6 +229,12 @@ impl Sender {
     /// A UDP flood from VIP4:41000 to the gateway's UDP sink: as fast as it goes, or
     /// paced to `pps` packets per second.
     pub fn udp(tg_ns: &str, pps: Option<u64>) -> Result<Sender> {
+        Sender::udp_count(tg_ns, pps, None)
+    }
+
+    /// Like [`Sender::udp`], ending by itself after `limit` datagrams (see
+    /// [`Sender::finish`]).
+    pub fn udp_count(tg_ns: &str, pps: Option<u64>, limit: Option<u64>) -> Result<Sender> {
         let sock = in_netns(tg_ns, || -> Result<UdpSocket> {
             let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
             s.set_reuse_address(true)?;
@@ -239,7 +245,7 @@ impl Sender {
             Ok(s.into())
         })??;
         Ok(Sender::spawn("send-udp", move |stop| {
-            udp_send(&sock, pps, stop)
+            udp_send(&sock, pps, limit, stop)
         }))
     }
 
@@ -254,6 +260,14 @@ impl Sender {
             stop,
             thread: Some(thread),
         }
+    }
+
+    /// Waits for a sender with a limit to have sent it all.
+    pub fn finish(mut self) -> Sent {
+        self.thread
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default()
     }
 
     pub fn stop(mut self) -> Sent {
@@ -290,7 +304,7 @@ fn tcp_send(mut stream: TcpStream, stop: &AtomicBool) -> Sent {
     sent
 }
 
-fn udp_send(sock: &UdpSocket, pps: Option<u64>, stop: &AtomicBool) -> Sent {
+fn udp_send(sock: &UdpSocket, pps: Option<u64>, limit: Option<u64>, stop: &AtomicBool) -> Sent {
     let payload = [0xa5u8; UDP_PAYLOAD];
     let mut iov = libc::iovec {
         iov_base: payload.as_ptr() as *mut libc::c_void,
@@ -307,6 +321,10 @@ fn udp_send(sock: &UdpSocket, pps: Option<u64>, stop: &AtomicBool) -> Sent {
     let start = Instant::now();
     let mut sent = Sent::default();
     while !stop.load(Ordering::Relaxed) {
+        let left = limit.map_or(u64::MAX, |l| l.saturating_sub(sent.packets));
+        if left == 0 {
+            break;
+        }
         let want = match pps {
             None => UDP_BATCH as u64,
             Some(rate) => {
@@ -320,6 +338,7 @@ fn udp_send(sock: &UdpSocket, pps: Option<u64>, stop: &AtomicBool) -> Sent {
                 (due - sent.packets).min(UDP_BATCH as u64)
             }
         };
+        let want = want.min(left);
         // SAFETY: `want` <= UDP_BATCH headers, each pointing at the live payload iovec.
         let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), want as u32, 0) };
         if n > 0 {
