@@ -130,6 +130,10 @@ pub struct DropRecord {
     pub _pad: [u8; 2],
 }
 
+/// A tracepoint field this kernel does not have (e.g. `kfree_skb`'s `reason` before 5.17):
+/// the program writes 0 instead of reading it.
+pub const FIELD_ABSENT: u16 = u16::MAX;
+
 /// Where the `skb:kfree_skb` program finds what it reads: tracepoint fields (from the
 /// format file) and kernel struct members (from the kernel's BTF), all in bytes.
 #[repr(C)]
@@ -180,6 +184,9 @@ pub struct FibOffsets {
     pub name: u16,
     /// 1 once userspace has filled the entry; the program does nothing before that.
     pub valid: u16,
+    /// 1 when `name` is a `__data_loc char[]` field (kernels before 5.18 or so): the `u32`
+    /// there holds the string's length (high 16 bits) and offset in the record (low 16).
+    pub name_loc: u16,
 }
 
 /// IPv4-mapped IPv6 form of an IPv4 address, the key form used in the VIP set.

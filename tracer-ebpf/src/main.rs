@@ -26,8 +26,8 @@ use network_types::{
 use tracer_common::{
     v4_mapped, Config, DropOffsets, DropRecord, FibOffsets, FibRecord, HashRecord, PacketRecord,
     AF_INET, AF_INET6, COUNTERS_LEN, COUNTER_LOST, COUNTER_MATCHED, DIR_EGRESS, DIR_INGRESS,
-    HASH_HOOK_FEXIT, HASH_HOOK_KRETPROBE, KIND_DROP, KIND_FIB, KIND_HASH, KIND_PACKET, PROTO_ICMP,
-    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, RING_BYTES,
+    FIELD_ABSENT, HASH_HOOK_FEXIT, HASH_HOOK_KRETPROBE, KIND_DROP, KIND_FIB, KIND_HASH,
+    KIND_PACKET, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, RING_BYTES,
 };
 
 #[map]
@@ -347,7 +347,15 @@ fn try_fib(ctx: &TracePointContext, index: u32, family: u8) -> Result<(), ()> {
         } else {
             read::<[u8; 16]>(ctx, off.gw).unwrap_or([0; 16])
         };
-        (*r).dev = read(ctx, off.name).unwrap_or([0; 16]);
+        // Older kernels keep the name as a dynamic string: its offset is in the low 16 bits.
+        let name = if off.name_loc != 0 {
+            read::<u32>(ctx, off.name)
+                .map(|loc| loc as u16)
+                .unwrap_or(off.name)
+        } else {
+            off.name
+        };
+        (*r).dev = read(ctx, name).unwrap_or([0; 16]);
         (*r).mark = last.mark;
         (*r).family = family;
         (*r).proto = last.proto;
@@ -523,7 +531,11 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), ()> {
         location: read(ctx, off.tp_location)?,
         src,
         dst,
-        reason: read(ctx, off.tp_reason)?,
+        reason: if off.tp_reason == FIELD_ABSENT {
+            0
+        } else {
+            read(ctx, off.tp_reason)?
+        },
         mark: kread(skb, off.skb_mark)?,
         sport,
         dport,

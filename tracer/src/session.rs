@@ -185,6 +185,7 @@ async fn open_site(args: &Args, t: Target) -> Result<SiteCtx> {
         client_port: args.port,
         interfaces: &interfaces,
         l3_ifindexes: &l3_ifindexes(&state, &interfaces),
+        hash_hook: args.hash_hook,
     })?;
     let (_, inode) = t.netns.id()?;
     Ok(SiteCtx {
