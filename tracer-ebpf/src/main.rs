@@ -80,8 +80,11 @@ struct LastIngress {
     _pad: [u8; 1],
 }
 
-/// A lookup further from its ingress hook than this is not the same packet's.
-const LAST_INGRESS_MAX_AGE_NS: u64 = 1_000_000;
+/// A lookup further from its ingress hook than this is not the same packet's. The slot is
+/// cleared by the packet's first successful lookup and by any TC egress hook anyway; the
+/// age only retires a slot whose packet died unseen. Generous: in an emulated (TCG)
+/// machine the first packet of a flow took 5 ms from bridge0 ingress to its lookup.
+const LAST_INGRESS_MAX_AGE_NS: u64 = 20_000_000;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;

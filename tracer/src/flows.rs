@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// A kernel hash sample older than this at the routed hop belongs to another packet.
-const HASH_SAMPLE_MAX_AGE_NS: u64 = 1_000_000;
+const HASH_SAMPLE_MAX_AGE_NS: u64 = 20_000_000;
 
 /// The traced namespace an event comes from: its state, how output names it, and its role
 /// on the path. Only proxy hops feed the ECMP accounting (next-hops, decisions, packets in
