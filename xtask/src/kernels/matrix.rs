@@ -105,18 +105,25 @@ fn cells(ready: &Value) -> (String, String, String, String) {
 /// "fexit 300/300" from a hash-<hook>.json: decisions that agreed out of all, all policies.
 fn hash_counts(out: &Path, hook: &str) -> Option<String> {
     let v = read_json(&out.join(format!("hash-{hook}.json")))?;
-    let (mut agree, mut all) = (0, 0);
+    let (mut agree, mut all, mut from_hook) = (0, 0, 0);
     let mut policies = std::collections::BTreeSet::new();
+    let want = format!("kernel ({hook})");
     for (key, r) in v["results"].as_object()? {
         agree += r["agree"].as_u64().unwrap_or(0);
         all += r["decisions"].as_u64().unwrap_or(0);
+        from_hook += r["sources"][&want].as_u64().unwrap_or(0);
         if let Some(p) = key.split_whitespace().nth(1) {
             policies.insert(p.to_string());
         }
     }
     let policies: Vec<String> = policies.into_iter().collect();
+    let others = if from_hook == all {
+        String::new()
+    } else {
+        format!(", {} by other means", all - from_hook)
+    };
     Some(format!(
-        "{hook} {agree}/{all} agree (policies {})",
+        "{hook}: {agree}/{all} predictions right, {from_hook} hashes from {hook}{others} (policies {})",
         policies.join(", ")
     ))
 }
