@@ -22,6 +22,17 @@ pub const OUR_PROGRAMS: [&str; 7] = [
     "meridio_drop",
 ];
 
+/// How many times slower than a normal machine this one is: `cargo xtask kernels` sets
+/// `MERIDIO_TEST_SLOWDOWN` in its emulated (TCG) machines; the tracer's start and stop
+/// deadlines stretch by it.
+pub fn slowdown() -> u32 {
+    std::env::var("MERIDIO_TEST_SLOWDOWN")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// Labs and tracers are heavy on a 2-core machine and the checks read global kernel state
 /// (loaded programs): one test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -114,7 +125,10 @@ impl Tracer {
             readers: vec![out_reader, err_reader],
         };
         // Whole-path runs attach to every namespace carrying the VIP: give them time.
-        if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        if ready_rx
+            .recv_timeout(Duration::from_secs(60) * slowdown())
+            .is_err()
+        {
             let f = t.stop(libc::SIGKILL);
             panic!("tracer did not become ready: {:?}\n{}", f.status, f.stderr);
         }
@@ -154,9 +168,14 @@ impl Tracer {
         self.records.lock().unwrap().len()
     }
 
-    /// Sends `signal` and waits for the exit (at most 10 s, then SIGKILL and fail).
+    /// Sends `signal` and waits for the exit (at most 10 s times [`slowdown`], then SIGKILL
+    /// and fail).
     pub fn stop(mut self, signal: i32) -> Finished {
-        let status = signal_and_wait(&mut self.child, signal, Duration::from_secs(10));
+        let status = signal_and_wait(
+            &mut self.child,
+            signal,
+            Duration::from_secs(10) * slowdown(),
+        );
         // Every line the tracer wrote is read once the readers reach EOF.
         for r in self.readers.drain(..) {
             let _ = r.join();

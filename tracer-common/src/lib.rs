@@ -145,6 +145,10 @@ pub struct DropRecord {
     pub _pad: [u8; 2],
 }
 
+/// A tracepoint field this kernel does not have (e.g. `kfree_skb`'s `reason` before 5.17):
+/// the program writes 0 instead of reading it.
+pub const FIELD_ABSENT: u16 = u16::MAX;
+
 /// Where the `skb:kfree_skb` program finds what it reads: tracepoint fields (from the
 /// format file) and kernel struct members (from the kernel's BTF), all in bytes.
 #[repr(C)]
@@ -215,6 +219,9 @@ pub struct FibOffsets {
     pub name: u16,
     /// 1 once userspace has filled the entry; the program does nothing before that.
     pub valid: u16,
+    /// 1 when `name` is a `__data_loc char[]` field (kernels before 5.18 or so): the `u32`
+    /// there holds the string's length (high 16 bits) and offset in the record (low 16).
+    pub name_loc: u16,
 }
 
 /// Where the raw fib tracepoint programs find what they read, from the kernel's BTF (bytes).

@@ -32,9 +32,9 @@ use network_types::{
 use tracer_common::{
     v4_mapped, DropOffsets, DropRecord, FibOffsets, FibRawOffsets, FibRecord, HashRecord, HopCount,
     HopKey, PacketRecord, AF_INET, AF_INET6, BUDGET_ALL, COUNTERS_LEN, COUNTER_HOP_NEW,
-    COUNTER_LOST, COUNTER_MATCHED, COUNTER_UNRECORDED, DIR_EGRESS, DIR_INGRESS, HASH_HOOK_FEXIT,
-    HASH_HOOK_KRETPROBE, HOPS_DEFAULT_ENTRIES, INLINE_VIPS, KIND_DROP, KIND_FIB, KIND_HASH,
-    KIND_PACKET, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, RING_BYTES,
+    COUNTER_LOST, COUNTER_MATCHED, COUNTER_UNRECORDED, DIR_EGRESS, DIR_INGRESS, FIELD_ABSENT,
+    HASH_HOOK_FEXIT, HASH_HOOK_KRETPROBE, HOPS_DEFAULT_ENTRIES, INLINE_VIPS, KIND_DROP, KIND_FIB,
+    KIND_HASH, KIND_PACKET, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, RING_BYTES,
 };
 
 // Read-only globals, set by the loader (`EbpfLoader::set_global`) before the programs
@@ -122,8 +122,11 @@ struct LastIngress {
     _pad: [u8; 1],
 }
 
-/// A lookup further from its ingress hook than this is not the same packet's.
-const LAST_INGRESS_MAX_AGE_NS: u64 = 1_000_000;
+/// A lookup further from its ingress hook than this is not the same packet's. The slot is
+/// cleared by the packet's first successful lookup and by any TC egress hook anyway; the
+/// age only retires a slot whose packet died unseen. Generous: in an emulated (TCG)
+/// machine the first packet of a flow took 5 ms from bridge0 ingress to its lookup.
+const LAST_INGRESS_MAX_AGE_NS: u64 = 20_000_000;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -581,7 +584,15 @@ fn try_fib(ctx: &TracePointContext, index: u32, family: u8) -> Result<(), ()> {
         } else {
             read::<[u8; 16]>(ctx, off.gw).unwrap_or([0; 16])
         };
-        (*r).dev = read(ctx, off.name).unwrap_or([0; 16]);
+        // Older kernels keep the name as a dynamic string: its offset is in the low 16 bits.
+        let name = if off.name_loc != 0 {
+            read::<u32>(ctx, off.name)
+                .map(|loc| loc as u16)
+                .unwrap_or(off.name)
+        } else {
+            off.name
+        };
+        (*r).dev = read(ctx, name).unwrap_or([0; 16]);
     }
     submit_fib(entry, err);
     Ok(())
@@ -874,7 +885,11 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), ()> {
         location: read(ctx, off.tp_location)?,
         src,
         dst,
-        reason: read(ctx, off.tp_reason)?,
+        reason: if off.tp_reason == FIELD_ABSENT {
+            0
+        } else {
+            read(ctx, off.tp_reason)?
+        },
         mark: kread(skb, off.skb_mark)?,
         sport,
         dport,

@@ -23,7 +23,7 @@ use aya::{
 };
 use tracer_common::{
     DropOffsets, FibOffsets, FibRawOffsets, HopCount, HopKey, BUDGET_ALL, COUNTER_HOP_NEW,
-    COUNTER_LOST, COUNTER_UNRECORDED, INLINE_VIPS,
+    COUNTER_LOST, COUNTER_UNRECORDED, FIELD_ABSENT, INLINE_VIPS,
 };
 
 use crate::{btf_layout::Layout, cli::HookFamily, events::vip_key, netns::Netns, tracefs};
@@ -72,6 +72,8 @@ pub struct Request<'a> {
     pub interfaces: &'a [String],
     /// Ifindexes of the traced interfaces that route (not bridge ports): bridge0.
     pub l3_ifindexes: &'a [u32],
+    /// Which hooks may read the kernel's multipath hash.
+    pub hash_hook: HashHook,
     /// Packet records per hop: every packet, none (counts only) or the first N.
     pub budget: RecordBudget,
     /// Entries of the in-kernel per-hop counter map.
@@ -117,6 +119,20 @@ pub struct HopCounts {
     /// Packet records the budget left unwritten.
     pub unrecorded: u64,
 }
+
+/// Which hook reads the kernel's multipath hash: the best the kernel allows (fexit, else
+/// kretprobe), one of them only (to test each where the kernel has both), or none.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HashHook {
+    #[default]
+    Auto,
+    Fexit,
+    Kretprobe,
+    None,
+}
+
+/// The drop reason name given when the kernel has no drop reasons.
+pub const NO_DROP_REASON: &str = "unknown (this kernel has no drop reasons)";
 
 /// How TC programs are attached: TCX links (kernel >= 6.6; file descriptors that vanish
 /// with the process) or netlink `clsact` filters (any kernel; they outlive a killed
@@ -206,7 +222,7 @@ impl Probes {
             );
         }
         if asked(HookFamily::Hash) {
-            attach_hash_hooks(&mut ebpf, &mut ready);
+            attach_hash_hooks(&mut ebpf, req.hash_hook, &mut ready);
         } else {
             not_asked(
                 &mut ready,
@@ -218,21 +234,29 @@ impl Probes {
                 ],
             );
         }
-        let drop = if asked(HookFamily::Drop) {
-            attach_drop(&mut ebpf, req.netns).map(Some)
-        } else {
-            Ok(None)
-        };
+        let drop = asked(HookFamily::Drop).then(|| attach_drop(&mut ebpf, req.netns));
         let drop_reasons = match drop {
-            Ok(None) => {
+            None => {
                 not_asked(&mut ready, &["tracepoint:skb/kfree_skb"]);
                 Default::default()
             }
-            Ok(Some(reasons)) => {
+            Some(Ok(Some(reasons))) => {
                 ready.hooks.push("tracepoint:skb/kfree_skb".into());
                 reasons
             }
-            Err(e) => {
+            Some(Ok(None)) => {
+                ready
+                    .hooks
+                    .push("tracepoint:skb/kfree_skb (without drop reasons)".into());
+                ready.unavailable.push((
+                    "drop reasons".into(),
+                    "this kernel's skb:kfree_skb has no `reason` field (added in 5.17): \
+                     drops are reported with where, not why"
+                        .into(),
+                ));
+                HashMap::from([(0, NO_DROP_REASON.to_string())])
+            }
+            Some(Err(e)) => {
                 ready
                     .refused
                     .push(("tracepoint:skb/kfree_skb".into(), format!("{e:#}")));
@@ -684,18 +708,24 @@ fn fib_raw_offsets(layout: &Layout) -> Result<FibRawOffsets> {
 
 /// `skb:kfree_skb`, filtered in the kernel to traced flows in the traced namespace. Needs
 /// the tracepoint's format (field offsets, reason names) and the kernel's BTF (where
-/// `sk_buff`, `net_device` and `net` keep the members the program reads).
-fn attach_drop(ebpf: &mut Ebpf, ns: &Netns) -> Result<HashMap<u32, String>> {
+/// `sk_buff`, `net_device` and `net` keep the members the program reads). Returns the
+/// reason names, or `None` on a kernel whose tracepoint has no `reason` (before 5.17).
+fn attach_drop(ebpf: &mut Ebpf, ns: &Netns) -> Result<Option<HashMap<u32, String>>> {
     let tracefs = tracefs::ensure_mounted()?;
     let format_path = tracefs.join("events/skb/kfree_skb/format");
     let text = std::fs::read_to_string(&format_path)
         .with_context(|| format!("cannot read {}", format_path.display()))?;
     let fields = tracefs::parse_format(&text);
+    let has_reason = fields.contains_key("reason");
     let offsets = DropOffsets {
         tp_skbaddr: tracefs::field(&fields, "skbaddr", 8)?,
         tp_location: tracefs::field(&fields, "location", 8)?,
         tp_protocol: tracefs::field(&fields, "protocol", 2)?,
-        tp_reason: tracefs::field(&fields, "reason", 4)?,
+        tp_reason: if has_reason {
+            tracefs::field(&fields, "reason", 4)?
+        } else {
+            FIELD_ABSENT
+        },
         valid: 1,
         ..kernel_offsets().drop.clone().map_err(|e| anyhow!("{e}"))?
     };
@@ -718,14 +748,14 @@ fn attach_drop(ebpf: &mut Ebpf, ns: &Netns) -> Result<HashMap<u32, String>> {
     prog.load()
         .map_err(|e| refused("the tracepoint program", "meridio_drop", &e))?;
     prog.attach("skb", "kfree_skb").context("attach failed")?;
-    Ok(tracefs::drop_reasons(&text))
+    Ok(has_reason.then(|| tracefs::drop_reasons(&text)))
 }
 
 /// The kernel's multipath hash functions, in order of preference (fexit, then
 /// kretprobe): where the kernel allows either, the tracer knows the hash the kernel used
 /// instead of inferring it. Each failure is reported with the kernel's reason; without them
 /// the next-hop still comes from the routed frame, and the prediction from the skb hash.
-fn attach_hash_hooks(ebpf: &mut Ebpf, ready: &mut Ready) {
+fn attach_hash_hooks(ebpf: &mut Ebpf, choice: HashHook, ready: &mut Ready) {
     const HOOKS: [(&str, &str, &str); 2] = [
         ("meridio_mph4", "meridio_mph4_kr", "fib_multipath_hash"),
         ("meridio_mph6", "meridio_mph6_kr", "rt6_multipath_hash"),
@@ -744,7 +774,17 @@ fn attach_hash_hooks(ebpf: &mut Ebpf, ready: &mut Ready) {
     .iter()
     .any(|p| Path::new(p).exists());
     for (fexit_name, kret_name, func) in HOOKS {
+        if choice == HashHook::None {
+            for kind in ["fexit", "kretprobe"] {
+                ready.unavailable.push((
+                    format!("{kind}:{func}"),
+                    "not tried (--hash-hook none)".into(),
+                ));
+            }
+            continue;
+        }
         let fexit = match &btf {
+            _ if choice == HashHook::Kretprobe => Err("not tried (--hash-hook kretprobe)".into()),
             Ok(btf) => attach_fexit(ebpf, fexit_name, func, btf).map_err(|e| format!("{e:#}")),
             Err(why) => Err(why.clone()),
         };
@@ -753,10 +793,20 @@ fn attach_hash_hooks(ebpf: &mut Ebpf, ready: &mut Ready) {
                 ready.hooks.push(format!("fexit:{func}"));
                 continue;
             }
+            Err(why) if choice == HashHook::Kretprobe => {
+                ready.unavailable.push((format!("fexit:{func}"), why));
+            }
             Err(why) => {
                 let _ = FEXIT_REFUSED.get_or_init(|| format!("as for the first namespace: {why}"));
                 ready.refused.push((format!("fexit:{func}"), why));
             }
+        }
+        if choice == HashHook::Fexit {
+            ready.unavailable.push((
+                format!("kretprobe:{func}"),
+                "not tried (--hash-hook fexit)".into(),
+            ));
+            continue;
         }
         if !kprobes_built_in {
             ready.unavailable.push((

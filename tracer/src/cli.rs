@@ -5,7 +5,7 @@ use std::{collections::HashSet, net::IpAddr, time::Duration};
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
-pub use crate::attach::{AttachMode, FibHook, RecordBudget};
+pub use crate::attach::{AttachMode, FibHook, HashHook, RecordBudget};
 
 /// Follow Meridio VIP flows through a proxy pod's network namespace, hop by hop, and name
 /// the ECMP next-hop (stateless-lb-frontend) the kernel really sent them to.
@@ -88,6 +88,11 @@ pub struct Args {
     /// that was killed).
     #[arg(long, value_enum, default_value = "auto")]
     pub attach: AttachMode,
+
+    /// Which hook reads the kernel's multipath hash: fexit where the kernel allows it, else
+    /// a kretprobe (auto); one kind only (to test each on a kernel that has both); or none.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub hash_hook: HashHook,
 
     /// Measurement and diagnostic switch: load only these hook families (comma list;
     /// default all). `tc` (the TC programs on the interfaces) is required; `fib` the route

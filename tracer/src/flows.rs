@@ -21,7 +21,9 @@ use crate::{
 };
 
 /// A kernel hash sample older than this at the routed hop belongs to another packet.
-const HASH_SAMPLE_MAX_AGE_NS: u64 = 1_000_000;
+const HASH_SAMPLE_MAX_AGE_NS: u64 = 20_000_000;
+/// Kernel hash samples kept per flow for routed hops still to come.
+const KERNEL_HASH_SAMPLES: usize = 8;
 
 /// The traced namespace an event comes from: its state, how output names it, and its role
 /// on the path. Only proxy hops feed the ECMP accounting (next-hops, decisions, packets in
@@ -232,8 +234,12 @@ struct FlowState {
     /// The latest successful lookup of this flow's egress: its table and rule.
     last_lookup: Option<(u32, Option<Rule>)>,
     shown_candidates: Option<Vec<NextHop>>,
-    /// (ts, hash, hook) from an fexit/kretprobe on the kernel's hash function.
-    kernel_hash: Option<(u64, u32, &'static str)>,
+    /// (ts, hash, hook) from an fexit/kretprobe on the kernel's hash function, oldest
+    /// first: two packets of a flow routed at once on two CPUs each leave a sample before
+    /// either reaches its egress hop, and each routed hop takes the oldest (one slot let
+    /// the second sample overwrite the first: one packet got the other's hash, the other
+    /// none).
+    kernel_hash: std::collections::VecDeque<(u64, u32, &'static str)>,
     predictions: PredictionStats,
     drops: u64,
     last_drop: Option<(String, String, String)>,
@@ -562,7 +568,11 @@ impl FlowTable {
         if let Some((key, PathDir::Egress)) =
             FlowKey::classify(&self.vips, h.proto, h.src, h.sport, h.dst, h.dport)
         {
-            self.flow(&key, h.ts_ns).kernel_hash = Some((h.ts_ns, h.hash, h.hook));
+            let samples = &mut self.flow(&key, h.ts_ns).kernel_hash;
+            if samples.len() == KERNEL_HASH_SAMPLES {
+                samples.pop_front();
+            }
+            samples.push_back((h.ts_ns, h.hash, h.hook));
         }
     }
 
@@ -787,7 +797,15 @@ fn decide(
     let candidates_changed = flow.shown_candidates.as_ref() != Some(&candidates);
     flow.shown_candidates = Some(candidates.clone());
 
-    let (source, hash) = match flow.kernel_hash.take() {
+    // Samples too old for this packet belong to packets that were never seen routed.
+    while flow
+        .kernel_hash
+        .front()
+        .is_some_and(|(ts, _, _)| p.ts_ns.saturating_sub(*ts) >= HASH_SAMPLE_MAX_AGE_NS)
+    {
+        flow.kernel_hash.pop_front();
+    }
+    let (source, hash) = match flow.kernel_hash.pop_front() {
         Some((ts, hash, hook)) if p.ts_ns.saturating_sub(ts) < HASH_SAMPLE_MAX_AGE_NS => {
             (HashSource::Kernel { hook }, Some(hash))
         }

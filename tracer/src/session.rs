@@ -198,6 +198,7 @@ async fn open_site(args: &Args, t: Target) -> Result<SiteCtx> {
         hop_entries: args.hop_entries,
         fib_hook: args.fib_hook,
         hooks: &args.hooks,
+        hash_hook: args.hash_hook,
     })?;
     let (_, inode) = t.netns.id()?;
     Ok(SiteCtx {

@@ -71,6 +71,15 @@ pub fn fib_offsets(text: &str, v6: bool) -> Result<FibOffsets> {
     let addr_len = if v6 { 16 } else { 4 };
     let gw_name = if v6 { "gw" } else { "gw4" };
     let get = |name: &str, size: u16| field(&fields, name, size);
+    // The device name is a `char name[16]` since 5.18 or so; before, a dynamic string
+    // (`__data_loc char[] name`, 4 bytes: where the string is in the record).
+    let (name, name_loc) = match field(&fields, "name", 16) {
+        Ok(off) => (off, 0),
+        Err(e) => match field(&fields, "name", 4) {
+            Ok(off) if is_data_loc(text, "name") => (off, 1),
+            _ => return Err(e),
+        },
+    };
     Ok(FibOffsets {
         tb_id: get("tb_id", 4)?,
         err: get("err", 4)?,
@@ -82,8 +91,18 @@ pub fn fib_offsets(text: &str, v6: bool) -> Result<FibOffsets> {
         gw: get(gw_name, addr_len)?,
         sport: get("sport", 2)?,
         dport: get("dport", 2)?,
-        name: get("name", 16)?,
+        name,
         valid: 1,
+        name_loc,
+    })
+}
+
+/// Whether a tracepoint field is declared `__data_loc` (a dynamic array).
+fn is_data_loc(text: &str, name: &str) -> bool {
+    text.lines().any(|l| {
+        let decl = l.trim().strip_prefix("field:").unwrap_or_default();
+        let decl = decl.split(';').next().unwrap_or_default();
+        decl.starts_with("__data_loc") && decl.split_whitespace().last() == Some(name)
     })
 }
 
@@ -143,6 +162,36 @@ format:
     fn reads_fib_offsets() {
         let o = fib_offsets(FIB, false).unwrap();
         assert_eq!((o.tb_id, o.src, o.gw, o.name, o.valid), (8, 28, 36, 60, 1));
+    }
+
+    // The 5.10 (Debian 11) formats: the device name is a dynamic string there.
+    const FIB_5_10: &str = "name: fib_table_lookup
+format:
+\tfield:u32 tb_id;\toffset:8;\tsize:4;\tsigned:0;
+\tfield:int err;\toffset:12;\tsize:4;\tsigned:1;
+\tfield:int oif;\toffset:16;\tsize:4;\tsigned:1;
+\tfield:int iif;\toffset:20;\tsize:4;\tsigned:1;
+\tfield:u8 proto;\toffset:24;\tsize:1;\tsigned:0;
+\tfield:__u8 tos;\toffset:25;\tsize:1;\tsigned:0;
+\tfield:__u8 scope;\toffset:26;\tsize:1;\tsigned:0;
+\tfield:__u8 flags;\toffset:27;\tsize:1;\tsigned:0;
+\tfield:__u8 src[4];\toffset:28;\tsize:4;\tsigned:0;
+\tfield:__u8 dst[4];\toffset:32;\tsize:4;\tsigned:0;
+\tfield:__u8 gw4[4];\toffset:36;\tsize:4;\tsigned:0;
+\tfield:__u8 gw6[16];\toffset:40;\tsize:16;\tsigned:0;
+\tfield:u16 sport;\toffset:56;\tsize:2;\tsigned:0;
+\tfield:u16 dport;\toffset:58;\tsize:2;\tsigned:0;
+\tfield:__data_loc char[] name;\toffset:60;\tsize:4;\tsigned:1;
+";
+
+    #[test]
+    fn reads_a_dynamic_device_name() {
+        let o = fib_offsets(FIB_5_10, false).unwrap();
+        assert_eq!((o.name, o.name_loc, o.gw), (60, 1, 36));
+        assert_eq!(fib_offsets(FIB, false).unwrap().name_loc, 0);
+        // A 4-byte name that is not a dynamic string is still refused.
+        let odd = FIB_5_10.replace("__data_loc char[] name", "u32 name");
+        assert!(fib_offsets(&odd, false).is_err());
     }
 
     #[test]

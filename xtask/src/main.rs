@@ -4,6 +4,7 @@
 
 mod bench;
 mod demo;
+mod kernels;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use xtask::toolchain::{ensure_ebpf_toolchain, ensure_host_tools, ensure_tracefs,
 #[command(
     name = "xtask",
     bin_name = "cargo xtask",
-    about = "Build, run, lab, demo and test tasks for the Meridio packet-path tracer"
+    about = "Build, run, lab, demo, test and kernel-matrix tasks for the Meridio packet-path tracer"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -76,6 +77,20 @@ enum Cmd {
         /// Run only these parts (comma list; default all).
         #[arg(long, value_enum, value_delimiter = ',')]
         only: Vec<bench::Part>,
+    },
+    /// The kernel matrix: boot Debian's 5.10, 6.1 and 6.12 kernels under virtme-ng (TCG),
+    /// run the kernel-sensitive end-to-end tests inside, print what each kernel offers
+    /// (TC attach mode, fib, drop and hash hooks) and which tests passed.
+    Kernels {
+        /// 5.10, 6.1, 6.12 or all (repeatable).
+        #[arg(long = "kernel", default_value = "all")]
+        kernels: Vec<String>,
+        /// Run only the matrix tests whose name contains this.
+        #[arg(long)]
+        test: Option<String>,
+        /// Minutes one machine may take, boot to power-off.
+        #[arg(long, default_value_t = 40)]
+        timeout_minutes: u64,
     },
 }
 
@@ -144,6 +159,15 @@ fn main() {
         Cmd::Lab { cmd: LabCmd::Serve } => xtask::echo::serve_forever(VIP_PORT),
         Cmd::Demo { release, prefix } => demo::demo(release, &prefix),
         Cmd::Test => test(),
+        Cmd::Kernels {
+            kernels,
+            test,
+            timeout_minutes,
+        } => kernels::kernels(kernels::Opts {
+            kernels,
+            test,
+            timeout: std::time::Duration::from_secs(60 * timeout_minutes),
+        }),
         Cmd::Bench {
             reps,
             seconds,
