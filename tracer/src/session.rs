@@ -454,10 +454,9 @@ impl Session<'_> {
     /// Whole-path mode: add the namespaces that appeared, drop the ones that went. Pods
     /// come and go at any moment, so nothing here ends the session: a namespace that cannot
     /// be attached now is tried again at the next round.
-    async fn rediscover(&mut self, roles: &[Role]) {
+    async fn rediscover(&mut self, roles: &[Role], discovery: &discover::Discovery) {
         // None found is not an error here: everything may be gone for a moment.
-        let found = discover::to_trace(&discover::discover().await, roles, &self.args.vips)
-            .unwrap_or_default();
+        let found = discover::to_trace(discovery, roles, &self.args.vips).unwrap_or_default();
         let inodes: Vec<u64> = found.iter().map(|n| n.inode).collect();
         let ts_ns = monotonic_ns();
         for slot in self.sites.iter_mut() {
@@ -706,8 +705,20 @@ async fn stream(
     tokio::pin!(deadline);
     let mut loss_timer = tokio::time::interval(LOSS_POLL);
     let mut reorder_timer = tokio::time::interval(Duration::from_millis(10));
-    let mut discover_timer = tokio::time::interval(REDISCOVER);
-    discover_timer.tick().await; // the first tick is immediate; discovery just ran
+    // Discovery (a /proc walk, crictl, a netlink dump per namespace) runs on a task of its
+    // own, so the loop that reads the rings never waits for it; each round's result comes
+    // in over a channel.
+    let (found_tx, mut found_rx) = mpsc::channel(1);
+    let discovery = roles.map(|_| {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REDISCOVER).await;
+                if found_tx.send(discover::discover().await).await.is_err() {
+                    break;
+                }
+            }
+        })
+    });
     let idle_ns = s.args.flow_timeout.as_nanos() as u64;
     loop {
         tokio::select! {
@@ -725,8 +736,8 @@ async fn stream(
                     s.on_netlink_change(j).await?;
                 }
             }
-            _ = discover_timer.tick(), if roles.is_some() => {
-                s.rediscover(roles.unwrap_or_default()).await;
+            Some(found) = found_rx.recv(), if roles.is_some() => {
+                s.rediscover(roles.unwrap_or_default(), &found).await;
             }
             _ = loss_timer.tick() => {
                 s.report_loss()?;
@@ -749,6 +760,9 @@ async fn stream(
             _ = &mut deadline => break,
         }
         s.out.flush();
+    }
+    if let Some(task) = discovery {
+        task.abort();
     }
     Ok(())
 }
