@@ -85,11 +85,21 @@ fn the_ready_record_says_what_this_kernel_offers() {
             .any(|h| h.starts_with("tc:") && h.ends_with(tc)),
         "TC programs attached {tc}: {all}"
     );
-    for tp in [
-        "tracepoint:fib/fib_table_lookup",
-        "tracepoint:fib6/fib6_table_lookup",
+    // Each route lookup hook: the raw tracepoint, or (when the kernel refused it, with
+    // the reason) the perf tracepoint as the fallback.
+    for (raw, perf) in [
+        (
+            "raw_tracepoint:fib_table_lookup",
+            "tracepoint:fib/fib_table_lookup",
+        ),
+        (
+            "raw_tracepoint:fib6_table_lookup",
+            "tracepoint:fib6/fib6_table_lookup",
+        ),
     ] {
-        assert!(hooks.iter().any(|h| h == tp), "{tp} attached: {all}");
+        let attached = hooks.iter().any(|h| h == raw)
+            || (hooks.iter().any(|h| h == perf) && refused.iter().any(|h| h == raw));
+        assert!(attached, "{raw}, or {perf} after its refusal: {all}");
     }
     let with_reasons = (major, minor) >= (5, 17);
     let drop_hook = if with_reasons {

@@ -52,17 +52,31 @@ fn cells(ready: &Value) -> (String, String, String, String) {
                 .map(|(_, m)| m.trim_end_matches(')').to_string())
         })
         .unwrap_or_else(|| "none".into());
-    let fib_hooks: Vec<&str> = ["fib/fib_table_lookup", "fib6/fib6_table_lookup"]
-        .into_iter()
-        .filter(|f| hooks.iter().any(|h| h.ends_with(f)))
-        .collect();
-    let fib = match fib_hooks.len() {
-        2 => "tracepoints fib, fib6".to_string(),
-        _ => {
+    // Each lookup hook is a raw tracepoint, or the perf tracepoint it fell back to.
+    let kind = |event: &str| {
+        if hooks
+            .iter()
+            .any(|h| h == &format!("raw_tracepoint:{event}"))
+        {
+            Some("raw")
+        } else if hooks
+            .iter()
+            .any(|h| h.starts_with("tracepoint:") && h.ends_with(event))
+        {
+            Some("perf")
+        } else {
+            None
+        }
+    };
+    let fib = match (kind("fib_table_lookup"), kind("fib6_table_lookup")) {
+        (Some(a), Some(b)) if a == b => format!("{a} tracepoints fib, fib6"),
+        (Some(a), Some(b)) => format!("fib {a}, fib6 {b} tracepoint"),
+        (a, b) => {
             let why: Vec<&String> = refused.iter().filter(|r| r.contains("fib")).collect();
             format!(
-                "{} of 2 tracepoints; refused: {}",
-                fib_hooks.len(),
+                "fib {}, fib6 {}; refused: {}",
+                a.unwrap_or("none"),
+                b.unwrap_or("none"),
                 why.iter()
                     .map(|s| s.as_str())
                     .collect::<Vec<_>>()
