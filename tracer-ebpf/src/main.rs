@@ -240,82 +240,95 @@ fn observe(ctx: &TcContext, dir: u8) {
 }
 
 /// Cheapest reject first: the EtherType, then the addresses against the VIPs, before
-/// anything else is read or looked up.
+/// anything else is read or looked up. The hop key is filled in place and the record in the
+/// ring: the stack stays small enough for older verifiers (6.1 counts 512 bytes across the
+/// program and the memcpy it calls).
 fn try_observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
-    let mut ether_type = u16::from_be(rd::<u16>(ctx, 12)?);
-    let mut l3 = EthHdr::LEN;
+    let ether_type = u16::from_be(rd::<u16>(ctx, 12)?);
     if ether_type == ETH_P_8021Q {
-        ether_type = u16::from_be(rd::<u16>(ctx, l3 + 2)?);
-        l3 += VLAN_HDR_LEN;
+        let inner = u16::from_be(rd::<u16>(ctx, EthHdr::LEN + 2)?);
+        observe_ip::<{ EthHdr::LEN + VLAN_HDR_LEN }>(ctx, dir, inner)
+    } else {
+        observe_ip::<{ EthHdr::LEN }>(ctx, dir, ether_type)
     }
+}
 
+/// The rest of `try_observe` for an IP header at the constant offset `L3`: every header
+/// read before the VIP test is at a constant offset, which every verifier can bound for
+/// direct packet access. The transport header's offset depends on the IPv4 header length,
+/// so its (VIP packets only) reads go through `bpf_skb_load_bytes`.
+#[inline(always)]
+fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Result<(), ()> {
+    let l3 = L3;
+
+    let mut key = HopKey {
+        src: [0; 16],
+        dst: [0; 16],
+        sport: 0,
+        dport: 0,
+        ifindex: 0,
+        eth_dst: [0; 6],
+        proto: 0,
+        dir,
+    };
     // `to_vip`: the VIP is the destination (else the source).
-    let (family, src, dst, to_vip, proto, ip_len, l4) = match ether_type {
+    let (family, to_vip, ip_len, l4) = match ether_type {
         ETH_P_IP => {
-            let ip: Ipv4Hdr = rd(ctx, l3)?;
-            let (src, dst) = (v4_mapped(ip.src_addr), v4_mapped(ip.dst_addr));
-            let to_vip = is_vip(&dst);
-            if !to_vip && !is_vip(&src) {
+            // Version/IHL, total length, protocol and both addresses, each read on its own.
+            key.src = v4_mapped(rd::<[u8; 4]>(ctx, l3 + 12)?);
+            key.dst = v4_mapped(rd::<[u8; 4]>(ctx, l3 + 16)?);
+            let to_vip = is_vip(&key.dst);
+            if !to_vip && !is_vip(&key.src) {
                 return Ok(());
             }
-            let ihl = (ip.vihl & 0x0f) as usize;
+            let vihl: u8 = rd(ctx, l3)?;
+            let ihl = (vihl & 0x0f) as usize;
             if ihl < 5 {
                 return Ok(());
             }
-            (
-                AF_INET,
-                src,
-                dst,
-                to_vip,
-                ip.proto,
-                u16::from_be_bytes(ip.tot_len),
-                l3 + ihl * 4,
-            )
+            key.proto = rd(ctx, l3 + 9)?;
+            let tot_len = u16::from_be(rd::<u16>(ctx, l3 + 2)?);
+            (AF_INET, to_vip, tot_len, l3 + ihl * 4)
         }
         ETH_P_IPV6 => {
-            let ip: Ipv6Hdr = rd(ctx, l3)?;
-            let to_vip = is_vip(&ip.dst_addr);
-            if !to_vip && !is_vip(&ip.src_addr) {
+            key.src = rd(ctx, l3 + 8)?;
+            key.dst = rd(ctx, l3 + 24)?;
+            let to_vip = is_vip(&key.dst);
+            if !to_vip && !is_vip(&key.src) {
                 return Ok(());
             }
+            key.proto = rd(ctx, l3 + 6)?;
+            let payload_len = u16::from_be(rd::<u16>(ctx, l3 + 4)?);
             (
                 AF_INET6,
-                ip.src_addr,
-                ip.dst_addr,
                 to_vip,
-                ip.next_hdr,
-                u16::from_be_bytes(ip.payload_len).wrapping_add(Ipv6Hdr::LEN as u16),
+                payload_len.wrapping_add(Ipv6Hdr::LEN as u16),
                 l3 + Ipv6Hdr::LEN,
             )
         }
         _ => return Ok(()),
     };
 
-    let (sport, dport, tcp_flags) = match proto {
-        PROTO_TCP => {
-            // Ports and flags in one read: bytes 0..4 and 13 of the TCP header.
-            let h: [u8; 14] = rd(ctx, l4)?;
-            (
-                u16::from_be_bytes([h[0], h[1]]),
-                u16::from_be_bytes([h[2], h[3]]),
-                h[13],
-            )
+    let tcp_flags = match key.proto {
+        PROTO_TCP | PROTO_UDP => {
+            // Both ports in one read (and the TCP flags, byte 13, in a second).
+            let ports: u32 = ctx.load(l4).map_err(|_| ())?;
+            let ports = ports.to_ne_bytes();
+            key.sport = u16::from_be_bytes([ports[0], ports[1]]);
+            key.dport = u16::from_be_bytes([ports[2], ports[3]]);
+            if key.proto == PROTO_TCP {
+                ctx.load::<u8>(l4 + 13).map_err(|_| ())?
+            } else {
+                0
+            }
         }
-        PROTO_UDP => {
-            let ports: [u8; 4] = rd(ctx, l4)?;
-            (
-                u16::from_be_bytes([ports[0], ports[1]]),
-                u16::from_be_bytes([ports[2], ports[3]]),
-                0,
-            )
-        }
-        PROTO_ICMP | PROTO_ICMPV6 => (0, 0, 0),
+        PROTO_ICMP | PROTO_ICMPV6 => 0,
         _ => return Ok(()),
     };
 
     let port = global(&CLIENT_PORT);
     if port != 0 {
-        let client = if to_vip { sport } else { dport };
+        let client = if to_vip { key.sport } else { key.dport };
         if client != port {
             return Ok(());
         }
@@ -327,25 +340,14 @@ fn try_observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
     let skb = unsafe { &*ctx.skb.skb };
     // Map keys must live on the BPF stack, not point into the context.
     let ifindex: u32 = skb.ifindex;
+    key.ifindex = ifindex;
     // SAFETY: presence test only.
     let l3_iface = unsafe { L3_IFACES.get(ifindex).is_some() };
-    let eth: EthHdr = rd(ctx, 0)?;
+    let eth_dst: [u8; 6] = rd(ctx, 0)?;
     // The routed hop's count is kept per next-hop: its Ethernet destination is the key.
-    let nexthop_mac = if dir == DIR_EGRESS && l3_iface {
-        eth.dst_addr
-    } else {
-        [0; 6]
-    };
-    let key = HopKey {
-        src,
-        dst,
-        sport,
-        dport,
-        ifindex,
-        eth_dst: nexthop_mac,
-        proto,
-        dir,
-    };
+    if dir == DIR_EGRESS && l3_iface {
+        key.eth_dst = eth_dst;
+    }
     let (first, count) = count_hop(&key, ip_len, ts_ns);
     let budget = global(&RECORD_BUDGET);
     let record = first || tcp_flags & TCP_SYN_FIN_RST != 0 || count <= u64::from(budget);
@@ -360,13 +362,13 @@ fn try_observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
             // LastIngress on the BPF stack would not fit beside the rest.
             unsafe {
                 (*last).ts_ns = if record { ts_ns } else { 0 };
-                (*last).src = src;
-                (*last).dst = dst;
+                (*last).src = key.src;
+                (*last).dst = key.dst;
                 (*last).ifindex = ifindex;
                 (*last).mark = skb.mark;
-                (*last).sport = sport;
-                (*last).dport = dport;
-                (*last).proto = proto;
+                (*last).sport = key.sport;
+                (*last).dport = key.dport;
+                (*last).proto = key.proto;
                 (*last).family = family;
                 (*last).routed = 0;
             }
@@ -385,6 +387,7 @@ fn try_observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
     if l3 != EthHdr::LEN {
         vlan = u16::from_be(rd::<u16>(ctx, EthHdr::LEN)?);
     }
+    let eth_src: [u8; 6] = rd(ctx, 6)?;
     // Filled in place in the ring: it would not fit on the BPF stack beside the key.
     let Some(mut entry) = EVENTS.reserve::<PacketRecord>(0) else {
         bump(COUNTER_LOST);
@@ -396,19 +399,19 @@ fn try_observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
         (*r).kind = KIND_PACKET;
         (*r).ifindex = ifindex;
         (*r).ts_ns = ts_ns;
-        (*r).src = src;
-        (*r).dst = dst;
-        (*r).eth_src = eth.src_addr;
-        (*r).eth_dst = eth.dst_addr;
-        (*r).sport = sport;
-        (*r).dport = dport;
+        (*r).src = key.src;
+        (*r).dst = key.dst;
+        (*r).eth_src = eth_src;
+        (*r).eth_dst = eth_dst;
+        (*r).sport = key.sport;
+        (*r).dport = key.dport;
         (*r).ip_len = ip_len;
         (*r).vlan = vlan;
         (*r).mark = skb.mark;
         (*r).hash = skb.hash;
         (*r).dir = dir;
         (*r).family = family;
-        (*r).proto = proto;
+        (*r).proto = key.proto;
         (*r).tcp_flags = tcp_flags;
     }
     entry.submit(0);
