@@ -45,19 +45,7 @@ add rule inet counts pre ip saddr {VIP4} udp sport {FLOOD_SPORT} udp dport {FLOO
 }
 
 fn truth(lab: &Lab, role: Role) -> u64 {
-    let out = lab
-        .sh(
-            role,
-            &["nft", "-j", "list", "counter", "inet", "counts", "flood"],
-        )
-        .unwrap();
-    let v: Value = serde_json::from_str(&out).unwrap();
-    v["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find_map(|i| i["counter"]["packets"].as_u64())
-        .unwrap_or_else(|| panic!("no flood counter in {out}"))
+    support::nft_packets(&lab.ns(role), "counts", "flood")
 }
 
 /// Sends FLOOD_DATAGRAMS from one thread, as fast as it goes; returns how many were sent.

@@ -507,19 +507,7 @@ add rule inet safety pre ip saddr {VIP} udp dport {dport} counter name \"{name}\
 }
 
 fn gateway_counter(lab: &Lab, name: &str) -> u64 {
-    let out = lab
-        .sh(
-            Role::Gateway,
-            &["nft", "-j", "list", "counter", "inet", "safety", name],
-        )
-        .unwrap();
-    let v: Value = serde_json::from_str(&out).unwrap();
-    v["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find_map(|i| i["counter"]["packets"].as_u64())
-        .unwrap_or_else(|| panic!("no counter {name} in {out}"))
+    support::nft_packets(&lab.ns(Role::Gateway), "safety", name)
 }
 
 const FLOOD_TIME: Duration = Duration::from_secs(2);

@@ -654,26 +654,22 @@ pub fn add_udp_counter(ns: &str) {
 }
 
 pub fn read_udp_counter(ns: &str) -> u64 {
+    nft_packets(ns, "tracer-truth", "udp_from_vip")
+}
+
+/// Packets counted so far by the named nftables counter of table `inet <table>` in `ns`.
+pub fn nft_packets(ns: &str, table: &str, counter: &str) -> u64 {
     let out = std::process::Command::new("ip")
         .args([
-            "netns",
-            "exec",
-            ns,
-            "nft",
-            "-j",
-            "list",
-            "counter",
-            "inet",
-            "tracer-truth",
-            "udp_from_vip",
+            "netns", "exec", ns, "nft", "-j", "list", "counter", "inet", table, counter,
         ])
         .output()
         .unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     v["nftables"]
         .as_array()
-        .unwrap()
-        .iter()
+        .into_iter()
+        .flatten()
         .find_map(|i| i["counter"]["packets"].as_u64())
-        .unwrap()
+        .unwrap_or_else(|| panic!("no counter {counter} in {ns}: {v}"))
 }

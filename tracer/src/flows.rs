@@ -839,7 +839,8 @@ fn decide(
 }
 
 #[cfg(test)]
-mod tests {
+/// Also the fixture of `render::rate` (the same proxy, so one copy).
+pub(crate) mod tests {
     use super::*;
     use crate::kernel_state::{FdbEntry, Link, Neighbour, Route};
 
@@ -853,15 +854,15 @@ mod tests {
         }
     }
 
-    const BR: u32 = 2;
-    const TO_A: u32 = 3;
-    const TO_B: u32 = 4;
-    const TO_TARGET: u32 = 5;
-    const MAC_A: Mac = [2, 0, 0, 0, 0, 0xa];
-    const MAC_B: Mac = [2, 0, 0, 0, 0, 0xb];
-    const MAC_BR: Mac = [2, 0, 0, 0, 0, 1];
+    pub(crate) const BR: u32 = 2;
+    pub(crate) const TO_A: u32 = 3;
+    pub(crate) const TO_B: u32 = 4;
+    pub(crate) const TO_TARGET: u32 = 5;
+    pub(crate) const MAC_A: Mac = [2, 0, 0, 0, 0, 0xa];
+    pub(crate) const MAC_B: Mac = [2, 0, 0, 0, 0, 0xb];
+    pub(crate) const MAC_BR: Mac = [2, 0, 0, 0, 0, 1];
 
-    fn ip(s: &str) -> IpAddr {
+    pub(crate) fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
@@ -876,7 +877,7 @@ mod tests {
         (index, l)
     }
 
-    fn proxy() -> KernelState {
+    pub(crate) fn proxy() -> KernelState {
         KernelState {
             links: [
                 link(BR, "bridge0", None),

@@ -16,7 +16,6 @@
 use std::{
     collections::BTreeMap,
     io::{self, Write},
-    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -29,98 +28,19 @@ use super::{json::Json, Render};
 use crate::{
     discover::Role,
     events::{self, Event},
-    flows::{FlowTable, Site},
-    kernel_state::{FdbEntry, KernelState, Link, Neighbour, NextHop, Route, Rule},
+    flows::{
+        tests::{ip, proxy, BR, MAC_A, MAC_B, MAC_BR, TO_A, TO_B, TO_TARGET},
+        FlowTable, Site,
+    },
+    kernel_state::KernelState,
 };
 
-const BR: u32 = 2;
-const TO_A: u32 = 3;
-const TO_B: u32 = 4;
-const TO_TARGET: u32 = 5;
-const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
-const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
-const MAC_BR: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const VIP: [u8; 4] = [20, 0, 0, 1];
 const CLIENT: [u8; 4] = [169, 254, 100, 150];
 const FLOWS: u16 = 1000;
 const ROUNDS: u64 = 20;
 /// Records per batch between flushes, like the session's batches from the ring readers.
 const BATCH: usize = 1024;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-/// A Meridio proxy: bridge0 with two conduit ports and a target port, the VIP's source
-/// rule to table 7 with two next-hops, hash policy 1.
-fn proxy() -> KernelState {
-    let link = |index, name: &str, master| {
-        let l = Link {
-            index,
-            name: name.into(),
-            mac: None,
-            master,
-            is_bridge: master.is_none(),
-        };
-        (index, l)
-    };
-    KernelState {
-        links: BTreeMap::from([
-            link(BR, "bridge0", None),
-            link(TO_A, "conduit-a.-3150", Some(BR)),
-            link(TO_B, "conduit-a.-6496", Some(BR)),
-            link(TO_TARGET, "proxy.cond-0a85", Some(BR)),
-        ]),
-        neighbours: vec![
-            Neighbour {
-                ip: ip("172.16.0.3"),
-                mac: MAC_A,
-                ifindex: BR,
-            },
-            Neighbour {
-                ip: ip("172.16.0.5"),
-                mac: MAC_B,
-                ifindex: BR,
-            },
-        ],
-        rules: vec![Rule {
-            priority: 32765,
-            src: Some((ip("20.0.0.1"), 32)),
-            dst: None,
-            fwmark: None,
-            fwmask: None,
-            iif: None,
-            other_selectors: false,
-            table: Some(7),
-            v6: false,
-        }],
-        routes: vec![Route {
-            table: 7,
-            dst: None,
-            v6: false,
-            nexthops: ["172.16.0.3", "172.16.0.5"]
-                .iter()
-                .map(|g| NextHop {
-                    gw: Some(ip(g)),
-                    ifindex: BR,
-                    weight: 1,
-                    alive: true,
-                })
-                .collect(),
-        }],
-        hash_policy: [Some(1), Some(1)],
-        fdb: vec![
-            FdbEntry {
-                mac: MAC_A,
-                ifindex: TO_A,
-            },
-            FdbEntry {
-                mac: MAC_B,
-                ifindex: TO_B,
-            },
-        ],
-    }
-}
 
 fn bytes<T>(r: &T) -> Vec<u8> {
     // SAFETY: a view of a `#[repr(C)]` tracer_common record as the bytes the ring carries.
