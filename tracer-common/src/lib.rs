@@ -32,6 +32,11 @@ pub const PROTO_ICMPV6: u8 = 58;
 /// Ring buffer size in bytes (a power of two multiple of the page size).
 pub const RING_BYTES: u32 = 1 << 22;
 
+/// Unread bytes in the ring above which a program wakes the reader; below it the reader's
+/// 10 ms poll collects. A wakeup per record is a self-interrupt per record (microseconds
+/// in a virtual machine), paid inside the TC hook.
+pub const RING_WAKEUP_BYTES: u64 = 1 << 19;
+
 /// Indexes into the `COUNTERS` per-CPU array.
 pub const COUNTER_LOST: u32 = 0;
 pub const COUNTER_MATCHED: u32 = 1;

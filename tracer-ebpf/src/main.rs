@@ -35,6 +35,7 @@ use tracer_common::{
     COUNTER_LOST, COUNTER_MATCHED, COUNTER_UNRECORDED, DIR_EGRESS, DIR_INGRESS, FIELD_ABSENT,
     HASH_HOOK_FEXIT, HASH_HOOK_KRETPROBE, HOPS_DEFAULT_ENTRIES, INLINE_VIPS, KIND_DROP, KIND_FIB,
     KIND_HASH, KIND_PACKET, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, RING_BYTES,
+    RING_WAKEUP_BYTES,
 };
 
 // Read-only globals, set by the loader (`EbpfLoader::set_global`) before the programs
@@ -144,6 +145,19 @@ pub fn meridio_tc_in(ctx: TcContext) -> i32 {
 pub fn meridio_tc_out(ctx: TcContext) -> i32 {
     observe(&ctx, DIR_EGRESS);
     TC_ACT_UNSPEC
+}
+
+/// Submit flags for a record: wake the reader only once `RING_WAKEUP_BYTES` wait.
+#[inline(always)]
+fn wakeup() -> u64 {
+    const BPF_RB_NO_WAKEUP: u64 = 1;
+    const BPF_RB_FORCE_WAKEUP: u64 = 2;
+    const BPF_RB_AVAIL_DATA: u64 = 0;
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= RING_WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
 }
 
 #[inline(always)]
@@ -414,7 +428,7 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
         (*r).proto = key.proto;
         (*r).tcp_flags = tcp_flags;
     }
-    entry.submit(0);
+    entry.submit(wakeup());
     Ok(())
 }
 
@@ -535,7 +549,7 @@ fn start_fib(
 
 #[inline(always)]
 fn submit_fib(entry: aya_ebpf::maps::ring_buf::RingBufEntry<FibRecord>, err: i32) {
-    entry.submit(0);
+    entry.submit(wakeup());
     if err == 0 {
         // The packet's route is found; later lookups belong to other packets.
         if let Some(last) = LAST_INGRESS.get_ptr_mut(0) {
@@ -782,7 +796,7 @@ fn emit_hash(hash: u32, family: u8, hook: u8) -> Result<(), ()> {
         hook,
         _pad: 0,
     };
-    if EVENTS.output::<HashRecord>(&record, 0).is_err() {
+    if EVENTS.output::<HashRecord>(&record, wakeup()).is_err() {
         bump(COUNTER_LOST);
     }
     Ok(())
@@ -900,7 +914,7 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), ()> {
         proto,
         _pad: [0; 2],
     };
-    if EVENTS.output::<DropRecord>(&record, 0).is_err() {
+    if EVENTS.output::<DropRecord>(&record, wakeup()).is_err() {
         bump(COUNTER_LOST);
     }
     Ok(())

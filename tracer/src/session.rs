@@ -59,6 +59,8 @@ type Batch = (usize, Vec<Result<Event, DecodeError>>);
 /// per-hop counts stay exact in the kernel all the same.
 const QUEUE_BATCHES: usize = 16;
 const BATCH_RECORDS: usize = 4096;
+/// How often a reader collects what the programs wrote without waking it.
+const READER_POLL: Duration = Duration::from_millis(10);
 const MAX_PENDING: usize = 65_536;
 
 /// One traced namespace while the session runs.
@@ -229,42 +231,47 @@ fn spawn_reader(
     // SAFETY: the RingBuf owns its map fd and keeps it open for as long as the AsyncFd holds it.
     let mut ring = unsafe { AsyncFd::register(ring)? };
     Ok(tokio::spawn(async move {
+        // The programs wake the reader only once a good amount is waiting (a wakeup per
+        // record costs the kernel a self-interrupt); below that, this poll collects.
+        let mut poll = tokio::time::interval(READER_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let batch = tokio::select! {
                 guard = ring.readable_mut() => {
                     let Ok(mut guard) = guard else { break };
-                    let rb = guard.get_inner_mut();
-                    let mut batch = Vec::new();
-                    let mut more = false;
-                    while let Some(item) = rb.next() {
-                        batch.push(decode(&item));
-                        if batch.len() == BATCH_RECORDS {
-                            more = true;
-                            break;
-                        }
-                    }
+                    let (batch, more) = drain(guard.get_inner_mut(), BATCH_RECORDS);
                     // With records left in the ring, stay ready: the next turn reads on.
                     if !more {
                         guard.clear_ready();
                     }
-                    // A full queue holds this reader back, the ring fills, and the kernel
-                    // counts what it cannot write: loss is reported, memory stays bounded.
-                    if tx.send((index, batch)).await.is_err() {
-                        break;
-                    }
+                    batch
                 }
+                _ = poll.tick() => drain(ring.get_mut(), BATCH_RECORDS).0,
                 _ = stop.changed() => {
-                    let rb = ring.get_mut();
-                    let mut batch = Vec::new();
-                    while let Some(item) = rb.next() {
-                        batch.push(decode(&item));
-                    }
+                    let (batch, _) = drain(ring.get_mut(), usize::MAX);
                     let _ = tx.send((index, batch)).await;
                     break;
                 }
+            };
+            // A full queue holds this reader back, the ring fills, and the kernel counts
+            // what it cannot write: loss is reported, memory stays bounded.
+            if !batch.is_empty() && tx.send((index, batch)).await.is_err() {
+                break;
             }
         }
     }))
+}
+
+/// Reads up to `max` records; says whether more are waiting.
+fn drain(rb: &mut RingBuf<MapData>, max: usize) -> (Vec<Result<Event, DecodeError>>, bool) {
+    let mut batch = Vec::new();
+    while let Some(item) = rb.next() {
+        batch.push(decode(&item));
+        if batch.len() == max {
+            return (batch, true);
+        }
+    }
+    (batch, false)
 }
 
 struct Session<'a> {
