@@ -13,6 +13,7 @@ use super::Kernel;
 
 const SOURCES: &str = "/etc/apt/sources.list.d/meridio-kernels.sources";
 const PINS: &str = "/etc/apt/preferences.d/meridio-kernels";
+const VIRTME_NG: &str = "1.42";
 
 /// Installs what booting and testing need; returns the `vng` to run.
 pub fn host_tools() -> Result<PathBuf> {
@@ -47,10 +48,12 @@ fn vng() -> Result<PathBuf> {
     if let Some(p) = scripts() {
         return Ok(p);
     }
-    println!("installing virtme-ng from PyPI (python3 -m pip install virtme-ng)");
+    // Pinned: the version the matrix was run with (a new release may boot differently).
+    println!("installing virtme-ng from PyPI (python3 -m pip install virtme-ng=={VIRTME_NG})");
     let pip = |extra: &[&str]| {
         let mut c = Command::new("python3");
-        c.args(["-m", "pip", "install", "--quiet", "virtme-ng"])
+        c.args(["-m", "pip", "install", "--quiet"])
+            .arg(format!("virtme-ng=={VIRTME_NG}"))
             .args(extra);
         run_visible(c)
     };
