@@ -1171,6 +1171,88 @@ pub(crate) mod tests {
         );
     }
 
+    /// A `HOPS` entry as the TC program writes it, for the flow of `pkt`.
+    fn counted(
+        ifindex: u32,
+        dir: u8,
+        egress: bool,
+        eth_dst: Mac,
+        packets: u64,
+    ) -> (HopKey, HopCount) {
+        use tracer_common::v4_mapped;
+        let (vip, client) = (v4_mapped([20, 0, 0, 1]), v4_mapped([169, 254, 100, 150]));
+        let (src, sport, dst, dport) = if egress {
+            (vip, 4000, client, 35000)
+        } else {
+            (client, 35000, vip, 4000)
+        };
+        let key = HopKey {
+            src,
+            dst,
+            sport,
+            dport,
+            ifindex,
+            eth_dst,
+            proto: tracer_common::PROTO_TCP,
+            dir,
+        };
+        let count = HopCount {
+            packets,
+            bytes: packets * 60,
+            first_ns: 1_000,
+            last_ns: 9_000,
+        };
+        (key, count)
+    }
+
+    /// The kernel's counts win over the records: a flow whose records were partly lost
+    /// (one routed packet recorded, to next-hop A) is summarised with the counted packets,
+    /// and a next-hop no record showed (B) is named from the state.
+    #[test]
+    fn kernel_counts_replace_record_counts_and_name_unrecorded_next_hops() {
+        use tracer_common::{DIR_EGRESS, DIR_INGRESS};
+        let s = proxy();
+        let mut t = FlowTable::new([ip("20.0.0.1")]);
+        egress(&mut t, &s, 1_000, MAC_A, TO_A);
+        t.absorb(
+            &at(&s),
+            &[
+                counted(TO_A, DIR_INGRESS, false, [0; 6], 7),
+                counted(TO_TARGET, DIR_INGRESS, true, [0; 6], 12),
+                counted(BR, DIR_EGRESS, true, MAC_A, 10),
+                counted(BR, DIR_EGRESS, true, MAC_B, 2),
+            ],
+        );
+        let sum = &t.summaries(&[&s])[0];
+        assert!(sum.counted);
+        assert_eq!((sum.ingress_packets, sum.egress_packets), (7, 12));
+        assert_eq!((sum.ingress_records, sum.egress_records), (0, 1));
+        let hops: Vec<(Option<IpAddr>, u64, Option<String>)> = sum
+            .nexthops
+            .iter()
+            .map(|n| (n.ip, n.packets, n.port.clone()))
+            .collect();
+        assert_eq!(
+            hops,
+            vec![
+                (Some(ip("172.16.0.3")), 10, Some("conduit-a.-3150".into())),
+                (Some(ip("172.16.0.5")), 2, Some("conduit-a.-6496".into())),
+            ]
+        );
+        assert!(!sum.consistent);
+        // A flow the records never showed comes from its counts alone, and ends as others do.
+        let mut t = FlowTable::new([ip("20.0.0.1")]);
+        t.absorb(&at(&s), &[counted(BR, DIR_EGRESS, true, MAC_B, 5)]);
+        let ended = t.expire(1_000_000_000_000, 1, &[&s]);
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].egress_packets, 5);
+        assert_eq!(
+            t.take_ended_hops().len(),
+            1,
+            "its counter entry is to be forgotten"
+        );
+    }
+
     #[test]
     fn distribution_counts_flows_and_packets_per_next_hop() {
         let s = proxy();
