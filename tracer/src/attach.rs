@@ -23,7 +23,7 @@ use aya::{
 };
 use tracer_common::{
     DropOffsets, FibOffsets, FibRawOffsets, HopCount, HopKey, BUDGET_ALL, COUNTER_HOP_NEW,
-    COUNTER_LOST, COUNTER_UNRECORDED, FIELD_ABSENT, INLINE_VIPS,
+    COUNTER_LOST, FIELD_ABSENT, INLINE_VIPS,
 };
 
 use crate::{btf_layout::Layout, cli::HookFamily, events::vip_key, netns::Netns, tracefs};
@@ -116,8 +116,6 @@ pub struct HopCounts {
     pub hops: Vec<(HopKey, HopCount)>,
     /// Hop entries the programs created since the start.
     pub created: u64,
-    /// Packet records the budget left unwritten.
-    pub unrecorded: u64,
 }
 
 /// Which hook reads the kernel's multipath hash: the best the kernel allows (fexit, else
@@ -344,7 +342,6 @@ impl Probes {
         Ok(HopCounts {
             hops,
             created: self.counter(COUNTER_HOP_NEW)?,
-            unrecorded: self.counter(COUNTER_UNRECORDED)?,
         })
     }
 

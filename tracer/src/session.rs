@@ -283,9 +283,8 @@ struct Session<'a> {
     tx: mpsc::Sender<Batch>,
     stop: watch::Receiver<bool>,
     lost_reported: Vec<u64>,
-    /// Per site: counter entries the kernel evicted (map full), records the budget skipped.
+    /// Per site: counter entries the kernel evicted (map full).
     hops_evicted: Vec<u64>,
-    unrecorded: Vec<u64>,
     /// (ts, site, event) waiting for the reorder window.
     pending: Vec<(u64, usize, Result<Event, DecodeError>)>,
     /// Kernel time of the newest event processed: flows expire against it while events
@@ -326,7 +325,6 @@ impl Session<'_> {
         self.sites.push(Some(site));
         self.lost_reported.push(0);
         self.hops_evicted.push(0);
-        self.unrecorded.push(0);
         Ok(())
     }
 
@@ -522,7 +520,6 @@ impl Session<'_> {
                         .saturating_sub(site.hops_forgotten)
                         .saturating_sub(live);
                     self.hops_evicted[index] = evicted;
-                    self.unrecorded[index] = c.unrecorded;
                 }
                 Err(e) => log::warn!("could not read the counters of {}: {e:#}", site.label),
             }
@@ -634,7 +631,6 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
         stop,
         lost_reported: Vec::new(),
         hops_evicted: Vec::new(),
-        unrecorded: Vec::new(),
         pending: Vec::new(),
         watermark: 0,
     };
