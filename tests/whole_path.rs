@@ -13,8 +13,8 @@ use std::{
 
 use serde_json::Value;
 use support::{
-    add_udp_counter, held_by, read_udp_counter, root_or_skip, view_command, Finished,
-    ThirdFrontend, Tracer,
+    add_udp_counter, held_by, programs_held_by, read_udp_counter, root_or_skip, view_command,
+    Finished, ThirdFrontend, Tracer,
 };
 use xtask::{
     lab::{Role, VIP4, VIP_PORT},
@@ -73,6 +73,21 @@ fn one_flow_is_one_timeline_through_frontend_proxy_and_target() {
             .unwrap();
     }
     let tracer = whole_path("w1-", &["--port", "35951"]);
+    // The node-wide hooks are loaded once whatever the number of namespaces; the TC
+    // programs once per namespace (4 here: two frontends, the proxy, the target).
+    let programs = programs_held_by(tracer.pid());
+    let count = |prefix: &str| -> usize {
+        programs
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    assert_eq!(count("meridio_tc_in"), 4, "{programs:?}");
+    assert_eq!(count("meridio_tc_out"), 4, "{programs:?}");
+    assert_eq!(count("meridio_fib4"), 1, "{programs:?}");
+    assert_eq!(count("meridio_fib6"), 1, "{programs:?}");
+    assert_eq!(count("meridio_drop"), 1, "{programs:?}");
     lab.connect(vip, port, b"whole path\n").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let f = tracer.stop(libc::SIGINT);

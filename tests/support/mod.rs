@@ -294,6 +294,25 @@ pub fn our_program_ids() -> Vec<u64> {
         .collect()
 }
 
+/// How many programs of each name `pid` holds loaded (program names as bpftool shows
+/// them; the kernel keeps 15 characters).
+pub fn programs_held_by(pid: i32) -> std::collections::BTreeMap<String, usize> {
+    let held = held_by(pid).programs;
+    let mut names = std::collections::BTreeMap::new();
+    for p in bpftool_json(&["prog", "show"])
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if p["id"].as_u64().is_some_and(|id| held.contains(&id)) {
+            *names
+                .entry(p["name"].as_str().unwrap_or_default().to_string())
+                .or_insert(0) += 1;
+        }
+    }
+    names
+}
+
 /// BPF objects a process holds open: program ids (of program and link fds, from
 /// /proc/<pid>/fdinfo) and how many link fds.
 #[derive(Debug, Default)]

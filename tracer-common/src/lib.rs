@@ -106,7 +106,8 @@ pub struct FibRecord {
     pub mark: u32,
     pub family: u8,
     pub proto: u8,
-    pub _pad: [u8; 2],
+    /// The traced namespace whose packet this lookup routes (see `SITE` in the eBPF).
+    pub site: u16,
 }
 
 /// The multipath hash the kernel computed for a traced packet (`fib_multipath_hash` /
@@ -126,6 +127,9 @@ pub struct HashRecord {
     pub family: u8,
     pub hook: u8,
     pub _pad: u8,
+    /// The traced namespace whose packet was hashed.
+    pub site: u16,
+    pub _pad2: [u8; 6],
 }
 
 /// A traced packet freed by `kfree_skb` (a drop, with the kernel's reason) in a traced
@@ -147,7 +151,8 @@ pub struct DropRecord {
     pub dport: u16,
     pub family: u8,
     pub proto: u8,
-    pub _pad: [u8; 2],
+    /// The traced namespace the drop happened in.
+    pub site: u16,
 }
 
 /// A tracepoint field this kernel does not have (e.g. `kfree_skb`'s `reason` before 5.17):

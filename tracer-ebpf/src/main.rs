@@ -62,6 +62,10 @@ static VIP6: [[u64; 2]; INLINE_VIPS] = [[0; 2]; INLINE_VIPS];
 static VIP6_COUNT: u32 = 0;
 #[no_mangle]
 static VIPS_IN_MAP: u8 = 0;
+/// Which traced namespace this object's TC programs watch (its site number, from 1): the
+/// node-wide programs of the node object tag what they report with it.
+#[no_mangle]
+static SITE: u16 = 0;
 
 #[inline(always)]
 fn global<T: Copy>(v: &T) -> T {
@@ -96,7 +100,9 @@ static HOPS: LruHashMap<HopKey, HopCount> = LruHashMap::with_max_entries(HOPS_DE
 #[map]
 static L3_IFACES: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
 
-/// The last traced packet that entered a traced L3 interface on this CPU. A forwarded
+/// The last traced packet that entered a traced L3 interface on this CPU, in any traced
+/// namespace: one map shared by the node object (fib, hash and drop programs, attached once
+/// per node) and every namespace's TC object (see `tracer::attach`). A forwarded
 /// packet's route lookup runs synchronously after that TC ingress hook, in the same softirq
 /// on the same CPU, so the fib tracepoint can match its lookup to it and borrow the ports
 /// the lookup key lacks. It is cleared by the first successful lookup and by any TC egress
@@ -120,7 +126,10 @@ struct LastIngress {
     /// Set once the packet's route lookup matched: later lookups are other packets', but
     /// the multipath hash computed next (fexit/kretprobe) is still this packet's.
     routed: u8,
-    _pad: [u8; 1],
+    _pad: u8,
+    /// The namespace the packet entered (the TC object's `SITE`).
+    site: u16,
+    _pad2: [u8; 6],
 }
 
 /// A lookup further from its ingress hook than this is not the same packet's. The slot is
@@ -385,6 +394,7 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
                 (*last).proto = key.proto;
                 (*last).family = family;
                 (*last).routed = 0;
+                (*last).site = global(&SITE);
             }
         }
     }
@@ -542,7 +552,7 @@ fn start_fib(
         (*r).mark = last.mark;
         (*r).family = family;
         (*r).proto = last.proto;
-        (*r)._pad = [0; 2];
+        (*r).site = last.site;
     }
     Some(entry)
 }
@@ -795,6 +805,8 @@ fn emit_hash(hash: u32, family: u8, hook: u8) -> Result<(), ()> {
         family,
         hook,
         _pad: 0,
+        site: last.site,
+        _pad2: [0; 6],
     };
     if EVENTS.output::<HashRecord>(&record, wakeup()).is_err() {
         bump(COUNTER_LOST);
@@ -802,10 +814,10 @@ fn emit_hash(hash: u32, family: u8, hook: u8) -> Result<(), ()> {
     Ok(())
 }
 
-/// Namespace inode numbers (`ns.inum`) of the traced namespaces: drops elsewhere are not
-/// ours even when they carry a VIP.
+/// Namespace inode numbers (`ns.inum`) of the traced namespaces -> their site number: drops
+/// elsewhere are not ours even when they carry a VIP.
 #[map]
-static NETNS_INUMS: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
+static NETNS_INUMS: HashMap<u32, u16> = HashMap::with_max_entries(256, 0);
 
 #[map]
 static DROP_OFFSETS: Array<DropOffsets> = Array::with_max_entries(1, 0);
@@ -842,10 +854,10 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), ()> {
     }
     let net: u64 = kread(dev, off.dev_nd_net)?;
     let inum: u32 = kread(net, off.net_ns_inum)?;
-    // SAFETY: presence test only.
-    if unsafe { NETNS_INUMS.get(inum).is_none() } {
+    // SAFETY: a plain read of a map value.
+    let Some(site) = (unsafe { NETNS_INUMS.get(inum) }).copied() else {
         return Ok(());
-    }
+    };
     let head: u64 = kread(skb, off.skb_head)?;
     let nh: u16 = kread(skb, off.skb_network_header)?;
     let th: u16 = kread(skb, off.skb_transport_header)?;
@@ -912,7 +924,7 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), ()> {
         dport,
         family,
         proto,
-        _pad: [0; 2],
+        site,
     };
     if EVENTS.output::<DropRecord>(&record, wakeup()).is_err() {
         bump(COUNTER_LOST);

@@ -137,6 +137,12 @@ fn read_pod<T: Copy + Default>(bytes: &[u8], kind: u32) -> Result<T, DecodeError
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    decode_tagged(bytes).map(|(_, ev)| ev)
+}
+
+/// Decodes a record of the node-wide programs with the site number (from 1) it is tagged
+/// with; packet records, which each site's own ring carries, read as site 0.
+pub fn decode_tagged(bytes: &[u8]) -> Result<(u16, Event), DecodeError> {
     let kind = u32::from_ne_bytes(bytes.get(..4).and_then(|b| b.try_into().ok()).ok_or(
         DecodeError::Short {
             kind: 0,
@@ -146,77 +152,89 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     match kind {
         KIND_PACKET => {
             let r: PacketRecord = read_pod(bytes, kind)?;
-            Ok(Event::Packet(Packet {
-                ts_ns: r.ts_ns,
-                ifindex: r.ifindex,
-                dir: match r.dir {
-                    DIR_INGRESS => Dir::Ingress,
-                    DIR_EGRESS => Dir::Egress,
-                    _ => return Err(DecodeError::BadField("dir")),
-                },
-                proto: r.proto,
-                src: addr(r.family, r.src)?,
-                dst: addr(r.family, r.dst)?,
-                sport: r.sport,
-                dport: r.dport,
-                len: r.ip_len,
-                tcp_flags: r.tcp_flags,
-                eth_src: r.eth_src,
-                eth_dst: r.eth_dst,
-                vlan: r.vlan,
-                mark: r.mark,
-                hash: r.hash,
-            }))
+            Ok((
+                0,
+                Event::Packet(Packet {
+                    ts_ns: r.ts_ns,
+                    ifindex: r.ifindex,
+                    dir: match r.dir {
+                        DIR_INGRESS => Dir::Ingress,
+                        DIR_EGRESS => Dir::Egress,
+                        _ => return Err(DecodeError::BadField("dir")),
+                    },
+                    proto: r.proto,
+                    src: addr(r.family, r.src)?,
+                    dst: addr(r.family, r.dst)?,
+                    sport: r.sport,
+                    dport: r.dport,
+                    len: r.ip_len,
+                    tcp_flags: r.tcp_flags,
+                    eth_src: r.eth_src,
+                    eth_dst: r.eth_dst,
+                    vlan: r.vlan,
+                    mark: r.mark,
+                    hash: r.hash,
+                }),
+            ))
         }
         KIND_FIB => {
             let r: FibRecord = read_pod(bytes, kind)?;
-            Ok(Event::Fib(FibLookup {
-                ts_ns: r.ts_ns,
-                table: r.table,
-                err: r.err,
-                iif: r.iif,
-                oif: r.oif,
-                proto: r.proto,
-                src: addr(r.family, r.src)?,
-                dst: addr(r.family, r.dst)?,
-                sport: r.sport,
-                dport: r.dport,
-                gw: addr(r.family, r.gw)?,
-                dev: c_string(&r.dev),
-                mark: r.mark,
-            }))
+            Ok((
+                r.site,
+                Event::Fib(FibLookup {
+                    ts_ns: r.ts_ns,
+                    table: r.table,
+                    err: r.err,
+                    iif: r.iif,
+                    oif: r.oif,
+                    proto: r.proto,
+                    src: addr(r.family, r.src)?,
+                    dst: addr(r.family, r.dst)?,
+                    sport: r.sport,
+                    dport: r.dport,
+                    gw: addr(r.family, r.gw)?,
+                    dev: c_string(&r.dev),
+                    mark: r.mark,
+                }),
+            ))
         }
         KIND_HASH => {
             let r: HashRecord = read_pod(bytes, kind)?;
-            Ok(Event::Hash(HashSample {
-                ts_ns: r.ts_ns,
-                hash: r.hash,
-                src: addr(r.family, r.src)?,
-                dst: addr(r.family, r.dst)?,
-                sport: r.sport,
-                dport: r.dport,
-                proto: r.proto,
-                hook: match r.hook {
-                    HASH_HOOK_FEXIT => "fexit",
-                    HASH_HOOK_KRETPROBE => "kretprobe",
-                    _ => return Err(DecodeError::BadField("hook")),
-                },
-            }))
+            Ok((
+                r.site,
+                Event::Hash(HashSample {
+                    ts_ns: r.ts_ns,
+                    hash: r.hash,
+                    src: addr(r.family, r.src)?,
+                    dst: addr(r.family, r.dst)?,
+                    sport: r.sport,
+                    dport: r.dport,
+                    proto: r.proto,
+                    hook: match r.hook {
+                        HASH_HOOK_FEXIT => "fexit",
+                        HASH_HOOK_KRETPROBE => "kretprobe",
+                        _ => return Err(DecodeError::BadField("hook")),
+                    },
+                }),
+            ))
         }
         KIND_DROP => {
             let r: DropRecord = read_pod(bytes, kind)?;
-            Ok(Event::Drop(Drop {
-                ts_ns: r.ts_ns,
-                ifindex: r.ifindex,
-                reason: r.reason,
-                location: r.location,
-                proto: r.proto,
-                src: addr(r.family, r.src)?,
-                dst: addr(r.family, r.dst)?,
-                sport: r.sport,
-                dport: r.dport,
-                mark: r.mark,
-            }))
+            Ok((
+                r.site,
+                Event::Drop(Drop {
+                    ts_ns: r.ts_ns,
+                    ifindex: r.ifindex,
+                    reason: r.reason,
+                    location: r.location,
+                    proto: r.proto,
+                    src: addr(r.family, r.src)?,
+                    dst: addr(r.family, r.dst)?,
+                    sport: r.sport,
+                    dport: r.dport,
+                    mark: r.mark,
+                }),
+            ))
         }
         other => Err(DecodeError::UnknownKind(other)),
     }

@@ -14,11 +14,11 @@ use tokio::{
 };
 
 use crate::{
-    attach::{Probes, Request},
+    attach::{NodeProbes, NodeRequest, Probes, Request},
     changes::{self, Change},
     cli::Args,
     discover::{self, Role},
-    events::{decode, DecodeError, Dir, Event},
+    events::{decode, decode_tagged, DecodeError, Dir, Event},
     flows::{FlowTable, Site},
     kernel_state::{read_hash_policy, ConnTask, KernelState, Netlink, Watcher},
     netns::Netns,
@@ -50,7 +50,16 @@ pub enum Targets {
     Discovered(Vec<Role>),
 }
 
-type Batch = (usize, Vec<Result<Event, DecodeError>>);
+/// Events read from one ring, each with the index of the site it belongs to.
+type Batch = Vec<(usize, Result<Event, DecodeError>)>;
+
+/// Which ring a reader reads: one site's (packet records), or the node object's (route
+/// lookups, hashes and drops of every site, each tagged with its site number).
+#[derive(Clone, Copy)]
+enum Ring {
+    Site(usize),
+    Node,
+}
 
 /// Batches that may wait between the ring readers and the flow table, records a batch holds
 /// at most, and events that may wait in the reorder window: together they bound what a
@@ -108,10 +117,11 @@ impl SiteCtx {
     }
 
     /// Detaches from inside the namespace and removes a clsact qdisc that was ours.
-    async fn close(mut self) {
+    async fn close(mut self, node: &mut NodeProbes) {
         if let Some(r) = self.reader.take() {
             r.abort();
         }
+        node.unwatch_netns(self.inode);
         let owned_clsact = std::mem::take(&mut self.probes.owned_clsact);
         if let Err(e) = self.probes.detach(&self.ns) {
             log::warn!("detaching from {}: {e:#}", self.label);
@@ -183,25 +193,70 @@ fn l3_ifindexes(state: &KernelState, ifaces: &[String]) -> Vec<u32> {
         .collect()
 }
 
-async fn open_site(args: &Args, t: Target) -> Result<SiteCtx> {
+/// The node-wide hooks, loaded once before any site.
+fn open_node(args: &Args) -> Result<NodeProbes> {
+    NodeProbes::load(&NodeRequest {
+        vips: &args.vips,
+        client_port: args.port,
+        budget: args.records,
+        fib_hook: args.fib_hook,
+        hash_hook: args.hash_hook,
+        hooks: &args.hooks,
+    })
+}
+
+/// A namespace looked at and found traceable, not attached yet: bad input (an unknown
+/// interface, a namespace without a bridge) is refused before anything is loaded.
+struct Inspected {
+    target: Target,
+    netlink: Netlink,
+    state: KernelState,
+    interfaces: Vec<String>,
+}
+
+async fn inspect_site(t: Target) -> Result<Inspected> {
     let netlink = Netlink::connect(&t.netns)?;
     let mut state = netlink.snapshot().await?;
     state.hash_policy = read_hash_policy(&t.netns);
     let interfaces = pick_interfaces(&state, t.role, &t.ifaces, &t.label)?;
-    let probes = Probes::load(&Request {
-        netns: &t.netns,
-        role: t.role.as_str(),
-        mode: args.attach,
-        vips: &args.vips,
-        client_port: args.port,
-        interfaces: &interfaces,
-        l3_ifindexes: &l3_ifindexes(&state, &interfaces),
-        budget: args.records,
-        hop_entries: args.hop_entries,
-        fib_hook: args.fib_hook,
-        hooks: &args.hooks,
-        hash_hook: args.hash_hook,
-    })?;
+    Ok(Inspected {
+        target: t,
+        netlink,
+        state,
+        interfaces,
+    })
+}
+
+/// Attaches to one inspected namespace as site `index` (tagged `index + 1` by the
+/// node-wide hooks).
+fn open_site(args: &Args, i: Inspected, index: usize, node: &mut NodeProbes) -> Result<SiteCtx> {
+    let Inspected {
+        target: t,
+        netlink,
+        state,
+        interfaces,
+    } = i;
+    let site = u16::try_from(index + 1)
+        .map_err(|_| anyhow::anyhow!("too many namespaces traced in one run"))?;
+    let probes = Probes::load(
+        &Request {
+            netns: &t.netns,
+            role: t.role.as_str(),
+            site,
+            mode: args.attach,
+            vips: &args.vips,
+            client_port: args.port,
+            interfaces: &interfaces,
+            l3_ifindexes: &l3_ifindexes(&state, &interfaces),
+            budget: args.records,
+            hop_entries: args.hop_entries,
+        },
+        node,
+    )?;
+    if let Err(e) = node.watch_netns(&t.netns, site) {
+        // Not fatal: the site is traced, only its drops are not.
+        log::warn!("drops in {} will not be reported: {e:#}", t.label);
+    }
     let (_, inode) = t.netns.id()?;
     Ok(SiteCtx {
         label: t.label,
@@ -220,10 +275,10 @@ async fn open_site(args: &Args, t: Target) -> Result<SiteCtx> {
     })
 }
 
-/// Reads one site's ring buffer into the session's channel until told to stop, then
-/// drains what is left.
+/// Reads one ring buffer into the session's channel until told to stop, then drains what
+/// is left.
 fn spawn_reader(
-    index: usize,
+    source: Ring,
     ring: RingBuf<MapData>,
     tx: mpsc::Sender<Batch>,
     mut stop: watch::Receiver<bool>,
@@ -239,34 +294,41 @@ fn spawn_reader(
             let batch = tokio::select! {
                 guard = ring.readable_mut() => {
                     let Ok(mut guard) = guard else { break };
-                    let (batch, more) = drain(guard.get_inner_mut(), BATCH_RECORDS);
+                    let (batch, more) = drain(guard.get_inner_mut(), source, BATCH_RECORDS);
                     // With records left in the ring, stay ready: the next turn reads on.
                     if !more {
                         guard.clear_ready();
                     }
                     batch
                 }
-                _ = poll.tick() => drain(ring.get_mut(), BATCH_RECORDS).0,
+                _ = poll.tick() => drain(ring.get_mut(), source, BATCH_RECORDS).0,
                 _ = stop.changed() => {
-                    let (batch, _) = drain(ring.get_mut(), usize::MAX);
-                    let _ = tx.send((index, batch)).await;
+                    let (batch, _) = drain(ring.get_mut(), source, usize::MAX);
+                    let _ = tx.send(batch).await;
                     break;
                 }
             };
             // A full queue holds this reader back, the ring fills, and the kernel counts
             // what it cannot write: loss is reported, memory stays bounded.
-            if !batch.is_empty() && tx.send((index, batch)).await.is_err() {
+            if !batch.is_empty() && tx.send(batch).await.is_err() {
                 break;
             }
         }
     }))
 }
 
-/// Reads up to `max` records; says whether more are waiting.
-fn drain(rb: &mut RingBuf<MapData>, max: usize) -> (Vec<Result<Event, DecodeError>>, bool) {
+/// Reads up to `max` records, each with its site index; says whether more are waiting.
+fn drain(rb: &mut RingBuf<MapData>, source: Ring, max: usize) -> (Batch, bool) {
     let mut batch = Vec::new();
     while let Some(item) = rb.next() {
-        batch.push(decode(&item));
+        batch.push(match source {
+            Ring::Site(index) => (index, decode(&item)),
+            // Site 0 (untagged) or a record that does not decode: usize::MAX, no site.
+            Ring::Node => match decode_tagged(&item) {
+                Ok((site, ev)) => (usize::from(site).wrapping_sub(1), Ok(ev)),
+                Err(e) => (usize::MAX, Err(e)),
+            },
+        });
         if batch.len() == max {
             return (batch, true);
         }
@@ -276,13 +338,16 @@ fn drain(rb: &mut RingBuf<MapData>, max: usize) -> (Vec<Result<Event, DecodeErro
 
 struct Session<'a> {
     args: &'a Args,
+    /// The node-wide hooks; its reader runs as long as the session.
+    node: NodeProbes,
+    node_reader: Option<tokio::task::JoinHandle<()>>,
     sites: Vec<Option<SiteCtx>>,
     flows: FlowTable,
     out: Box<dyn Render>,
     watchers: SelectAll<futures::stream::BoxStream<'static, usize>>,
     tx: mpsc::Sender<Batch>,
     stop: watch::Receiver<bool>,
-    lost_reported: Vec<u64>,
+    lost_seen: LostSeen,
     /// Per site: counter entries the kernel evicted (map full).
     hops_evicted: Vec<u64>,
     /// (ts, site, event) waiting for the reorder window.
@@ -290,6 +355,14 @@ struct Session<'a> {
     /// Kernel time of the newest event processed: flows expire against it while events
     /// wait, so a stalled reader never ends a flow whose packets are still queued.
     watermark: u64,
+}
+
+/// Records the kernel could not write, per ring as last read, and the total reported.
+#[derive(Default)]
+struct LostSeen {
+    node: u64,
+    sites: Vec<u64>,
+    reported: u64,
 }
 
 /// Events from different namespaces arrive through different ring buffers; holding them
@@ -310,11 +383,14 @@ impl Session<'_> {
     /// Starts streaming a site that is attached: its ready record, reader and watcher.
     fn start_site(&mut self, mut site: SiteCtx, watcher: Watcher) -> Result<()> {
         let index = self.sites.len();
+        // What the node object did beyond attaching is told once, with the first site.
+        let notes = std::mem::take(&mut self.node.notes);
+        site.probes.ready.notes.extend(notes);
         self.out.ready(&site.probes.ready);
         self.out.flush();
         let ring = site.probes.take_events()?;
         site.reader = Some(spawn_reader(
-            index,
+            Ring::Site(index),
             ring,
             self.tx.clone(),
             self.stop.clone(),
@@ -323,16 +399,19 @@ impl Session<'_> {
             .push(watcher.messages.map(move |_| index).boxed());
         site.watch_task = Some(watcher.task);
         self.sites.push(Some(site));
-        self.lost_reported.push(0);
+        self.lost_seen.sites.push(0);
         self.hops_evicted.push(0);
         Ok(())
     }
 
     /// Queues a batch; events leave the queue in time order once older than the reorder
     /// window, so hops from different namespaces (different ring buffers) interleave right.
-    fn queue(&mut self, index: usize, batch: Vec<Result<Event, DecodeError>>) {
-        self.pending
-            .extend(batch.into_iter().map(|ev| (event_ts(&ev), index, ev)));
+    fn queue(&mut self, batch: Batch) {
+        self.pending.extend(
+            batch
+                .into_iter()
+                .map(|(index, ev)| (event_ts(&ev), index, ev)),
+        );
     }
 
     /// Processes queued events older than `cutoff_ns` (all with `u64::MAX`), oldest first.
@@ -350,6 +429,10 @@ impl Session<'_> {
     }
 
     async fn process(&mut self, index: usize, ev: Result<Event, DecodeError>) -> Result<()> {
+        if let Err(e) = &ev {
+            log::warn!("skipping a malformed record: {e}");
+            return Ok(());
+        }
         let Some(site) = self.sites.get_mut(index).and_then(Option::as_mut) else {
             return Ok(()); // the site went away meanwhile
         };
@@ -391,8 +474,8 @@ impl Session<'_> {
             }
             Ok(Event::Hash(h)) => self.flows.on_hash(h),
             Ok(Event::Drop(d)) => {
-                let reason = site
-                    .probes
+                let reason = self
+                    .node
                     .drop_reasons
                     .get(&d.reason)
                     .cloned()
@@ -402,7 +485,7 @@ impl Session<'_> {
                     self.out.dropped(&hop);
                 }
             }
-            Err(e) => log::warn!("skipping a malformed record: {e}"),
+            Err(_) => {} // logged above
         }
         Ok(())
     }
@@ -473,7 +556,7 @@ impl Session<'_> {
                     name: site.label.clone(),
                 };
                 self.out.change(ts_ns, &site.label, &c);
-                site.close().await;
+                site.close(&mut self.node).await;
             }
         }
         let known: Vec<u64> = self.sites.iter().flatten().map(|s| s.inode).collect();
@@ -496,7 +579,9 @@ impl Session<'_> {
     /// Attaches to a namespace that appeared and starts streaming it.
     async fn add_site(&mut self, target: Target, ts_ns: u64) -> Result<()> {
         let (role, name) = (target.role, target.label.clone());
-        let site = open_site(self.args, target).await?;
+        let index = self.sites.len();
+        let inspected = inspect_site(target).await?;
+        let site = open_site(self.args, inspected, index, &mut self.node)?;
         let watcher = Watcher::start(&site.ns)?;
         let c = Change::Netns {
             added: true,
@@ -544,14 +629,19 @@ impl Session<'_> {
         }
     }
 
+    /// Reports the records lost since the last report, over every ring (a site that went
+    /// away keeps the count it had).
     fn report_loss(&mut self) -> Result<()> {
+        self.lost_seen.node = self.node.lost()?;
         for (i, site) in self.sites.iter().enumerate() {
-            let Some(site) = site else { continue };
-            let total = site.probes.lost()?;
-            if total > self.lost_reported[i] {
-                self.out.lost(total - self.lost_reported[i], total);
-                self.lost_reported[i] = total;
+            if let Some(site) = site {
+                self.lost_seen.sites[i] = site.probes.lost()?;
             }
+        }
+        let total = self.lost_seen.node + self.lost_seen.sites.iter().sum::<u64>();
+        if total > self.lost_seen.reported {
+            self.out.lost(total - self.lost_seen.reported, total);
+            self.lost_seen.reported = total;
         }
         Ok(())
     }
@@ -605,14 +695,20 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
         }
     };
 
-    // Attach everywhere before printing anything: all or nothing.
-    let mut opened = Vec::new();
+    // Look at every namespace, then attach everywhere, before printing anything: all or
+    // nothing.
+    let mut inspected = Vec::new();
     for t in fixed {
-        match open_site(&args, t).await {
+        inspected.push(inspect_site(t).await?);
+    }
+    let mut node = open_node(&args)?;
+    let mut opened = Vec::new();
+    for i in inspected {
+        match open_site(&args, i, opened.len(), &mut node) {
             Ok(site) => opened.push(site),
             Err(e) => {
                 for site in opened {
-                    site.close().await;
+                    site.close(&mut node).await;
                 }
                 return Err(e);
             }
@@ -621,19 +717,28 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
     let multi = opened.len() > 1 || roles.is_some();
     let (tx, mut rx) = mpsc::channel(QUEUE_BATCHES);
     let (stop_tx, stop) = watch::channel(false);
+    let node_ring = node.take_events()?;
     let mut s = Session {
         args: &args,
+        node,
+        node_reader: None,
         sites: Vec::new(),
         flows: FlowTable::new(args.vips.iter().copied()),
         out: renderer(args.json, multi),
         watchers: SelectAll::new(),
         tx,
         stop,
-        lost_reported: Vec::new(),
+        lost_seen: LostSeen::default(),
         hops_evicted: Vec::new(),
         pending: Vec::new(),
         watermark: 0,
     };
+    s.node_reader = Some(spawn_reader(
+        Ring::Node,
+        node_ring,
+        s.tx.clone(),
+        s.stop.clone(),
+    )?);
     for site in opened {
         let watcher = Watcher::start(&site.ns)?;
         s.start_site(site, watcher)?;
@@ -648,19 +753,16 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
     // Stop the readers and take what they drain (they may wait on a full queue), then
     // account for every flow and detach everything.
     let _ = stop_tx.send(true);
-    while s
-        .sites
-        .iter()
-        .flatten()
-        .any(|site| site.reader.as_ref().is_some_and(|r| !r.is_finished()))
-    {
+    let running =
+        |r: &Option<tokio::task::JoinHandle<()>>| r.as_ref().is_some_and(|r| !r.is_finished());
+    while running(&s.node_reader) || s.sites.iter().flatten().any(|site| running(&site.reader)) {
         tokio::select! {
-            Some((i, batch)) = rx.recv() => s.queue(i, batch),
+            Some(batch) = rx.recv() => s.queue(batch),
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
         }
     }
-    while let Ok((i, batch)) = rx.try_recv() {
-        s.queue(i, batch);
+    while let Ok(batch) = rx.try_recv() {
+        s.queue(batch);
     }
     s.flush(u64::MAX).await?;
     s.absorb_counts();
@@ -688,8 +790,8 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
         }
     }
     s.out.flush();
-    for site in s.sites.drain(..).flatten() {
-        site.close().await;
+    for site in std::mem::take(&mut s.sites).into_iter().flatten() {
+        site.close(&mut s.node).await;
     }
     result
 }
@@ -725,7 +827,7 @@ async fn stream(
     let idle_ns = s.args.flow_timeout.as_nanos() as u64;
     loop {
         tokio::select! {
-            Some((i, batch)) = rx.recv(), if s.pending.len() < MAX_PENDING => s.queue(i, batch),
+            Some(batch) = rx.recv(), if s.pending.len() < MAX_PENDING => s.queue(batch),
             _ = reorder_timer.tick() => s.flush(monotonic_ns().saturating_sub(REORDER_WINDOW_NS)).await?,
             Some(i) = s.watchers.next() => {
                 tokio::time::sleep(CHANGE_SETTLE).await;

@@ -111,7 +111,7 @@ fn records() -> Vec<Vec<u8>> {
                 mark: 0,
                 family: AF_INET,
                 proto: PROTO_TCP,
-                _pad: [0; 2],
+                site: 1,
             }));
             out.push(pkt(BR, DIR_EGRESS, false, mac, flags | 0x10));
             out.push(pkt(conduit, DIR_EGRESS, false, mac, flags | 0x10));

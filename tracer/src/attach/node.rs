@@ -1,0 +1,474 @@
+//! The node object: the hooks every namespace on the node shares (route lookups,
+//! multipath hash, `kfree_skb`), attached once per node. What they report is tagged with
+//! the site whose packet it concerns: the TC programs put their `SITE` in `LAST_INGRESS`,
+//! and the drop program finds it by netns inode in `NETNS_INUMS`.
+use std::{collections::HashMap, net::IpAddr, path::Path, path::PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use aya::{
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{FExit, KProbe, RawTracePoint, TracePoint},
+    Btf, Ebpf, EbpfLoader,
+};
+use tracer_common::{DropOffsets, FibOffsets, FibRawOffsets, COUNTER_LOST, FIELD_ABSENT};
+
+use super::{
+    not_asked, refused, share, FibHook, Globals, HashHook, Ready, RecordBudget, NO_DROP_REASON,
+};
+use crate::{btf_layout::Layout, cli::HookFamily, netns::Netns, tracefs};
+
+pub struct NodeRequest<'a> {
+    pub vips: &'a [IpAddr],
+    pub client_port: Option<u16>,
+    pub budget: RecordBudget,
+    pub fib_hook: FibHook,
+    /// Which hooks may read the kernel's multipath hash.
+    pub hash_hook: HashHook,
+    /// Hook families to load (`--hooks`).
+    pub hooks: &'a [HookFamily],
+}
+
+pub struct NodeProbes {
+    ebpf: Ebpf,
+    /// The node-wide hooks attached, refused and unavailable; added to every site's.
+    pub ready: Ready,
+    /// What the loader did beyond attaching (told once, with the first site).
+    pub notes: Vec<String>,
+    /// `enum skb_drop_reason` names of this kernel.
+    pub drop_reasons: HashMap<u32, String>,
+    bpffs: PathBuf,
+}
+
+impl NodeProbes {
+    pub fn load(req: &NodeRequest) -> Result<NodeProbes> {
+        let mut notes = Vec::new();
+        let bpffs = share::bpffs(&mut notes)?;
+        let stale = share::remove_stale(&bpffs);
+        if stale > 0 {
+            notes.push(format!(
+                "removed {stale} pinned map(s) an earlier, killed run left in {}",
+                bpffs.display()
+            ));
+        }
+        let globals = Globals::new(req.vips, req.client_port.unwrap_or(0), req.budget, 0);
+        let mut ebpf = globals.load(|_| {})?;
+        let mut ready = Ready::default();
+        let asked = |f: HookFamily| req.hooks.contains(&f);
+        if asked(HookFamily::Fib) {
+            attach_fib(&mut ebpf, &mut ready, req.fib_hook);
+        } else {
+            not_asked(
+                &mut ready,
+                &[
+                    "raw_tracepoint:fib_table_lookup",
+                    "raw_tracepoint:fib6_table_lookup",
+                ],
+            );
+        }
+        if asked(HookFamily::Hash) {
+            attach_hash_hooks(&mut ebpf, req.hash_hook, &mut ready);
+        } else {
+            not_asked(
+                &mut ready,
+                &[
+                    "fexit:fib_multipath_hash",
+                    "kretprobe:fib_multipath_hash",
+                    "fexit:rt6_multipath_hash",
+                    "kretprobe:rt6_multipath_hash",
+                ],
+            );
+        }
+        let drop = asked(HookFamily::Drop).then(|| attach_drop(&mut ebpf));
+        let drop_reasons = match drop {
+            None => {
+                not_asked(&mut ready, &["tracepoint:skb/kfree_skb"]);
+                Default::default()
+            }
+            Some(Ok(Some(reasons))) => {
+                ready.hooks.push("tracepoint:skb/kfree_skb".into());
+                reasons
+            }
+            Some(Ok(None)) => {
+                ready
+                    .hooks
+                    .push("tracepoint:skb/kfree_skb (without drop reasons)".into());
+                ready.unavailable.push((
+                    "drop reasons".into(),
+                    "this kernel's skb:kfree_skb has no `reason` field (added in 5.17): \
+                     drops are reported with where, not why"
+                        .into(),
+                ));
+                HashMap::from([(0, NO_DROP_REASON.to_string())])
+            }
+            Some(Err(e)) => {
+                ready
+                    .refused
+                    .push(("tracepoint:skb/kfree_skb".into(), format!("{e:#}")));
+                Default::default()
+            }
+        };
+        Ok(NodeProbes {
+            ebpf,
+            ready,
+            notes,
+            drop_reasons,
+            bpffs,
+        })
+    }
+
+    /// Loads a site object whose `LAST_INGRESS` is this object's; `load` gets the step that
+    /// makes a loader share it.
+    pub fn load_sharing(
+        &self,
+        load: impl FnOnce(&mut dyn FnMut(&mut EbpfLoader)) -> Result<Ebpf>,
+    ) -> Result<Ebpf> {
+        let map = self
+            .ebpf
+            .map(share::SHARED_MAP)
+            .with_context(|| format!("map {} missing", share::SHARED_MAP))?;
+        share::load_sharing(&self.bpffs, map, load)
+    }
+
+    /// Lets the drop program report drops in `ns`, tagged with `site`.
+    pub fn watch_netns(&mut self, ns: &Netns, site: u16) -> Result<()> {
+        let inum = inum(ns)?;
+        self.inums()?.insert(inum, site, 0)?;
+        Ok(())
+    }
+
+    /// Stops reporting drops in the namespace with this inode (its site went away).
+    pub fn unwatch_netns(&mut self, inode: u64) {
+        if let (Ok(inum), Ok(mut map)) = (u32::try_from(inode), self.inums()) {
+            let _ = map.remove(&inum);
+        }
+    }
+
+    fn inums(&mut self) -> Result<BpfHashMap<&mut MapData, u32, u16>> {
+        Ok(BpfHashMap::try_from(
+            self.ebpf
+                .map_mut("NETNS_INUMS")
+                .context("map NETNS_INUMS missing")?,
+        )?)
+    }
+
+    /// The ring buffer the node-wide programs write to; call once.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self.ebpf.take_map("EVENTS").context("map EVENTS missing")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// Records the node-wide programs could not write because their ring buffer was full.
+    pub fn lost(&self) -> Result<u64> {
+        let counters: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map("COUNTERS").context("map COUNTERS missing")?)?;
+        Ok(counters.get(&COUNTER_LOST, 0)?.iter().sum())
+    }
+}
+
+/// The netns inode as the kernel's `ns.inum`.
+fn inum(ns: &Netns) -> Result<u32> {
+    let (_, inode) = ns.id()?;
+    u32::try_from(inode).context("netns inode does not fit ns.inum")
+}
+
+/// The fib hooks: raw tracepoints first (the kernel formats nothing for lookups the
+/// programs reject), the perf tracepoints as the fallback. Failures are recorded in
+/// `ready.refused`, not fatal: the next-hop still comes from the wire.
+fn attach_fib(ebpf: &mut Ebpf, ready: &mut Ready, how: FibHook) {
+    const HOOKS: [(u32, &str, &str, &str, &str); 2] = [
+        (
+            0,
+            "meridio_fib4_raw",
+            "meridio_fib4",
+            "fib",
+            "fib_table_lookup",
+        ),
+        (
+            1,
+            "meridio_fib6_raw",
+            "meridio_fib6",
+            "fib6",
+            "fib6_table_lookup",
+        ),
+    ];
+    let mut perf_needed = Vec::new();
+    for (index, raw_prog, perf_prog, category, event) in HOOKS {
+        if how == FibHook::Tracepoint {
+            perf_needed.push((index, perf_prog, category, event));
+            continue;
+        }
+        let hook = format!("raw_tracepoint:{event}");
+        match attach_raw_fib(ebpf, raw_prog, event) {
+            Ok(()) => ready.hooks.push(hook),
+            Err(e) => {
+                ready.refused.push((hook, format!("{e:#}")));
+                if how == FibHook::Auto {
+                    perf_needed.push((index, perf_prog, category, event));
+                }
+            }
+        }
+    }
+    if perf_needed.is_empty() {
+        return;
+    }
+    let tracefs = match tracefs::ensure_mounted() {
+        Ok(p) => p,
+        Err(e) => {
+            for (_, _, category, event) in perf_needed {
+                ready
+                    .refused
+                    .push((format!("tracepoint:{category}/{event}"), e.to_string()));
+            }
+            return;
+        }
+    };
+    for (index, prog_name, category, event) in perf_needed {
+        let hook = format!("tracepoint:{category}/{event}");
+        match attach_one_fib(ebpf, &tracefs, index, prog_name, category, event) {
+            Ok(()) => ready.hooks.push(hook),
+            Err(e) => ready.refused.push((hook, format!("{e:#}"))),
+        }
+    }
+}
+
+fn attach_raw_fib(ebpf: &mut Ebpf, prog_name: &str, event: &str) -> Result<()> {
+    let offsets = kernel_offsets()
+        .fib_raw
+        .clone()
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut map: Array<_, FibRawOffsets> = Array::try_from(
+        ebpf.map_mut("FIB_RAW_OFFSETS")
+            .context("map FIB_RAW_OFFSETS missing")?,
+    )?;
+    map.set(0, offsets, 0)?;
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(prog_name)
+        .with_context(|| format!("program {prog_name} missing"))?
+        .try_into()?;
+    prog.load()
+        .map_err(|e| refused("the raw tracepoint program", prog_name, &e))?;
+    prog.attach(event).context("attach failed")?;
+    Ok(())
+}
+
+fn attach_one_fib(
+    ebpf: &mut Ebpf,
+    tracefs: &Path,
+    index: u32,
+    prog_name: &str,
+    category: &str,
+    event: &str,
+) -> Result<()> {
+    let format_path = tracefs
+        .join("events")
+        .join(category)
+        .join(event)
+        .join("format");
+    let text = std::fs::read_to_string(&format_path)
+        .with_context(|| format!("cannot read {}", format_path.display()))?;
+    let offsets: FibOffsets = tracefs::fib_offsets(&text, index == 1)?;
+    let mut map: Array<_, FibOffsets> = Array::try_from(
+        ebpf.map_mut("FIB_OFFSETS")
+            .context("map FIB_OFFSETS missing")?,
+    )?;
+    map.set(index, offsets, 0)?;
+    let prog: &mut TracePoint = ebpf
+        .program_mut(prog_name)
+        .with_context(|| format!("program {prog_name} missing"))?
+        .try_into()?;
+    prog.load()
+        .map_err(|e| refused("the tracepoint program", prog_name, &e))?;
+    prog.attach(category, event).context("attach failed")?;
+    Ok(())
+}
+
+/// Kernel struct member offsets the programs read, from the kernel's BTF: worked out once
+/// per process (every traced namespace shares the kernel); the parsed BTF itself is dropped
+/// straight away, it is large.
+struct KernelOffsets {
+    /// `sk_buff`, `net_device` and `net`, for the drop program.
+    drop: Result<DropOffsets, String>,
+    /// `flowi4`, `flowi6`, `fib_nh_common`, `fib6_result`..., for the raw fib programs.
+    fib_raw: Result<FibRawOffsets, String>,
+}
+
+fn kernel_offsets() -> &'static KernelOffsets {
+    static OFFSETS: std::sync::OnceLock<KernelOffsets> = std::sync::OnceLock::new();
+    OFFSETS.get_or_init(|| match Layout::from_sys_fs() {
+        Ok(layout) => KernelOffsets {
+            drop: drop_offsets(&layout).map_err(|e| format!("{e:#}")),
+            fib_raw: fib_raw_offsets(&layout).map_err(|e| format!("{e:#}")),
+        },
+        Err(e) => KernelOffsets {
+            drop: Err(format!("{e:#}")),
+            fib_raw: Err(format!("{e:#}")),
+        },
+    })
+}
+
+fn drop_offsets(layout: &Layout) -> Result<DropOffsets> {
+    Ok(DropOffsets {
+        skb_head: layout.offset("sk_buff", "head")?,
+        skb_network_header: layout.offset("sk_buff", "network_header")?,
+        skb_transport_header: layout.offset("sk_buff", "transport_header")?,
+        skb_dev: layout.offset("sk_buff", "dev")?,
+        skb_mark: layout.offset("sk_buff", "mark")?,
+        dev_ifindex: layout.offset("net_device", "ifindex")?,
+        dev_nd_net: layout.offset("net_device", "nd_net")?
+            + layout.offset("possible_net_t", "net")?,
+        net_ns_inum: layout.offset("net", "ns")? + layout.offset("ns_common", "inum")?,
+        ..Default::default()
+    })
+}
+
+fn fib_raw_offsets(layout: &Layout) -> Result<FibRawOffsets> {
+    let common4 = layout.offset("flowi4", "__fl_common")?;
+    let common6 = layout.offset("flowi6", "__fl_common")?;
+    let iif = layout.offset("flowi_common", "flowic_iif")?;
+    let oif = layout.offset("flowi_common", "flowic_oif")?;
+    Ok(FibRawOffsets {
+        fl4_iif: common4 + iif,
+        fl4_oif: common4 + oif,
+        fl4_saddr: layout.offset("flowi4", "saddr")?,
+        fl4_daddr: layout.offset("flowi4", "daddr")?,
+        fl6_iif: common6 + iif,
+        fl6_oif: common6 + oif,
+        fl6_saddr: layout.offset("flowi6", "saddr")?,
+        fl6_daddr: layout.offset("flowi6", "daddr")?,
+        nhc_dev: layout.offset("fib_nh_common", "nhc_dev")?,
+        nhc_gw_family: layout.offset("fib_nh_common", "nhc_gw_family")?,
+        nhc_gw: layout.offset("fib_nh_common", "nhc_gw")?,
+        dev_name: layout.offset("net_device", "name")?,
+        res_nh: layout.offset("fib6_result", "nh")?,
+        res_type: layout.offset("fib6_result", "fib6_type")?,
+        f6nh_common: layout.offset("fib6_nh", "nh_common")?,
+        tb6_id: layout.offset("fib6_table", "tb6_id")?,
+        valid: 1,
+        _pad: 0,
+    })
+}
+
+/// `skb:kfree_skb`, filtered in the kernel to traced flows in the traced namespaces (`NETNS_INUMS`, filled
+/// as sites come and go). Needs
+/// the tracepoint's format (field offsets, reason names) and the kernel's BTF (where
+/// `sk_buff`, `net_device` and `net` keep the members the program reads). Returns the
+/// reason names, or `None` on a kernel whose tracepoint has no `reason` (before 5.17).
+fn attach_drop(ebpf: &mut Ebpf) -> Result<Option<HashMap<u32, String>>> {
+    let tracefs = tracefs::ensure_mounted()?;
+    let format_path = tracefs.join("events/skb/kfree_skb/format");
+    let text = std::fs::read_to_string(&format_path)
+        .with_context(|| format!("cannot read {}", format_path.display()))?;
+    let fields = tracefs::parse_format(&text);
+    let has_reason = fields.contains_key("reason");
+    let offsets = DropOffsets {
+        tp_skbaddr: tracefs::field(&fields, "skbaddr", 8)?,
+        tp_location: tracefs::field(&fields, "location", 8)?,
+        tp_protocol: tracefs::field(&fields, "protocol", 2)?,
+        tp_reason: if has_reason {
+            tracefs::field(&fields, "reason", 4)?
+        } else {
+            FIELD_ABSENT
+        },
+        valid: 1,
+        ..kernel_offsets().drop.clone().map_err(|e| anyhow!("{e}"))?
+    };
+    let mut map: Array<_, DropOffsets> = Array::try_from(
+        ebpf.map_mut("DROP_OFFSETS")
+            .context("map DROP_OFFSETS missing")?,
+    )?;
+    map.set(0, offsets, 0)?;
+    let prog: &mut TracePoint = ebpf
+        .program_mut("meridio_drop")
+        .context("program meridio_drop missing")?
+        .try_into()?;
+    prog.load()
+        .map_err(|e| refused("the tracepoint program", "meridio_drop", &e))?;
+    prog.attach("skb", "kfree_skb").context("attach failed")?;
+    Ok(has_reason.then(|| tracefs::drop_reasons(&text)))
+}
+
+/// The kernel's multipath hash functions, in order of preference (fexit, then
+/// kretprobe): where the kernel allows either, the tracer knows the hash the kernel used
+/// instead of inferring it. Each failure is reported with the kernel's reason; without them
+/// the next-hop still comes from the routed frame, and the prediction from the skb hash.
+fn attach_hash_hooks(ebpf: &mut Ebpf, choice: HashHook, ready: &mut Ready) {
+    const HOOKS: [(&str, &str, &str); 2] = [
+        ("meridio_mph4", "meridio_mph4_kr", "fib_multipath_hash"),
+        ("meridio_mph6", "meridio_mph6_kr", "rt6_multipath_hash"),
+    ];
+    let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF ({e})"));
+    let kprobes_built_in = [
+        "/sys/kernel/tracing/kprobe_events",
+        "/sys/kernel/debug/tracing/kprobe_events",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists());
+    for (fexit_name, kret_name, func) in HOOKS {
+        if choice == HashHook::None {
+            for kind in ["fexit", "kretprobe"] {
+                ready.unavailable.push((
+                    format!("{kind}:{func}"),
+                    "not tried (--hash-hook none)".into(),
+                ));
+            }
+            continue;
+        }
+        let fexit = match &btf {
+            _ if choice == HashHook::Kretprobe => Err("not tried (--hash-hook kretprobe)".into()),
+            Ok(btf) => attach_fexit(ebpf, fexit_name, func, btf).map_err(|e| format!("{e:#}")),
+            Err(why) => Err(why.clone()),
+        };
+        match fexit {
+            Ok(()) => {
+                ready.hooks.push(format!("fexit:{func}"));
+                continue;
+            }
+            Err(why) if choice == HashHook::Kretprobe => {
+                ready.unavailable.push((format!("fexit:{func}"), why));
+            }
+            Err(why) => ready.refused.push((format!("fexit:{func}"), why)),
+        }
+        if choice == HashHook::Fexit {
+            ready.unavailable.push((
+                format!("kretprobe:{func}"),
+                "not tried (--hash-hook fexit)".into(),
+            ));
+            continue;
+        }
+        if !kprobes_built_in {
+            ready.unavailable.push((
+                format!("kretprobe:{func}"),
+                "this kernel is built without kprobes (no kprobe_events in tracefs)".into(),
+            ));
+            continue;
+        }
+        match attach_kretprobe(ebpf, kret_name, func) {
+            Ok(()) => ready.hooks.push(format!("kretprobe:{func}")),
+            Err(e) => ready
+                .refused
+                .push((format!("kretprobe:{func}"), format!("{e:#}"))),
+        }
+    }
+}
+
+fn attach_fexit(ebpf: &mut Ebpf, name: &str, func: &str, btf: &Btf) -> Result<()> {
+    let prog: &mut FExit = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing"))?
+        .try_into()?;
+    prog.load(func, btf)
+        .map_err(|e| refused("the fexit program", name, &e))?;
+    prog.attach().context("attach failed")?;
+    Ok(())
+}
+
+fn attach_kretprobe(ebpf: &mut Ebpf, name: &str, func: &str) -> Result<()> {
+    let prog: &mut KProbe = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing"))?
+        .try_into()?;
+    prog.load()
+        .map_err(|e| refused("the kretprobe program", name, &e))?;
+    prog.attach(func, 0).context("attach failed")?;
+    Ok(())
+}
