@@ -445,3 +445,60 @@ fn a_flow_dropped_in_the_proxy_is_reported_with_a_reason() {
     assert_eq!(flow["drops"]["packets"], drops.len() as u64);
     assert_eq!(flow["egress"]["packets"], 0);
 }
+
+/// Neighbour entries of the VIP next-hops are kept from netlink notifications: a next-hop's
+/// MAC changing, and its entry going away, are each reported within a second, with the MAC
+/// `ip neigh` was given (the ground truth here is what the test itself set).
+#[test]
+fn next_hop_neighbour_changes_are_reported_from_notifications() {
+    let Some(_serial) = root_or_skip("next_hop_neighbour_changes_are_reported_from_notifications")
+    else {
+        return;
+    };
+    let lab = lab("r7-", 1, 2, 1);
+    let proxy = lab.ns(Role::Proxy);
+    let tracer = Tracer::start(&["--netns", &proxy, "--vip", "20.0.0.1"]);
+    let neigh = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["-n", proxy.as_str(), "neigh"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Instant::now()
+    };
+    let is_neighbour =
+        |r: &Value| r["type"] == "change" && r["what"] == "neighbour" && r["ip"] == "172.16.0.3";
+    let before = tracer.count();
+    let set_at = neigh(&[
+        "replace",
+        "172.16.0.3",
+        "lladdr",
+        "02:00:00:00:aa:03",
+        "dev",
+        "bridge0",
+        "nud",
+        "permanent",
+    ]);
+    let (change, _, seen_at) = tracer
+        .wait_for(before, Duration::from_secs(3), is_neighbour)
+        .expect("the new MAC is reported");
+    assert!(seen_at - set_at < Duration::from_secs(1));
+    assert_eq!(change["after"], "02:00:00:00:aa:03", "{change}");
+    assert_ne!(change["before"], change["after"], "{change}");
+
+    let before = tracer.count();
+    let deleted_at = neigh(&["del", "172.16.0.3", "dev", "bridge0"]);
+    let (change, _, seen_at) = tracer
+        .wait_for(before, Duration::from_secs(3), is_neighbour)
+        .expect("the deletion is reported");
+    assert!(seen_at - deleted_at < Duration::from_secs(1));
+    assert_eq!(change["before"], "02:00:00:00:aa:03", "{change}");
+    assert!(change["after"].is_null(), "{change}");
+    let f = tracer.stop(libc::SIGINT);
+    assert!(f.status.success(), "{}", f.stderr);
+}

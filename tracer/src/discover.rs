@@ -601,10 +601,102 @@ pub async fn discover() -> Discovery {
             namespaces.push(ns);
         }
     }
+    sort(&mut namespaces);
+    Discovery { namespaces }
+}
+
+/// Discovery for a running session, once a second: reading every namespace's routing state
+/// (and asking crictl for pod names) each round costs the node more than the answer is
+/// worth, so a namespace is inspected when it first appears, every round while it is young
+/// (a pod's network is set up after its namespace exists), and then every `RECHECK`. The
+/// traced ones are followed between inspections by their netlink watchers anyway.
+#[derive(Default)]
+pub struct Rounds {
+    known: BTreeMap<(u64, u64), Cached>,
+}
+
+struct Cached {
+    ns: Namespace,
+    first_seen: Instant,
+    inspected: Instant,
+}
+
+impl Cached {
+    fn due(&self, now: Instant) -> bool {
+        inspection_due(self.first_seen, self.inspected, now)
+    }
+}
+
+/// Whether a namespace first seen and last inspected at these times is inspected again.
+fn inspection_due(first_seen: Instant, inspected: Instant, now: Instant) -> bool {
+    now.duration_since(first_seen) < YOUNG || now.duration_since(inspected) >= RECHECK
+}
+
+/// A namespace this young is inspected every round.
+const YOUNG: Duration = Duration::from_secs(30);
+/// An older one, at most this often.
+const RECHECK: Duration = Duration::from_secs(10);
+
+impl Rounds {
+    /// One round: what `discover` finds, inspecting only the namespaces that need it.
+    pub async fn next(&mut self) -> Discovery {
+        let now = Instant::now();
+        let found = enumerate();
+        let pods = if found
+            .iter()
+            .any(|f| self.known.get(&f.id).is_none_or(|c| c.due(now)))
+        {
+            crictl_pods()
+        } else {
+            BTreeMap::new()
+        };
+        let (host_net, host_uts) = (host_ns("net"), host_ns("uts"));
+        let mut known = BTreeMap::new();
+        for f in found {
+            let id = f.id;
+            let cached = self.known.remove(&id);
+            let entry = match cached {
+                Some(mut c) if !c.due(now) => {
+                    // Still there: only who holds it may have changed.
+                    c.ns.path = f
+                        .files
+                        .first()
+                        .cloned()
+                        .or_else(|| {
+                            f.pids
+                                .first()
+                                .map(|p| PathBuf::from(format!("/proc/{p}/ns/net")))
+                        })
+                        .unwrap_or(c.ns.path);
+                    c.ns.pid_count = f.pids.len();
+                    c.ns.pids = f.pids.iter().take(MAX_PIDS).copied().collect();
+                    c.ns.files = f.files;
+                    c
+                }
+                cached => {
+                    let Some(ns) = inspect(f, host_net, host_uts, &pods).await else {
+                        continue; // gone meanwhile
+                    };
+                    Cached {
+                        ns,
+                        first_seen: cached.map_or(now, |c| c.first_seen),
+                        inspected: now,
+                    }
+                }
+            };
+            known.insert(id, entry);
+        }
+        self.known = known;
+        let mut namespaces: Vec<Namespace> = self.known.values().map(|c| c.ns.clone()).collect();
+        sort(&mut namespaces);
+        Discovery { namespaces }
+    }
+}
+
+fn sort(namespaces: &mut [Namespace]) {
     namespaces.sort_by(|a, b| {
         (a.class.role, !a.host, &a.name, &a.path).cmp(&(b.class.role, !b.host, &b.name, &b.path))
     });
-    Discovery { namespaces }
 }
 
 /// Opens, reads and names one namespace; `None` when it vanished meanwhile.
@@ -1274,5 +1366,17 @@ mod tests {
         assert!(!text.contains(" gw "));
         assert!(lines[4].contains("4 namespaces looked at: 1 proxy, 1 frontend, 1 target, 1 other (`tracer discover --all` lists them)"), "{text}");
         assert!(render_text(&d, true).contains("other     gw"));
+    }
+
+    #[test]
+    fn a_namespace_is_inspected_while_young_then_every_recheck() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // Young: every round, however recently inspected.
+        assert!(inspection_due(t0, at(5), at(6)));
+        // Settled: not until RECHECK has passed since the last inspection.
+        assert!(!inspection_due(t0, at(31), at(32)));
+        assert!(!inspection_due(t0, at(31), at(40)));
+        assert!(inspection_due(t0, at(31), at(41)));
     }
 }

@@ -280,8 +280,9 @@ pub fn read_hash_policy(ns: &Netns) -> [Option<u8>; 2] {
 }
 
 /// A netlink socket subscribed to the namespace's link, neighbour, route and rule
-/// notifications. Each message only says "something changed": the session re-reads the
-/// state and diffs it (see `changes`).
+/// notifications. A neighbour or FDB message is applied as it comes ([`NeighbourUpdate`]):
+/// they are frequent, and carry the whole entry. Any other message only says "something
+/// changed": the session re-reads the state and diffs it (see `changes`).
 pub struct Watcher {
     /// Keeps the connection (and with it the socket in the namespace) alive; dropping it
     /// closes the socket, so a namespace we stop tracing is not held open by us.
@@ -322,6 +323,87 @@ impl Watcher {
             },
             messages,
         })
+    }
+}
+
+/// One neighbour or bridge FDB entry that changed, as a notification carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NeighbourUpdate {
+    /// The entry for `ip` on `ifindex` now resolves to `mac`; `None`: it no longer resolves
+    /// (deleted, or failed: the kernel sends no link-layer address for an invalid entry).
+    Neighbour {
+        ifindex: u32,
+        ip: IpAddr,
+        mac: Option<Mac>,
+    },
+    /// `mac` was learned on bridge port `ifindex` (`present`), or forgotten there.
+    Fdb {
+        ifindex: u32,
+        mac: Mac,
+        present: bool,
+    },
+}
+
+impl NeighbourUpdate {
+    /// The update a notification carries; `None` for every other kind of message.
+    pub fn from_message(
+        msg: &rtnetlink::packet_core::NetlinkMessage<rtnetlink::packet_route::RouteNetlinkMessage>,
+    ) -> Option<NeighbourUpdate> {
+        use rtnetlink::{packet_core::NetlinkPayload, packet_route::RouteNetlinkMessage as M};
+        let (m, present) = match &msg.payload {
+            NetlinkPayload::InnerMessage(M::NewNeighbour(m)) => (m, true),
+            NetlinkPayload::InnerMessage(M::DelNeighbour(m)) => (m, false),
+            _ => return None,
+        };
+        let ifindex = m.header.ifindex;
+        let lladdr = m.attributes.iter().find_map(|a| match a {
+            NeighbourAttribute::LinkLocalAddress(b) => mac_of(b),
+            _ => None,
+        });
+        if m.header.family == AddressFamily::Bridge {
+            return Some(NeighbourUpdate::Fdb {
+                ifindex,
+                mac: lladdr?,
+                present,
+            });
+        }
+        let ip = m.attributes.iter().find_map(|a| match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => Some(IpAddr::V4(*v4)),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => Some(IpAddr::V6(*v6)),
+            _ => None,
+        })?;
+        Some(NeighbourUpdate::Neighbour {
+            ifindex,
+            ip,
+            mac: if present { lladdr } else { None },
+        })
+    }
+}
+
+impl KernelState {
+    /// Applies a neighbour or FDB notification, as a fresh dump would show it.
+    pub fn apply(&mut self, update: &NeighbourUpdate) {
+        match *update {
+            NeighbourUpdate::Neighbour { ifindex, ip, mac } => {
+                self.neighbours
+                    .retain(|n| !(n.ifindex == ifindex && n.ip == ip));
+                if let Some(mac) = mac {
+                    self.neighbours.push(Neighbour { ip, mac, ifindex });
+                }
+            }
+            NeighbourUpdate::Fdb {
+                ifindex,
+                mac,
+                present,
+            } => {
+                // A MAC is learned on one port at a time: a move replaces the old entry.
+                self.fdb
+                    .retain(|e| e.mac != mac || (!present && e.ifindex != ifindex));
+                if present {
+                    self.fdb.push(FdbEntry { mac, ifindex });
+                }
+            }
+        }
     }
 }
 
@@ -727,5 +809,136 @@ mod tests {
         assert!(prefix_contains(ip("0.0.0.0"), 0, ip("1.2.3.4")));
         assert!(prefix_contains(ip("2000::"), 64, ip("2000::1")));
         assert!(!prefix_contains(ip("2000::"), 64, ip("20.0.0.1")));
+    }
+
+    fn neighbour_message(
+        family: AddressFamily,
+        ifindex: u32,
+        ip: Option<IpAddr>,
+        mac: Option<Mac>,
+        new: bool,
+    ) -> rtnetlink::packet_core::NetlinkMessage<rtnetlink::packet_route::RouteNetlinkMessage> {
+        use rtnetlink::packet_route::RouteNetlinkMessage as M;
+        let mut m = NeighbourMessage::default();
+        m.header.family = family;
+        m.header.ifindex = ifindex;
+        if let Some(ip) = ip {
+            m.attributes.push(NeighbourAttribute::Destination(match ip {
+                IpAddr::V4(a) => NeighbourAddress::Inet(a),
+                IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+            }));
+        }
+        if let Some(mac) = mac {
+            m.attributes
+                .push(NeighbourAttribute::LinkLocalAddress(mac.to_vec()));
+        }
+        let inner = if new {
+            M::NewNeighbour(m)
+        } else {
+            M::DelNeighbour(m)
+        };
+        rtnetlink::packet_core::NetlinkMessage::from(inner)
+    }
+
+    #[test]
+    fn neighbour_notifications_update_the_state_as_a_dump_would() {
+        let (a, b) = ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb]);
+        let gw = ip("172.16.0.3");
+        let mut state = KernelState::default();
+        let apply = |state: &mut KernelState, msg| {
+            let update = NeighbourUpdate::from_message(&msg).expect("a neighbour message");
+            state.apply(&update);
+        };
+        // Resolved, then re-resolved to another MAC: one entry, the newest MAC.
+        apply(
+            &mut state,
+            neighbour_message(AddressFamily::Inet, 5, Some(gw), Some(a), true),
+        );
+        apply(
+            &mut state,
+            neighbour_message(AddressFamily::Inet, 5, Some(gw), Some(b), true),
+        );
+        assert_eq!(state.neighbour_ip(5, &b, false), Some(gw));
+        assert_eq!(state.neighbours.len(), 1);
+        // Failed (the kernel sends no link-layer address for an invalid entry): gone.
+        apply(
+            &mut state,
+            neighbour_message(AddressFamily::Inet, 5, Some(gw), None, true),
+        );
+        assert!(state.neighbours.is_empty());
+        apply(
+            &mut state,
+            neighbour_message(AddressFamily::Inet, 5, Some(gw), Some(a), true),
+        );
+        apply(
+            &mut state,
+            neighbour_message(AddressFamily::Inet, 5, Some(gw), Some(a), false),
+        );
+        assert!(state.neighbours.is_empty());
+
+        // The FDB: learned on port 3, moved to port 4, forgotten there.
+        state.links = [
+            (
+                2,
+                Link {
+                    index: 2,
+                    name: "bridge0".into(),
+                    mac: None,
+                    master: None,
+                    is_bridge: true,
+                },
+            ),
+            (
+                3,
+                Link {
+                    index: 3,
+                    name: "p3".into(),
+                    mac: None,
+                    master: Some(2),
+                    is_bridge: false,
+                },
+            ),
+            (
+                4,
+                Link {
+                    index: 4,
+                    name: "p4".into(),
+                    mac: None,
+                    master: Some(2),
+                    is_bridge: false,
+                },
+            ),
+        ]
+        .into();
+        apply(
+            &mut state,
+            neighbour_message(AddressFamily::Bridge, 3, None, Some(a), true),
+        );
+        assert_eq!(state.fdb_port(&a), Some(3));
+        apply(
+            &mut state,
+            neighbour_message(AddressFamily::Bridge, 4, None, Some(a), true),
+        );
+        assert_eq!(state.fdb_port(&a), Some(4));
+        apply(
+            &mut state,
+            neighbour_message(AddressFamily::Bridge, 3, None, Some(a), false),
+        );
+        assert_eq!(
+            state.fdb_port(&a),
+            Some(4),
+            "a deletion on another port is not this one"
+        );
+        apply(
+            &mut state,
+            neighbour_message(AddressFamily::Bridge, 4, None, Some(a), false),
+        );
+        assert_eq!(state.fdb_port(&a), None);
+
+        // Anything else is not a neighbour update.
+        let other = rtnetlink::packet_core::NetlinkMessage::from(
+            rtnetlink::packet_route::RouteNetlinkMessage::NewRoute(Default::default()),
+        );
+        assert_eq!(NeighbourUpdate::from_message(&other), None);
     }
 }

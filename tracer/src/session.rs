@@ -20,7 +20,7 @@ use crate::{
     discover::{self, Role},
     events::{decode, decode_tagged, DecodeError, Dir, Event},
     flows::{FlowTable, Site},
-    kernel_state::{read_hash_policy, ConnTask, KernelState, Netlink, Watcher},
+    kernel_state::{read_hash_policy, ConnTask, KernelState, NeighbourUpdate, Netlink, Watcher},
     netns::Netns,
     render::{renderer, Render},
     symbols,
@@ -85,8 +85,8 @@ struct SiteCtx {
     follow: bool,
     attached: BTreeSet<String>,
     reader: Option<tokio::task::JoinHandle<()>>,
-    /// When the neighbours and FDB were last read.
-    fdb_read: std::time::Instant,
+    /// When the neighbours and FDB were last dumped.
+    neighbours_read: std::time::Instant,
     /// The change watcher's connection (its messages feed the session's stream).
     watch_task: Option<ConnTask>,
     /// Counter-map entries this run deleted (flows that ended): with the entries created
@@ -94,7 +94,10 @@ struct SiteCtx {
     hops_forgotten: u64,
 }
 
-const FDB_REFRESH: Duration = Duration::from_millis(100);
+/// Neighbours and the FDB are kept current from notifications; a MAC they still do not
+/// know (its notification still on the way, or lost to a full socket buffer) gets a dump at
+/// most this often, not one per packet.
+const NEIGHBOUR_REDUMP: Duration = Duration::from_millis(100);
 
 impl SiteCtx {
     fn site(&self, index: usize) -> Site<'_> {
@@ -269,7 +272,7 @@ fn open_site(args: &Args, i: Inspected, index: usize, node: &mut NodeProbes) -> 
         follow: t.ifaces.is_empty(),
         attached: interfaces.into_iter().collect(),
         reader: None,
-        fdb_read: std::time::Instant::now(),
+        neighbours_read: std::time::Instant::now(),
         watch_task: None,
         hops_forgotten: 0,
     })
@@ -344,7 +347,9 @@ struct Session<'a> {
     sites: Vec<Option<SiteCtx>>,
     flows: FlowTable,
     out: Box<dyn Render>,
-    watchers: SelectAll<futures::stream::BoxStream<'static, usize>>,
+    /// Each site's netlink notifications: a neighbour/FDB update to apply, or `None` for
+    /// a change that needs a re-read.
+    watchers: SelectAll<futures::stream::BoxStream<'static, (usize, Option<NeighbourUpdate>)>>,
     tx: mpsc::Sender<Batch>,
     stop: watch::Receiver<bool>,
     lost_seen: LostSeen,
@@ -395,8 +400,12 @@ impl Session<'_> {
             self.tx.clone(),
             self.stop.clone(),
         )?);
-        self.watchers
-            .push(watcher.messages.map(move |_| index).boxed());
+        self.watchers.push(
+            watcher
+                .messages
+                .map(move |(msg, _)| (index, NeighbourUpdate::from_message(&msg)))
+                .boxed(),
+        );
         site.watch_task = Some(watcher.task);
         self.sites.push(Some(site));
         self.lost_seen.sites.push(0);
@@ -445,22 +454,22 @@ impl Session<'_> {
                         log::debug!("re-reading {}: {e:#}", site.label);
                     }
                 }
-                if p.dir == Dir::Egress && !site.state.is_bridge_port(p.ifindex) {
+                if p.dir == Dir::Egress
+                    && !site.state.is_bridge_port(p.ifindex)
+                    && site.neighbours_read.elapsed() > NEIGHBOUR_REDUMP
+                {
                     let unknown_ip = site
                         .state
                         .neighbour_ip(p.ifindex, &p.eth_dst, p.dst.is_ipv6())
                         .is_none();
-                    // A flooded flow misses the FDB on every packet: re-read it at most
-                    // every FDB_REFRESH, not per packet.
-                    let unknown_port = site.state.fdb_port(&p.eth_dst).is_none()
-                        && site.fdb_read.elapsed() > FDB_REFRESH;
+                    let unknown_port = site.state.fdb_port(&p.eth_dst).is_none();
                     if unknown_ip || unknown_port {
                         // The routed hop names a MAC the caches have not seen yet.
                         match site.netlink.neighbours().await {
                             Ok(n) => (site.state.neighbours, site.state.fdb) = n,
                             Err(e) => log::debug!("re-reading {}: {e:#}", site.label),
                         }
-                        site.fdb_read = std::time::Instant::now();
+                        site.neighbours_read = std::time::Instant::now();
                     }
                 }
                 if let Some(hop) = self.flows.on_packet(p, &site.site(index)) {
@@ -488,6 +497,20 @@ impl Session<'_> {
             Err(_) => {} // logged above
         }
         Ok(())
+    }
+
+    /// A neighbour or FDB notification: applied to the site's state as it is, and the
+    /// changes of VIP next-hops' neighbours reported.
+    fn on_neighbour(&mut self, index: usize, update: &NeighbourUpdate) {
+        let Some(site) = self.sites.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let old = site.state.clone();
+        site.state.apply(update);
+        let ts_ns = monotonic_ns();
+        for change in changes::diff(&old, &site.state, &self.args.vips) {
+            self.out.change(ts_ns, &site.label, &change);
+        }
     }
 
     /// After a netlink notification in a site: re-read it, print what changed for the
@@ -816,9 +839,10 @@ async fn stream(
     let (found_tx, mut found_rx) = mpsc::channel(1);
     let discovery = roles.map(|_| {
         tokio::spawn(async move {
+            let mut rounds = discover::Rounds::default();
             loop {
                 tokio::time::sleep(REDISCOVER).await;
-                if found_tx.send(discover::discover().await).await.is_err() {
+                if found_tx.send(rounds.next().await).await.is_err() {
                     break;
                 }
             }
@@ -829,11 +853,20 @@ async fn stream(
         tokio::select! {
             Some(batch) = rx.recv(), if s.pending.len() < MAX_PENDING => s.queue(batch),
             _ = reorder_timer.tick() => s.flush(monotonic_ns().saturating_sub(REORDER_WINDOW_NS)).await?,
-            Some(i) = s.watchers.next() => {
-                tokio::time::sleep(CHANGE_SETTLE).await;
-                let mut dirty = vec![i];
-                while let Some(Some(j)) = s.watchers.next().now_or_never() {
-                    dirty.push(j);
+            Some((i, update)) = s.watchers.next() => {
+                let mut dirty = Vec::new();
+                match update {
+                    Some(u) => s.on_neighbour(i, &u),
+                    None => {
+                        tokio::time::sleep(CHANGE_SETTLE).await;
+                        dirty.push(i);
+                    }
+                }
+                while let Some(Some((j, update))) = s.watchers.next().now_or_never() {
+                    match update {
+                        Some(u) => s.on_neighbour(j, &u),
+                        None => dirty.push(j),
+                    }
                 }
                 dirty.sort_unstable();
                 dirty.dedup();
