@@ -412,18 +412,10 @@ fn netlink_mode_cleans_up_after_itself_and_after_a_killed_run() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns", "exec", &proxy, "tc", "filter", "add", "dev", "bridge0", "ingress",
-            "protocol", "ip", "pref", "7", "u32", "match", "u32", "0", "0",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::ip(&[
+        "netns", "exec", &proxy, "tc", "filter", "add", "dev", "bridge0", "ingress", "protocol",
+        "ip", "pref", "7", "u32", "match", "u32", "0", "0",
+    ]);
     let with_foreign = tc_state(&proxy);
     let tracer = Tracer::start(&args);
     tracer.stop(libc::SIGTERM);

@@ -11,7 +11,9 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{add_udp_counter, read_udp_counter, root_or_skip, Finished, ThirdFrontend, Tracer};
+use support::{
+    add_udp_counter, ip, read_udp_counter, root_or_skip, Finished, ThirdFrontend, Tracer,
+};
 use xtask::{
     lab::{Lab, LabSpec, Role, VIP4, VIP6, VIP_PORT},
     netns::in_netns,
@@ -335,15 +337,7 @@ fn next_hop_removal_is_reported_and_the_flow_flagged_as_moved() {
         for h in hops {
             args.extend(["nexthop", "via", h, "dev", "bridge0", "weight", "1"]);
         }
-        let out = std::process::Command::new("ip")
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ip(&args);
         Instant::now()
     };
     let removed_at = route(&[other]);
@@ -459,16 +453,7 @@ fn next_hop_neighbour_changes_are_reported_from_notifications() {
     let proxy = lab.ns(Role::Proxy);
     let tracer = Tracer::start(&["--netns", &proxy, "--vip", "20.0.0.1"]);
     let neigh = |args: &[&str]| {
-        let out = std::process::Command::new("ip")
-            .args(["-n", proxy.as_str(), "neigh"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ip(&[&["-n", proxy.as_str(), "neigh"], args].concat());
         Instant::now()
     };
     let is_neighbour =

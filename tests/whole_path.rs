@@ -74,7 +74,8 @@ fn one_flow_is_one_timeline_through_frontend_proxy_and_target() {
     }
     let tracer = whole_path("w1-", &["--port", "35951"]);
     // The node-wide hooks are loaded once whatever the number of namespaces; the TC
-    // programs once per namespace (4 here: two frontends, the proxy, the target).
+    // programs once per namespace (at least 4 here: two frontends, the proxy, the target;
+    // the lab's second, process-only target may be attached already or a moment later).
     let programs = programs_held_by(tracer.pid());
     let count = |prefix: &str| -> usize {
         programs
@@ -83,8 +84,8 @@ fn one_flow_is_one_timeline_through_frontend_proxy_and_target() {
             .map(|(_, n)| n)
             .sum()
     };
-    assert_eq!(count("meridio_tc_in"), 4, "{programs:?}");
-    assert_eq!(count("meridio_tc_out"), 4, "{programs:?}");
+    assert!(count("meridio_tc_in") >= 4, "{programs:?}");
+    assert_eq!(count("meridio_tc_in"), count("meridio_tc_out"), "{programs:?}");
     assert_eq!(count("meridio_fib4"), 1, "{programs:?}");
     assert_eq!(count("meridio_fib6"), 1, "{programs:?}");
     assert_eq!(count("meridio_drop"), 1, "{programs:?}");

@@ -294,6 +294,17 @@ pub fn our_program_ids() -> Vec<u64> {
         .collect()
 }
 
+/// Runs `ip` with `args` (also `ip netns exec NS CMD...`); a failure fails the test, with
+/// its stderr.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// How many programs of each name `pid` holds loaded (program names as bpftool shows
 /// them; the kernel keeps 15 characters).
 pub fn programs_held_by(pid: i32) -> std::collections::BTreeMap<String, usize> {
@@ -550,17 +561,6 @@ impl ThirdFrontend {
     pub fn add(lab: &xtask::lab::Lab) -> ThirdFrontend {
         let ns = format!("{}lbfe-c", lab.spec.prefix);
         let proxy = lab.ns(xtask::lab::Role::Proxy);
-        let ip = |args: &[&str]| {
-            let out = std::process::Command::new("ip")
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "ip {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", &ns])
             .output();

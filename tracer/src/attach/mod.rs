@@ -221,3 +221,14 @@ fn refused(what: &str, name: &str, e: &aya::programs::ProgramError) -> anyhow::E
     let first = first.split(". Verifier output").next().unwrap_or(first);
     anyhow!("the kernel refused to load {what} {name}: {first}")
 }
+
+/// The program `name` of the object, as its type.
+pub(super) fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing"))?;
+    Ok(prog.try_into()?)
+}

@@ -13,7 +13,8 @@ use aya::{
 use tracer_common::{DropOffsets, FibOffsets, FibRawOffsets, COUNTER_LOST, FIELD_ABSENT};
 
 use super::{
-    not_asked, refused, share, FibHook, Globals, HashHook, Ready, RecordBudget, NO_DROP_REASON,
+    not_asked, program, refused, share, FibHook, Globals, HashHook, Ready, RecordBudget,
+    NO_DROP_REASON,
 };
 use crate::{btf_layout::Layout, cli::HookFamily, netns::Netns, tracefs};
 
@@ -236,15 +237,8 @@ fn attach_raw_fib(ebpf: &mut Ebpf, prog_name: &str, event: &str) -> Result<()> {
         .fib_raw
         .clone()
         .map_err(|e| anyhow!("{e}"))?;
-    let mut map: Array<_, FibRawOffsets> = Array::try_from(
-        ebpf.map_mut("FIB_RAW_OFFSETS")
-            .context("map FIB_RAW_OFFSETS missing")?,
-    )?;
-    map.set(0, offsets, 0)?;
-    let prog: &mut RawTracePoint = ebpf
-        .program_mut(prog_name)
-        .with_context(|| format!("program {prog_name} missing"))?
-        .try_into()?;
+    set_offsets(ebpf, "FIB_RAW_OFFSETS", 0, offsets)?;
+    let prog: &mut RawTracePoint = program(ebpf, prog_name)?;
     prog.load()
         .map_err(|e| refused("the raw tracepoint program", prog_name, &e))?;
     prog.attach(event).context("attach failed")?;
@@ -267,15 +261,8 @@ fn attach_one_fib(
     let text = std::fs::read_to_string(&format_path)
         .with_context(|| format!("cannot read {}", format_path.display()))?;
     let offsets: FibOffsets = tracefs::fib_offsets(&text, index == 1)?;
-    let mut map: Array<_, FibOffsets> = Array::try_from(
-        ebpf.map_mut("FIB_OFFSETS")
-            .context("map FIB_OFFSETS missing")?,
-    )?;
-    map.set(index, offsets, 0)?;
-    let prog: &mut TracePoint = ebpf
-        .program_mut(prog_name)
-        .with_context(|| format!("program {prog_name} missing"))?
-        .try_into()?;
+    set_offsets(ebpf, "FIB_OFFSETS", index, offsets)?;
+    let prog: &mut TracePoint = program(ebpf, prog_name)?;
     prog.load()
         .map_err(|e| refused("the tracepoint program", prog_name, &e))?;
     prog.attach(category, event).context("attach failed")?;
@@ -372,15 +359,8 @@ fn attach_drop(ebpf: &mut Ebpf) -> Result<Option<HashMap<u32, String>>> {
         valid: 1,
         ..kernel_offsets().drop.clone().map_err(|e| anyhow!("{e}"))?
     };
-    let mut map: Array<_, DropOffsets> = Array::try_from(
-        ebpf.map_mut("DROP_OFFSETS")
-            .context("map DROP_OFFSETS missing")?,
-    )?;
-    map.set(0, offsets, 0)?;
-    let prog: &mut TracePoint = ebpf
-        .program_mut("meridio_drop")
-        .context("program meridio_drop missing")?
-        .try_into()?;
+    set_offsets(ebpf, "DROP_OFFSETS", 0, offsets)?;
+    let prog: &mut TracePoint = program(ebpf, "meridio_drop")?;
     prog.load()
         .map_err(|e| refused("the tracepoint program", "meridio_drop", &e))?;
     prog.attach("skb", "kfree_skb").context("attach failed")?;
@@ -452,10 +432,7 @@ fn attach_hash_hooks(ebpf: &mut Ebpf, choice: HashHook, ready: &mut Ready) {
 }
 
 fn attach_fexit(ebpf: &mut Ebpf, name: &str, func: &str, btf: &Btf) -> Result<()> {
-    let prog: &mut FExit = ebpf
-        .program_mut(name)
-        .with_context(|| format!("program {name} missing"))?
-        .try_into()?;
+    let prog: &mut FExit = program(ebpf, name)?;
     prog.load(func, btf)
         .map_err(|e| refused("the fexit program", name, &e))?;
     prog.attach().context("attach failed")?;
@@ -463,12 +440,19 @@ fn attach_fexit(ebpf: &mut Ebpf, name: &str, func: &str, btf: &Btf) -> Result<()
 }
 
 fn attach_kretprobe(ebpf: &mut Ebpf, name: &str, func: &str) -> Result<()> {
-    let prog: &mut KProbe = ebpf
-        .program_mut(name)
-        .with_context(|| format!("program {name} missing"))?
-        .try_into()?;
+    let prog: &mut KProbe = program(ebpf, name)?;
     prog.load()
         .map_err(|e| refused("the kretprobe program", name, &e))?;
     prog.attach(func, 0).context("attach failed")?;
+    Ok(())
+}
+
+/// Writes the kernel offsets a program reads into its offsets map, at `index`.
+fn set_offsets<T: aya::Pod>(ebpf: &mut Ebpf, map: &str, index: u32, offsets: T) -> Result<()> {
+    let mut array: Array<_, T> = Array::try_from(
+        ebpf.map_mut(map)
+            .with_context(|| format!("map {map} missing"))?,
+    )?;
+    array.set(index, offsets, 0)?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use aya::{
 use std::net::IpAddr;
 use tracer_common::{HopCount, HopKey, COUNTER_HOP_NEW, COUNTER_LOST};
 
-use super::{refused, AttachMode, Globals, NodeProbes, Ready, RecordBudget};
+use super::{program, refused, AttachMode, Globals, NodeProbes, Ready, RecordBudget};
 use crate::netns::Netns;
 
 pub struct Probes {
@@ -127,11 +127,7 @@ impl Probes {
             ns.run(|| aya::programs::tc::qdisc_add_clsact(iface).is_ok())?;
         }
         for (name, attach_type) in TC_PROGRAMS {
-            let prog: &mut SchedClassifier = self
-                .ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing"))?
-                .try_into()?;
+            let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
             let link = attach_one_tc(prog, ns, iface, attach_type, self.netlink)?;
             self.tc_links.push((iface.to_string(), name, link));
         }
@@ -146,11 +142,7 @@ impl Probes {
             .partition(|(i, _, _)| i == iface);
         self.tc_links = keep;
         for (_, name, link) in gone {
-            let Some(Ok(prog)) = self
-                .ebpf
-                .program_mut(name)
-                .map(<&mut SchedClassifier>::try_from)
-            else {
+            let Ok(prog) = program::<SchedClassifier>(&mut self.ebpf, name) else {
                 continue;
             };
             if let Ok(Err(e)) = ns.run(|| prog.detach(link)) {
@@ -239,10 +231,7 @@ fn attach_tc(
     }
     let mut links = Vec::new();
     for (name, attach_type) in TC_PROGRAMS {
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(name)
-            .with_context(|| format!("program {name} missing"))?
-            .try_into()?;
+        let prog: &mut SchedClassifier = program(ebpf, name)?;
         prog.load()
             .map_err(|e| refused("the TC program", name, &e))?;
         for iface in req.interfaces {

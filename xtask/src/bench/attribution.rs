@@ -77,7 +77,7 @@ impl Drop for StatsOn {
     }
 }
 
-/// One program's counters, summed over its instances (one per traced namespace).
+/// One program's counters, summed over its instances (TC programs: one per traced namespace).
 #[derive(Debug, Clone, Default)]
 pub struct ProgDelta {
     pub instances: usize,
