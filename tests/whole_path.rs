@@ -85,7 +85,11 @@ fn one_flow_is_one_timeline_through_frontend_proxy_and_target() {
             .sum()
     };
     assert!(count("meridio_tc_in") >= 4, "{programs:?}");
-    assert_eq!(count("meridio_tc_in"), count("meridio_tc_out"), "{programs:?}");
+    assert_eq!(
+        count("meridio_tc_in"),
+        count("meridio_tc_out"),
+        "{programs:?}"
+    );
     assert_eq!(count("meridio_fib4"), 1, "{programs:?}");
     assert_eq!(count("meridio_fib6"), 1, "{programs:?}");
     assert_eq!(count("meridio_drop"), 1, "{programs:?}");

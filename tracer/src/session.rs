@@ -720,11 +720,17 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
 
     // Look at every namespace, then attach everywhere, before printing anything: all or
     // nothing.
+    let started = std::time::Instant::now();
     let mut inspected = Vec::new();
     for t in fixed {
         inspected.push(inspect_site(t).await?);
     }
+    log::debug!("start-up: namespaces inspected at {:?}", started.elapsed());
     let mut node = open_node(&args)?;
+    log::debug!(
+        "start-up: node-wide hooks attached at {:?}",
+        started.elapsed()
+    );
     let mut opened = Vec::new();
     for i in inspected {
         match open_site(&args, i, opened.len(), &mut node) {
@@ -737,6 +743,11 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
             }
         }
     }
+    log::debug!(
+        "start-up: {} site(s) attached at {:?}",
+        opened.len(),
+        started.elapsed()
+    );
     let multi = opened.len() > 1 || roles.is_some();
     let (tx, mut rx) = mpsc::channel(QUEUE_BATCHES);
     let (stop_tx, stop) = watch::channel(false);

@@ -188,6 +188,10 @@ impl Globals {
     /// `configure` sets what differs between the node object and a site object.
     fn load(&self, configure: impl FnOnce(&mut EbpfLoader)) -> Result<Ebpf> {
         let mut loader = EbpfLoader::new();
+        // No kernel BTF for the loader: the programs read kernel structs at offsets the
+        // node object works out once (see `node::kernel_offsets`), never through CO-RE
+        // relocations, and each parse of the kernel BTF costs 0.1 s and tens of MB.
+        loader.btf(None);
         loader
             .override_global("CLIENT_PORT", &self.client_port, true)
             .override_global("RECORD_BUDGET", &self.budget, true)

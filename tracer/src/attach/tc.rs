@@ -128,7 +128,8 @@ impl Probes {
         }
         for (name, attach_type) in TC_PROGRAMS {
             let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
-            let link = attach_one_tc(prog, ns, iface, attach_type, self.netlink)?;
+            let netlink = self.netlink;
+            let link = ns.run(|| attach_one_tc(prog, &ns.label, iface, attach_type, netlink))??;
             self.tc_links.push((iface.to_string(), name, link));
         }
         Ok(())
@@ -203,22 +204,43 @@ const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
 ];
 
 /// Attaches both TC programs to every interface; returns the interfaces whose clsact
-/// qdisc is ours to remove at exit, and the links.
+/// qdisc is ours to remove at exit, and the links. Everything that happens inside the
+/// namespace happens on one thread that entered it once: entering it per attachment cost
+/// more than the attachments.
 fn attach_tc(
     ebpf: &mut Ebpf,
     req: &Request,
     netlink: bool,
     ready: &mut Ready,
 ) -> Result<(Vec<String>, TcLinks)> {
-    let mode = if netlink { "netlink clsact" } else { "tcx" };
+    for (name, _) in TC_PROGRAMS {
+        let prog: &mut SchedClassifier = program(ebpf, name)?;
+        prog.load()
+            .map_err(|e| refused("the TC program", name, &e))?;
+    }
+    let (prepared, links) = req.netns.run(|| -> Result<_> {
+        let prepared: Vec<(usize, bool)> = req
+            .interfaces
+            .iter()
+            .map(|iface| {
+                let removed = remove_leftovers(iface);
+                // EEXIST (someone's clsact already there) is fine: we add filters to it.
+                let created = netlink && aya::programs::tc::qdisc_add_clsact(iface).is_ok();
+                (removed, created)
+            })
+            .collect();
+        let mut links = Vec::new();
+        for (name, attach_type) in TC_PROGRAMS {
+            let prog: &mut SchedClassifier = program(ebpf, name)?;
+            for iface in req.interfaces {
+                let link = attach_one_tc(prog, &req.netns.label, iface, attach_type, netlink)?;
+                links.push((iface.clone(), name, link));
+            }
+        }
+        Ok((prepared, links))
+    })??;
     let mut owned_clsact = Vec::new();
-    for iface in req.interfaces {
-        let (removed, created) = req.netns.run(|| {
-            let removed = remove_leftovers(iface);
-            // EEXIST (someone's clsact already there) is fine: we add filters to it.
-            let created = netlink && aya::programs::tc::qdisc_add_clsact(iface).is_ok();
-            (removed, created)
-        })?;
+    for (iface, (removed, created)) in req.interfaces.iter().zip(prepared) {
         if removed > 0 {
             ready.notes.push(format!(
                 "removed {removed} tc filter(s) an earlier, killed run left on {iface}"
@@ -229,25 +251,22 @@ fn attach_tc(
             owned_clsact.push(iface.clone());
         }
     }
-    let mut links = Vec::new();
-    for (name, attach_type) in TC_PROGRAMS {
-        let prog: &mut SchedClassifier = program(ebpf, name)?;
-        prog.load()
-            .map_err(|e| refused("the TC program", name, &e))?;
-        for iface in req.interfaces {
-            let link = attach_one_tc(prog, req.netns, iface, attach_type, netlink)?;
-            links.push((iface.clone(), name, link));
+    let mode = if netlink { "netlink clsact" } else { "tcx" };
+    for (iface, name, _) in &links {
+        let attach_type = TC_PROGRAMS.iter().find(|(n, _)| n == name).map(|(_, t)| *t);
+        if let Some(t) = attach_type {
             ready
                 .hooks
-                .push(format!("tc:{iface}/{} ({mode})", dir_name(attach_type)));
+                .push(format!("tc:{iface}/{} ({mode})", dir_name(t)));
         }
     }
     Ok((owned_clsact, links))
 }
 
+/// Attaches one program to one interface; runs inside the interface's namespace.
 fn attach_one_tc(
     prog: &mut SchedClassifier,
-    ns: &Netns,
+    netns: &str,
     iface: &str,
     attach_type: TcAttachType,
     netlink: bool,
@@ -257,12 +276,11 @@ fn attach_one_tc(
     } else {
         TcAttachOptions::TcxOrder(LinkOrder::default())
     };
-    ns.run(|| prog.attach_with_options(iface, attach_type, options))?
+    prog.attach_with_options(iface, attach_type, options)
         .with_context(|| {
             format!(
-                "cannot attach the TC {} program to {iface} in netns {}",
+                "cannot attach the TC {} program to {iface} in netns {netns}",
                 dir_name(attach_type),
-                ns.label
             )
         })
 }
