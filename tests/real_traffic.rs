@@ -193,3 +193,227 @@ fn a_proxy_with_empty_vip_tables_is_found_and_its_drops_named() {
         assert_eq!(flows[0]["egress"]["packets"], 0, "{}", flows[0]);
     }
 }
+
+/// Two namespaces joined by a veth pair; the tagged frames are written as is with a packet
+/// socket (this needs no VLAN devices, which some kernels lack). Removed when dropped.
+struct VethPair {
+    a: String,
+    b: String,
+}
+
+const QINQ_A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const QINQ_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const QINQ_MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0x0a, 0x01];
+const QINQ_MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0x0b, 0x01];
+
+fn ip(args: &str) {
+    let out = std::process::Command::new("ip")
+        .args(args.split_whitespace())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ip {args}: {out:?}");
+}
+
+impl VethPair {
+    fn up(prefix: &str) -> VethPair {
+        let lab = VethPair {
+            a: format!("{prefix}a"),
+            b: format!("{prefix}b"),
+        };
+        lab.down();
+        ip(&format!("netns add {}", lab.a));
+        ip(&format!("netns add {}", lab.b));
+        ip(&format!(
+            "link add va netns {} type veth peer name vb netns {}",
+            lab.a, lab.b
+        ));
+        ip(&format!("-n {} link set va up", lab.a));
+        ip(&format!("-n {} link set vb up", lab.b));
+        lab
+    }
+
+    fn down(&self) {
+        for ns in [&self.a, &self.b] {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .output();
+        }
+    }
+}
+
+impl Drop for VethPair {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// An Ethernet frame with `tags` ((TPID, id, priority), outermost first) in the frame
+/// itself, carrying an IPv4 UDP datagram A:sport -> B:dport.
+fn tagged_frame(tags: &[(u16, u16, u8)], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&QINQ_MAC_B);
+    f.extend_from_slice(&QINQ_MAC_A);
+    for (tpid, id, pcp) in tags {
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&((u16::from(*pcp) << 13) | id).to_be_bytes());
+    }
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let total = (20 + 8 + payload.len()) as u16;
+    let mut iph = vec![0x45, 0];
+    iph.extend_from_slice(&total.to_be_bytes());
+    iph.extend_from_slice(&[0x12, 0x34, 0x40, 0, 64, 17, 0, 0]);
+    iph.extend_from_slice(&QINQ_A.octets());
+    iph.extend_from_slice(&QINQ_B.octets());
+    let sum: u32 = iph
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+    iph[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&iph);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]); // no UDP checksum (allowed over IPv4)
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Writes `frame` as is on `dev` (a packet socket: the kernel adds and removes nothing).
+fn send_raw(dev: &str, frame: &[u8]) {
+    let name = std::ffi::CString::new(dev).unwrap();
+    // SAFETY: plain socket calls on a zeroed sockaddr_ll and a live buffer.
+    unsafe {
+        let ifindex = libc::if_nametoindex(name.as_ptr());
+        assert_ne!(ifindex, 0, "no {dev}");
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        assert!(
+            fd >= 0,
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex as i32;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&frame[..6]);
+        let n = libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        libc::close(fd);
+        assert_eq!(
+            n,
+            frame.len() as isize,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Packets `dev` in `ns` received (`ip -s link`).
+fn rx_packets(ns: &str, dev: &str) -> u64 {
+    let out = std::process::Command::new("ip")
+        .args(["-n", ns, "-s", "-j", "link", "show", dev])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["stats64"]["rx"]["packets"].as_u64().unwrap()
+}
+
+/// The hops of one datagram size (`len`) at `ifname`/`dir`.
+fn hops_at<'a>(f: &'a support::Finished, ifname: &str, dir: &str, len: u64) -> Vec<&'a Value> {
+    f.of_type("hop")
+        .into_iter()
+        .filter(|h| h["ifname"] == ifname && h["dir"] == dir && h["len"] == len)
+        .collect()
+}
+
+/// QinQ (802.1ad VLAN 100, priority 5, outside 802.1Q VLAN 200, priority 3) and a single
+/// 802.1Q tag (VLAN 300, priority 6). Leaving `va` both tags are in the frame; entering
+/// `vb` the kernel has moved the outer one into the skb's metadata: either way the hop
+/// reports both ids, the outer TPID and the priorities. Ground truth: the frames the test
+/// wrote, and `vb`'s receive counter for how many arrived.
+#[test]
+fn qinq_frames_are_parsed_with_both_vlan_ids() {
+    let Some(_serial) = root_or_skip("qinq_frames_are_parsed_with_both_vlan_ids") else {
+        return;
+    };
+    let lab = VethPair::up("f2-");
+    let (sport, dport) = (4321u16, 5000u16);
+    let vip = QINQ_B.to_string();
+    let port = sport.to_string();
+    let args = |ns: &str| {
+        vec![
+            "--netns".to_string(),
+            ns.to_string(),
+            "--role".into(),
+            "target".into(),
+            "--vip".into(),
+            vip.clone(),
+            "--port".into(),
+            port.clone(),
+        ]
+    };
+    let a_args = args(&lab.a);
+    let b_args = args(&lab.b);
+    let ta = Tracer::start(&a_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let tb = Tracer::start(&b_args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    const N: usize = 3;
+    let rx_before = rx_packets(&lab.b, "vb");
+    let qinq = tagged_frame(
+        &[(0x88a8, 100, 5), (0x8100, 200, 3)],
+        sport,
+        dport,
+        &[9; 33],
+    );
+    let dot1q = tagged_frame(&[(0x8100, 300, 6)], sport, dport, &[8; 20]);
+    in_netns(&lab.a, || {
+        for _ in 0..N {
+            send_raw("va", &qinq);
+            send_raw("va", &dot1q);
+        }
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let arrived = rx_packets(&lab.b, "vb") - rx_before;
+    let fa = ta.stop(libc::SIGINT);
+    let fb = tb.stop(libc::SIGINT);
+    assert!(
+        fa.status.success() && fb.status.success(),
+        "{}{}",
+        fa.stderr,
+        fb.stderr
+    );
+    assert_eq!(arrived, 2 * N as u64, "frames vb received");
+
+    let vlans = |h: &Value| {
+        (
+            h["vlan_tags"].as_u64().unwrap(),
+            h["vlan"].as_u64().unwrap(),
+            h["vlan_inner"].as_u64().unwrap(),
+            h["vlan_tpid"].as_u64().unwrap(),
+            h["vlan_pcp"].as_u64().unwrap(),
+            h["vlan_inner_pcp"].as_u64().unwrap(),
+        )
+    };
+    for (f, ifname, dir) in [(&fa, "va", "egress"), (&fb, "vb", "ingress")] {
+        // ip_len 20 + 8 + 33: the QinQ frames; 20 + 8 + 20: the 802.1Q ones.
+        for (len, want) in [
+            (61, (2, 100, 200, 0x88a8, 5, 3)),
+            (48, (1, 300, 0, 0x8100, 6, 0)),
+        ] {
+            let hops = hops_at(f, ifname, dir, len);
+            assert_eq!(hops.len(), N, "{ifname} {dir}: {:#?}", f.of_type("hop"));
+            for h in hops {
+                assert_eq!(vlans(h), want, "{ifname} {dir}: {h}");
+                assert_eq!(h["sport"], sport, "{h}");
+            }
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! eBPF side of the Meridio path tracer.
 //!
 //! - `meridio_tc_in` / `meridio_tc_out`: one TC classifier per direction, attached to every traced
-//!   interface. They parse Ethernet (one 802.1Q tag), IPv4/IPv6 and TCP/UDP/ICMP, keep only
+//!   interface. They parse Ethernet (802.1Q, 802.1ad/QinQ: two tags), IPv4/IPv6 and TCP/UDP/ICMP, keep only
 //!   packets of the VIP set (and of the client port, when one is given) and write one
 //!   `PacketRecord` per kept packet. They never touch the packet and always return
 //!   `TC_ACT_UNSPEC` (TCX_NEXT) so whatever else is attached still decides.
@@ -132,6 +132,7 @@ const LAST_INGRESS_MAX_AGE_NS: u64 = 20_000_000;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
 const VLAN_HDR_LEN: usize = 4;
 const TCP_SYN_FIN_RST: u8 = 0x01 | 0x02 | 0x04;
 
@@ -259,12 +260,23 @@ fn observe(ctx: &TcContext, dir: u8) {
 /// program and the memcpy it calls).
 fn try_observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
     let ether_type = u16::from_be(rd::<u16>(ctx, 12)?);
-    if ether_type == ETH_P_8021Q {
+    if is_vlan(ether_type) {
+        // 802.1Q, or 802.1ad (QinQ) with a second tag inside.
         let inner = u16::from_be(rd::<u16>(ctx, EthHdr::LEN + 2)?);
-        observe_ip::<{ EthHdr::LEN + VLAN_HDR_LEN }>(ctx, dir, inner)
+        if is_vlan(inner) {
+            let inner = u16::from_be(rd::<u16>(ctx, EthHdr::LEN + VLAN_HDR_LEN + 2)?);
+            observe_ip::<{ EthHdr::LEN + 2 * VLAN_HDR_LEN }>(ctx, dir, inner)
+        } else {
+            observe_ip::<{ EthHdr::LEN + VLAN_HDR_LEN }>(ctx, dir, inner)
+        }
     } else {
         observe_ip::<{ EthHdr::LEN }>(ctx, dir, ether_type)
     }
+}
+
+#[inline(always)]
+fn is_vlan(ether_type: u16) -> bool {
+    ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD
 }
 
 /// The rest of `try_observe` for an IP header at the constant offset `L3`: every header
@@ -393,14 +405,40 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
         return Ok(());
     }
 
-    let mut vlan = if skb.vlan_present != 0 {
-        skb.vlan_tci as u16
+    // VLAN tags outermost first: the one in the skb's metadata (taken off the frame on
+    // ingress, or to be put on by the device on egress), then those in the frame. Each tag
+    // is (TPID, TCI); the first two are kept.
+    let accel = if skb.vlan_present != 0 {
+        // `vlan_proto` is in network order.
+        Some((u16::from_be(skb.vlan_proto as u16), skb.vlan_tci as u16))
     } else {
-        0
+        None
     };
-    if l3 != EthHdr::LEN {
-        vlan = u16::from_be(rd::<u16>(ctx, EthHdr::LEN)?);
-    }
+    let in_frame = if l3 > EthHdr::LEN {
+        Some((
+            u16::from_be(rd::<u16>(ctx, 12)?),
+            u16::from_be(rd::<u16>(ctx, EthHdr::LEN)?),
+        ))
+    } else {
+        None
+    };
+    let in_frame2 = if l3 > EthHdr::LEN + VLAN_HDR_LEN {
+        Some((
+            u16::from_be(rd::<u16>(ctx, EthHdr::LEN + 2)?),
+            u16::from_be(rd::<u16>(ctx, EthHdr::LEN + VLAN_HDR_LEN)?),
+        ))
+    } else {
+        None
+    };
+    let (outer, inner, vlan_tags) = match (accel, in_frame) {
+        (Some(a), Some(f)) => (a, f, 2),
+        (Some(a), None) => (a, (0, 0), 1),
+        (None, Some(f)) => match in_frame2 {
+            Some(f2) => (f, f2, 2),
+            None => (f, (0, 0), 1),
+        },
+        (None, None) => ((0, 0), (0, 0), 0),
+    };
     let eth_src: [u8; 6] = rd(ctx, 6)?;
     // Filled in place in the ring: it would not fit on the BPF stack beside the key.
     let Some(mut entry) = EVENTS.reserve::<PacketRecord>(0) else {
@@ -420,7 +458,16 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
         (*r).sport = key.sport;
         (*r).dport = key.dport;
         (*r).ip_len = ip_len;
-        (*r).vlan = vlan;
+        (*r).vlan = outer.1 & 0x0fff;
+        (*r).vlan_tpid = outer.0;
+        (*r).vlan_inner = inner.1 & 0x0fff;
+        (*r).vlan_prio = ((outer.1 >> 13) as u8) | (((inner.1 >> 13) as u8) << 4);
+        (*r).vlan_tags = vlan_tags;
+        (*r).frag = 0;
+        (*r)._pad = 0;
+        (*r).frag_off = 0;
+        (*r)._pad2 = 0;
+        (*r).frag_id = 0;
         (*r).mark = skb.mark;
         (*r).hash = skb.hash;
         (*r).dir = dir;

@@ -42,9 +42,35 @@ pub struct Packet {
     pub tcp_flags: u8,
     pub eth_src: Mac,
     pub eth_dst: Mac,
-    pub vlan: u16,
+    pub vlan: Vlan,
     pub mark: u32,
     pub hash: u32,
+}
+
+/// The VLAN tags of a frame, outermost first (802.1Q, or 802.1ad QinQ with two), whether
+/// the kernel keeps a tag in the skb's metadata or in the frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Vlan {
+    /// Tags seen, 0 to 2.
+    pub tags: u8,
+    /// Outer VLAN id (0 without a tag), its priority (PCP) and TPID.
+    pub id: u16,
+    pub pcp: u8,
+    pub tpid: u16,
+    /// Inner VLAN id and priority of a QinQ frame (0 without).
+    pub inner_id: u16,
+    pub inner_pcp: u8,
+}
+
+impl Vlan {
+    /// `100` or `100.200` (outer.inner), empty without a tag.
+    pub fn ids_text(&self) -> String {
+        match self.tags {
+            0 => String::new(),
+            1 => self.id.to_string(),
+            _ => format!("{}.{}", self.id, self.inner_id),
+        }
+    }
 }
 
 /// A routing table lookup made for a traced packet (`fib*:fib*_table_lookup`).
@@ -163,7 +189,14 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 tcp_flags: r.tcp_flags,
                 eth_src: r.eth_src,
                 eth_dst: r.eth_dst,
-                vlan: r.vlan,
+                vlan: Vlan {
+                    tags: r.vlan_tags.min(2),
+                    id: r.vlan,
+                    pcp: r.vlan_prio & 0x07,
+                    tpid: r.vlan_tpid,
+                    inner_id: r.vlan_inner,
+                    inner_pcp: (r.vlan_prio >> 4) & 0x07,
+                },
                 mark: r.mark,
                 hash: r.hash,
             }))
@@ -385,6 +418,38 @@ mod tests {
     }
 
     #[test]
+    fn decodes_both_vlan_tags_of_a_qinq_frame() {
+        let r = PacketRecord {
+            kind: KIND_PACKET,
+            src: tracer_common::v4_mapped([20, 0, 0, 1]),
+            dst: tracer_common::v4_mapped([10, 0, 0, 1]),
+            family: AF_INET,
+            proto: 17,
+            vlan: 100,
+            vlan_tpid: 0x88a8,
+            vlan_inner: 200,
+            vlan_prio: 5 | (3 << 4),
+            vlan_tags: 2,
+            ..Default::default()
+        };
+        let Event::Packet(p) = decode(&as_bytes(&r)).unwrap() else {
+            panic!("not a packet")
+        };
+        assert_eq!(
+            p.vlan,
+            Vlan {
+                tags: 2,
+                id: 100,
+                pcp: 5,
+                tpid: 0x88a8,
+                inner_id: 200,
+                inner_pcp: 3
+            }
+        );
+        assert_eq!(p.vlan.ids_text(), "100.200");
+    }
+
+    #[test]
     fn decodes_ipv4_packet() {
         let r = PacketRecord {
             kind: KIND_PACKET,
@@ -412,6 +477,7 @@ mod tests {
             (4000, 35000, 60, Dir::Egress)
         );
         assert_eq!(fmt_tcp_flags(p.tcp_flags), "SYN,ACK");
+        assert_eq!(p.vlan, Vlan::default());
         assert_eq!(fmt_tcp_flags(0), "");
         assert_eq!(fmt_tcp_flags(0xff), "SYN,ACK,FIN,RST,PSH,URG,ECE,CWR");
         assert_eq!(

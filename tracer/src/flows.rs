@@ -958,7 +958,7 @@ pub(crate) mod tests {
             tcp_flags: 0x10,
             eth_src: [0; 6],
             eth_dst,
-            vlan: 0,
+            vlan: Default::default(),
             mark: 0,
             hash: 0,
         }

@@ -78,7 +78,15 @@ enum Record<'a> {
         eth_dst: Str<MacText>,
         mark: u32,
         hash: u32,
+        /// The outer VLAN id (802.1Q, or the 802.1ad tag of a QinQ frame), 0 without a tag.
         vlan: u16,
+        /// Tags seen (0 to 2); the outer tag's priority and TPID; the inner (QinQ) tag's id
+        /// and priority, 0 without.
+        vlan_tags: u8,
+        vlan_pcp: u8,
+        vlan_tpid: u16,
+        vlan_inner: u16,
+        vlan_inner_pcp: u8,
         routed: bool,
         /// Only on a hop that names its next-hop.
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -464,7 +472,12 @@ impl<W: Write> Render for Json<W> {
             eth_dst: Str(MacText::new(&p.eth_dst)),
             mark: p.mark,
             hash: p.hash,
-            vlan: p.vlan,
+            vlan: p.vlan.id,
+            vlan_tags: p.vlan.tags,
+            vlan_pcp: p.vlan.pcp,
+            vlan_tpid: p.vlan.tpid,
+            vlan_inner: p.vlan.inner_id,
+            vlan_inner_pcp: p.vlan.inner_pcp,
             routed: h.decision.is_some(),
             nexthop: h.nexthop,
         });
@@ -706,7 +719,7 @@ mod tests {
             tcp_flags: 0x12,
             eth_src: [2, 0, 0, 0, 0, 1],
             eth_dst: [2, 0, 0, 0, 0, 0xb],
-            vlan: 0,
+            vlan: Default::default(),
             mark: 0x1389,
             hash: 0x8000_0000,
         }
@@ -749,7 +762,8 @@ mod tests {
                     "src": "20.0.0.1", "sport": 4000, "dst": "169.254.100.150", "dport": 35000,
                     "vip": "20.0.0.1", "len": 60, "tcp_flags": "SYN,ACK",
                     "eth_src": "02:00:00:00:00:01", "eth_dst": "02:00:00:00:00:0b",
-                    "mark": 5001, "hash": 2147483648u64, "vlan": 0, "routed": true,
+                    "mark": 5001, "hash": 2147483648u64, "vlan": 0, "vlan_tags": 0, "vlan_pcp": 0, "vlan_tpid": 0,
+                    "vlan_inner": 0, "vlan_inner_pcp": 0, "routed": true,
                     "nexthop": "172.16.0.5",
                 }),
                 json!({
@@ -798,7 +812,8 @@ mod tests {
                 "src": "2000::1", "sport": 4000, "dst": "100:100::150", "dport": 35000,
                 "vip": "2000::1", "len": 60, "tcp_flags": "",
                 "eth_src": "02:00:00:00:00:01", "eth_dst": "02:00:00:00:00:0b",
-                "mark": 5001, "hash": 2147483648u64, "vlan": 0, "routed": false,
+                "mark": 5001, "hash": 2147483648u64, "vlan": 0, "vlan_tags": 0, "vlan_pcp": 0, "vlan_tpid": 0,
+                    "vlan_inner": 0, "vlan_inner_pcp": 0, "routed": false,
             })
         );
 

@@ -229,6 +229,9 @@ impl Render for Text {
             sockaddr(p.src, p.sport),
             sockaddr(p.dst, p.dport),
         );
+        if p.vlan.tags > 0 {
+            line += &format!("  vlan {}", p.vlan.ids_text());
+        }
         if h.kind == HopKind::L3 && p.dir == crate::events::Dir::Egress && h.nexthop.is_some()
             || h.decision.is_some()
         {
