@@ -218,6 +218,21 @@ pub struct HopKey {
     pub dir: u8,
 }
 
+/// Key of the `FRAGS` map: one IP datagram (IPv4: source, destination, protocol and IP ID;
+/// IPv6: the fragment header's identification, with the addresses and next header).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub id: u32,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Entries of the `FRAGS` map: datagrams in flight whose first fragment was seen.
+pub const FRAGS_ENTRIES: u32 = 4_096;
+
 /// Value of the `HOPS` map, counted in the kernel for every packet whatever the record
 /// budget or ring buffer loss. `packets` and `bytes` are atomic adds; the times are the
 /// first and latest packet's (`bpf_ktime_get_ns`).

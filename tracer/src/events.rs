@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
     DropRecord, FibRecord, HashRecord, PacketRecord, AF_INET, AF_INET6, DIR_EGRESS, DIR_INGRESS,
-    HASH_HOOK_FEXIT, HASH_HOOK_KRETPROBE, KIND_DROP, KIND_FIB, KIND_HASH, KIND_PACKET,
+    FRAG_IS, FRAG_MORE, FRAG_ORPHAN, HASH_HOOK_FEXIT, HASH_HOOK_KRETPROBE, KIND_DROP, KIND_FIB,
+    KIND_HASH, KIND_PACKET,
 };
 
 /// TC hook direction on an interface.
@@ -45,6 +46,20 @@ pub struct Packet {
     pub vlan: Vlan,
     pub mark: u32,
     pub hash: u32,
+    /// Set when the packet is an IP fragment.
+    pub frag: Option<Frag>,
+}
+
+/// An IP fragment: which datagram, where in it, and whether its ports are known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frag {
+    /// IPv4 identification or IPv6 fragment header identification.
+    pub id: u32,
+    /// Offset of its payload in the datagram, in bytes (0: the first fragment).
+    pub offset: u16,
+    pub more: bool,
+    /// A later fragment whose first fragment was not seen: counted under ports 0.
+    pub orphan: bool,
 }
 
 /// The VLAN tags of a frame, outermost first (802.1Q, or 802.1ad QinQ with two), whether
@@ -199,6 +214,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 },
                 mark: r.mark,
                 hash: r.hash,
+                frag: (r.frag & FRAG_IS != 0).then_some(Frag {
+                    id: r.frag_id,
+                    offset: r.frag_off,
+                    more: r.frag & FRAG_MORE != 0,
+                    orphan: r.frag & FRAG_ORPHAN != 0,
+                }),
             }))
         }
         KIND_FIB => {
@@ -478,6 +499,25 @@ mod tests {
         );
         assert_eq!(fmt_tcp_flags(p.tcp_flags), "SYN,ACK");
         assert_eq!(p.vlan, Vlan::default());
+        assert_eq!(p.frag, None);
+        let frag = PacketRecord {
+            frag: FRAG_IS | FRAG_ORPHAN,
+            frag_off: 1480,
+            frag_id: 0xbeef,
+            ..r
+        };
+        let Event::Packet(p) = decode(&as_bytes(&frag)).unwrap() else {
+            panic!("not a packet")
+        };
+        assert_eq!(
+            p.frag,
+            Some(Frag {
+                id: 0xbeef,
+                offset: 1480,
+                more: false,
+                orphan: true
+            })
+        );
         assert_eq!(fmt_tcp_flags(0), "");
         assert_eq!(fmt_tcp_flags(0xff), "SYN,ACK,FIN,RST,PSH,URG,ECE,CWR");
         assert_eq!(
