@@ -81,7 +81,32 @@ pub struct PacketRecord {
     pub family: u8,
     pub proto: u8,
     pub tcp_flags: u8,
+    /// Inner (second) VLAN id of a QinQ frame, 0 without one. `vlan` holds the outer id.
+    pub vlan_inner: u16,
+    /// TPID of the outer tag (0x8100 802.1Q, 0x88a8 802.1ad), 0 without a tag.
+    pub vlan_tpid: u16,
+    /// Priority (PCP) of the outer tag in bits 0-2, of the inner tag in bits 4-6.
+    pub vlan_prio: u8,
+    /// VLAN tags seen, outermost first: in the skb's metadata (the kernel took it off the
+    /// frame, or will put it on) and in the frame itself; at most 2 are kept.
+    pub vlan_tags: u8,
+    /// `FRAG_*` bits; the fields below are meaningful with `FRAG_IS`.
+    pub frag: u8,
+    pub _pad: u8,
+    /// Fragment offset in bytes.
+    pub frag_off: u16,
+    pub _pad2: u16,
+    /// IPv4 identification or IPv6 fragment header identification (host order).
+    pub frag_id: u32,
 }
+
+/// [`PacketRecord::frag`] bits.
+pub const FRAG_IS: u8 = 1;
+/// More fragments follow (the MF flag / M bit).
+pub const FRAG_MORE: u8 = 2;
+/// A non-first fragment whose first fragment was not seen (yet): its ports are unknown and
+/// it is counted under ports 0.
+pub const FRAG_ORPHAN: u8 = 4;
 
 /// One `fib:fib_table_lookup` / `fib6:fib6_table_lookup` tracepoint hit on a VIP flow.
 ///
@@ -197,6 +222,21 @@ pub struct HopKey {
     pub proto: u8,
     pub dir: u8,
 }
+
+/// Key of the `FRAGS` map: one IP datagram (IPv4: source, destination, protocol and IP ID;
+/// IPv6: the fragment header's identification, with the addresses and next header).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub id: u32,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Entries of the `FRAGS` map: datagrams in flight whose first fragment was seen.
+pub const FRAGS_ENTRIES: u32 = 4_096;
 
 /// Value of the `HOPS` map, counted in the kernel for every packet whatever the record
 /// budget or ring buffer loss. `packets` and `bytes` are atomic adds; the times are the

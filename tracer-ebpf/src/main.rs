@@ -1,7 +1,8 @@
 //! eBPF side of the Meridio path tracer.
 //!
 //! - `meridio_tc_in` / `meridio_tc_out`: one TC classifier per direction, attached to every traced
-//!   interface. They parse Ethernet (one 802.1Q tag), IPv4/IPv6 and TCP/UDP/ICMP, keep only
+//!   interface. They parse Ethernet (802.1Q, 802.1ad/QinQ: two tags), IPv4/IPv6 (extension
+//!   headers walked, fragments tied to their datagram through `FRAGS`) and TCP/UDP/ICMP, keep only
 //!   packets of the VIP set (and of the client port, when one is given) and write one
 //!   `PacketRecord` per kept packet. They never touch the packet and always return
 //!   `TC_ACT_UNSPEC` (TCX_NEXT) so whatever else is attached still decides.
@@ -30,8 +31,8 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 use tracer_common::{
-    v4_mapped, DropOffsets, DropRecord, FibOffsets, FibRawOffsets, FibRecord, HashRecord, HopCount,
-    HopKey, PacketRecord, AF_INET, AF_INET6, BUDGET_ALL, COUNTERS_LEN, COUNTER_HOP_NEW,
+    v4_mapped, DropOffsets, DropRecord, FibOffsets, FibRawOffsets, FibRecord, FragKey, HashRecord,
+    HopCount, HopKey, PacketRecord, FRAGS_ENTRIES, FRAG_IS, FRAG_MORE, FRAG_ORPHAN, AF_INET, AF_INET6, BUDGET_ALL, COUNTERS_LEN, COUNTER_HOP_NEW,
     COUNTER_LOST, COUNTER_MATCHED, COUNTER_UNRECORDED, DIR_EGRESS, DIR_INGRESS, FIELD_ABSENT,
     HASH_HOOK_FEXIT, HASH_HOOK_KRETPROBE, HOPS_DEFAULT_ENTRIES, INLINE_VIPS, KIND_DROP, KIND_FIB,
     KIND_HASH, KIND_PACKET, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, RING_BYTES,
@@ -95,6 +96,11 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 
 #[map]
 static HOPS: LruHashMap<HopKey, HopCount> = LruHashMap::with_max_entries(HOPS_DEFAULT_ENTRIES, 0);
 
+/// The ports of each datagram whose first fragment a TC program saw: later fragments carry
+/// no transport header, and take their flow from here (`FragKey` -> sport, dport).
+#[map]
+static FRAGS: LruHashMap<FragKey, [u16; 2]> = LruHashMap::with_max_entries(FRAGS_ENTRIES, 0);
+
 /// Ifindexes of the traced L3 interfaces (bridge0): packets entering there go up to IP
 /// routing. Bridge ports are L2 and are not listed.
 #[map]
@@ -141,8 +147,16 @@ const LAST_INGRESS_MAX_AGE_NS: u64 = 20_000_000;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
 const VLAN_HDR_LEN: usize = 4;
 const TCP_SYN_FIN_RST: u8 = 0x01 | 0x02 | 0x04;
+/// IPv6 extension headers walked to the transport header (hop-by-hop, routing,
+/// destination options, fragment; more than this and the packet is not traced).
+const IPV6_EXT_MAX: usize = 4;
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_DEST: u8 = 60;
 
 #[classifier]
 pub fn meridio_tc_in(ctx: TcContext) -> i32 {
@@ -268,12 +282,23 @@ fn observe(ctx: &TcContext, dir: u8) {
 /// program and the memcpy it calls).
 fn try_observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
     let ether_type = u16::from_be(rd::<u16>(ctx, 12)?);
-    if ether_type == ETH_P_8021Q {
+    if is_vlan(ether_type) {
+        // 802.1Q, or 802.1ad (QinQ) with a second tag inside.
         let inner = u16::from_be(rd::<u16>(ctx, EthHdr::LEN + 2)?);
-        observe_ip::<{ EthHdr::LEN + VLAN_HDR_LEN }>(ctx, dir, inner)
+        if is_vlan(inner) {
+            let inner = u16::from_be(rd::<u16>(ctx, EthHdr::LEN + VLAN_HDR_LEN + 2)?);
+            observe_ip::<{ EthHdr::LEN + 2 * VLAN_HDR_LEN }>(ctx, dir, inner)
+        } else {
+            observe_ip::<{ EthHdr::LEN + VLAN_HDR_LEN }>(ctx, dir, inner)
+        }
     } else {
         observe_ip::<{ EthHdr::LEN }>(ctx, dir, ether_type)
     }
+}
+
+#[inline(always)]
+fn is_vlan(ether_type: u16) -> bool {
+    ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD
 }
 
 /// The rest of `try_observe` for an IP header at the constant offset `L3`: every header
@@ -294,6 +319,10 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
         proto: 0,
         dir,
     };
+    // `FRAG_*` bits, offset in bytes and datagram id, when the packet is a fragment.
+    let mut frag = 0u8;
+    let mut frag_off = 0u16;
+    let mut frag_id = 0u32;
     // `to_vip`: the VIP is the destination (else the source).
     let (family, to_vip, ip_len, l4) = match ether_type {
         ETH_P_IP => {
@@ -311,6 +340,14 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
             }
             key.proto = rd(ctx, l3 + 9)?;
             let tot_len = u16::from_be(rd::<u16>(ctx, l3 + 2)?);
+            // Identification and flags/fragment offset.
+            let id_frag: [u8; 4] = rd(ctx, l3 + 4)?;
+            let frag_field = u16::from_be_bytes([id_frag[2], id_frag[3]]);
+            if frag_field & 0x3fff != 0 {
+                frag = FRAG_IS | if frag_field & 0x2000 != 0 { FRAG_MORE } else { 0 };
+                frag_off = (frag_field & 0x1fff) << 3;
+                frag_id = u32::from(u16::from_be_bytes([id_frag[0], id_frag[1]]));
+            }
             (AF_INET, to_vip, tot_len, l3 + ihl * 4)
         }
         ETH_P_IPV6 => {
@@ -320,19 +357,57 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
             if !to_vip && !is_vip(&key.src) {
                 return Ok(());
             }
-            key.proto = rd(ctx, l3 + 6)?;
             let payload_len = u16::from_be(rd::<u16>(ctx, l3 + 4)?);
+            // Walk the extension headers to the transport header, a bounded number of
+            // them. Offsets past the fixed header vary: read through the helper.
+            let mut next: u8 = rd(ctx, l3 + 6)?;
+            let mut off = l3 + Ipv6Hdr::LEN;
+            for _ in 0..IPV6_EXT_MAX {
+                match next {
+                    NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
+                        let h: [u8; 2] = ctx.load(off).map_err(|_| ())?;
+                        next = h[0];
+                        off += (h[1] as usize + 1) * 8;
+                    }
+                    NEXTHDR_FRAGMENT => {
+                        let h: [u8; 8] = ctx.load(off).map_err(|_| ())?;
+                        next = h[0];
+                        off += 8;
+                        let field = u16::from_be_bytes([h[2], h[3]]);
+                        frag = FRAG_IS | if field & 1 != 0 { FRAG_MORE } else { 0 };
+                        frag_off = field & 0xfff8;
+                        frag_id = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+                        if frag_off != 0 {
+                            break; // no more headers in a non-first fragment
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            key.proto = next;
             (
                 AF_INET6,
                 to_vip,
                 payload_len.wrapping_add(Ipv6Hdr::LEN as u16),
-                l3 + Ipv6Hdr::LEN,
+                off,
             )
         }
         _ => return Ok(()),
     };
 
     let tcp_flags = match key.proto {
+        // A later fragment carries no transport header: its ports are its first
+        // fragment's, or unknown (0) when that was not seen.
+        PROTO_TCP | PROTO_UDP if frag_off != 0 => {
+            match frag_ports(&key, frag_id) {
+                Some(ports) => {
+                    key.sport = ports[0];
+                    key.dport = ports[1];
+                }
+                None => frag |= FRAG_ORPHAN,
+            }
+            0
+        }
         PROTO_TCP | PROTO_UDP => {
             // Both ports in one read (and the TCP flags, byte 13, in a second).
             let ports: u32 = ctx.load(l4).map_err(|_| ())?;
@@ -357,6 +432,12 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
         }
     }
     bump(COUNTER_MATCHED);
+    if frag & (FRAG_IS | FRAG_MORE) == FRAG_IS | FRAG_MORE
+        && frag_off == 0
+        && (key.proto == PROTO_TCP || key.proto == PROTO_UDP)
+    {
+        remember_frag(&key, frag_id);
+    }
 
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     // SAFETY: ctx.skb.skb is the valid __sk_buff the program was called with.
@@ -403,14 +484,40 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
         return Ok(());
     }
 
-    let mut vlan = if skb.vlan_present != 0 {
-        skb.vlan_tci as u16
+    // VLAN tags outermost first: the one in the skb's metadata (taken off the frame on
+    // ingress, or to be put on by the device on egress), then those in the frame. Each tag
+    // is (TPID, TCI); the first two are kept.
+    let accel = if skb.vlan_present != 0 {
+        // `vlan_proto` is in network order.
+        Some((u16::from_be(skb.vlan_proto as u16), skb.vlan_tci as u16))
     } else {
-        0
+        None
     };
-    if l3 != EthHdr::LEN {
-        vlan = u16::from_be(rd::<u16>(ctx, EthHdr::LEN)?);
-    }
+    let in_frame = if l3 > EthHdr::LEN {
+        Some((
+            u16::from_be(rd::<u16>(ctx, 12)?),
+            u16::from_be(rd::<u16>(ctx, EthHdr::LEN)?),
+        ))
+    } else {
+        None
+    };
+    let in_frame2 = if l3 > EthHdr::LEN + VLAN_HDR_LEN {
+        Some((
+            u16::from_be(rd::<u16>(ctx, EthHdr::LEN + 2)?),
+            u16::from_be(rd::<u16>(ctx, EthHdr::LEN + VLAN_HDR_LEN)?),
+        ))
+    } else {
+        None
+    };
+    let (outer, inner, vlan_tags) = match (accel, in_frame) {
+        (Some(a), Some(f)) => (a, f, 2),
+        (Some(a), None) => (a, (0, 0), 1),
+        (None, Some(f)) => match in_frame2 {
+            Some(f2) => (f, f2, 2),
+            None => (f, (0, 0), 1),
+        },
+        (None, None) => ((0, 0), (0, 0), 0),
+    };
     let eth_src: [u8; 6] = rd(ctx, 6)?;
     // Filled in place in the ring: it would not fit on the BPF stack beside the key.
     let Some(mut entry) = EVENTS.reserve::<PacketRecord>(0) else {
@@ -430,7 +537,16 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
         (*r).sport = key.sport;
         (*r).dport = key.dport;
         (*r).ip_len = ip_len;
-        (*r).vlan = vlan;
+        (*r).vlan = outer.1 & 0x0fff;
+        (*r).vlan_tpid = outer.0;
+        (*r).vlan_inner = inner.1 & 0x0fff;
+        (*r).vlan_prio = ((outer.1 >> 13) as u8) | (((inner.1 >> 13) as u8) << 4);
+        (*r).vlan_tags = vlan_tags;
+        (*r).frag = frag;
+        (*r)._pad = 0;
+        (*r).frag_off = frag_off;
+        (*r)._pad2 = 0;
+        (*r).frag_id = frag_id;
         (*r).mark = skb.mark;
         (*r).hash = skb.hash;
         (*r).dir = dir;
@@ -440,6 +556,29 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
     }
     entry.submit(wakeup());
     Ok(())
+}
+
+#[inline(always)]
+fn frag_key(key: &HopKey, id: u32) -> FragKey {
+    FragKey {
+        src: key.src,
+        dst: key.dst,
+        id,
+        proto: key.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// A first fragment: its datagram's later fragments will look their ports up here.
+#[inline(always)]
+fn remember_frag(key: &HopKey, id: u32) {
+    let _ = FRAGS.insert(frag_key(key, id), [key.sport, key.dport], 0);
+}
+
+#[inline(always)]
+fn frag_ports(key: &HopKey, id: u32) -> Option<[u16; 2]> {
+    // SAFETY: the value is copied out at once.
+    unsafe { FRAGS.get(frag_key(key, id)).copied() }
 }
 
 /// Adds to a counter several CPUs may update at once.

@@ -156,15 +156,17 @@ fn sorted(mut vips: Vec<IpAddr>) -> Vec<IpAddr> {
 
 /// Classifies one namespace from its links, rules, routes and local addresses.
 pub fn classify(state: &KernelState, addrs: &[Address]) -> Class {
-    as_proxy(state)
+    as_proxy(state, addrs)
         .or_else(|| as_frontend(state, addrs))
         .or_else(|| as_target(state, addrs))
         .unwrap_or_else(Class::other)
 }
 
 /// A bridge with at least two ports, and VIP source rules whose table's default route has
-/// next-hops through that bridge (the ECMP over the frontends' conduit addresses).
-fn as_proxy(state: &KernelState) -> Option<Class> {
+/// next-hops through that bridge (the ECMP over the frontends' conduit addresses). When
+/// every frontend is gone the VIP tables are empty: the bridge, its ports and the rules
+/// still make a proxy (the outage someone reaches for the tracer in), noted "no next-hops".
+fn as_proxy(state: &KernelState, addrs: &[Address]) -> Option<Class> {
     let bridges: BTreeSet<u32> = state
         .links
         .values()
@@ -184,6 +186,8 @@ fn as_proxy(state: &KernelState) -> Option<Class> {
     }
     let mut vips = Vec::new();
     let mut used = BTreeSet::new();
+    // VIP rules whose table holds no route of the rule's family at all.
+    let mut empty: Vec<(IpAddr, u32)> = Vec::new();
     for (vip, table, rule) in host_source_rules(state) {
         let via: Vec<u32> = state
             .default_nexthops(table, rule.v6)
@@ -194,11 +198,35 @@ fn as_proxy(state: &KernelState) -> Option<Class> {
         if !via.is_empty() {
             push_vip(&mut vips, vip);
             used.extend(via);
+        } else if !is_local(addrs, vip)
+            && !state
+                .routes
+                .iter()
+                .any(|r| r.table == table && r.v6 == rule.v6)
+        {
+            // A target holds its VIPs; a proxy only routes them.
+            empty.push((vip, table));
         }
     }
     if vips.is_empty() {
-        return None;
+        if empty.is_empty() {
+            return None;
+        }
+        used = bridges;
     }
+    for (vip, _) in &empty {
+        push_vip(&mut vips, *vip);
+    }
+    let note = (!empty.is_empty()).then(|| {
+        let tables: Vec<String> = empty
+            .iter()
+            .map(|(vip, t)| format!("table {t} (from {vip})"))
+            .collect();
+        format!(
+            "no next-hops: {} empty (every frontend gone?); the VIP's egress traffic is dropped or leaves by another rule",
+            tables.join(", ")
+        )
+    });
     let mut interfaces = Vec::new();
     for b in used {
         interfaces.push(Iface {
@@ -221,7 +249,7 @@ fn as_proxy(state: &KernelState) -> Option<Class> {
         role: Role::Proxy,
         vips: sorted(vips),
         interfaces,
-        note: None,
+        note,
     })
 }
 
@@ -1181,8 +1209,39 @@ mod tests {
         assert_ne!(classify(&s, &[]).role, Role::Proxy);
         // A rule whose table's default route does not use the bridge.
         let mut s = proxy();
-        s.routes = vec![default_route(31, false, &[("192.0.2.1", 8)])];
+        s.routes = vec![
+            default_route(31, false, &[("192.0.2.1", 8)]),
+            default_route(31, true, &[("3000::1", 8)]),
+        ];
         assert_ne!(classify(&s, &[]).role, Role::Proxy);
+    }
+
+    #[test]
+    fn a_proxy_whose_vip_tables_are_empty_is_a_proxy_with_no_next_hops() {
+        let mut s = proxy();
+        s.routes.retain(|r| r.table != 31);
+        let c = classify(&s, &[]);
+        assert_eq!(c.role, Role::Proxy);
+        assert_eq!(c.vips, vec![ip("10.9.9.9"), ip("3000::9")]);
+        assert_eq!(interfaces_text(&c), "bridge brx: a b c");
+        let note = c.note.unwrap();
+        assert!(
+            note.starts_with(
+                "no next-hops: table 31 (from 10.9.9.9), table 31 (from 3000::9) empty"
+            ),
+            "{note}"
+        );
+        // Only the IPv6 table emptied: a proxy by its IPv4 VIP, noted for the IPv6 one.
+        let mut s = proxy();
+        s.routes.retain(|r| !(r.table == 31 && r.v6));
+        let c = classify(&s, &[]);
+        assert_eq!(c.role, Role::Proxy);
+        assert!(c.note.unwrap().contains("(from 3000::9)"));
+        // Holding the VIP makes it a target's rule, not an emptied proxy table.
+        let mut s = proxy();
+        s.routes.retain(|r| r.table != 31);
+        let addrs = [addr(7, "10.9.9.9", 32), addr(7, "3000::9", 128)];
+        assert_ne!(classify(&s, &addrs).role, Role::Proxy);
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
     DropRecord, FibRecord, HashRecord, PacketRecord, AF_INET, AF_INET6, DIR_EGRESS, DIR_INGRESS,
-    HASH_HOOK_FEXIT, HASH_HOOK_KRETPROBE, KIND_DROP, KIND_FIB, KIND_HASH, KIND_PACKET,
+    FRAG_IS, FRAG_MORE, FRAG_ORPHAN, HASH_HOOK_FEXIT, HASH_HOOK_KRETPROBE, KIND_DROP, KIND_FIB,
+    KIND_HASH, KIND_PACKET,
 };
 
 /// TC hook direction on an interface.
@@ -42,9 +43,49 @@ pub struct Packet {
     pub tcp_flags: u8,
     pub eth_src: Mac,
     pub eth_dst: Mac,
-    pub vlan: u16,
+    pub vlan: Vlan,
     pub mark: u32,
     pub hash: u32,
+    /// Set when the packet is an IP fragment.
+    pub frag: Option<Frag>,
+}
+
+/// An IP fragment: which datagram, where in it, and whether its ports are known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frag {
+    /// IPv4 identification or IPv6 fragment header identification.
+    pub id: u32,
+    /// Offset of its payload in the datagram, in bytes (0: the first fragment).
+    pub offset: u16,
+    pub more: bool,
+    /// A later fragment whose first fragment was not seen: counted under ports 0.
+    pub orphan: bool,
+}
+
+/// The VLAN tags of a frame, outermost first (802.1Q, or 802.1ad QinQ with two), whether
+/// the kernel keeps a tag in the skb's metadata or in the frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Vlan {
+    /// Tags seen, 0 to 2.
+    pub tags: u8,
+    /// Outer VLAN id (0 without a tag), its priority (PCP) and TPID.
+    pub id: u16,
+    pub pcp: u8,
+    pub tpid: u16,
+    /// Inner VLAN id and priority of a QinQ frame (0 without).
+    pub inner_id: u16,
+    pub inner_pcp: u8,
+}
+
+impl Vlan {
+    /// `100` or `100.200` (outer.inner), empty without a tag.
+    pub fn ids_text(&self) -> String {
+        match self.tags {
+            0 => String::new(),
+            1 => self.id.to_string(),
+            _ => format!("{}.{}", self.id, self.inner_id),
+        }
+    }
 }
 
 /// A routing table lookup made for a traced packet (`fib*:fib*_table_lookup`).
@@ -171,9 +212,22 @@ pub fn decode_tagged(bytes: &[u8]) -> Result<(u16, Event), DecodeError> {
                     tcp_flags: r.tcp_flags,
                     eth_src: r.eth_src,
                     eth_dst: r.eth_dst,
-                    vlan: r.vlan,
+                    vlan: Vlan {
+                        tags: r.vlan_tags.min(2),
+                        id: r.vlan,
+                        pcp: r.vlan_prio & 0x07,
+                        tpid: r.vlan_tpid,
+                        inner_id: r.vlan_inner,
+                        inner_pcp: (r.vlan_prio >> 4) & 0x07,
+                    },
                     mark: r.mark,
                     hash: r.hash,
+                    frag: (r.frag & FRAG_IS != 0).then_some(Frag {
+                        id: r.frag_id,
+                        offset: r.frag_off,
+                        more: r.frag & FRAG_MORE != 0,
+                        orphan: r.frag & FRAG_ORPHAN != 0,
+                    }),
                 }),
             ))
         }
@@ -403,6 +457,38 @@ mod tests {
     }
 
     #[test]
+    fn decodes_both_vlan_tags_of_a_qinq_frame() {
+        let r = PacketRecord {
+            kind: KIND_PACKET,
+            src: tracer_common::v4_mapped([20, 0, 0, 1]),
+            dst: tracer_common::v4_mapped([10, 0, 0, 1]),
+            family: AF_INET,
+            proto: 17,
+            vlan: 100,
+            vlan_tpid: 0x88a8,
+            vlan_inner: 200,
+            vlan_prio: 5 | (3 << 4),
+            vlan_tags: 2,
+            ..Default::default()
+        };
+        let Event::Packet(p) = decode(&as_bytes(&r)).unwrap() else {
+            panic!("not a packet")
+        };
+        assert_eq!(
+            p.vlan,
+            Vlan {
+                tags: 2,
+                id: 100,
+                pcp: 5,
+                tpid: 0x88a8,
+                inner_id: 200,
+                inner_pcp: 3
+            }
+        );
+        assert_eq!(p.vlan.ids_text(), "100.200");
+    }
+
+    #[test]
     fn decodes_ipv4_packet() {
         let r = PacketRecord {
             kind: KIND_PACKET,
@@ -430,6 +516,26 @@ mod tests {
             (4000, 35000, 60, Dir::Egress)
         );
         assert_eq!(fmt_tcp_flags(p.tcp_flags), "SYN,ACK");
+        assert_eq!(p.vlan, Vlan::default());
+        assert_eq!(p.frag, None);
+        let frag = PacketRecord {
+            frag: FRAG_IS | FRAG_ORPHAN,
+            frag_off: 1480,
+            frag_id: 0xbeef,
+            ..r
+        };
+        let Event::Packet(p) = decode(&as_bytes(&frag)).unwrap() else {
+            panic!("not a packet")
+        };
+        assert_eq!(
+            p.frag,
+            Some(Frag {
+                id: 0xbeef,
+                offset: 1480,
+                more: false,
+                orphan: true
+            })
+        );
         assert_eq!(fmt_tcp_flags(0), "");
         assert_eq!(fmt_tcp_flags(0xff), "SYN,ACK,FIN,RST,PSH,URG,ECE,CWR");
         assert_eq!(

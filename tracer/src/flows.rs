@@ -7,7 +7,7 @@
 //! next-hop the kernel really chose: its Ethernet destination, mapped back to an IP through
 //! the neighbour table. The bridge port the same frame then leaves by names the frontend link.
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
 };
 
@@ -256,6 +256,32 @@ struct FlowState {
     counted: Option<Counted>,
     /// The flow's entries in each site's counter map, to forget when the flow ends.
     hop_keys: Vec<(usize, HopKey)>,
+    frags: FragState,
+}
+
+/// Datagrams followed per flow for the split check; beyond it new ones are not.
+const FRAG_DATAGRAMS_KEPT: usize = 4096;
+
+/// A flow's fragments as its records showed them.
+#[derive(Clone, Debug, Default)]
+struct FragState {
+    /// Fragment records on the proxy's routed egress hop.
+    routed: u64,
+    /// Fragment records whose first fragment was not seen (ports unknown), any hop.
+    orphans: u64,
+    /// Per datagram id: the next-hop MACs its fragments took, first one first.
+    datagrams: BTreeMap<u32, Vec<Mac>>,
+}
+
+/// A flow summary's fragments: from the records, so a budget or loss can hide a split.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FragSummary {
+    pub routed: u64,
+    pub datagrams: u64,
+    /// Datagrams whose fragments left by more than one next-hop, and the first few ids.
+    pub split: u64,
+    pub split_ids: Vec<u32>,
+    pub orphans: u64,
 }
 
 impl FlowState {
@@ -294,6 +320,8 @@ pub struct FlowSummary {
     pub drops: u64,
     /// (interface, reason, location) of the latest drop.
     pub last_drop: Option<(String, String, String)>,
+    /// Only for a flow that had fragments.
+    pub fragments: Option<FragSummary>,
 }
 
 impl FlowSummary {
@@ -513,8 +541,23 @@ impl FlowTable {
                     }),
                 }
                 decision = Some(decide(flow, &p, nexthop, state));
+                if let Some(fr) = p.frag {
+                    flow.frags.routed += 1;
+                    let kept = flow.frags.datagrams.len() < FRAG_DATAGRAMS_KEPT;
+                    match flow.frags.datagrams.get_mut(&fr.id) {
+                        Some(macs) if !macs.contains(&p.eth_dst) => macs.push(p.eth_dst),
+                        Some(_) => {}
+                        None if kept => {
+                            flow.frags.datagrams.insert(fr.id, vec![p.eth_dst]);
+                        }
+                        None => {}
+                    }
+                }
             }
             _ => {}
+        }
+        if p.frag.is_some_and(|f| f.orphan) {
+            flow.frags.orphans += 1;
         }
         Some(Hop {
             flow_id: flow.id,
@@ -680,7 +723,27 @@ fn summarize(key: &FlowKey, f: &FlowState, states: &[&KernelState]) -> FlowSumma
         predictions: f.predictions.clone(),
         drops: f.drops,
         last_drop: f.last_drop.clone(),
+        fragments: frag_summary(&f.frags),
     }
+}
+
+fn frag_summary(f: &FragState) -> Option<FragSummary> {
+    if f.routed == 0 && f.orphans == 0 {
+        return None;
+    }
+    let split: Vec<u32> = f
+        .datagrams
+        .iter()
+        .filter(|(_, macs)| macs.len() > 1)
+        .map(|(id, _)| *id)
+        .collect();
+    Some(FragSummary {
+        routed: f.routed,
+        datagrams: f.datagrams.len() as u64,
+        split: split.len() as u64,
+        split_ids: split.into_iter().take(8).collect(),
+        orphans: f.orphans,
+    })
 }
 
 /// The next-hops a flow took, with the kernel's exact packet counts. A next-hop no record
@@ -958,9 +1021,10 @@ pub(crate) mod tests {
             tcp_flags: 0x10,
             eth_src: [0; 6],
             eth_dst,
-            vlan: 0,
+            vlan: Default::default(),
             mark: 0,
             hash: 0,
+            frag: None,
         }
     }
 
@@ -1027,6 +1091,52 @@ pub(crate) mod tests {
             counts,
             vec![(Some(ip("172.16.0.3")), 1), (Some(ip("172.16.0.5")), 2)]
         );
+    }
+
+    /// Fragments of one datagram routed to `macs` in turn, at the proxy's routed hop.
+    fn fragments(t: &mut FlowTable, s: &KernelState, ts: u64, id: u32, macs: &[Mac]) {
+        for (i, mac) in macs.iter().enumerate() {
+            let mut p = pkt(ts + i as u64, BR, Dir::Egress, true, *mac);
+            p.frag = Some(crate::events::Frag {
+                id,
+                offset: 1480 * i as u16,
+                more: i + 1 < macs.len(),
+                orphan: false,
+            });
+            t.on_packet(p, &at(s));
+        }
+    }
+
+    #[test]
+    fn a_datagram_whose_fragments_took_two_next_hops_is_flagged_split() {
+        let s = proxy();
+        let mut t = FlowTable::new([ip("20.0.0.1")]);
+        fragments(&mut t, &s, 10, 0x11, &[MAC_A, MAC_A, MAC_A]);
+        fragments(&mut t, &s, 20, 0x12, &[MAC_A, MAC_B, MAC_A]);
+        let mut orphan = pkt(30, TO_TARGET, Dir::Ingress, true, MAC_BR);
+        orphan.frag = Some(crate::events::Frag {
+            id: 0x13,
+            offset: 1480,
+            more: false,
+            orphan: true,
+        });
+        t.on_packet(orphan, &at(&s));
+        let [sum] = t.summaries(&[&s]).try_into().unwrap();
+        assert_eq!(
+            sum.fragments,
+            Some(FragSummary {
+                routed: 6,
+                datagrams: 2,
+                split: 1,
+                split_ids: vec![0x12],
+                orphans: 1,
+            })
+        );
+        // A flow without fragments has no fragment summary.
+        let mut t = FlowTable::new([ip("20.0.0.1")]);
+        egress(&mut t, &s, 10, MAC_A, TO_A);
+        let [sum] = t.summaries(&[&s]).try_into().unwrap();
+        assert_eq!(sum.fragments, None);
     }
 
     #[test]

@@ -86,8 +86,9 @@ const fn t(binary: &'static str, name: &'static str, ignored: bool) -> TestRef {
 /// The kernel-sensitive tests: next-hop and ports against the frontends' counters (IPv4
 /// and IPv6), rule and table attribution (fib tracepoints), the netlink path's clean exit
 /// after SIGINT/SIGTERM and SIGKILL plus the next start's clean-up, a drop with its reason
-/// (or saying there is none), what the ready record says, and the hash hooks.
-pub const TESTS: [TestRef; 7] = [
+/// (or saying there is none), what the ready record says, the hash hooks, and the TC
+/// parser on fragments (IPv4, and IPv6's extension header walk: a verifier-sensitive loop).
+pub const TESTS: [TestRef; 8] = [
     t(
         "kernels",
         "the_ready_record_says_what_this_kernel_offers",
@@ -111,6 +112,11 @@ pub const TESTS: [TestRef; 7] = [
     t(
         "routing",
         "a_flow_dropped_in_the_proxy_is_reported_with_a_reason",
+        false,
+    ),
+    t(
+        "real_traffic",
+        "fragments_are_counted_in_their_flow_per_next_hop",
         false,
     ),
     t(
@@ -235,7 +241,8 @@ fn build_tests(root: &Path) -> Result<HashMap<String, PathBuf>> {
     let mut c = Command::new(&cargo);
     c.current_dir(root)
         .args(["test", "--no-run", "--message-format=json", "-p", "tracer"])
-        .args(["--test", "e2e", "--test", "routing", "--test", "kernels"]);
+        .args(["--test", "e2e", "--test", "routing", "--test", "kernels"])
+        .args(["--test", "real_traffic"]);
     let out = c
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -257,7 +264,7 @@ fn build_tests(root: &Path) -> Result<HashMap<String, PathBuf>> {
             }
         }
     }
-    for b in ["e2e", "routing", "kernels"] {
+    for b in ["e2e", "routing", "kernels", "real_traffic"] {
         if !found.contains_key(b) {
             bail!("cargo did not report the `{b}` test binary");
         }

@@ -78,7 +78,17 @@ enum Record<'a> {
         eth_dst: Str<MacText>,
         mark: u32,
         hash: u32,
+        /// The outer VLAN id (802.1Q, or the 802.1ad tag of a QinQ frame), 0 without a tag.
         vlan: u16,
+        /// Tags seen (0 to 2); the outer tag's priority and TPID; the inner (QinQ) tag's id
+        /// and priority, 0 without.
+        vlan_tags: u8,
+        vlan_pcp: u8,
+        vlan_tpid: u16,
+        vlan_inner: u16,
+        vlan_inner_pcp: u8,
+        /// Null unless the packet is an IP fragment.
+        frag: Option<FragRecord>,
         routed: bool,
         /// Only on a hop that names its next-hop.
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -164,7 +174,28 @@ enum Record<'a> {
         counted: bool,
         drops: Drops<'a>,
         prediction: Prediction<'a>,
+        /// Null unless the flow had fragments.
+        fragments: Option<FragsRecord<'a>>,
     },
+}
+
+/// A flow's fragments (from its records): fragment records on the routed hop, datagrams,
+/// datagrams split over next-hops (and the first few ids), fragments of unknown flow.
+#[derive(Serialize)]
+struct FragsRecord<'a> {
+    routed: u64,
+    datagrams: u64,
+    split: u64,
+    split_ids: &'a [u32],
+    orphans: u64,
+}
+
+#[derive(Serialize)]
+struct FragRecord {
+    id: u32,
+    offset: u16,
+    more: bool,
+    orphan: bool,
 }
 
 /// The flow's key, as every flow-level record carries it.
@@ -464,7 +495,18 @@ impl<W: Write> Render for Json<W> {
             eth_dst: Str(MacText::new(&p.eth_dst)),
             mark: p.mark,
             hash: p.hash,
-            vlan: p.vlan,
+            vlan: p.vlan.id,
+            vlan_tags: p.vlan.tags,
+            vlan_pcp: p.vlan.pcp,
+            vlan_tpid: p.vlan.tpid,
+            vlan_inner: p.vlan.inner_id,
+            vlan_inner_pcp: p.vlan.inner_pcp,
+            frag: p.frag.map(|f| FragRecord {
+                id: f.id,
+                offset: f.offset,
+                more: f.more,
+                orphan: f.orphan,
+            }),
             routed: h.decision.is_some(),
             nexthop: h.nexthop,
         });
@@ -592,6 +634,13 @@ impl<W: Write> Render for Json<W> {
                 unknown: p.unknown,
                 hash_source: p.source.as_deref(),
             },
+            fragments: s.fragments.as_ref().map(|f| FragsRecord {
+                routed: f.routed,
+                datagrams: f.datagrams,
+                split: f.split,
+                split_ids: &f.split_ids,
+                orphans: f.orphans,
+            }),
         });
     }
 }
@@ -706,9 +755,10 @@ mod tests {
             tcp_flags: 0x12,
             eth_src: [2, 0, 0, 0, 0, 1],
             eth_dst: [2, 0, 0, 0, 0, 0xb],
-            vlan: 0,
+            vlan: Default::default(),
             mark: 0x1389,
             hash: 0x8000_0000,
+            frag: None,
         }
     }
 
@@ -749,7 +799,8 @@ mod tests {
                     "src": "20.0.0.1", "sport": 4000, "dst": "169.254.100.150", "dport": 35000,
                     "vip": "20.0.0.1", "len": 60, "tcp_flags": "SYN,ACK",
                     "eth_src": "02:00:00:00:00:01", "eth_dst": "02:00:00:00:00:0b",
-                    "mark": 5001, "hash": 2147483648u64, "vlan": 0, "routed": true,
+                    "mark": 5001, "hash": 2147483648u64, "vlan": 0, "vlan_tags": 0, "vlan_pcp": 0, "vlan_tpid": 0,
+                    "vlan_inner": 0, "vlan_inner_pcp": 0, "frag": null, "routed": true,
                     "nexthop": "172.16.0.5",
                 }),
                 json!({
@@ -798,7 +849,8 @@ mod tests {
                 "src": "2000::1", "sport": 4000, "dst": "100:100::150", "dport": 35000,
                 "vip": "2000::1", "len": 60, "tcp_flags": "",
                 "eth_src": "02:00:00:00:00:01", "eth_dst": "02:00:00:00:00:0b",
-                "mark": 5001, "hash": 2147483648u64, "vlan": 0, "routed": false,
+                "mark": 5001, "hash": 2147483648u64, "vlan": 0, "vlan_tags": 0, "vlan_pcp": 0, "vlan_tpid": 0,
+                    "vlan_inner": 0, "vlan_inner_pcp": 0, "frag": null, "routed": false,
             })
         );
 
@@ -1153,6 +1205,7 @@ mod tests {
                 "IP_RPFILTER".into(),
                 "fib_validate_source+0x10".into(),
             )),
+            fragments: None,
         };
         assert_eq!(
             one(|j| j.summary(&s, "proxy-a")),
@@ -1175,6 +1228,7 @@ mod tests {
                                                 "location": "fib_validate_source+0x10"}},
                 "prediction": {"agree": 3, "disagree": 1, "unknown": 0,
                                "hash_source": "skb L4 hash reused by policy 1"},
+                "fragments": null,
             })
         );
 
@@ -1202,6 +1256,13 @@ mod tests {
             predictions: PredictionStats::default(),
             drops: 0,
             last_drop: None,
+            fragments: Some(crate::flows::FragSummary {
+                routed: 6,
+                datagrams: 2,
+                split: 1,
+                split_ids: vec![0x1234],
+                orphans: 1,
+            }),
             ..s
         };
         let v = one(|j| j.summary(&split, ""));
@@ -1226,6 +1287,10 @@ mod tests {
             json!({"ifname": null, "packets": 0, "records": 0})
         );
         assert_eq!(v["counted"], json!(false));
+        assert_eq!(
+            v["fragments"],
+            json!({"routed": 6, "datagrams": 2, "split": 1, "split_ids": [0x1234], "orphans": 1})
+        );
         assert_eq!(v["drops"], json!({"packets": 0, "last": null}));
         assert_eq!(
             v["prediction"],

@@ -87,6 +87,7 @@ fn records() -> Vec<Vec<u8>> {
                     family: AF_INET,
                     proto: PROTO_TCP,
                     tcp_flags,
+                    ..Default::default()
                 })
             };
             out.push(pkt(conduit, DIR_INGRESS, true, MAC_BR, flags));

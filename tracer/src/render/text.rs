@@ -229,6 +229,18 @@ impl Render for Text {
             sockaddr(p.src, p.sport),
             sockaddr(p.dst, p.dport),
         );
+        if let Some(f) = p.frag {
+            line += &format!(
+                "  frag {:#x} +{}{}{}",
+                f.id,
+                f.offset,
+                if f.more { " MF" } else { "" },
+                if f.orphan { " (first not seen)" } else { "" }
+            );
+        }
+        if p.vlan.tags > 0 {
+            line += &format!("  vlan {}", p.vlan.ids_text());
+        }
         if h.kind == HopKind::L3 && p.dir == crate::events::Dir::Egress && h.nexthop.is_some()
             || h.decision.is_some()
         {
@@ -427,6 +439,21 @@ impl Render for Text {
                 self.out,
                 "  DROPPED: {} packets, the latest on {ifname}: {reason} at {location}",
                 s.drops
+            );
+        }
+        if let Some(f) = &s.fragments {
+            let split = if f.split == 0 {
+                "none split over next-hops".to_string()
+            } else {
+                let ids: Vec<String> = f.split_ids.iter().map(|i| format!("{i:#x}")).collect();
+                format!("SPLIT over next-hops: {} (ids {})", f.split, ids.join(", "))
+            };
+            say!(
+                self.out,
+                "  fragments: {} routed fragment records of {} datagrams, {split}; {} fragments before their first (flow unknown)",
+                f.routed,
+                f.datagrams,
+                f.orphans
             );
         }
         say!(self.out, "  verdict: {verdict}");
