@@ -37,6 +37,8 @@ pub struct Ready {
     /// What the namespace is on the path: proxy, frontend or target.
     pub role: &'static str,
     pub vips: Vec<IpAddr>,
+    /// Where the VIPs came from: "--vip", or "discovery" when none was given.
+    pub vips_from: &'static str,
     pub client_port: Option<u16>,
     pub interfaces: Vec<String>,
     /// Hooks attached, e.g. "tc:bridge0/ingress (tcx)", "tracepoint:fib/fib_table_lookup".
@@ -180,6 +182,7 @@ impl Probes {
             netns: req.netns.label.clone(),
             role: req.role,
             vips: req.vips.to_vec(),
+            vips_from: "--vip",
             client_port: req.client_port,
             interfaces: req.interfaces.to_vec(),
             ..Default::default()

@@ -37,8 +37,14 @@ pub struct Args {
     pub roles: Vec<RoleArg>,
 
     /// VIP to follow (IPv4 or IPv6, repeatable). Packets to or from it are traced.
-    #[arg(long = "vip", value_name = "IP", required = true, value_parser = parse_vip)]
+    /// Default: every VIP discovery finds on the node (the VIPS column of `tracer
+    /// discover`; with --netns, that namespace's), fixed at start.
+    #[arg(long = "vip", value_name = "IP", value_parser = parse_vip)]
     pub vips: Vec<IpAddr>,
+
+    /// Set when no --vip was given and the VIPs are discovery's (the ready record says so).
+    #[arg(skip)]
+    pub vips_discovered: bool,
 
     /// Follow only the flow of this client (source) port, e.g. the `-p` of `nc`.
     #[arg(long, value_name = "CLIENT_PORT", value_parser = clap::value_parser!(u16).range(1..))]
@@ -250,6 +256,11 @@ mod tests {
     fn netns_is_optional_and_discover_is_a_subcommand() {
         let a = parse(&["--vip", "20.0.0.1"]).unwrap();
         assert_eq!(a.netns_spec, None);
+        let a = parse(&[]).unwrap();
+        assert!(
+            a.vips.is_empty() && a.command.is_none(),
+            "no --vip: discovery's VIPs"
+        );
         assert!(a.command.is_none());
         let a = parse(&["--netns", "proxy-a", "--vip", "20.0.0.1"]).unwrap();
         assert_eq!(a.netns_spec.as_deref(), Some("proxy-a"));
@@ -289,7 +300,6 @@ mod tests {
                 &["--netns", "p", "--vip", "1.2.3.4", "--duration", "0"],
                 "more than 0",
             ),
-            (&["--netns", "p"], "--vip"),
             (
                 &["--vip", "1.2.3.4", "--hooks", "fib,drop"],
                 "must include tc",

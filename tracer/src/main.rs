@@ -38,9 +38,25 @@ fn run(args: cli::Args) -> anyhow::Result<()> {
         check_root()?;
         return runtime()?.block_on(discover::run(d.json, d.all));
     }
+    let mut args = args;
     args.validate()?;
     check_root()?;
     let roles: Vec<discover::Role> = args.roles.iter().map(|r| (*r).into()).collect();
+    if args.vips.is_empty() {
+        // No --vip: trace what discovery finds (of the --netns namespace, or of the roles).
+        let inode = match &args.netns_spec {
+            Some(spec) => Some(netns::Netns::open(spec)?.id()?.1),
+            None => None,
+        };
+        let asked = if roles.is_empty() {
+            &discover::Role::MERIDIO[..]
+        } else {
+            &roles[..]
+        };
+        let found = runtime()?.block_on(discover::discover());
+        args.vips = discover::vips_on_node(&found, asked, inode)?;
+        args.vips_discovered = true;
+    }
     let targets = match &args.netns_spec {
         Some(spec) => {
             let role = match roles.as_slice() {
@@ -61,11 +77,7 @@ fn run(args: cli::Args) -> anyhow::Result<()> {
                 ifaces: args.ifaces.clone(),
             }])
         }
-        None if roles.is_empty() => session::Targets::Discovered(vec![
-            discover::Role::Proxy,
-            discover::Role::Frontend,
-            discover::Role::Target,
-        ]),
+        None if roles.is_empty() => session::Targets::Discovered(discover::Role::MERIDIO.to_vec()),
         None => session::Targets::Discovered(roles),
     };
     runtime()?.block_on(session::run(args, targets))

@@ -203,6 +203,10 @@ async fn open_site(args: &Args, t: Target) -> Result<SiteCtx> {
         hash_hook: args.hash_hook,
     })?;
     let (_, inode) = t.netns.id()?;
+    let mut probes = probes;
+    if args.vips_discovered {
+        probes.ready.vips_from = "discovery";
+    }
     Ok(SiteCtx {
         label: t.label,
         role: t.role,

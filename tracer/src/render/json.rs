@@ -50,6 +50,8 @@ enum Record<'a> {
         netns: &'a str,
         role: &'a str,
         vips: &'a [IpAddr],
+        /// "--vip", or "discovery" (no --vip given).
+        vips_from: &'a str,
         client_port: Option<u16>,
         interfaces: &'a [String],
         hooks: &'a [String],
@@ -432,6 +434,7 @@ impl<W: Write> Render for Json<W> {
             netns: &r.netns,
             role: r.role,
             vips: &r.vips,
+            vips_from: r.vips_from,
             client_port: r.client_port,
             interfaces: &r.interfaces,
             hooks: &r.hooks,
@@ -952,6 +955,7 @@ mod tests {
             netns: "proxy-a".into(),
             role: "proxy",
             vips: vec![ip("20.0.0.1"), ip("2000::1")],
+            vips_from: "--vip",
             client_port: None,
             interfaces: vec!["bridge0".into(), "conduit-a.-3150".into()],
             hooks: vec!["tc:bridge0/ingress (tcx)".into()],
@@ -963,7 +967,7 @@ mod tests {
             one(|j| j.ready(&r)),
             json!({
                 "type": "ready", "netns": "proxy-a", "role": "proxy",
-                "vips": ["20.0.0.1", "2000::1"], "client_port": null,
+                "vips": ["20.0.0.1", "2000::1"], "vips_from": "--vip", "client_port": null,
                 "interfaces": ["bridge0", "conduit-a.-3150"],
                 "hooks": ["tc:bridge0/ingress (tcx)"],
                 "refused": [{"hook": "fexit:fib_multipath_hash", "reason": "EPERM"}],
