@@ -107,3 +107,98 @@ fn without_arguments_and_without_vips_it_says_so() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+fn realtime_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i128
+}
+
+/// `--node` names every record; each record with a kernel time `ts_ns` carries the same
+/// instant on the wall clock (`wall_ns`, and `time` in RFC 3339), which falls inside the
+/// test's own wall-clock readings around the connection; without --node the node is the
+/// hostname.
+#[test]
+fn every_record_says_node_and_wall_clock() {
+    let Some(_serial) = root_or_skip("every_record_says_node_and_wall_clock") else {
+        return;
+    };
+    let lab = lab("x1-");
+    let _listener = lab.listen().unwrap();
+    let proxy = lab.ns(Role::Proxy);
+    let port = 35973;
+    let tracer = Tracer::start(&[
+        "--netns",
+        &proxy,
+        "--vip",
+        "20.0.0.1",
+        "--node",
+        "x1-worker-7",
+    ]);
+    let before = realtime_ns();
+    lab.connect(IpAddr::V4(VIP4), port, b"stamps\n").unwrap();
+    let after = realtime_ns();
+    std::thread::sleep(Duration::from_millis(200));
+    let f = tracer.stop(libc::SIGINT);
+    assert!(f.status.success(), "{}", f.stderr);
+
+    let ready = &f.of_type("ready")[0];
+    let read_error = ready["clock_read_error_ns"].as_u64().unwrap();
+    assert!(read_error < 1_000_000, "{ready}");
+    eprintln!("wall-clock offset read within {read_error} ns");
+    let (mut timed, mut offset) = (0, None);
+    for r in &f.records {
+        assert_eq!(r["node"], "x1-worker-7", "{r}");
+        let Some(ts) = r["ts_ns"].as_u64() else {
+            assert!(r.get("wall_ns").is_none() && r.get("time").is_none(), "{r}");
+            continue;
+        };
+        timed += 1;
+        let wall = r["wall_ns"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no wall_ns: {r}")) as i128;
+        let time = r["time"].as_str().unwrap();
+        let parsed: jiff::Timestamp = time.parse().unwrap();
+        assert_eq!(parsed.as_nanosecond(), wall, "{r}");
+        if r["type"] == "hop" && (r["sport"] == port || r["dport"] == port) {
+            // The packets were on the wire between the two readings (1 ms of slack for
+            // the conversion and the readings themselves).
+            assert!(
+                wall >= before - 1_000_000 && wall <= after + 1_000_000,
+                "hop at {wall} outside [{before}, {after}]: {r}"
+            );
+        }
+        // One offset for the whole run.
+        assert_eq!(
+            wall - ts as i128,
+            *offset.get_or_insert(wall - ts as i128),
+            "{r}"
+        );
+    }
+    let hops = f
+        .of_type("hop")
+        .into_iter()
+        .filter(|r| r["sport"] == port || r["dport"] == port)
+        .count();
+    assert!(
+        hops >= 4 && timed >= hops,
+        "{hops} hops, {timed} timed records"
+    );
+
+    // Without --node: the kernel's hostname.
+    let tracer = Tracer::start(&["--netns", &proxy, "--vip", "20.0.0.1"]);
+    let f = tracer.stop(libc::SIGINT);
+    let host = String::from_utf8(
+        std::process::Command::new("uname")
+            .arg("-n")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    for r in &f.records {
+        assert_eq!(r["node"], host.trim(), "{r}");
+    }
+    assert!(!f.records.is_empty());
+}

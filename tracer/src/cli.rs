@@ -60,6 +60,11 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
 
+    /// The node's name on every JSON record (`node`), for `tracer merge` across nodes.
+    /// Default: the hostname. A DaemonSet passes the Kubernetes node name.
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+
     /// Stop after this many seconds (default: run until Ctrl-C / SIGTERM).
     #[arg(long, value_name = "SECONDS", value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -199,6 +204,9 @@ impl Args {
                 bail!("{vip} cannot be a VIP (unspecified, loopback or multicast address)");
             }
         }
+        if self.node.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            bail!("--node needs a name (or leave it out for the hostname)");
+        }
         if !self.hooks.contains(&HookFamily::Tc) {
             bail!("--hooks must include tc: the TC programs are what every other hook builds on");
         }
@@ -313,6 +321,7 @@ mod tests {
                 "number of records",
             ),
             (&["--vip", "1.2.3.4", "--hop-entries", "10"], "10"),
+            (&["--vip", "1.2.3.4", "--node", ""], "--node needs a name"),
             (
                 &[
                     "--netns", "p", "--vip", "1.2.3.4", "--iface", "x", "--iface", "x",

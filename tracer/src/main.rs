@@ -11,6 +11,7 @@ mod multipath;
 mod netns;
 mod render;
 mod session;
+mod stamp;
 mod symbols;
 mod tracefs;
 

@@ -623,13 +623,15 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
         }
     }
     let multi = opened.len() > 1 || roles.is_some();
+    let node = args.node.clone().unwrap_or_else(crate::stamp::hostname);
+    let stamp = crate::stamp::Stamp::measure(node);
     let (tx, mut rx) = mpsc::channel(QUEUE_BATCHES);
     let (stop_tx, stop) = watch::channel(false);
     let mut s = Session {
         args: &args,
         sites: Vec::new(),
         flows: FlowTable::new(args.vips.iter().copied()),
-        out: renderer(args.json, multi),
+        out: renderer(args.json, multi, stamp),
         watchers: SelectAll::new(),
         tx,
         stop,
