@@ -153,6 +153,31 @@ pub enum Command {
     /// Find every network namespace on this node (netns files and /proc/*/ns/net) and tell
     /// which hold a Meridio proxy, stateless-lb-frontend or target, by their structure.
     Discover(DiscoverArgs),
+    /// Merge the JSON lines of tracers on several nodes into one timeline per flow, joined
+    /// by the flow's 5-tuple and ordered by wall clock. Reads files, or `-` (the default)
+    /// for standard input, e.g. `kubectl logs --prefix -l app=meridio-tracer | tracer merge`.
+    Merge(MergeArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct MergeArgs {
+    /// Files of `tracer --json` lines (`kubectl logs --prefix` lines too); `-` is standard
+    /// input.
+    #[arg(value_name = "FILE|-")]
+    pub inputs: Vec<String>,
+
+    /// The records as JSON lines, each flow's with a `timeline` number, instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Live streams (e.g. `kubectl logs -f --prefix ...`; files are followed as they grow):
+    /// print records as they come, in wall-clock order within the hold-back window.
+    #[arg(long)]
+    pub follow: bool,
+
+    /// With --follow: how long a record waits for older ones from slower streams.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_duration, default_value = "2")]
+    pub hold: Duration,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -275,7 +300,16 @@ mod tests {
         let a = parse(&["discover", "--json", "--all"]).unwrap();
         match a.command {
             Some(Command::Discover(d)) => assert!(d.json && d.all),
-            None => panic!("no subcommand"),
+            other => panic!("not discover: {other:?}"),
+        }
+        let a = parse(&["merge", "a.jsonl", "-", "--follow", "--hold", "0.5"]).unwrap();
+        match a.command {
+            Some(Command::Merge(m)) => {
+                assert_eq!(m.inputs, ["a.jsonl", "-"]);
+                assert!(m.follow && !m.json);
+                assert_eq!(m.hold, Duration::from_millis(500));
+            }
+            other => panic!("not merge: {other:?}"),
         }
         let a = parse(&["discover"]).unwrap();
         assert!(matches!(
@@ -316,6 +350,8 @@ mod tests {
             (&["discover", "--vip", "1.2.3.4"], "--vip"),
             (&["--vip", "1.2.3.4", "discover"], "discover"),
             (&["discover", "--role", "proxy"], "--role"),
+            (&["merge", "--hold", "0"], "more than 0"),
+            (&["merge", "--vip", "1.2.3.4"], "--vip"),
             (
                 &["--vip", "1.2.3.4", "--records", "some"],
                 "number of records",

@@ -7,6 +7,7 @@ mod discover;
 mod events;
 mod flows;
 mod kernel_state;
+mod merge;
 mod multipath;
 mod netns;
 mod render;
@@ -38,6 +39,14 @@ fn run(args: cli::Args) -> anyhow::Result<()> {
     if let Some(cli::Command::Discover(d)) = &args.command {
         check_root()?;
         return runtime()?.block_on(discover::run(d.json, d.all));
+    }
+    if let Some(cli::Command::Merge(m)) = &args.command {
+        return merge::run(merge::Options {
+            inputs: m.inputs.clone(),
+            json: m.json,
+            follow: m.follow,
+            hold: m.hold,
+        });
     }
     let mut args = args;
     args.validate()?;
