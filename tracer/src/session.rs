@@ -646,8 +646,12 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
     }
     // Start-up parsed the kernel's BTF (megabytes, freed since): hand the freed heap back
     // to the system so the long-running tracer stays small on the node.
-    // SAFETY: malloc_trim only releases free memory of the allocator.
-    unsafe { libc::malloc_trim(0) };
+    // SAFETY: malloc_trim only releases free memory of the allocator. (glibc only; musl's
+    // allocator, in the static dist binary, returns freed memory by itself.)
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0)
+    };
 
     let result = stream(&mut s, &mut signals, &mut rx, roles.as_deref()).await;
 
