@@ -37,8 +37,14 @@ pub struct Args {
     pub roles: Vec<RoleArg>,
 
     /// VIP to follow (IPv4 or IPv6, repeatable). Packets to or from it are traced.
-    #[arg(long = "vip", value_name = "IP", required = true, value_parser = parse_vip)]
+    /// Default: every VIP discovery finds on the node (the VIPS column of `tracer
+    /// discover`; with --netns, that namespace's), fixed at start.
+    #[arg(long = "vip", value_name = "IP", value_parser = parse_vip)]
     pub vips: Vec<IpAddr>,
+
+    /// Set when no --vip was given and the VIPs are discovery's (the ready record says so).
+    #[arg(skip)]
+    pub vips_discovered: bool,
 
     /// Follow only the flow of this client (source) port, e.g. the `-p` of `nc`.
     #[arg(long, value_name = "CLIENT_PORT", value_parser = clap::value_parser!(u16).range(1..))]
@@ -53,6 +59,11 @@ pub struct Args {
     /// One JSON object per line instead of the text view.
     #[arg(long)]
     pub json: bool,
+
+    /// The node's name on every JSON record (`node`), for `tracer merge` across nodes.
+    /// Default: the hostname. A DaemonSet passes the Kubernetes node name.
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
 
     /// Stop after this many seconds (default: run until Ctrl-C / SIGTERM).
     #[arg(long, value_name = "SECONDS", value_parser = parse_duration)]
@@ -142,6 +153,31 @@ pub enum Command {
     /// Find every network namespace on this node (netns files and /proc/*/ns/net) and tell
     /// which hold a Meridio proxy, stateless-lb-frontend or target, by their structure.
     Discover(DiscoverArgs),
+    /// Merge the JSON lines of tracers on several nodes into one timeline per flow, joined
+    /// by the flow's 5-tuple and ordered by wall clock. Reads files, or `-` (the default)
+    /// for standard input, e.g. `kubectl logs --prefix -l app=meridio-tracer | tracer merge`.
+    Merge(MergeArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct MergeArgs {
+    /// Files of `tracer --json` lines (`kubectl logs --prefix` lines too); `-` is standard
+    /// input.
+    #[arg(value_name = "FILE|-")]
+    pub inputs: Vec<String>,
+
+    /// The records as JSON lines, each flow's with a `timeline` number, instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Live streams (e.g. `kubectl logs -f --prefix ...`; files are followed as they grow):
+    /// print records as they come, in wall-clock order within the hold-back window.
+    #[arg(long)]
+    pub follow: bool,
+
+    /// With --follow: how long a record waits for older ones from slower streams.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_duration, default_value = "2")]
+    pub hold: Duration,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -192,6 +228,9 @@ impl Args {
             if vip.is_unspecified() || vip.is_multicast() || vip.is_loopback() {
                 bail!("{vip} cannot be a VIP (unspecified, loopback or multicast address)");
             }
+        }
+        if self.node.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            bail!("--node needs a name (or leave it out for the hostname)");
         }
         if !self.hooks.contains(&HookFamily::Tc) {
             bail!("--hooks must include tc: the TC programs are what every other hook builds on");
@@ -250,13 +289,27 @@ mod tests {
     fn netns_is_optional_and_discover_is_a_subcommand() {
         let a = parse(&["--vip", "20.0.0.1"]).unwrap();
         assert_eq!(a.netns_spec, None);
+        let a = parse(&[]).unwrap();
+        assert!(
+            a.vips.is_empty() && a.command.is_none(),
+            "no --vip: discovery's VIPs"
+        );
         assert!(a.command.is_none());
         let a = parse(&["--netns", "proxy-a", "--vip", "20.0.0.1"]).unwrap();
         assert_eq!(a.netns_spec.as_deref(), Some("proxy-a"));
         let a = parse(&["discover", "--json", "--all"]).unwrap();
         match a.command {
             Some(Command::Discover(d)) => assert!(d.json && d.all),
-            None => panic!("no subcommand"),
+            other => panic!("not discover: {other:?}"),
+        }
+        let a = parse(&["merge", "a.jsonl", "-", "--follow", "--hold", "0.5"]).unwrap();
+        match a.command {
+            Some(Command::Merge(m)) => {
+                assert_eq!(m.inputs, ["a.jsonl", "-"]);
+                assert!(m.follow && !m.json);
+                assert_eq!(m.hold, Duration::from_millis(500));
+            }
+            other => panic!("not merge: {other:?}"),
         }
         let a = parse(&["discover"]).unwrap();
         assert!(matches!(
@@ -289,7 +342,6 @@ mod tests {
                 &["--netns", "p", "--vip", "1.2.3.4", "--duration", "0"],
                 "more than 0",
             ),
-            (&["--netns", "p"], "--vip"),
             (
                 &["--vip", "1.2.3.4", "--hooks", "fib,drop"],
                 "must include tc",
@@ -298,11 +350,14 @@ mod tests {
             (&["discover", "--vip", "1.2.3.4"], "--vip"),
             (&["--vip", "1.2.3.4", "discover"], "discover"),
             (&["discover", "--role", "proxy"], "--role"),
+            (&["merge", "--hold", "0"], "more than 0"),
+            (&["merge", "--vip", "1.2.3.4"], "--vip"),
             (
                 &["--vip", "1.2.3.4", "--records", "some"],
                 "number of records",
             ),
             (&["--vip", "1.2.3.4", "--hop-entries", "10"], "10"),
+            (&["--vip", "1.2.3.4", "--node", ""], "--node needs a name"),
             (
                 &[
                     "--netns", "p", "--vip", "1.2.3.4", "--iface", "x", "--iface", "x",

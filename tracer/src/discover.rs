@@ -48,6 +48,9 @@ pub enum Role {
 }
 
 impl Role {
+    /// The roles on a Meridio path, in the order the whole path traces them.
+    pub const MERIDIO: [Role; 3] = [Role::Proxy, Role::Frontend, Role::Target];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Proxy => "proxy",
@@ -837,6 +840,37 @@ pub fn to_trace(d: &Discovery, roles: &[Role], vips: &[IpAddr]) -> Result<Vec<Na
     Ok(found)
 }
 
+/// The VIPs to trace when none is given: every VIP of the Meridio namespaces of `roles`
+/// (the VIPS column of `tracer discover`), or of the one namespace with `inode` (--netns),
+/// in the order first seen, IPv4 and IPv6 alike. With none, one sentence saying so.
+pub fn vips_on_node(d: &Discovery, roles: &[Role], inode: Option<u64>) -> Result<Vec<IpAddr>> {
+    let mut vips: Vec<IpAddr> = Vec::new();
+    let carriers = d.meridio().filter(|n| match inode {
+        Some(i) => n.inode == i,
+        None => roles.contains(&n.class.role),
+    });
+    for v in carriers.flat_map(|n| n.class.vips.iter()) {
+        if !vips.contains(v) {
+            vips.push(*v);
+        }
+    }
+    if vips.is_empty() {
+        let looked = plural(
+            d.namespaces.len(),
+            "network namespace",
+            "network namespaces",
+        );
+        match inode {
+            Some(_) => bail!("discovery finds no VIP in the --netns namespace (it does not look like a Meridio proxy, frontend or target); give the VIPs with --vip"),
+            None => bail!(
+                "discovery finds no VIP on this node: no Meridio {} carries one ({looked} looked at); give the VIPs with --vip, or see `tracer discover`",
+                roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+    Ok(vips)
+}
+
 /// `tracer discover`: the table (or JSON lines) of what was found.
 pub async fn run(json: bool, all: bool) -> Result<()> {
     let d = discover().await;
@@ -1401,6 +1435,44 @@ mod tests {
             e.starts_with("no Meridio proxy, frontend, target on this node carries 10.7.7.7"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn without_vips_every_vip_discovery_found_is_traced() {
+        let mut moved = proxy();
+        for r in &mut moved.rules {
+            if let Some((a, len)) = r.src {
+                let to = if a.is_ipv6() { "3000::8" } else { "10.8.8.8" };
+                r.src = Some((ip(to), len));
+            }
+        }
+        let mut p2 = ns("p2", classify(&moved, &[]));
+        p2.inode += 1;
+        let d = Discovery {
+            namespaces: vec![
+                ns("p1", classify(&proxy(), &[])),
+                p2,
+                ns("fe", classify(&frontend(), &[])),
+                ns("gw", Class::other()),
+            ],
+        };
+        let all = [Role::Proxy, Role::Frontend, Role::Target];
+        assert_eq!(
+            vips_on_node(&d, &all, None).unwrap(),
+            [ip("10.9.9.9"), ip("3000::9"), ip("10.8.8.8"), ip("3000::8")]
+        );
+        assert_eq!(
+            vips_on_node(&d, &all, Some(4026530001)).unwrap(),
+            [ip("10.8.8.8"), ip("3000::8")]
+        );
+        let none = Discovery {
+            namespaces: vec![ns("gw", Class::other())],
+        };
+        let e = vips_on_node(&none, &all, None).unwrap_err().to_string();
+        assert!(e.starts_with("discovery finds no VIP on this node"), "{e}");
+        assert!(e.contains("(1 network namespace looked at)"), "{e}");
+        let e = vips_on_node(&d, &all, Some(1)).unwrap_err().to_string();
+        assert!(e.contains("--netns"), "{e}");
     }
 
     #[test]

@@ -7,10 +7,12 @@ mod discover;
 mod events;
 mod flows;
 mod kernel_state;
+mod merge;
 mod multipath;
 mod netns;
 mod render;
 mod session;
+mod stamp;
 mod symbols;
 mod tracefs;
 
@@ -38,9 +40,33 @@ fn run(args: cli::Args) -> anyhow::Result<()> {
         check_root()?;
         return runtime()?.block_on(discover::run(d.json, d.all));
     }
+    if let Some(cli::Command::Merge(m)) = &args.command {
+        return merge::run(merge::Options {
+            inputs: m.inputs.clone(),
+            json: m.json,
+            follow: m.follow,
+            hold: m.hold,
+        });
+    }
+    let mut args = args;
     args.validate()?;
     check_root()?;
     let roles: Vec<discover::Role> = args.roles.iter().map(|r| (*r).into()).collect();
+    if args.vips.is_empty() {
+        // No --vip: trace what discovery finds (of the --netns namespace, or of the roles).
+        let inode = match &args.netns_spec {
+            Some(spec) => Some(netns::Netns::open(spec)?.id()?.1),
+            None => None,
+        };
+        let asked = if roles.is_empty() {
+            &discover::Role::MERIDIO[..]
+        } else {
+            &roles[..]
+        };
+        let found = runtime()?.block_on(discover::discover());
+        args.vips = discover::vips_on_node(&found, asked, inode)?;
+        args.vips_discovered = true;
+    }
     let targets = match &args.netns_spec {
         Some(spec) => {
             let role = match roles.as_slice() {
@@ -61,11 +87,7 @@ fn run(args: cli::Args) -> anyhow::Result<()> {
                 ifaces: args.ifaces.clone(),
             }])
         }
-        None if roles.is_empty() => session::Targets::Discovered(vec![
-            discover::Role::Proxy,
-            discover::Role::Frontend,
-            discover::Role::Target,
-        ]),
+        None if roles.is_empty() => session::Targets::Discovered(discover::Role::MERIDIO.to_vec()),
         None => session::Targets::Discovered(roles),
     };
     runtime()?.block_on(session::run(args, targets))

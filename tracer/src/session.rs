@@ -241,7 +241,7 @@ fn open_site(args: &Args, i: Inspected, index: usize, node: &mut NodeProbes) -> 
     } = i;
     let site = u16::try_from(index + 1)
         .map_err(|_| anyhow::anyhow!("too many namespaces traced in one run"))?;
-    let probes = Probes::load(
+    let mut probes = Probes::load(
         &Request {
             netns: &t.netns,
             role: t.role.as_str(),
@@ -261,6 +261,9 @@ fn open_site(args: &Args, i: Inspected, index: usize, node: &mut NodeProbes) -> 
         log::warn!("drops in {} will not be reported: {e:#}", t.label);
     }
     let (_, inode) = t.netns.id()?;
+    if args.vips_discovered {
+        probes.ready.vips_from = "discovery";
+    }
     Ok(SiteCtx {
         label: t.label,
         role: t.role,
@@ -749,6 +752,8 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
         started.elapsed()
     );
     let multi = opened.len() > 1 || roles.is_some();
+    let node_name = args.node.clone().unwrap_or_else(crate::stamp::hostname);
+    let stamp = crate::stamp::Stamp::measure(node_name);
     let (tx, mut rx) = mpsc::channel(QUEUE_BATCHES);
     let (stop_tx, stop) = watch::channel(false);
     let node_ring = node.take_events()?;
@@ -758,7 +763,7 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
         node_reader: None,
         sites: Vec::new(),
         flows: FlowTable::new(args.vips.iter().copied()),
-        out: renderer(args.json, multi),
+        out: renderer(args.json, multi, stamp),
         watchers: SelectAll::new(),
         tx,
         stop,
@@ -779,8 +784,12 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
     }
     // Start-up parsed the kernel's BTF (megabytes, freed since): hand the freed heap back
     // to the system so the long-running tracer stays small on the node.
-    // SAFETY: malloc_trim only releases free memory of the allocator.
-    unsafe { libc::malloc_trim(0) };
+    // SAFETY: malloc_trim only releases free memory of the allocator. (glibc only; musl's
+    // allocator, in the static dist binary, returns freed memory by itself.)
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0)
+    };
 
     let result = stream(&mut s, &mut signals, &mut rx, roles.as_deref()).await;
 

@@ -8,10 +8,14 @@
 //! - [`daemon`]: the detached echo server that `cargo xtask lab up` leaves running.
 //! - [`toolchain`]: installing what building and testing need (nightly rust-src,
 //!   bpf-linker, iproute2, nftables, tracefs).
+//! - [`deploy`]: the offline validator of the deploy/ manifests.
+//! - [`dist`]: the static tracer binary of `cargo xtask dist`.
 //! - [`cmd`]: running external commands with errors that carry their stderr.
 
 pub mod cmd;
 pub mod daemon;
+pub mod deploy;
+pub mod dist;
 pub mod echo;
 pub mod lab;
 pub mod netns;

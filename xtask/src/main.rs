@@ -58,6 +58,11 @@ enum Cmd {
         #[arg(long, default_value = "")]
         prefix: String,
     },
+    /// One static x86_64 binary with the eBPF object embedded: target/dist/meridio-tracer.
+    Dist,
+    /// The container image (deploy/Containerfile: the dist binary alone, FROM scratch),
+    /// built with podman or buildah (installed from Debian when no tool is found), or docker.
+    Image,
     /// Install what tests need, then run the workspace tests (end-to-end ones need root).
     Test,
     /// Measure the tracer's cost in the lab (prefix `b-`): egress throughput against no
@@ -158,6 +163,8 @@ fn main() {
         } => lab_down(&prefix),
         Cmd::Lab { cmd: LabCmd::Serve } => xtask::echo::serve_forever(VIP_PORT),
         Cmd::Demo { release, prefix } => demo::demo(release, &prefix),
+        Cmd::Dist => dist().map(|_| ()),
+        Cmd::Image => image(),
         Cmd::Test => test(),
         Cmd::Kernels {
             kernels,
@@ -194,12 +201,15 @@ pub(crate) fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 /// Where cargo puts the tracer binary for this profile.
 pub(crate) fn tracer_path(release: bool) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    target
+    target_dir()
         .join(if release { "release" } else { "debug" })
         .join("tracer")
 }
@@ -312,6 +322,38 @@ fn lab_down(prefix: &str) -> Result<()> {
     Ok(())
 }
 
+/// Builds the static binary and says where it is.
+fn dist() -> Result<PathBuf> {
+    ensure_ebpf_toolchain()?;
+    let (path, target) = xtask::dist::build(&workspace_root(), &target_dir())?;
+    let size = std::fs::metadata(&path)?.len();
+    println!(
+        "wrote {} ({target}, static, {:.1} MB, eBPF object embedded)",
+        path.display(),
+        size as f64 / 1e6
+    );
+    Ok(path)
+}
+
+/// Builds the dist binary, then the image with the container tool found (podman and runc
+/// from Debian when there is none and we are root).
+fn image() -> Result<()> {
+    let dist = dist()?;
+    let tool = match xtask::dist::container_tool() {
+        Ok(t) => t,
+        Err(why) if is_root() => {
+            println!("{why}: installing podman and runc from Debian");
+            ensure_host_tools(&[("podman", "podman"), ("runc", "runc")])?;
+            "podman"
+        }
+        Err(why) => bail!("{why}; install podman (apt-get install podman runc) and run again"),
+    };
+    println!("building {} with {tool}", xtask::dist::IMAGE);
+    xtask::dist::image(&workspace_root(), &dist, tool)?;
+    println!("wrote image {} (with {tool})", xtask::dist::IMAGE);
+    Ok(())
+}
+
 fn test() -> Result<()> {
     if is_root() {
         ensure_host_tools(LAB_TOOLS)?;
@@ -324,6 +366,10 @@ fn test() -> Result<()> {
         println!("not root: the end-to-end tests will skip themselves");
     }
     ensure_ebpf_toolchain()?;
+    // tests/dist.rs runs the static binary from an empty root; tests/deploy.rs validates
+    // the manifests offline.
+    dist()?;
+    xtask::deploy::ensure_validator(&target_dir())?;
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(workspace_root())
         .args(["test", "--workspace", "--", "--test-threads=1"]);

@@ -40,6 +40,8 @@ pub struct Ready {
     /// What the namespace is on the path: proxy, frontend or target.
     pub role: &'static str,
     pub vips: Vec<IpAddr>,
+    /// Where the VIPs came from: "--vip", or "discovery" when none was given.
+    pub vips_from: &'static str,
     pub client_port: Option<u16>,
     pub interfaces: Vec<String>,
     /// Hooks attached, e.g. "tc:bridge0/ingress (tcx)", "tracepoint:fib/fib_table_lookup".

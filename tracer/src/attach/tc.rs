@@ -84,6 +84,7 @@ impl Probes {
             netns: req.netns.label.clone(),
             role: req.role,
             vips: req.vips.to_vec(),
+            vips_from: "--vip",
             client_port: req.client_port,
             interfaces: req.interfaces.to_vec(),
             ..Default::default()

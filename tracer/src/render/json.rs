@@ -15,17 +15,30 @@ use crate::{
     events::{proto_name, FlagsText, MacText},
     flows::{Distribution, DropHop, FlowKey, FlowSummary, Hop, NextHopUse, RouteHop},
     kernel_state::{NextHop, Rule},
+    stamp::{rfc3339, Stamp},
 };
 
 /// One JSON object per line, into `out` (buffered stdout in the tracer; a `Vec` or a sink
 /// in tests and the rate measurement).
 pub(super) struct Json<W: Write> {
     out: W,
+    /// Node and wall clock added to every record (the tracer always has one; the record
+    /// form tests here leave it out).
+    stamp: Option<Stamp>,
 }
 
 impl<W: Write> Json<W> {
+    /// Records without node and wall clock: the record-form tests and the rate measurement.
+    #[cfg(test)]
     pub(super) fn new(out: W) -> Json<W> {
-        Json { out }
+        Json { out, stamp: None }
+    }
+
+    pub(super) fn stamped(out: W, stamp: Stamp) -> Json<W> {
+        Json {
+            out,
+            stamp: Some(stamp),
+        }
     }
 
     #[cfg(test)]
@@ -36,8 +49,58 @@ impl<W: Write> Json<W> {
     /// Errors are ignored on purpose: a closed stdout (the reader went away) must not stop
     /// the tracer from cleaning up.
     fn write(&mut self, r: &Record) {
-        let _ = serde_json::to_writer(&mut self.out, r);
+        let _ = match &self.stamp {
+            None => serde_json::to_writer(&mut self.out, r),
+            Some(s) => {
+                let wall_ns = r.ts_ns().map(|ts| s.wall_ns(ts));
+                let line = Stamped {
+                    record: r,
+                    node: &s.node,
+                    wall_ns,
+                    time: wall_ns.map(rfc3339),
+                    clock_read_error_ns: matches!(r, Record::Ready { .. })
+                        .then_some(s.read_error_ns),
+                };
+                serde_json::to_writer(&mut self.out, &line)
+            }
+        };
         let _ = self.out.write_all(b"\n");
+    }
+}
+
+/// A record with where and when it happened: `node` on every record, and next to a
+/// `ts_ns` the same instant on the wall clock (`wall_ns` since the Unix epoch, `time` in
+/// RFC 3339), what `tracer merge` orders several nodes' records by.
+#[derive(Serialize)]
+struct Stamped<'a, 'r> {
+    #[serde(flatten)]
+    record: &'a Record<'r>,
+    node: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wall_ns: Option<i128>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time: Option<String>,
+    /// On the ready record: how far the MONOTONIC -> REALTIME offset can be off from the
+    /// reading alone (see `stamp`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clock_read_error_ns: Option<u64>,
+}
+
+impl Record<'_> {
+    /// The kernel (CLOCK_MONOTONIC) time of a record that has one.
+    fn ts_ns(&self) -> Option<u64> {
+        match self {
+            Record::Hop { ts_ns, .. }
+            | Record::Decision { ts_ns, .. }
+            | Record::Route { ts_ns, .. }
+            | Record::Drop { ts_ns, .. }
+            | Record::Change { ts_ns, .. } => Some(*ts_ns),
+            Record::Ready { .. }
+            | Record::Lost { .. }
+            | Record::Evicted { .. }
+            | Record::Distribution { .. }
+            | Record::Flow { .. } => None,
+        }
     }
 }
 
@@ -50,6 +113,8 @@ enum Record<'a> {
         netns: &'a str,
         role: &'a str,
         vips: &'a [IpAddr],
+        /// "--vip", or "discovery" (no --vip given).
+        vips_from: &'a str,
         client_port: Option<u16>,
         interfaces: &'a [String],
         hooks: &'a [String],
@@ -463,6 +528,7 @@ impl<W: Write> Render for Json<W> {
             netns: &r.netns,
             role: r.role,
             vips: &r.vips,
+            vips_from: r.vips_from,
             client_port: r.client_port,
             interfaces: &r.interfaces,
             hooks: &r.hooks,
@@ -999,11 +1065,46 @@ mod tests {
     }
 
     #[test]
+    fn stamped_records_carry_node_and_wall_clock_next_to_ts_ns() {
+        let mut j = Json::stamped(
+            Vec::new(),
+            Stamp::fixed("worker-1", 1_796_292_671_000_000_000),
+        );
+        let c = Change::Attached {
+            added: true,
+            ifname: "conduit-a.-7777".into(),
+        };
+        j.change(1_123_456_789, "proxy-a", &c);
+        j.lost(3, 5);
+        j.flush();
+        let out = String::from_utf8(j.into_inner()).unwrap();
+        let v: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(
+            out.starts_with(r#"{"type":"change""#),
+            "type stays first: {out}"
+        );
+        assert_eq!(v[0]["ts_ns"], 1_123_456_789u64);
+        assert_eq!(v[0]["node"], "worker-1");
+        assert_eq!(v[0]["wall_ns"], 1_796_292_672_123_456_789u64);
+        assert_eq!(v[0]["time"], "2026-12-03T10:11:12.123456789Z");
+        assert_eq!(v[0]["netns"], "proxy-a", "the record's own fields stay");
+        // No kernel time, no wall time; the node all the same.
+        assert_eq!(
+            v[1],
+            json!({"type": "lost", "count": 3, "total": 5, "node": "worker-1"})
+        );
+    }
+
+    #[test]
     fn ready_record() {
         let r = Ready {
             netns: "proxy-a".into(),
             role: "proxy",
             vips: vec![ip("20.0.0.1"), ip("2000::1")],
+            vips_from: "--vip",
             client_port: None,
             interfaces: vec!["bridge0".into(), "conduit-a.-3150".into()],
             hooks: vec!["tc:bridge0/ingress (tcx)".into()],
@@ -1015,7 +1116,7 @@ mod tests {
             one(|j| j.ready(&r)),
             json!({
                 "type": "ready", "netns": "proxy-a", "role": "proxy",
-                "vips": ["20.0.0.1", "2000::1"], "client_port": null,
+                "vips": ["20.0.0.1", "2000::1"], "vips_from": "--vip", "client_port": null,
                 "interfaces": ["bridge0", "conduit-a.-3150"],
                 "hooks": ["tc:bridge0/ingress (tcx)"],
                 "refused": [{"hook": "fexit:fib_multipath_hash", "reason": "EPERM"}],

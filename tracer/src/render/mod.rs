@@ -23,10 +23,11 @@ pub trait Render {
     fn distribution(&mut self, d: &Distribution);
 }
 
-/// `multi`: several namespaces are traced, so text lines name theirs.
-pub fn renderer(json: bool, multi: bool) -> Box<dyn Render> {
+/// `multi`: several namespaces are traced, so text lines name theirs. JSON records carry
+/// `stamp` (node, wall clock).
+pub fn renderer(json: bool, multi: bool, stamp: crate::stamp::Stamp) -> Box<dyn Render> {
     if json {
-        Box::new(json::Json::new(buffered()))
+        Box::new(json::Json::stamped(buffered(), stamp))
     } else {
         Box::new(text::Text::new(multi, buffered()))
     }

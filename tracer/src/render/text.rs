@@ -185,9 +185,14 @@ impl Render for Text {
         let port = r.client_port.map_or("every client port".to_string(), |p| {
             format!("client port {p}")
         });
+        let found = if r.vips_from == "discovery" {
+            " (found by discovery)"
+        } else {
+            ""
+        };
         say!(
             self.out,
-            "ready: {} {}, VIPs {}, {port}",
+            "ready: {} {}, VIPs {}{found}, {port}",
             r.role,
             r.netns,
             vips.join(", ")

@@ -1,0 +1,63 @@
+//! The offline check of `deploy/*.yaml`: kubernetes-validate (PyPI), which carries the
+//! Kubernetes schemas itself, installed into a virtualenv under target/ when missing.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::toolchain::ensure_host_tools;
+
+pub const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+
+/// The validator inside the virtualenv under `target_dir`.
+pub fn validator(target_dir: &Path) -> PathBuf {
+    target_dir.join("kubernetes-validate/bin/kubernetes-validate")
+}
+
+/// Installs kubernetes-validate into `target_dir/kubernetes-validate` when missing.
+pub fn ensure_validator(target_dir: &Path) -> Result<PathBuf> {
+    let bin = validator(target_dir);
+    if bin.exists() {
+        return Ok(bin);
+    }
+    ensure_host_tools(&[("python3", "python3")])?;
+    let venv = target_dir.join("kubernetes-validate");
+    let made = Command::new("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg(&venv)
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        // Debian keeps the venv module in its own package.
+        println!("installing python3-venv (needed for the virtualenv of kubernetes-validate)");
+        let mut c = crate::cmd::command("apt-get");
+        c.env("DEBIAN_FRONTEND", "noninteractive").args([
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "python3-venv",
+        ]);
+        crate::cmd::run_visible(c).context("could not install python3-venv")?;
+        let _ = std::fs::remove_dir_all(&venv);
+        let again = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status();
+        if !again.is_ok_and(|s| s.success()) {
+            bail!("could not make a Python virtualenv; install python3-venv");
+        }
+    }
+    println!(
+        "installing {KUBERNETES_VALIDATE} from PyPI into {}",
+        venv.display()
+    );
+    let ok = Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", KUBERNETES_VALIDATE])
+        .status()
+        .context("running pip")?;
+    if !ok.success() || !bin.exists() {
+        bail!("pip could not install {KUBERNETES_VALIDATE}");
+    }
+    Ok(bin)
+}
