@@ -95,7 +95,8 @@ pub struct PacketRecord {
     pub _pad: u8,
     /// Fragment offset in bytes.
     pub frag_off: u16,
-    pub _pad2: u16,
+    /// The traced namespace (site number, from 1): every site writes to one ring.
+    pub site: u16,
     /// IPv4 identification or IPv6 fragment header identification (host order).
     pub frag_id: u32,
 }

@@ -545,7 +545,7 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
         (*r).frag = frag;
         (*r)._pad = 0;
         (*r).frag_off = frag_off;
-        (*r)._pad2 = 0;
+        (*r).site = global(&SITE);
         (*r).frag_id = frag_id;
         (*r).mark = skb.mark;
         (*r).hash = skb.hash;

@@ -177,13 +177,9 @@ fn read_pod<T: Copy + Default>(bytes: &[u8], kind: u32) -> Result<T, DecodeError
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
-    decode_tagged(bytes).map(|(_, ev)| ev)
-}
-
-/// Decodes a record of the node-wide programs with the site number (from 1) it is tagged
-/// with; packet records, which each site's own ring carries, read as site 0.
-pub fn decode_tagged(bytes: &[u8]) -> Result<(u16, Event), DecodeError> {
+/// Decodes a record with the site number (from 1) it is tagged with: every program of every
+/// site writes to one ring.
+pub fn decode(bytes: &[u8]) -> Result<(u16, Event), DecodeError> {
     let kind = u32::from_ne_bytes(bytes.get(..4).and_then(|b| b.try_into().ok()).ok_or(
         DecodeError::Short {
             kind: 0,
@@ -194,7 +190,7 @@ pub fn decode_tagged(bytes: &[u8]) -> Result<(u16, Event), DecodeError> {
         KIND_PACKET => {
             let r: PacketRecord = read_pod(bytes, kind)?;
             Ok((
-                0,
+                r.site,
                 Event::Packet(Packet {
                     ts_ns: r.ts_ns,
                     ifindex: r.ifindex,
@@ -448,6 +444,11 @@ pub fn proto_name(proto: u8) -> &'static str {
 mod tests {
     use super::*;
 
+    /// The event alone, for tests that do not look at the site.
+    fn event(bytes: &[u8]) -> Result<Event, DecodeError> {
+        decode(bytes).map(|(_, ev)| ev)
+    }
+
     fn as_bytes<T>(v: &T) -> Vec<u8> {
         // SAFETY: test-only view of a POD record as bytes.
         unsafe {
@@ -471,7 +472,7 @@ mod tests {
             vlan_tags: 2,
             ..Default::default()
         };
-        let Event::Packet(p) = decode(&as_bytes(&r)).unwrap() else {
+        let Event::Packet(p) = event(&as_bytes(&r)).unwrap() else {
             panic!("not a packet")
         };
         assert_eq!(
@@ -506,7 +507,7 @@ mod tests {
             tcp_flags: 0x12,
             ..Default::default()
         };
-        let Event::Packet(p) = decode(&as_bytes(&r)).unwrap() else {
+        let Event::Packet(p) = event(&as_bytes(&r)).unwrap() else {
             panic!("not a packet")
         };
         assert_eq!(p.src, "20.0.0.1".parse::<IpAddr>().unwrap());
@@ -524,7 +525,7 @@ mod tests {
             frag_id: 0xbeef,
             ..r
         };
-        let Event::Packet(p) = decode(&as_bytes(&frag)).unwrap() else {
+        let Event::Packet(p) = event(&as_bytes(&frag)).unwrap() else {
             panic!("not a packet")
         };
         assert_eq!(
@@ -560,7 +561,7 @@ mod tests {
             dev,
             ..Default::default()
         };
-        let Event::Fib(f) = decode(&as_bytes(&r)).unwrap() else {
+        let Event::Fib(f) = event(&as_bytes(&r)).unwrap() else {
             panic!("not a fib lookup")
         };
         assert_eq!(
@@ -571,21 +572,18 @@ mod tests {
 
     #[test]
     fn rejects_short_unknown_and_malformed_records() {
-        assert!(matches!(decode(&[]), Err(DecodeError::Short { .. })));
+        assert!(matches!(event(&[]), Err(DecodeError::Short { .. })));
         assert!(matches!(
-            decode(&[1, 0, 0, 0, 9]),
+            event(&[1, 0, 0, 0, 9]),
             Err(DecodeError::Short { .. })
         ));
-        assert_eq!(decode(&[9, 0, 0, 0]), Err(DecodeError::UnknownKind(9)));
+        assert_eq!(event(&[9, 0, 0, 0]), Err(DecodeError::UnknownKind(9)));
         let bad = PacketRecord {
             kind: KIND_PACKET,
             family: 99,
             ..Default::default()
         };
-        assert_eq!(
-            decode(&as_bytes(&bad)),
-            Err(DecodeError::BadField("family"))
-        );
+        assert_eq!(event(&as_bytes(&bad)), Err(DecodeError::BadField("family")));
     }
 
     #[test]
@@ -607,8 +605,26 @@ mod tests {
                     buf[0] = (x % 5) as u8;
                     buf[1..4].fill(0);
                 }
-                let _ = decode(&buf);
+                let _ = event(&buf);
             }
         }
+    }
+
+    #[test]
+    fn every_record_names_its_site() {
+        let packet = PacketRecord {
+            kind: KIND_PACKET,
+            family: AF_INET,
+            site: 3,
+            ..Default::default()
+        };
+        let fib = FibRecord {
+            kind: KIND_FIB,
+            family: AF_INET6,
+            site: 2,
+            ..Default::default()
+        };
+        assert_eq!(decode(&as_bytes(&packet)).unwrap().0, 3);
+        assert_eq!(decode(&as_bytes(&fib)).unwrap().0, 2);
     }
 }

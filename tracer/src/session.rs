@@ -18,7 +18,7 @@ use crate::{
     changes::{self, Change},
     cli::Args,
     discover::{self, Role},
-    events::{decode, decode_tagged, DecodeError, Dir, Event},
+    events::{decode, DecodeError, Dir, Event},
     flows::{FlowTable, Site},
     kernel_state::{read_hash_policy, ConnTask, KernelState, NeighbourUpdate, Netlink, Watcher},
     netns::Netns,
@@ -53,14 +53,6 @@ pub enum Targets {
 /// Events read from one ring, each with the index of the site it belongs to.
 type Batch = Vec<(usize, Result<Event, DecodeError>)>;
 
-/// Which ring a reader reads: one site's (packet records), or the node object's (route
-/// lookups, hashes and drops of every site, each tagged with its site number).
-#[derive(Clone, Copy)]
-enum Ring {
-    Site(usize),
-    Node,
-}
-
 /// Batches that may wait between the ring readers and the flow table, records a batch holds
 /// at most, and events that may wait in the reorder window: together they bound what a
 /// flood can pile up in memory (and what the tracer must work off after it). Beyond them the
@@ -84,7 +76,6 @@ struct SiteCtx {
     /// Follow the role's interfaces as they come and go (no --iface given).
     follow: bool,
     attached: BTreeSet<String>,
-    reader: Option<tokio::task::JoinHandle<()>>,
     /// When the neighbours and FDB were last dumped.
     neighbours_read: std::time::Instant,
     /// The change watcher's connection (its messages feed the session's stream).
@@ -121,9 +112,6 @@ impl SiteCtx {
 
     /// Detaches from inside the namespace and removes a clsact qdisc that was ours.
     async fn close(mut self, node: &mut NodeProbes) {
-        if let Some(r) = self.reader.take() {
-            r.abort();
-        }
         node.unwatch_netns(self.inode);
         let owned_clsact = std::mem::take(&mut self.probes.owned_clsact);
         if let Err(e) = self.probes.detach(&self.ns) {
@@ -274,17 +262,15 @@ fn open_site(args: &Args, i: Inspected, index: usize, node: &mut NodeProbes) -> 
         probes,
         follow: t.ifaces.is_empty(),
         attached: interfaces.into_iter().collect(),
-        reader: None,
         neighbours_read: std::time::Instant::now(),
         watch_task: None,
         hops_forgotten: 0,
     })
 }
 
-/// Reads one ring buffer into the session's channel until told to stop, then drains what
-/// is left.
+/// Reads the ring buffer every program writes to into the session's channel until told
+/// to stop, then drains what is left.
 fn spawn_reader(
-    source: Ring,
     ring: RingBuf<MapData>,
     tx: mpsc::Sender<Batch>,
     mut stop: watch::Receiver<bool>,
@@ -300,16 +286,16 @@ fn spawn_reader(
             let batch = tokio::select! {
                 guard = ring.readable_mut() => {
                     let Ok(mut guard) = guard else { break };
-                    let (batch, more) = drain(guard.get_inner_mut(), source, BATCH_RECORDS);
+                    let (batch, more) = drain(guard.get_inner_mut(), BATCH_RECORDS);
                     // With records left in the ring, stay ready: the next turn reads on.
                     if !more {
                         guard.clear_ready();
                     }
                     batch
                 }
-                _ = poll.tick() => drain(ring.get_mut(), source, BATCH_RECORDS).0,
+                _ = poll.tick() => drain(ring.get_mut(), BATCH_RECORDS).0,
                 _ = stop.changed() => {
-                    let (batch, _) = drain(ring.get_mut(), source, usize::MAX);
+                    let (batch, _) = drain(ring.get_mut(), usize::MAX);
                     let _ = tx.send(batch).await;
                     break;
                 }
@@ -323,17 +309,15 @@ fn spawn_reader(
     }))
 }
 
-/// Reads up to `max` records, each with its site index; says whether more are waiting.
-fn drain(rb: &mut RingBuf<MapData>, source: Ring, max: usize) -> (Batch, bool) {
+/// Reads up to `max` records, each with the index of its site; says whether more are
+/// waiting.
+fn drain(rb: &mut RingBuf<MapData>, max: usize) -> (Batch, bool) {
     let mut batch = Vec::new();
     while let Some(item) = rb.next() {
-        batch.push(match source {
-            Ring::Site(index) => (index, decode(&item)),
-            // Site 0 (untagged) or a record that does not decode: usize::MAX, no site.
-            Ring::Node => match decode_tagged(&item) {
-                Ok((site, ev)) => (usize::from(site).wrapping_sub(1), Ok(ev)),
-                Err(e) => (usize::MAX, Err(e)),
-            },
+        // An untagged record (site 0) or one that does not decode: usize::MAX, no site.
+        batch.push(match decode(&item) {
+            Ok((site, ev)) => (usize::from(site).wrapping_sub(1), Ok(ev)),
+            Err(e) => (usize::MAX, Err(e)),
         });
         if batch.len() == max {
             return (batch, true);
@@ -388,7 +372,8 @@ fn event_ts(ev: &Result<Event, DecodeError>) -> u64 {
 }
 
 impl Session<'_> {
-    /// Starts streaming a site that is attached: its ready record, reader and watcher.
+    /// Starts streaming a site that is attached: its ready record and its watcher (its
+    /// records come through the one ring every site shares).
     fn start_site(&mut self, mut site: SiteCtx, watcher: Watcher) -> Result<()> {
         let index = self.sites.len();
         // What the node object did beyond attaching is told once, with the first site.
@@ -396,13 +381,6 @@ impl Session<'_> {
         site.probes.ready.notes.extend(notes);
         self.out.ready(&site.probes.ready);
         self.out.flush();
-        let ring = site.probes.take_events()?;
-        site.reader = Some(spawn_reader(
-            Ring::Site(index),
-            ring,
-            self.tx.clone(),
-            self.stop.clone(),
-        )?);
         self.watchers.push(
             watcher
                 .messages
@@ -772,12 +750,7 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
         pending: Vec::new(),
         watermark: 0,
     };
-    s.node_reader = Some(spawn_reader(
-        Ring::Node,
-        node_ring,
-        s.tx.clone(),
-        s.stop.clone(),
-    )?);
+    s.node_reader = Some(spawn_reader(node_ring, s.tx.clone(), s.stop.clone())?);
     for site in opened {
         let watcher = Watcher::start(&site.ns)?;
         s.start_site(site, watcher)?;
@@ -798,7 +771,7 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
     let _ = stop_tx.send(true);
     let running =
         |r: &Option<tokio::task::JoinHandle<()>>| r.as_ref().is_some_and(|r| !r.is_finished());
-    while running(&s.node_reader) || s.sites.iter().flatten().any(|site| running(&site.reader)) {
+    while running(&s.node_reader) {
         tokio::select! {
             Some(batch) = rx.recv() => s.queue(batch),
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}

@@ -38,6 +38,8 @@ pub struct NodeProbes {
     /// `enum skb_drop_reason` names of this kernel.
     pub drop_reasons: HashMap<u32, String>,
     bpffs: PathBuf,
+    /// Handles on the maps every site object shares (`share::SHARED_MAPS`).
+    shared: [MapData; 2],
 }
 
 impl NodeProbes {
@@ -108,7 +110,13 @@ impl NodeProbes {
                 Default::default()
             }
         };
+        let [a, b] = share::SHARED_MAPS.map(|name| {
+            ebpf.map(name)
+                .with_context(|| format!("map {name} missing"))
+                .and_then(share::handle)
+        });
         Ok(NodeProbes {
+            shared: [a?, b?],
             ebpf,
             ready,
             notes,
@@ -123,11 +131,7 @@ impl NodeProbes {
         &self,
         load: impl FnOnce(&mut dyn FnMut(&mut EbpfLoader)) -> Result<Ebpf>,
     ) -> Result<Ebpf> {
-        let map = self
-            .ebpf
-            .map(share::SHARED_MAP)
-            .with_context(|| format!("map {} missing", share::SHARED_MAP))?;
-        share::load_sharing(&self.bpffs, map, load)
+        share::load_sharing(&self.bpffs, &self.shared, load)
     }
 
     /// Lets the drop program report drops in `ns`, tagged with `site`.
@@ -152,13 +156,15 @@ impl NodeProbes {
         )?)
     }
 
-    /// The ring buffer the node-wide programs write to; call once.
+    /// The ring buffer every program of every site writes to; call once, after the sites
+    /// that are there at the start have loaded (it stays shared with those that come later:
+    /// the kernel map lives as long as any object holds it).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
         let map = self.ebpf.take_map("EVENTS").context("map EVENTS missing")?;
         Ok(RingBuf::try_from(map)?)
     }
 
-    /// Records the node-wide programs could not write because their ring buffer was full.
+    /// Records the node-wide programs could not write because the ring buffer was full.
     pub fn lost(&self) -> Result<u64> {
         let counters: PerCpuArray<_, u64> =
             PerCpuArray::try_from(self.ebpf.map("COUNTERS").context("map COUNTERS missing")?)?;

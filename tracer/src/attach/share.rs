@@ -1,20 +1,28 @@
-//! Sharing the node object's `LAST_INGRESS` map with each site object.
+//! Sharing the node object's maps with each site object: `LAST_INGRESS` (how a route lookup
+//! finds the traced packet it routes) and `EVENTS` (one ring buffer for every program, so
+//! the records of one packet's path come out in the order they were written, and one
+//! reader serves the whole node).
 //!
 //! aya 0.14 hands an existing map to a loading object only through a pin path in bpffs
-//! (`EbpfLoader::map_pin_path`: a pinned map is reused, not created). So the map is pinned
-//! for the moment one site object loads, and unpinned straight after: nothing of ours stays
-//! in bpffs while the tracer runs. A pin left by a run killed in that moment is named by
-//! its pid, and the next start removes it once that pid is gone.
+//! (`EbpfLoader::map_pin_path`: a pinned map is reused, not created). So the maps are
+//! pinned for the moment one site object loads, and unpinned straight after: nothing of
+//! ours stays in bpffs while the tracer runs. A pin left by a run killed in that moment is
+//! named by its pid, and the next start removes it once that pid is gone.
 use std::{
     ffi::CString,
     path::{Path, PathBuf},
 };
 
 use anyhow::{bail, Context, Result};
-use aya::{maps::Map, Ebpf, EbpfLoader};
+use std::os::fd::AsFd;
 
-/// The shared map, by its name in the object.
-pub const SHARED_MAP: &str = "LAST_INGRESS";
+use aya::{
+    maps::{Map, MapData},
+    Ebpf, EbpfLoader,
+};
+
+/// The shared maps, by their names in the object.
+pub const SHARED_MAPS: [&str; 2] = ["LAST_INGRESS", "EVENTS"];
 const BPFFS: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const PIN_PREFIX: &str = "meridio-tracer-";
@@ -71,26 +79,53 @@ pub fn remove_stale(bpffs: &Path) -> usize {
         .count()
 }
 
-/// Loads a site object whose `LAST_INGRESS` is `map` (the node object's): pinned for the
-/// load, unpinned after it whatever the outcome.
+/// A handle of its own on one of the node object's shared maps (a duplicated fd): the
+/// ring buffer itself goes to the reader, and later sites still need it pinned.
+pub fn handle(map: &Map) -> Result<MapData> {
+    let data = match map {
+        Map::PerCpuArray(d) | Map::RingBuf(d) => d,
+        _ => bail!("a shared map is neither a per-CPU array nor a ring buffer"),
+    };
+    let fd = data.fd().as_fd().try_clone_to_owned()?;
+    Ok(MapData::from_fd(fd)?)
+}
+
+/// Loads a site object whose shared maps are `maps` (the node object's, in `SHARED_MAPS`
+/// order): pinned for the load, unpinned after it whatever the outcome.
 pub fn load_sharing(
     bpffs: &Path,
-    map: &Map,
+    maps: &[MapData; 2],
     load: impl FnOnce(&mut dyn FnMut(&mut EbpfLoader)) -> Result<Ebpf>,
 ) -> Result<Ebpf> {
-    let path = bpffs.join(format!(
-        "{PIN_PREFIX}{}-{}",
-        std::process::id(),
-        SHARED_MAP.to_lowercase()
-    ));
-    let _ = std::fs::remove_file(&path);
-    map.pin(&path)
-        .with_context(|| format!("cannot pin the shared map at {}", path.display()))?;
-    let result = load(&mut |loader: &mut EbpfLoader| {
-        loader.map_pin_path(SHARED_MAP, path.clone());
+    let pins = SHARED_MAPS.map(|name| {
+        bpffs.join(format!(
+            "{PIN_PREFIX}{}-{}",
+            std::process::id(),
+            name.to_lowercase()
+        ))
     });
-    let unpinned = std::fs::remove_file(&path);
+    let pinned = pins.iter().zip(maps).try_for_each(|(path, map)| {
+        let _ = std::fs::remove_file(path);
+        map.pin(path)
+            .with_context(|| format!("cannot pin a shared map at {}", path.display()))
+    });
+    let result = pinned.and_then(|()| {
+        load(&mut |loader: &mut EbpfLoader| {
+            for (name, path) in SHARED_MAPS.iter().zip(&pins) {
+                loader.map_pin_path(name, path.clone());
+            }
+        })
+    });
+    let mut unpinned = Ok(());
+    for path in &pins {
+        if let Err(e) = std::fs::remove_file(path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                unpinned =
+                    Err(e).with_context(|| format!("cannot remove the pin {}", path.display()));
+            }
+        }
+    }
     let ebpf = result?;
-    unpinned.with_context(|| format!("cannot remove the pin {}", path.display()))?;
+    unpinned?;
     Ok(ebpf)
 }

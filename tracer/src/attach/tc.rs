@@ -2,7 +2,7 @@
 //! namespace's ring buffer and per-hop counters.
 use anyhow::{Context, Result};
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap as BpfHashMap, PerCpuArray},
     programs::{
         tc::{NlOptions, SchedClassifierLinkId, TcAttachOptions},
         LinkOrder, SchedClassifier, TcAttachType,
@@ -151,12 +151,6 @@ impl Probes {
                 log::debug!("detaching {name} from {iface}: {e}");
             }
         }
-    }
-
-    /// The ring buffer the programs write to; call once.
-    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
-        let map = self.ebpf.take_map("EVENTS").context("map EVENTS missing")?;
-        Ok(RingBuf::try_from(map)?)
     }
 
     /// Records the programs could not write because the ring buffer was full.

@@ -134,12 +134,12 @@ fn run(records: &[Vec<u8>], out: &mut dyn Render, state: &KernelState) -> u64 {
     for batch in records.chunks(BATCH) {
         for r in batch {
             match events::decode(r) {
-                Ok(Event::Packet(p)) => {
+                Ok((_, Event::Packet(p))) => {
                     if let Some(h) = flows.on_packet(p, &site) {
                         out.hop(&h);
                     }
                 }
-                Ok(Event::Fib(f)) => {
+                Ok((_, Event::Fib(f))) => {
                     if let Some(r) = flows.on_fib(f, &site) {
                         out.route(&r);
                     }
