@@ -184,16 +184,17 @@ fn l3_ifindexes(state: &KernelState, ifaces: &[String]) -> Vec<u32> {
         .collect()
 }
 
-/// The node-wide hooks, loaded once before any site.
-fn open_node(args: &Args) -> Result<NodeProbes> {
-    NodeProbes::load(&NodeRequest {
+/// What the node object is asked for (loaded before any site, its hooks attached after
+/// the sites that are there at the start).
+fn node_request(args: &Args) -> NodeRequest<'_> {
+    NodeRequest {
         vips: &args.vips,
         client_port: args.port,
         budget: args.records,
         fib_hook: args.fib_hook,
         hash_hook: args.hash_hook,
         hooks: &args.hooks,
-    })
+    }
 }
 
 /// A namespace looked at and found traceable, not attached yet: bad input (an unknown
@@ -379,6 +380,7 @@ impl Session<'_> {
         // What the node object did beyond attaching is told once, with the first site.
         let notes = std::mem::take(&mut self.node.notes);
         site.probes.ready.notes.extend(notes);
+        site.probes.ready.add_node_hooks(&self.node.ready);
         self.out.ready(&site.probes.ready);
         self.out.flush();
         self.watchers.push(
@@ -707,11 +709,7 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
         inspected.push(inspect_site(t).await?);
     }
     log::debug!("start-up: namespaces inspected at {:?}", started.elapsed());
-    let mut node = open_node(&args)?;
-    log::debug!(
-        "start-up: node-wide hooks attached at {:?}",
-        started.elapsed()
-    );
+    let mut node = NodeProbes::load(&node_request(&args))?;
     let mut opened = Vec::new();
     for i in inspected {
         match open_site(&args, i, opened.len(), &mut node) {
@@ -727,6 +725,11 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
     log::debug!(
         "start-up: {} site(s) attached at {:?}",
         opened.len(),
+        started.elapsed()
+    );
+    node.attach_hooks(&node_request(&args));
+    log::debug!(
+        "start-up: node-wide hooks attached at {:?}",
         started.elapsed()
     );
     let multi = opened.len() > 1 || roles.is_some();

@@ -43,7 +43,11 @@ pub struct NodeProbes {
 }
 
 impl NodeProbes {
+    /// Loads the node object's maps; its hooks are attached by `attach_hooks`, once the
+    /// site objects share the maps (meanwhile the kernel offsets the hooks need are worked
+    /// out on a thread of their own: see `prepare_kernel_offsets`).
     pub fn load(req: &NodeRequest) -> Result<NodeProbes> {
+        prepare_kernel_offsets();
         let mut notes = Vec::new();
         let bpffs = share::bpffs(&mut notes)?;
         let stale = share::remove_stale(&bpffs);
@@ -54,14 +58,32 @@ impl NodeProbes {
             ));
         }
         let globals = Globals::new(req.vips, req.client_port.unwrap_or(0), req.budget, 0);
-        let mut ebpf = globals.load(|_| {})?;
-        let mut ready = Ready::default();
+        let ebpf = globals.load(|_| {})?;
+        let [a, b] = share::SHARED_MAPS.map(|name| {
+            ebpf.map(name)
+                .with_context(|| format!("map {name} missing"))
+                .and_then(share::handle)
+        });
+        Ok(NodeProbes {
+            shared: [a?, b?],
+            ebpf,
+            ready: Ready::default(),
+            notes,
+            drop_reasons: HashMap::new(),
+            bpffs,
+        })
+    }
+
+    /// Attaches the node-wide hooks asked for; what the kernel refuses is listed in
+    /// `ready`, not fatal.
+    pub fn attach_hooks(&mut self, req: &NodeRequest) {
+        let (ebpf, ready) = (&mut self.ebpf, &mut self.ready);
         let asked = |f: HookFamily| req.hooks.contains(&f);
         if asked(HookFamily::Fib) {
-            attach_fib(&mut ebpf, &mut ready, req.fib_hook);
+            attach_fib(ebpf, ready, req.fib_hook);
         } else {
             not_asked(
-                &mut ready,
+                ready,
                 &[
                     "raw_tracepoint:fib_table_lookup",
                     "raw_tracepoint:fib6_table_lookup",
@@ -69,10 +91,10 @@ impl NodeProbes {
             );
         }
         if asked(HookFamily::Hash) {
-            attach_hash_hooks(&mut ebpf, req.hash_hook, &mut ready);
+            attach_hash_hooks(ebpf, req.hash_hook, ready);
         } else {
             not_asked(
-                &mut ready,
+                ready,
                 &[
                     "fexit:fib_multipath_hash",
                     "kretprobe:fib_multipath_hash",
@@ -81,10 +103,10 @@ impl NodeProbes {
                 ],
             );
         }
-        let drop = asked(HookFamily::Drop).then(|| attach_drop(&mut ebpf));
-        let drop_reasons = match drop {
+        let drop = asked(HookFamily::Drop).then(|| attach_drop(ebpf));
+        self.drop_reasons = match drop {
             None => {
-                not_asked(&mut ready, &["tracepoint:skb/kfree_skb"]);
+                not_asked(ready, &["tracepoint:skb/kfree_skb"]);
                 Default::default()
             }
             Some(Ok(Some(reasons))) => {
@@ -110,19 +132,6 @@ impl NodeProbes {
                 Default::default()
             }
         };
-        let [a, b] = share::SHARED_MAPS.map(|name| {
-            ebpf.map(name)
-                .with_context(|| format!("map {name} missing"))
-                .and_then(share::handle)
-        });
-        Ok(NodeProbes {
-            shared: [a?, b?],
-            ebpf,
-            ready,
-            notes,
-            drop_reasons,
-            bpffs,
-        })
     }
 
     /// Loads a site object whose `LAST_INGRESS` is this object's; `load` gets the step that
@@ -283,6 +292,14 @@ struct KernelOffsets {
     drop: Result<DropOffsets, String>,
     /// `flowi4`, `flowi6`, `fib_nh_common`, `fib6_result`..., for the raw fib programs.
     fib_raw: Result<FibRawOffsets, String>,
+}
+
+/// Starts working out the kernel offsets on a thread of their own: parsing the kernel BTF
+/// takes a tenth of a second, which the site objects' loading and attaching can cover.
+fn prepare_kernel_offsets() {
+    std::thread::spawn(|| {
+        kernel_offsets();
+    });
 }
 
 fn kernel_offsets() -> &'static KernelOffsets {

@@ -103,8 +103,15 @@ impl Probes {
             AttachMode::Tcx => false,
             AttachMode::Netlink => true,
         };
-        let (owned_clsact, tc_links) = attach_tc(&mut ebpf, req, netlink, &mut ready)?;
-        ready.add_node_hooks(&node.ready);
+        let (owned_clsact, tc_links) = match attach_tc(&mut ebpf, req, netlink, &mut ready) {
+            Ok(attached) => attached,
+            Err(e) => {
+                // What did attach goes with the object, from inside the namespace (where
+                // netlink filters must be removed).
+                let _ = req.netns.run(move || drop(ebpf));
+                return Err(e);
+            }
+        };
         Ok(Probes {
             ebpf,
             ready,
@@ -213,9 +220,9 @@ fn attach_tc(
         prog.load()
             .map_err(|e| refused("the TC program", name, &e))?;
     }
-    let (prepared, links) = req.netns.run(|| -> Result<_> {
-        let prepared: Vec<(usize, bool)> = req
-            .interfaces
+
+    let prepared: Vec<(usize, bool)> = req.netns.run(|| {
+        req.interfaces
             .iter()
             .map(|iface| {
                 let removed = remove_leftovers(iface);
@@ -223,17 +230,55 @@ fn attach_tc(
                 let created = netlink && aya::programs::tc::qdisc_add_clsact(iface).is_ok();
                 (removed, created)
             })
+            .collect()
+    })?;
+    // Each TCX attachment waits for an RCU grace period in the kernel (milliseconds on a
+    // busy node): the ingress and egress programs are attached side by side, each on a
+    // thread inside the namespace, so the waits overlap.
+    let mut programs: Vec<(&str, &mut aya::programs::Program)> = ebpf
+        .programs_mut()
+        .filter(|(name, _)| TC_PROGRAMS.iter().any(|(n, _)| n == name))
+        .collect();
+    let attached: Vec<Result<TcLinks>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = programs
+            .iter_mut()
+            .map(|(name, prog)| {
+                let (name, attach_type) = *TC_PROGRAMS
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .expect("filtered above");
+                scope.spawn(move || -> Result<TcLinks> {
+                    let prog: &mut SchedClassifier = (*prog).try_into()?;
+                    req.netns.run(|| {
+                        req.interfaces
+                            .iter()
+                            .map(|iface| {
+                                let link = attach_one_tc(
+                                    prog,
+                                    &req.netns.label,
+                                    iface,
+                                    attach_type,
+                                    netlink,
+                                )?;
+                                Ok((iface.clone(), name, link))
+                            })
+                            .collect()
+                    })?
+                })
+            })
             .collect();
-        let mut links = Vec::new();
-        for (name, attach_type) in TC_PROGRAMS {
-            let prog: &mut SchedClassifier = program(ebpf, name)?;
-            for iface in req.interfaces {
-                let link = attach_one_tc(prog, &req.netns.label, iface, attach_type, netlink)?;
-                links.push((iface.clone(), name, link));
-            }
-        }
-        Ok((prepared, links))
-    })??;
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("an attach thread panicked")))
+            })
+            .collect()
+    });
+    let mut links = Vec::new();
+    for a in attached {
+        links.extend(a?);
+    }
     let mut owned_clsact = Vec::new();
     for (iface, (removed, created)) in req.interfaces.iter().zip(prepared) {
         if removed > 0 {
