@@ -80,7 +80,15 @@ fn rule_table_and_candidates_are_the_configured_ones() {
             .into_iter()
             .find(|s| s["vip"] == vip.to_string())
             .unwrap();
-        assert_eq!(flow["egress"]["table"], table);
+        let routes: Vec<&Value> = f
+            .of_type("route")
+            .into_iter()
+            .filter(|r| r["flow_id"] == flow["flow_id"])
+            .collect();
+        assert_eq!(
+            flow["egress"]["table"], table,
+            "{flow}\nroutes: {routes:#?}"
+        );
         assert_eq!(flow["egress"]["rule"]["selector"], format!("from {vip}"));
     }
 }

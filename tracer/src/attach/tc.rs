@@ -217,8 +217,18 @@ fn attach_tc(
 ) -> Result<(Vec<String>, TcLinks)> {
     for (name, _) in TC_PROGRAMS {
         let prog: &mut SchedClassifier = program(ebpf, name)?;
+        let started = std::time::Instant::now();
         prog.load()
             .map_err(|e| refused("the TC program", name, &e))?;
+        // What the verifier cost: most of a site's start-up.
+        let verified = prog
+            .info()
+            .ok()
+            .and_then(|i| i.verified_instruction_count());
+        log::debug!(
+            "{name}: loaded in {:?}, {verified:?} instructions verified",
+            started.elapsed()
+        );
     }
 
     let prepared: Vec<(usize, bool)> = req.netns.run(|| {
