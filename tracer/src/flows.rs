@@ -233,6 +233,9 @@ struct FlowState {
     tables: Vec<u32>,
     /// The latest successful lookup of this flow's egress: its table and rule.
     last_lookup: Option<(u32, Option<Rule>)>,
+    /// The lookup behind the latest routed egress packet (a lookup whose packet never
+    /// left, e.g. one delivered or dropped, does not name the flow's table).
+    routed_lookup: Option<(u32, Option<Rule>)>,
     shown_candidates: Option<Vec<NextHop>>,
     /// (ts, hash, hook) from an fexit/kretprobe on the kernel's hash function, oldest
     /// first: two packets of a flow routed at once on two CPUs each leave a sample before
@@ -670,7 +673,7 @@ fn summarize(key: &FlowKey, f: &FlowState, states: &[&KernelState]) -> FlowSumma
         .unwrap_or(&empty);
     // The rule and table the flow's own lookups went through (a mark can steer it past
     // the VIP's source rule); the source rule when no lookup was seen.
-    let (rule, table) = match &f.last_lookup {
+    let (rule, table) = match f.routed_lookup.as_ref().or(f.last_lookup.as_ref()) {
         Some((table, rule)) => (rule.clone(), Some(*table)),
         None => {
             let rule = state.source_rule(key.vip).cloned();
@@ -854,6 +857,9 @@ fn decide(
             (rule.as_ref().and_then(|r| r.table), rule)
         }
     };
+    if flow.last_lookup.is_some() {
+        flow.routed_lookup = flow.last_lookup.clone();
+    }
     let candidates = table
         .map(|t| state.default_nexthops(t, v6))
         .unwrap_or_default();
@@ -1199,6 +1205,41 @@ pub(crate) mod tests {
             )
             .unwrap();
         assert!(r.rule.is_none());
+    }
+
+    /// A successful lookup after the flow's last routed packet (its packet delivered or
+    /// dropped, never routed out) does not rename the flow's table.
+    #[test]
+    fn the_summary_names_the_table_that_routed_a_packet_out() {
+        let s = proxy();
+        let mut t = FlowTable::new([ip("20.0.0.1")]);
+        let f = FibLookup {
+            ts_ns: 5,
+            table: 7,
+            err: 0,
+            iif: BR as i32,
+            oif: 0,
+            mark: 0,
+            proto: 6,
+            src: ip("20.0.0.1"),
+            dst: ip("169.254.100.150"),
+            sport: 4000,
+            dport: 35000,
+            gw: ip("172.16.0.3"),
+            dev: "bridge0".into(),
+        };
+        t.on_fib(f.clone(), &at(&s));
+        egress(&mut t, &s, 10, MAC_A, TO_A);
+        t.on_fib(
+            FibLookup {
+                ts_ns: 20,
+                table: 255,
+                ..f
+            },
+            &at(&s),
+        );
+        let [sum] = t.summaries(&[&s]).try_into().unwrap();
+        assert_eq!(sum.table, Some(7));
     }
 
     #[test]
