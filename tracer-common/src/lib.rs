@@ -304,6 +304,9 @@ pub struct FibRawOffsets {
     /// `fib6_nh.nh_common`, `fib6_table.tb6_id`.
     pub f6nh_common: u16,
     pub tb6_id: u16,
+    /// `net_device.nd_net` and `net.ns.inum`: the namespace a next-hop's device is in.
+    pub dev_nd_net: u16,
+    pub net_ns_inum: u16,
     /// 1 once userspace has filled the entry.
     pub valid: u16,
     pub _pad: u16,

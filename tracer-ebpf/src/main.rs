@@ -797,6 +797,9 @@ fn try_fib4_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
     let err: u64 = ctx.arg(3);
     let err = err as i32;
     let nhc: u64 = ctx.arg(2);
+    if !same_site(last, nhc, &off) {
+        return Ok(());
+    }
     let Some(mut entry) = start_fib(last, now, AF_INET, iif) else {
         return Ok(());
     };
@@ -821,6 +824,30 @@ fn try_fib4_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
     }
     submit_fib(entry, err);
     Ok(())
+}
+
+/// Whether a lookup whose next-hop is `nhc` (a `fib_nh_common`, 0 when none) ran in the
+/// namespace of the traced packet waiting in `last`. The programs see every lookup of the
+/// node, and interface indexes repeat across namespaces: a lookup elsewhere with the same
+/// addresses and input index must not be taken for the traced packet's. Without a
+/// next-hop device (a failed lookup) there is nothing to tell by, and the lookup is kept.
+#[inline(always)]
+fn same_site(last: &LastIngress, nhc: u64, off: &FibRawOffsets) -> bool {
+    if nhc == 0 {
+        return true;
+    }
+    let dev: u64 = kread(nhc, off.nhc_dev).unwrap_or(0);
+    if dev == 0 {
+        return true;
+    }
+    let Ok(net) = kread::<u64>(dev, off.dev_nd_net) else {
+        return true;
+    };
+    let Ok(inum) = kread::<u32>(net, off.net_ns_inum) else {
+        return true;
+    };
+    // SAFETY: a plain read of a map value.
+    unsafe { NETNS_INUMS.get(inum) }.is_some_and(|site| *site == last.site)
 }
 
 /// `fib6:fib6_table_lookup` as a raw tracepoint (see `meridio_fib4_raw`).
@@ -865,6 +892,10 @@ fn try_fib6_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
     let res: u64 = ctx.arg(1);
     let table: u64 = ctx.arg(2);
     let err = rt6_type_error(kread(res, off.res_type).unwrap_or(0));
+    let nh: u64 = kread(res, off.res_nh).unwrap_or(0);
+    if nh != 0 && !same_site(last, nh + u64::from(off.f6nh_common), &off) {
+        return Ok(());
+    }
     let Some(mut entry) = start_fib(last, now, AF_INET6, iif) else {
         return Ok(());
     };
@@ -876,7 +907,6 @@ fn try_fib6_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
         (*r).oif = kread(flp, off.fl6_oif).unwrap_or(0);
         (*r).gw = [0; 16];
         (*r).dev = [0; 16];
-        let nh: u64 = kread(res, off.res_nh).unwrap_or(0);
         if nh != 0 {
             let nhc = nh + u64::from(off.f6nh_common);
             if err == 0 {
@@ -954,7 +984,7 @@ fn emit_hash(hash: u32, family: u8, hook: u8) -> Result<(), ()> {
 }
 
 /// Namespace inode numbers (`ns.inum`) of the traced namespaces -> their site number: drops
-/// elsewhere are not ours even when they carry a VIP.
+/// and route lookups elsewhere are not ours even when they carry a VIP.
 #[map]
 static NETNS_INUMS: HashMap<u32, u16> = HashMap::with_max_entries(256, 0);
 

@@ -353,6 +353,9 @@ fn fib_raw_offsets(layout: &Layout) -> Result<FibRawOffsets> {
         res_type: layout.offset("fib6_result", "fib6_type")?,
         f6nh_common: layout.offset("fib6_nh", "nh_common")?,
         tb6_id: layout.offset("fib6_table", "tb6_id")?,
+        dev_nd_net: layout.offset("net_device", "nd_net")?
+            + layout.offset("possible_net_t", "net")?,
+        net_ns_inum: layout.offset("net", "ns")? + layout.offset("ns_common", "inum")?,
         valid: 1,
         _pad: 0,
     })
