@@ -13,7 +13,9 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use xtask::cmd::{self, is_root, run_visible};
-use xtask::lab::{Lab, LabNames, LabSpec, Role, VIP4, VIP6, VIP_PORT};
+use xtask::lab::{
+    vni, Lab, LabNames, LabSpec, Node, Role, UNDERLAY_IF, VIP4, VIP6, VIP_PORT, VXLAN_PORT,
+};
 use xtask::toolchain::{ensure_ebpf_toolchain, ensure_host_tools, ensure_tracefs, LAB_TOOLS};
 
 #[derive(Parser)]
@@ -120,6 +122,10 @@ enum LabCmd {
         /// pods' are), plus a second target whose namespace only a process holds.
         #[arg(long)]
         with_processes: bool,
+        /// 2: proxy and target on node A, frontends and gateway on node B (a namespace
+        /// each), the conduits over VXLAN between them.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+        nodes: u8,
     },
     /// Stop the lab's echo server and delete its namespaces.
     Down {
@@ -144,6 +150,7 @@ fn main() {
                     table_v6,
                     other_names,
                     with_processes,
+                    nodes,
                 },
         } => lab_up(LabSpec {
             prefix,
@@ -156,6 +163,7 @@ fn main() {
             },
             holders: with_processes,
             proc_only_target: with_processes,
+            nodes,
             ..LabSpec::default()
         }),
         Cmd::Lab {
@@ -283,6 +291,20 @@ fn lab_up(spec: LabSpec) -> Result<()> {
     println!("  target     {}  ({} 172.16.0.6 / fd00::6; VIPs {VIP4}, {VIP6}; echo server on port {VIP_PORT}, pid {pid})", lab.ns(Role::Target), n.tg_if);
     if let Some(p) = lab.proc_only_target_pid() {
         println!("  target 2   /proc/{p}/ns/net only  ({} 172.16.0.7 / fd00::7; VIPs {VIP4}, {VIP6}; hostname {prefix}target-a-2)", n.tg2_if);
+    }
+    if lab.spec.nodes == 2 {
+        println!(
+            "  nodes      {} (proxy, target) and {} (frontends, gateway): {UNDERLAY_IF} {} and {}; \
+             each conduit over VXLAN (VNI {} to {}, {} to {}, UDP {VXLAN_PORT})",
+            lab.node_ns(Node::A),
+            lab.node_ns(Node::B),
+            Node::A.underlay_ip(),
+            Node::B.underlay_ip(),
+            vni(Role::FrontendA),
+            lab.ns(Role::FrontendA),
+            vni(Role::FrontendB),
+            lab.ns(Role::FrontendB),
+        );
     }
     if lab.holder_pid(Role::Proxy).is_some() {
         let pids: Vec<String> = Role::ALL
