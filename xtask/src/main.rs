@@ -4,6 +4,7 @@
 
 mod bench;
 mod demo;
+mod demo_nodes;
 mod kernels;
 
 use std::os::unix::process::CommandExt;
@@ -51,7 +52,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: LabCmd,
     },
-    /// Build the tracer, bring up the lab, trace one IPv4 and one IPv6 connection, tear down.
+    /// Build the tracer, bring up the lab, trace one IPv4 and one IPv6 connection, tear down
+    /// (with --nodes 2: one tracer per node, one connection, the streams merged).
     Demo {
         /// Use the release profile.
         #[arg(long)]
@@ -59,6 +61,9 @@ enum Cmd {
         /// Netns name prefix of the demo's lab (default: none, the tutorial's names).
         #[arg(long, default_value = "")]
         prefix: String,
+        /// 2: the two-node lab, one tracer per node, their streams merged.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+        nodes: u8,
     },
     /// One static x86_64 binary with the eBPF object embedded: target/dist/meridio-tracer.
     Dist,
@@ -170,7 +175,14 @@ fn main() {
             cmd: LabCmd::Down { prefix },
         } => lab_down(&prefix),
         Cmd::Lab { cmd: LabCmd::Serve } => xtask::echo::serve_forever(VIP_PORT),
-        Cmd::Demo { release, prefix } => demo::demo(release, &prefix),
+        Cmd::Demo {
+            release,
+            prefix,
+            nodes: 1,
+        } => demo::demo(release, &prefix),
+        Cmd::Demo {
+            release, prefix, ..
+        } => demo_nodes::demo(release, &prefix),
         Cmd::Dist => dist().map(|_| ()),
         Cmd::Image => image(),
         Cmd::Test => test(),
