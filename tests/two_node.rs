@@ -16,6 +16,15 @@ use serde_json::Value;
 use support::{root_or_skip, TRACER};
 use xtask::lab::{vni, wait_ready, Lab, LabSpec, Node, Role, VIP4, VIP6};
 
+/// The tracers' output files, removed also when the test fails.
+struct OutputDir(PathBuf);
+
+impl Drop for OutputDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 const FRONTENDS: [Role; 2] = [Role::FrontendA, Role::FrontendB];
 
 fn node_name(node: Node) -> &'static str {
@@ -132,8 +141,12 @@ fn two_tracers_merged_show_each_flow_across_the_vxlan() {
         }
     }
 
-    let dir = PathBuf::from(format!("/tmp/two-node-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = OutputDir(PathBuf::from(format!(
+        "/tmp/two-node-test-{}",
+        std::process::id()
+    )));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = &dir.0;
     let mut tracers = Vec::new();
     for node in Node::ALL {
         let out = dir.join(format!("{}.jsonl", node_name(node)));
@@ -336,5 +349,4 @@ fn two_tracers_merged_show_each_flow_across_the_vxlan() {
             vni(fe)
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
