@@ -6,9 +6,11 @@
 //! Everything lives inside namespaces named `<prefix><role>`; interface names live inside
 //! the namespaces too, so labs with different prefixes coexist.
 
+mod node_view;
 mod procs;
 mod topology;
 mod truth;
+mod tunnel;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream};
@@ -18,6 +20,8 @@ use anyhow::{bail, Context, Result};
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use crate::echo::Listener;
+pub use node_view::{wait_ready, OnNode};
+pub use tunnel::{node_ns_name, vni, vxlan_dev, Node, UNDERLAY_IF, VXLAN_PORT};
 
 pub const VIP4: Ipv4Addr = Ipv4Addr::new(20, 0, 0, 1);
 pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2000, 0, 0, 0, 0, 0, 0, 1);
@@ -50,6 +54,9 @@ pub struct LabSpec {
     /// reachable through /proc alone), on a third proxy bridge port; see
     /// [`Lab::proc_only_target_pid`].
     pub proc_only_target: bool,
+    /// 1: every pod on one node, conduits are veths. 2: proxy and target on node A,
+    /// frontends and gateway on node B, conduits over VXLAN between them (see `tunnel`).
+    pub nodes: u8,
 }
 
 impl Default for LabSpec {
@@ -62,6 +69,7 @@ impl Default for LabSpec {
             names: LabNames::TUTORIAL,
             holders: false,
             proc_only_target: false,
+            nodes: 1,
         }
     }
 }
@@ -269,6 +277,11 @@ impl Lab {
         ns_name(&self.built_prefix, role)
     }
 
+    /// Netns name of a node of a two-node lab, e.g. prefix + "node-a".
+    pub fn node_ns(&self, node: Node) -> String {
+        node_ns_name(&self.built_prefix, node)
+    }
+
     /// Address on the conduit subnet: 172.16.0.3 / fd00::3 for FrontendA, .5 / ::5 for
     /// FrontendB (the proxy's ECMP next-hops); also bridge0's .1 / ::1 for Proxy and
     /// nsm-0's .6 / ::6 for Target. Panics for Gateway, which is not on that subnet.
@@ -442,6 +455,8 @@ pub fn teardown(prefix: &str) -> Result<()> {
             }
         }
     }
+    // A two-node lab's node namespaces (none for one node).
+    tunnel::teardown(prefix, &mut errors);
     if !errors.is_empty() {
         bail!(
             "could not tear down the lab `{prefix}`: {}",
@@ -472,6 +487,9 @@ fn validate(spec: &LabSpec) -> Result<()> {
         n.is_empty() || n.len() > 15 || n.contains(|c: char| c == '/' || c.is_whitespace())
     }) {
         bail!("interface name `{bad}` is not usable: 1 to 15 characters, no `/` or spaces");
+    }
+    if !(1..=2).contains(&spec.nodes) {
+        bail!("a lab has 1 or 2 nodes, not {}", spec.nodes);
     }
     if spec.hash_policy > 3 {
         bail!("hash policy {} is not one of 0, 1, 2, 3", spec.hash_policy);

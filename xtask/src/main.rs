@@ -4,6 +4,7 @@
 
 mod bench;
 mod demo;
+mod demo_nodes;
 mod kernels;
 
 use std::os::unix::process::CommandExt;
@@ -13,7 +14,9 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use xtask::cmd::{self, is_root, run_visible};
-use xtask::lab::{Lab, LabNames, LabSpec, Role, VIP4, VIP6, VIP_PORT};
+use xtask::lab::{
+    vni, Lab, LabNames, LabSpec, Node, Role, UNDERLAY_IF, VIP4, VIP6, VIP_PORT, VXLAN_PORT,
+};
 use xtask::toolchain::{ensure_ebpf_toolchain, ensure_host_tools, ensure_tracefs, LAB_TOOLS};
 
 #[derive(Parser)]
@@ -49,7 +52,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: LabCmd,
     },
-    /// Build the tracer, bring up the lab, trace one IPv4 and one IPv6 connection, tear down.
+    /// Build the tracer, bring up the lab, trace one IPv4 and one IPv6 connection, tear down
+    /// (with --nodes 2: one tracer per node, one connection, the streams merged).
     Demo {
         /// Use the release profile.
         #[arg(long)]
@@ -57,6 +61,9 @@ enum Cmd {
         /// Netns name prefix of the demo's lab (default: none, the tutorial's names).
         #[arg(long, default_value = "")]
         prefix: String,
+        /// 2: the two-node lab, one tracer per node, their streams merged.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+        nodes: u8,
     },
     /// One static x86_64 binary with the eBPF object embedded: target/dist/meridio-tracer.
     Dist,
@@ -120,6 +127,10 @@ enum LabCmd {
         /// pods' are), plus a second target whose namespace only a process holds.
         #[arg(long)]
         with_processes: bool,
+        /// 2: proxy and target on node A, frontends and gateway on node B (a namespace
+        /// each), the conduits over VXLAN between them.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+        nodes: u8,
     },
     /// Stop the lab's echo server and delete its namespaces.
     Down {
@@ -144,6 +155,7 @@ fn main() {
                     table_v6,
                     other_names,
                     with_processes,
+                    nodes,
                 },
         } => lab_up(LabSpec {
             prefix,
@@ -156,13 +168,21 @@ fn main() {
             },
             holders: with_processes,
             proc_only_target: with_processes,
+            nodes,
             ..LabSpec::default()
         }),
         Cmd::Lab {
             cmd: LabCmd::Down { prefix },
         } => lab_down(&prefix),
         Cmd::Lab { cmd: LabCmd::Serve } => xtask::echo::serve_forever(VIP_PORT),
-        Cmd::Demo { release, prefix } => demo::demo(release, &prefix),
+        Cmd::Demo {
+            release,
+            prefix,
+            nodes: 1,
+        } => demo::demo(release, &prefix),
+        Cmd::Demo {
+            release, prefix, ..
+        } => demo_nodes::demo(release, &prefix),
         Cmd::Dist => dist().map(|_| ()),
         Cmd::Image => image(),
         Cmd::Test => test(),
@@ -283,6 +303,20 @@ fn lab_up(spec: LabSpec) -> Result<()> {
     println!("  target     {}  ({} 172.16.0.6 / fd00::6; VIPs {VIP4}, {VIP6}; echo server on port {VIP_PORT}, pid {pid})", lab.ns(Role::Target), n.tg_if);
     if let Some(p) = lab.proc_only_target_pid() {
         println!("  target 2   /proc/{p}/ns/net only  ({} 172.16.0.7 / fd00::7; VIPs {VIP4}, {VIP6}; hostname {prefix}target-a-2)", n.tg2_if);
+    }
+    if lab.spec.nodes == 2 {
+        println!(
+            "  nodes      {} (proxy, target) and {} (frontends, gateway): {UNDERLAY_IF} {} and {}; \
+             each conduit over VXLAN (VNI {} to {}, {} to {}, UDP {VXLAN_PORT})",
+            lab.node_ns(Node::A),
+            lab.node_ns(Node::B),
+            Node::A.underlay_ip(),
+            Node::B.underlay_ip(),
+            vni(Role::FrontendA),
+            lab.ns(Role::FrontendA),
+            vni(Role::FrontendB),
+            lab.ns(Role::FrontendB),
+        );
     }
     if lab.holder_pid(Role::Proxy).is_some() {
         let pids: Vec<String> = Role::ALL

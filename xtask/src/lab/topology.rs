@@ -109,12 +109,17 @@ pub(super) fn build(lab: &Lab) -> Result<()> {
     ip(&format!(
         "link add {gw_port_feb} netns {gw} type veth peer name {fe_ext} netns {feb}"
     ))?;
-    ip(&format!(
-        "link add {fea_conduit} netns {fea} type veth peer name {px_port_fea} netns {px}"
-    ))?;
-    ip(&format!(
-        "link add {feb_conduit} netns {feb} type veth peer name {px_port_feb} netns {px}"
-    ))?;
+    if lab.spec.nodes == 2 {
+        // The same conduit ends, joined over VXLAN between two node namespaces.
+        super::tunnel::build(lab)?;
+    } else {
+        ip(&format!(
+            "link add {fea_conduit} netns {fea} type veth peer name {px_port_fea} netns {px}"
+        ))?;
+        ip(&format!(
+            "link add {feb_conduit} netns {feb} type veth peer name {px_port_feb} netns {px}"
+        ))?;
+    }
     ip(&format!(
         "link add {tg_if} netns {tg} type veth peer name {px_port_tg} netns {px}"
     ))?;

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use super::{Lab, Role, VIP_PORT};
 use crate::cmd;
 
-const TABLE: &str = "tracer-truth";
+pub(super) const TABLE: &str = "tracer-truth";
 
 fn check(role: Role, name: &str) -> Result<()> {
     if !matches!(role, Role::FrontendA | Role::FrontendB) {
@@ -90,7 +90,7 @@ add rule inet {TABLE} pre {matches} counter name \"{name}\"
 }
 
 /// Packets of the first counter object in `nft -j` output.
-fn parse_packets(json: &str) -> Result<u64> {
+pub(super) fn parse_packets(json: &str) -> Result<u64> {
     let v: serde_json::Value = serde_json::from_str(json)?;
     v["nftables"]
         .as_array()
