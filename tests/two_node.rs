@@ -248,6 +248,32 @@ fn two_tracers_merged_show_each_flow_across_the_vxlan() {
             "flow {port}: not in wall-clock order"
         );
 
+        // Every successful lookup is filed under a namespace that has its table (the
+        // node-wide hooks see every namespace's lookups, node B's included): ground truth
+        // is the namespace's own routing table, read with `ip`.
+        for r in timeline
+            .iter()
+            .filter(|r| r["type"] == "route" && r["err"] == 0)
+        {
+            let (ns, table) = (r["netns"].as_str().unwrap(), r["table"].to_string());
+            let out = std::process::Command::new("ip")
+                .args([
+                    "-n",
+                    ns,
+                    if v6 { "-6" } else { "-4" },
+                    "route",
+                    "show",
+                    "table",
+                ])
+                .arg(&table)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success() && !out.stdout.is_empty(),
+                "flow {port}: a lookup in table {table} filed under {ns}, which has no such table: {r}"
+            );
+        }
+
         // Replies: which frontend got them (counters), which VNI carried them.
         let (fe, got) = carried(&format!("eg{port}"), |fe| {
             lab.frontend_counter(fe, &format!("eg{port}")).unwrap()
