@@ -1173,11 +1173,9 @@ pub(crate) mod tests {
             .is_none());
     }
 
-    #[test]
-    fn fib_lookup_gets_the_rule_that_selected_its_table() {
-        let s = proxy();
-        let mut t = FlowTable::new([ip("20.0.0.1")]);
-        let f = FibLookup {
+    /// The proxy's successful egress lookup in table 7 (the VIP's table in `proxy()`).
+    fn lookup_table_7() -> FibLookup {
+        FibLookup {
             ts_ns: 5,
             table: 7,
             err: 0,
@@ -1191,7 +1189,14 @@ pub(crate) mod tests {
             dport: 35000,
             gw: ip("172.16.0.3"),
             dev: "bridge0".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn fib_lookup_gets_the_rule_that_selected_its_table() {
+        let s = proxy();
+        let mut t = FlowTable::new([ip("20.0.0.1")]);
+        let f = lookup_table_7();
         let r = t.on_fib(f.clone(), &at(&s)).unwrap();
         assert_eq!((r.path, r.rule.unwrap().priority), (PathDir::Egress, 32765));
         let r = t
@@ -1213,21 +1218,7 @@ pub(crate) mod tests {
     fn the_summary_names_the_table_that_routed_a_packet_out() {
         let s = proxy();
         let mut t = FlowTable::new([ip("20.0.0.1")]);
-        let f = FibLookup {
-            ts_ns: 5,
-            table: 7,
-            err: 0,
-            iif: BR as i32,
-            oif: 0,
-            mark: 0,
-            proto: 6,
-            src: ip("20.0.0.1"),
-            dst: ip("169.254.100.150"),
-            sport: 4000,
-            dport: 35000,
-            gw: ip("172.16.0.3"),
-            dev: "bridge0".into(),
-        };
+        let f = lookup_table_7();
         t.on_fib(f.clone(), &at(&s));
         egress(&mut t, &s, 10, MAC_A, TO_A);
         t.on_fib(

@@ -316,6 +316,16 @@ fn kernel_offsets() -> &'static KernelOffsets {
     })
 }
 
+/// `net_device.nd_net.net`: where a device's namespace is.
+fn dev_nd_net(layout: &Layout) -> Result<u16> {
+    Ok(layout.offset("net_device", "nd_net")? + layout.offset("possible_net_t", "net")?)
+}
+
+/// `net.ns.inum`: the namespace's inode number.
+fn net_ns_inum(layout: &Layout) -> Result<u16> {
+    Ok(layout.offset("net", "ns")? + layout.offset("ns_common", "inum")?)
+}
+
 fn drop_offsets(layout: &Layout) -> Result<DropOffsets> {
     Ok(DropOffsets {
         skb_head: layout.offset("sk_buff", "head")?,
@@ -324,9 +334,8 @@ fn drop_offsets(layout: &Layout) -> Result<DropOffsets> {
         skb_dev: layout.offset("sk_buff", "dev")?,
         skb_mark: layout.offset("sk_buff", "mark")?,
         dev_ifindex: layout.offset("net_device", "ifindex")?,
-        dev_nd_net: layout.offset("net_device", "nd_net")?
-            + layout.offset("possible_net_t", "net")?,
-        net_ns_inum: layout.offset("net", "ns")? + layout.offset("ns_common", "inum")?,
+        dev_nd_net: dev_nd_net(layout)?,
+        net_ns_inum: net_ns_inum(layout)?,
         ..Default::default()
     })
 }
@@ -353,16 +362,15 @@ fn fib_raw_offsets(layout: &Layout) -> Result<FibRawOffsets> {
         res_type: layout.offset("fib6_result", "fib6_type")?,
         f6nh_common: layout.offset("fib6_nh", "nh_common")?,
         tb6_id: layout.offset("fib6_table", "tb6_id")?,
-        dev_nd_net: layout.offset("net_device", "nd_net")?
-            + layout.offset("possible_net_t", "net")?,
-        net_ns_inum: layout.offset("net", "ns")? + layout.offset("ns_common", "inum")?,
+        dev_nd_net: dev_nd_net(layout)?,
+        net_ns_inum: net_ns_inum(layout)?,
         valid: 1,
         _pad: 0,
     })
 }
 
-/// `skb:kfree_skb`, filtered in the kernel to traced flows in the traced namespaces (`NETNS_INUMS`, filled
-/// as sites come and go). Needs
+/// `skb:kfree_skb`, filtered in the kernel to traced flows in the traced namespaces
+/// (`NETNS_INUMS`, filled as sites come and go). Needs
 /// the tracepoint's format (field offsets, reason names) and the kernel's BTF (where
 /// `sk_buff`, `net_device` and `net` keep the members the program reads). Returns the
 /// reason names, or `None` on a kernel whose tracepoint has no `reason` (before 5.17).
