@@ -247,6 +247,15 @@ fn json_records_per_second() {
         assert_eq!(written, line_bytes, "every pass writes the same");
         n
     });
+    // As the tracer writes them: with node and wall clock on every record.
+    let stamped = rates(|| {
+        let stamp = crate::stamp::Stamp::fixed("worker-a", 1_796_000_000_000_000_000);
+        let mut j = Json::stamped(
+            io::BufWriter::with_capacity(1 << 16, CountingSink(0)),
+            stamp,
+        );
+        run(&records, &mut j, &state)
+    });
     let bare = rates(|| run(&records, &mut Discard, &state));
 
     let profile = if cfg!(debug_assertions) {
@@ -260,12 +269,16 @@ fn json_records_per_second() {
          {types:?}, {:.0} bytes a line\n  \
          decoded, correlated and written as JSON: {:.0} records/s per CPU second (median of 5; \
          best {:.0}/s), {:.0} lines/s; per wall-clock second {:.0} records/s\n  \
+         the same with `node`, `wall_ns` and `time` on every record (the tracer's output): \
+         {:.0} records/s per CPU second (best {:.0}/s)\n  \
          decoded and correlated, not rendered: {:.0} records/s per CPU second (best {:.0}/s)",
         line_bytes as f64 / lines as f64,
         json.0,
         json.1,
         json.0 * lines as f64 / decoded as f64,
         json.2,
+        stamped.0,
+        stamped.1,
         bare.0,
         bare.1,
     );
