@@ -84,7 +84,7 @@ fn podman_run(image: &str, container: &str, args: &[&str]) -> Command {
         .arg("--ulimit=nproc=4096:4096")
         // The DaemonSet: privileged, hostPID, hostNetwork, /sys and the netns directory
         // (HostToContainer is rslave). /proc is the host's through --pid=host; it is
-        // mounted as well, as the brief for a node has it.
+        // mounted as well (this test was asked to mount it; not tried without).
         .args(["--privileged", "--pid=host", "--network=host"])
         .args(["-v", "/sys:/sys", "-v", "/proc:/proc"])
         .args(["-v", "/run/netns:/run/netns:rslave"])
