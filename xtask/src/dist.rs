@@ -125,8 +125,42 @@ pub fn container_tool() -> std::result::Result<&'static str, String> {
     Err("none of podman, buildah or docker is installed".into())
 }
 
+/// The Debian packages podman runs containers with here: Debian's podman defaults to crun,
+/// and installed alone with `--no-install-recommends` it takes crun or runc, whichever apt
+/// picks; naming runc makes it runc, which `tests/image.rs` asks for (`--runtime runc`).
+pub const PODMAN_TOOLS: &[(&str, &str)] = &[("podman", "podman"), ("runc", "runc")];
+
+/// The tool [`image`] builds with: [`container_tool`]'s, else podman and runc installed
+/// from Debian when we are root and have apt-get. When there is none, the error is one
+/// sentence saying what to install.
+pub fn ensure_container_tool() -> Result<&'static str> {
+    match container_tool() {
+        Ok(tool) => Ok(tool),
+        Err(why) if crate::cmd::is_root() && crate::cmd::which("apt-get").is_some() => {
+            println!("{why}: installing podman and runc from Debian");
+            match crate::toolchain::ensure_host_tools(PODMAN_TOOLS) {
+                Ok(()) => Ok("podman"),
+                Err(e) => bail!(
+                    "{why}, and installing podman and runc with apt-get failed ({e:#}); \
+                     install podman, buildah or docker and run `cargo xtask image` again"
+                ),
+            }
+        }
+        Err(why) => bail!(
+            "{why}, and they cannot be installed here (that needs root and apt-get); install \
+             podman (apt-get install podman runc), buildah or docker and run `cargo xtask image` again"
+        ),
+    }
+}
+
 /// Builds [`IMAGE`] from deploy/Containerfile with the dist binary as the whole context.
 pub fn image(workspace: &Path, dist: &Path, tool: &str) -> Result<()> {
+    image_tagged(workspace, dist, tool, IMAGE)
+}
+
+/// Like [`image`] with another tag (tests/image.rs builds its own, so it runs the image it
+/// built and can remove it).
+pub fn image_tagged(workspace: &Path, dist: &Path, tool: &str, tag: &str) -> Result<()> {
     let context = dist.parent().expect("dist dir");
     let file = workspace.join("deploy").join("Containerfile");
     let mut c = Command::new(tool);
@@ -134,7 +168,7 @@ pub fn image(workspace: &Path, dist: &Path, tool: &str) -> Result<()> {
         "buildah" => c.args(["bud", "--layers=false"]),
         _ => c.arg("build"),
     };
-    c.arg("-f").arg(&file).args(["-t", IMAGE]).arg(context);
+    c.arg("-f").arg(&file).args(["-t", tag]).arg(context);
     run_visible(c).with_context(|| format!("`{tool} build` failed"))
 }
 

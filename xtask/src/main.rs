@@ -373,15 +373,7 @@ fn dist() -> Result<PathBuf> {
 /// from Debian when there is none and we are root).
 fn image() -> Result<()> {
     let dist = dist()?;
-    let tool = match xtask::dist::container_tool() {
-        Ok(t) => t,
-        Err(why) if is_root() => {
-            println!("{why}: installing podman and runc from Debian");
-            ensure_host_tools(&[("podman", "podman"), ("runc", "runc")])?;
-            "podman"
-        }
-        Err(why) => bail!("{why}; install podman (apt-get install podman runc) and run again"),
-    };
+    let tool = xtask::dist::ensure_container_tool()?;
     println!("building {} with {tool}", xtask::dist::IMAGE);
     xtask::dist::image(&workspace_root(), &dist, tool)?;
     println!("wrote image {} (with {tool})", xtask::dist::IMAGE);
@@ -393,6 +385,8 @@ fn test() -> Result<()> {
         ensure_host_tools(LAB_TOOLS)?;
         // Ground truth for what is loaded and attached, and a non-root run for the CLI test.
         ensure_host_tools(&[("bpftool", "bpftool"), ("setpriv", "util-linux")])?;
+        // tests/image.rs builds the image and runs it with podman (runtime runc).
+        ensure_host_tools(xtask::dist::PODMAN_TOOLS)?;
         ensure_tracefs()?;
     } else if std::env::var_os("CI").is_some() {
         bail!("end-to-end tests need root; run `cargo xtask test` as root in CI");
