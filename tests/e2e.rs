@@ -510,3 +510,49 @@ fn bad_input_gets_one_sentence_and_nothing_attached() {
     assert!(stderr.contains("must run as root"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one sentence: {stderr}");
 }
+
+/// The maps shared between the node object and each namespace's object are pinned in bpffs
+/// only while that object loads. A pin a killed run left there (named by its pid) is removed
+/// by the next start once that pid is gone, and said so; while the tracer runs none of its
+/// own pins is left. Ground truth: the bpffs directory itself.
+#[test]
+fn a_killed_runs_pinned_map_is_removed_and_none_stays_pinned() {
+    let Some(_serial) = root_or_skip("a_killed_runs_pinned_map_is_removed_and_none_stays_pinned")
+    else {
+        return;
+    };
+    let lab = lab("t9-");
+    let proxy = lab.ns(Role::Proxy);
+    // A pid no process has: the highest possible one, above pid_max.
+    let stale = std::path::Path::new("/sys/fs/bpf/meridio-tracer-4194304-last_ingress");
+    let _ = std::fs::remove_file(stale);
+    let out = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(stale)
+        .args([
+            "type", "array", "key", "4", "value", "8", "entries", "1", "name", "stale",
+        ])
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool map create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tracer = Tracer::start(&["--netns", &proxy, "--vip", "20.0.0.1"]);
+    assert!(!stale.exists(), "the stale pin is still there");
+    let ours: Vec<String> = std::fs::read_dir("/sys/fs/bpf")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("meridio-tracer-{}-", tracer.pid())))
+        .collect();
+    assert!(ours.is_empty(), "pins of the running tracer: {ours:?}");
+    let f = tracer.stop(libc::SIGINT);
+    assert!(f.status.success(), "{}", f.stderr);
+    let notes = f.of_type("ready")[0]["notes"].to_string();
+    assert!(
+        notes.contains("removed 1 pinned map"),
+        "the ready record does not say so: {notes}"
+    );
+}

@@ -10,11 +10,11 @@
 //! named by its pid, and the next start removes it once that pid is gone.
 use std::{
     ffi::CString,
+    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
 use anyhow::{bail, Context, Result};
-use std::os::fd::AsFd;
 
 use aya::{
     maps::{Map, MapData},
