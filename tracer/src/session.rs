@@ -350,7 +350,8 @@ struct Session<'a> {
     watermark: u64,
 }
 
-/// Records the kernel could not write, per ring as last read, and the total reported.
+/// Records the programs could not write into the ring, as last read from each object's own
+/// counter (the node object's and each site's), and the total reported so far.
 #[derive(Default)]
 struct LostSeen {
     node: u64,
@@ -635,8 +636,8 @@ impl Session<'_> {
         }
     }
 
-    /// Reports the records lost since the last report, over every ring (a site that went
-    /// away keeps the count it had).
+    /// Reports the records lost since the last report, over every object's programs (a site
+    /// that went away keeps the count it had).
     fn report_loss(&mut self) -> Result<()> {
         self.lost_seen.node = self.node.lost()?;
         for (i, site) in self.sites.iter().enumerate() {
