@@ -1025,6 +1025,7 @@ pub(crate) mod tests {
             mark: 0,
             hash: 0,
             frag: None,
+            snap: None,
         }
     }
 
