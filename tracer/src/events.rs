@@ -468,6 +468,9 @@ pub fn proto_name(proto: u8) -> &'static str {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
