@@ -9,8 +9,8 @@ mod support;
 use std::{net::IpAddr, process::Command, time::Duration};
 
 use serde_json::Value;
-use support::{lab, root_or_skip, Tracer};
-use xtask::lab::{Role, VIP4, VIP6, VIP_PORT};
+use support::{lab, root_or_skip, Finished, Tracer};
+use xtask::lab::{Lab, Role, VIP4, VIP6, VIP_PORT};
 
 const FRONTENDS: [Role; 2] = [Role::FrontendA, Role::FrontendB];
 const GATEWAY4: &str = "169.254.100.150";
@@ -92,21 +92,45 @@ fn the_pcapng_file_holds_one_commented_packet_per_hop_record() {
     }
     let dir = std::env::temp_dir().join(format!("tracer-pcap-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("trace.pcapng");
-    let file = file.to_str().unwrap();
     let proxy = lab.ns(Role::Proxy);
-    let tracer = Tracer::start(&[
-        "--netns", &proxy, "--vip", "20.0.0.1", "--vip", "2000::1", "--pcap", file,
-    ]);
+    // Two tracers side by side: the default snap length (the small capture record) and
+    // the largest (the large one, whole frames): each is its own branch for the verifier.
+    let runs: Vec<(u64, String, Tracer)> = [128u64, 2048]
+        .into_iter()
+        .map(|snap| {
+            let file = dir.join(format!("trace-{snap}.pcapng"));
+            let file = file.to_str().unwrap().to_string();
+            let tracer = Tracer::start(&[
+                "--netns",
+                &proxy,
+                "--vip",
+                "20.0.0.1",
+                "--vip",
+                "2000::1",
+                "--pcap",
+                &file,
+                "--snap-len",
+                &snap.to_string(),
+            ]);
+            (snap, file, tracer)
+        })
+        .collect();
     for (vip, port) in flows {
         let echo = lab.connect(vip, port, b"pcap\n").unwrap();
         assert_eq!(echo, b"pcap\n");
     }
     std::thread::sleep(Duration::from_millis(300));
-    let f = tracer.stop(libc::SIGINT);
-    assert!(f.status.success(), "{}", f.stderr);
-    assert!(f.of_type("lost").is_empty(), "no records lost at this rate");
+    for (snap, file, tracer) in runs {
+        let f = tracer.stop(libc::SIGINT);
+        assert!(f.status.success(), "{}", f.stderr);
+        assert!(f.of_type("lost").is_empty(), "no records lost at this rate");
+        check(&lab, &flows, &f, &file, snap);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
 
+/// The file of one tracer against its JSON hops and the frontends' counters.
+fn check(lab: &Lab, flows: &[(IpAddr, u16)], f: &Finished, file: &str, snap: u64) {
     let hops: Vec<&Value> = f
         .of_type("hop")
         .into_iter()
@@ -168,14 +192,14 @@ fn the_pcapng_file_holds_one_commented_packet_per_hop_record() {
             "{ctx}"
         );
         // Untagged lab frames: the frame is the IP packet plus a 14-byte Ethernet header;
-        // the default snap length keeps the first 128 bytes.
+        // the capture keeps the first `snap` bytes.
         assert_eq!(p.frame_len, h["len"].as_u64().unwrap() + 14, "{ctx}");
-        assert_eq!(p.cap_len, p.frame_len.min(128), "{ctx}");
+        assert_eq!(p.cap_len, p.frame_len.min(snap), "{ctx}");
     }
 
     // The routed hop: its comment carries the decision and the next-hop that the
     // frontends' counters say received the flow's replies.
-    for (vip, port) in flows {
+    for &(vip, port) in flows {
         let counts: Vec<(Role, u64)> = FRONTENDS
             .iter()
             .map(|fe| {
@@ -217,5 +241,4 @@ fn the_pcapng_file_holds_one_commented_packet_per_hop_record() {
             assert!(p.comment.contains(&format!("actual {nexthop}")), "{p:?}");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

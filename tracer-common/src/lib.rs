@@ -106,11 +106,12 @@ pub struct PacketRecord {
 /// Frame bytes a capture record carries by default (`--snap-len`).
 pub const SNAP_DEFAULT: u32 = 128;
 /// Capture records come in two sizes (a ring reservation has a size fixed at load): up to
-/// `SNAP_SMALL` bytes, so the default costs little ring space, and up to `SNAP_MAX`, a
-/// whole 1500-byte frame with Ethernet and two VLAN tags. The verifier bounds the copy by
-/// the record's size.
+/// `SNAP_SMALL` bytes, so the default costs little ring space, and up to `SNAP_MAX`, enough
+/// for a whole 1500-byte frame with Ethernet and two VLAN tags. Both are powers of two: the
+/// program bounds the copy's length with a mask, which every verifier follows.
 pub const SNAP_SMALL: usize = 128;
-pub const SNAP_MAX: usize = 1536;
+pub const SNAP_MAX: usize = 2048;
+const _: () = assert!(SNAP_SMALL.is_power_of_two() && SNAP_MAX.is_power_of_two());
 
 /// Start of a `KIND_CAPTURE` record: the packet record (its `kind` is `KIND_CAPTURE`), the
 /// frame's length on the wire and how many of its bytes follow the head.

@@ -601,17 +601,20 @@ fn capture_bytes<const N: usize>(ctx: &TcContext, c: *mut CaptureRecord<N>, snap
     if len > N as u32 {
         len = N as u32;
     }
+    // The helper wants a length in [1, N] the verifier can prove. 6.1's learns nothing from
+    // `len != 0` (the only test LLVM emits for `len > 0`), but follows a mask: N is a power
+    // of two, and a length of 0 becomes N, which the helper refuses past the frame's end.
+    let len = (len.wrapping_sub(1) & (N as u32 - 1)) + 1;
     // SAFETY: `c` is a reserved ring slot of `N` data bytes and `len` is at most `N`; the
     // helper checks the skb side.
     unsafe {
         (*c).head.wire_len = wire;
-        let copied = len > 0
-            && aya_ebpf::helpers::bpf_skb_load_bytes(
-                ctx.skb.skb as *const _,
-                0,
-                core::ptr::addr_of_mut!((*c).data) as *mut _,
-                len,
-            ) == 0;
+        let copied = aya_ebpf::helpers::bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            0,
+            core::ptr::addr_of_mut!((*c).data) as *mut _,
+            len,
+        ) == 0;
         (*c).head.cap_len = if copied { len } else { 0 };
     }
 }
