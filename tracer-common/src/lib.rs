@@ -10,6 +10,8 @@ pub const KIND_PACKET: u32 = 1;
 pub const KIND_FIB: u32 = 2;
 pub const KIND_HASH: u32 = 3;
 pub const KIND_DROP: u32 = 4;
+/// A [`PacketRecord`] with the first bytes of its frame (`--pcap`), see [`CaptureHead`].
+pub const KIND_CAPTURE: u32 = 5;
 
 /// Which hook produced a [`HashRecord`].
 pub const HASH_HOOK_FEXIT: u8 = 1;
@@ -99,6 +101,36 @@ pub struct PacketRecord {
     pub site: u16,
     /// IPv4 identification or IPv6 fragment header identification (host order).
     pub frag_id: u32,
+}
+
+/// Frame bytes a capture record carries by default (`--snap-len`).
+pub const SNAP_DEFAULT: u32 = 128;
+/// Capture records come in two sizes (a ring reservation has a size fixed at load): up to
+/// `SNAP_SMALL` bytes, so the default costs little ring space, and up to `SNAP_MAX`, enough
+/// for a whole 1500-byte frame with Ethernet and two VLAN tags. Both are powers of two: the
+/// program bounds the copy's length with a mask, which every verifier follows.
+pub const SNAP_SMALL: usize = 128;
+pub const SNAP_MAX: usize = 2048;
+const _: () = assert!(SNAP_SMALL.is_power_of_two() && SNAP_MAX.is_power_of_two());
+
+/// Start of a `KIND_CAPTURE` record: the packet record (its `kind` is `KIND_CAPTURE`), the
+/// frame's length on the wire and how many of its bytes follow the head.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureHead {
+    pub packet: PacketRecord,
+    /// `skb->len` at the hook: the frame as the kernel holds it (a VLAN tag kept in the
+    /// skb's metadata is not in it).
+    pub wire_len: u32,
+    pub cap_len: u32,
+}
+
+/// A capture record as the eBPF program reserves it: `N` is `SNAP_SMALL` or `SNAP_MAX`;
+/// only the first `cap_len` bytes of `data` are meaningful.
+#[repr(C)]
+pub struct CaptureRecord<const N: usize> {
+    pub head: CaptureHead,
+    pub data: [u8; N],
 }
 
 /// [`PacketRecord::frag`] bits.

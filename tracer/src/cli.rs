@@ -60,6 +60,17 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
 
+    /// Also write every hop record as a packet to this pcapng file (for Wireshark): the
+    /// frame's first --snap-len bytes, one interface per traced pod and interface
+    /// (`pod/interface`), the tracer's findings as each packet's comment.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<std::path::PathBuf>,
+
+    /// With --pcap: bytes of each frame to capture (its length is kept whole).
+    #[arg(long, value_name = "BYTES", default_value_t = tracer_common::SNAP_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(14..=tracer_common::SNAP_MAX as i64))]
+    pub snap_len: u32,
+
     /// The node's name on every JSON record (`node`), for `tracer merge` across nodes.
     /// Default: the hostname. A DaemonSet passes the Kubernetes node name.
     #[arg(long, value_name = "NAME")]

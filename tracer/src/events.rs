@@ -6,9 +6,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracer_common::{
-    DropRecord, FibRecord, HashRecord, PacketRecord, AF_INET, AF_INET6, DIR_EGRESS, DIR_INGRESS,
-    FRAG_IS, FRAG_MORE, FRAG_ORPHAN, HASH_HOOK_FEXIT, HASH_HOOK_KRETPROBE, KIND_DROP, KIND_FIB,
-    KIND_HASH, KIND_PACKET,
+    CaptureHead, DropRecord, FibRecord, HashRecord, PacketRecord, AF_INET, AF_INET6, DIR_EGRESS,
+    DIR_INGRESS, FRAG_IS, FRAG_MORE, FRAG_ORPHAN, HASH_HOOK_FEXIT, HASH_HOOK_KRETPROBE,
+    KIND_CAPTURE, KIND_DROP, KIND_FIB, KIND_HASH, KIND_PACKET,
 };
 
 /// TC hook direction on an interface.
@@ -48,6 +48,16 @@ pub struct Packet {
     pub hash: u32,
     /// Set when the packet is an IP fragment.
     pub frag: Option<Frag>,
+    /// The frame's first bytes, with `--pcap` only.
+    pub snap: Option<Snap>,
+}
+
+/// The first bytes of a frame as the TC program copied them (`--pcap`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snap {
+    /// The frame's length at the hook (`skb->len`).
+    pub wire_len: u32,
+    pub bytes: Vec<u8>,
 }
 
 /// An IP fragment: which datagram, where in it, and whether its ports are known.
@@ -189,42 +199,20 @@ pub fn decode(bytes: &[u8]) -> Result<(u16, Event), DecodeError> {
     match kind {
         KIND_PACKET => {
             let r: PacketRecord = read_pod(bytes, kind)?;
+            Ok((r.site, Event::Packet(packet(&r, None)?)))
+        }
+        KIND_CAPTURE => {
+            let head: CaptureHead = read_pod(bytes, kind)?;
+            let data = &bytes[std::mem::size_of::<CaptureHead>()..];
+            let cap = usize::try_from(head.cap_len).unwrap_or(usize::MAX);
+            let bytes = data.get(..cap).ok_or(DecodeError::BadField("cap_len"))?;
+            let snap = Snap {
+                wire_len: head.wire_len,
+                bytes: bytes.to_vec(),
+            };
             Ok((
-                r.site,
-                Event::Packet(Packet {
-                    ts_ns: r.ts_ns,
-                    ifindex: r.ifindex,
-                    dir: match r.dir {
-                        DIR_INGRESS => Dir::Ingress,
-                        DIR_EGRESS => Dir::Egress,
-                        _ => return Err(DecodeError::BadField("dir")),
-                    },
-                    proto: r.proto,
-                    src: addr(r.family, r.src)?,
-                    dst: addr(r.family, r.dst)?,
-                    sport: r.sport,
-                    dport: r.dport,
-                    len: r.ip_len,
-                    tcp_flags: r.tcp_flags,
-                    eth_src: r.eth_src,
-                    eth_dst: r.eth_dst,
-                    vlan: Vlan {
-                        tags: r.vlan_tags.min(2),
-                        id: r.vlan,
-                        pcp: r.vlan_prio & 0x07,
-                        tpid: r.vlan_tpid,
-                        inner_id: r.vlan_inner,
-                        inner_pcp: (r.vlan_prio >> 4) & 0x07,
-                    },
-                    mark: r.mark,
-                    hash: r.hash,
-                    frag: (r.frag & FRAG_IS != 0).then_some(Frag {
-                        id: r.frag_id,
-                        offset: r.frag_off,
-                        more: r.frag & FRAG_MORE != 0,
-                        orphan: r.frag & FRAG_ORPHAN != 0,
-                    }),
-                }),
+                head.packet.site,
+                Event::Packet(packet(&head.packet, Some(snap))?),
             ))
         }
         KIND_FIB => {
@@ -288,6 +276,45 @@ pub fn decode(bytes: &[u8]) -> Result<(u16, Event), DecodeError> {
         }
         other => Err(DecodeError::UnknownKind(other)),
     }
+}
+
+/// The typed packet of a packet record (and of a capture record's head).
+fn packet(r: &PacketRecord, snap: Option<Snap>) -> Result<Packet, DecodeError> {
+    Ok(Packet {
+        ts_ns: r.ts_ns,
+        ifindex: r.ifindex,
+        dir: match r.dir {
+            DIR_INGRESS => Dir::Ingress,
+            DIR_EGRESS => Dir::Egress,
+            _ => return Err(DecodeError::BadField("dir")),
+        },
+        proto: r.proto,
+        src: addr(r.family, r.src)?,
+        dst: addr(r.family, r.dst)?,
+        sport: r.sport,
+        dport: r.dport,
+        len: r.ip_len,
+        tcp_flags: r.tcp_flags,
+        eth_src: r.eth_src,
+        eth_dst: r.eth_dst,
+        vlan: Vlan {
+            tags: r.vlan_tags.min(2),
+            id: r.vlan,
+            pcp: r.vlan_prio & 0x07,
+            tpid: r.vlan_tpid,
+            inner_id: r.vlan_inner,
+            inner_pcp: (r.vlan_prio >> 4) & 0x07,
+        },
+        mark: r.mark,
+        hash: r.hash,
+        frag: (r.frag & FRAG_IS != 0).then_some(Frag {
+            id: r.frag_id,
+            offset: r.frag_off,
+            more: r.frag & FRAG_MORE != 0,
+            orphan: r.frag & FRAG_ORPHAN != 0,
+        }),
+        snap,
+    })
 }
 
 /// Addresses travel as 16 bytes, IPv4 ones IPv4-mapped (see `tracer_common::v4_mapped`).
@@ -439,6 +466,9 @@ pub fn proto_name(proto: u8) -> &'static str {
         _ => "ip",
     }
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {

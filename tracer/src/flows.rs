@@ -1031,6 +1031,7 @@ pub(crate) mod tests {
             mark: 0,
             hash: 0,
             frag: None,
+            snap: None,
         }
     }
 

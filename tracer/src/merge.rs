@@ -628,3 +628,6 @@ impl Merger {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod props;

@@ -22,7 +22,7 @@ use crate::{
     flows::{FlowTable, Site},
     kernel_state::{read_hash_policy, ConnTask, KernelState, NeighbourUpdate, Netlink, Watcher},
     netns::Netns,
-    render::{renderer, Render},
+    render::{pcapng::Pcap, renderer, Render},
     symbols,
 };
 
@@ -242,6 +242,11 @@ fn open_site(args: &Args, i: Inspected, index: usize, node: &mut NodeProbes) -> 
             l3_ifindexes: &l3_ifindexes(&state, &interfaces),
             budget: args.records,
             hop_entries: args.hop_entries,
+            snap_len: if args.pcap.is_some() {
+                args.snap_len
+            } else {
+                0
+            },
         },
         node,
     )?;
@@ -335,6 +340,8 @@ struct Session<'a> {
     sites: Vec<Option<SiteCtx>>,
     flows: FlowTable,
     out: Box<dyn Render>,
+    /// `--pcap`: every hop `out` prints, as a packet.
+    pcap: Option<Pcap>,
     /// Each site's netlink notifications: a neighbour/FDB update to apply, or `None` for
     /// a change that needs a re-read.
     watchers: SelectAll<futures::stream::BoxStream<'static, (usize, Option<NeighbourUpdate>)>>,
@@ -458,6 +465,9 @@ impl Session<'_> {
                 }
                 if let Some(hop) = self.flows.on_packet(p, &site.site(index)) {
                     self.out.hop(&hop);
+                    if let Some(pcap) = &mut self.pcap {
+                        pcap.hop(&hop);
+                    }
                 }
             }
             Ok(Event::Fib(f)) => {
@@ -736,6 +746,19 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
     let multi = opened.len() > 1 || roles.is_some();
     let node_name = args.node.clone().unwrap_or_else(crate::stamp::hostname);
     let stamp = crate::stamp::Stamp::measure(node_name);
+    let pcap = match args
+        .pcap
+        .as_deref()
+        .map(|p| Pcap::create(p, args.snap_len, stamp.clone()))
+    {
+        Some(Err(e)) => {
+            for site in opened {
+                site.close(&mut node).await;
+            }
+            return Err(e);
+        }
+        p => p.transpose()?,
+    };
     let (tx, mut rx) = mpsc::channel(QUEUE_BATCHES);
     let (stop_tx, stop) = watch::channel(false);
     let node_ring = node.take_events()?;
@@ -746,6 +769,7 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
         sites: Vec::new(),
         flows: FlowTable::new(args.vips.iter().copied()),
         out: renderer(args.json, multi, stamp),
+        pcap,
         watchers: SelectAll::new(),
         tx,
         stop,
@@ -810,6 +834,9 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
         }
     }
     s.out.flush();
+    if let Some(pcap) = &mut s.pcap {
+        pcap.flush();
+    }
     for site in std::mem::take(&mut s.sites).into_iter().flatten() {
         site.close(&mut s.node).await;
     }
@@ -895,6 +922,9 @@ async fn stream(
             _ = &mut deadline => break,
         }
         s.out.flush();
+        if let Some(pcap) = &mut s.pcap {
+            pcap.flush();
+        }
     }
     if let Some(task) = discovery {
         task.abort();

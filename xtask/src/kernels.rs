@@ -87,8 +87,9 @@ const fn t(binary: &'static str, name: &'static str, ignored: bool) -> TestRef {
 /// and IPv6), rule and table attribution (fib tracepoints), the netlink path's clean exit
 /// after SIGINT/SIGTERM and SIGKILL plus the next start's clean-up, a drop with its reason
 /// (or saying there is none), what the ready record says, the hash hooks, and the TC
-/// parser on fragments (IPv4, and IPv6's extension header walk: a verifier-sensitive loop).
-pub const TESTS: [TestRef; 8] = [
+/// parser on fragments (IPv4, and IPv6's extension header walk: a verifier-sensitive loop),
+/// and the `--pcap` capture path.
+pub const TESTS: [TestRef; 9] = [
     t(
         "kernels",
         "the_ready_record_says_what_this_kernel_offers",
@@ -117,6 +118,13 @@ pub const TESTS: [TestRef; 8] = [
     t(
         "real_traffic",
         "fragments_are_counted_in_their_flow_per_next_hop",
+        false,
+    ),
+    // The capture path (--pcap): a bounded copy of the frame into the ring, through
+    // every verifier.
+    t(
+        "pcap",
+        "the_pcapng_file_holds_one_commented_packet_per_hop_record",
         false,
     ),
     t(
@@ -242,7 +250,7 @@ fn build_tests(root: &Path) -> Result<HashMap<String, PathBuf>> {
     c.current_dir(root)
         .args(["test", "--no-run", "--message-format=json", "-p", "tracer"])
         .args(["--test", "e2e", "--test", "routing", "--test", "kernels"])
-        .args(["--test", "real_traffic"]);
+        .args(["--test", "real_traffic", "--test", "pcap"]);
     let out = c
         .stderr(std::process::Stdio::inherit())
         .output()

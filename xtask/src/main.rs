@@ -387,6 +387,9 @@ fn test() -> Result<()> {
         ensure_host_tools(&[("bpftool", "bpftool"), ("setpriv", "util-linux")])?;
         // tests/image.rs builds the image and runs it with podman (runtime runc).
         ensure_host_tools(xtask::dist::PODMAN_TOOLS)?;
+        // Reads the --pcap file back (tests/pcap.rs); apt runs noninteractive, so
+        // wireshark-common's question (non-root capture) takes its default, no.
+        ensure_host_tools(&[("tshark", "tshark")])?;
         ensure_tracefs()?;
     } else if std::env::var_os("CI").is_some() {
         bail!("end-to-end tests need root; run `cargo xtask test` as root in CI");

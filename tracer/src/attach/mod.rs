@@ -141,6 +141,8 @@ struct Globals {
     vips_in_map: u8,
     /// The site number of a site object, 0 for the node object.
     site: u16,
+    /// Frame bytes the TC programs copy per record (`--pcap`), 0 for none.
+    snap_len: u32,
 }
 
 impl Globals {
@@ -174,6 +176,7 @@ impl Globals {
             vip6_count: v6.len().min(INLINE_VIPS) as u32,
             vips_in_map: u8::from(v4.len() > INLINE_VIPS || v6.len() > INLINE_VIPS),
             site,
+            snap_len: 0,
             vips,
         };
         for (slot, v) in g.vip4.iter_mut().zip(&v4) {
@@ -202,7 +205,8 @@ impl Globals {
             .override_global("VIP6", &self.vip6, true)
             .override_global("VIP6_COUNT", &self.vip6_count, true)
             .override_global("VIPS_IN_MAP", &self.vips_in_map, true)
-            .override_global("SITE", &self.site, true);
+            .override_global("SITE", &self.site, true)
+            .override_global("SNAP_LEN", &self.snap_len, true);
         configure(&mut loader);
         let mut ebpf = loader.load(OBJECT).map_err(|e| {
             anyhow!("the kernel refused the tracer's eBPF maps ({e}); a kernel >= 5.8 with BPF ring buffers is needed")

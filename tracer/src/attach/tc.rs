@@ -43,6 +43,8 @@ pub struct Request<'a> {
     pub budget: RecordBudget,
     /// Entries of the in-kernel per-hop counter map.
     pub hop_entries: u32,
+    /// Frame bytes copied into each packet record (`--pcap`), 0 for none.
+    pub snap_len: u32,
 }
 
 /// The in-kernel counters of one site, as read at one moment.
@@ -73,7 +75,9 @@ impl Probes {
     /// Loads a site object sharing `LAST_INGRESS` with `node`, and attaches its TC programs
     /// to the interfaces asked for.
     pub fn load(req: &Request, node: &NodeProbes) -> Result<Probes> {
-        let globals = Globals::new(req.vips, req.client_port.unwrap_or(0), req.budget, req.site);
+        let mut globals =
+            Globals::new(req.vips, req.client_port.unwrap_or(0), req.budget, req.site);
+        globals.snap_len = req.snap_len;
         let mut ebpf = node.load_sharing(|share| {
             globals.load(|loader| {
                 loader.map_max_entries("HOPS", req.hop_entries);

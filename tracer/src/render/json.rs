@@ -825,6 +825,7 @@ mod tests {
             mark: 0x1389,
             hash: 0x8000_0000,
             frag: None,
+            snap: None,
         }
     }
 

@@ -51,6 +51,7 @@ macro_rules! say {
 }
 
 mod json;
+pub mod pcapng;
 #[cfg(test)]
 mod rate;
 mod text;

@@ -30,7 +30,7 @@ fn ms(ns: u64) -> String {
     format!("{:>9.3} ms", ns as f64 / 1e6)
 }
 
-fn flow_title(k: &FlowKey) -> String {
+pub(super) fn flow_title(k: &FlowKey) -> String {
     format!(
         "{} {} <-> {}",
         proto_name(k.proto),
@@ -41,7 +41,7 @@ fn flow_title(k: &FlowKey) -> String {
 
 /// "decision: rule 32765 `from 20.0.0.1` -> table 1 [candidates], hash 0x.. (source) ->
 /// predicted X, actual Y". Candidates only when they are new for the flow.
-fn decision_text(d: &Decision) -> String {
+pub(super) fn decision_text(d: &Decision) -> String {
     let rule = d.rule.as_ref().map_or("no rule known".to_string(), |r| {
         format!("rule {} `{}`", r.priority, r.selector())
     });
