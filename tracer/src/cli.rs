@@ -5,7 +5,7 @@ use std::{collections::HashSet, net::IpAddr, time::Duration};
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
-pub use crate::attach::{AttachMode, FibHook, HashHook, RecordBudget};
+pub use crate::attach::{AttachMode, FibHook, HashHook, HookFamily, RecordBudget};
 
 /// Follow Meridio VIP flows through a proxy pod's network namespace, hop by hop, and name
 /// the ECMP next-hop (stateless-lb-frontend) the kernel really sent them to.
@@ -131,15 +131,6 @@ pub struct Args {
         hide_short_help = true
     )]
     pub hooks: Vec<HookFamily>,
-}
-
-/// The tracer's hook families, as `--hooks` names them.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HookFamily {
-    Tc,
-    Fib,
-    Drop,
-    Hash,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

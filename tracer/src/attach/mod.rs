@@ -102,6 +102,15 @@ pub enum HashHook {
     None,
 }
 
+/// The tracer's hook families, as `--hooks` names them.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookFamily {
+    Tc,
+    Fib,
+    Drop,
+    Hash,
+}
+
 /// The drop reason name given when the kernel has no drop reasons.
 pub const NO_DROP_REASON: &str = "unknown (this kernel has no drop reasons)";
 

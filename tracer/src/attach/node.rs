@@ -13,10 +13,10 @@ use aya::{
 use tracer_common::{DropOffsets, FibOffsets, FibRawOffsets, COUNTER_LOST, FIELD_ABSENT};
 
 use super::{
-    not_asked, program, refused, share, FibHook, Globals, HashHook, Ready, RecordBudget,
-    NO_DROP_REASON,
+    not_asked, program, refused, share, FibHook, Globals, HashHook, HookFamily, Ready,
+    RecordBudget, NO_DROP_REASON,
 };
-use crate::{btf_layout::Layout, cli::HookFamily, netns::Netns, tracefs};
+use crate::{btf_layout::Layout, netns::Netns, tracefs};
 
 pub struct NodeRequest<'a> {
     pub vips: &'a [IpAddr],
