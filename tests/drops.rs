@@ -14,7 +14,7 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{lab, root_or_skip, Finished, Tracer};
+use support::{lab, proc_stat, root_or_skip, Finished, Tracer};
 use xtask::{
     lab::{Lab, Role, VIP4, VIP6},
     netns::in_netns,
@@ -23,33 +23,6 @@ use xtask::{
 const GATEWAY4: Ipv4Addr = Ipv4Addr::new(169, 254, 100, 150);
 const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x100, 0x100, 0, 0, 0, 0, 0, 0x150);
 const N: u32 = 10;
-
-/// One `/proc/net/*` statistic of `ns`: `netstat`/`snmp` style (a header line, then a value
-/// line, both starting with `group:`) or `snmp6` style (`name value` per line, no group).
-fn proc_stat(ns: &str, file: &str, group: &str, name: &str) -> u64 {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "cat", &format!("/proc/net/{file}")])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    if group.is_empty() {
-        return text
-            .lines()
-            .find_map(|l| {
-                let mut w = l.split_whitespace();
-                (w.next() == Some(name)).then(|| w.next().unwrap().parse().unwrap())
-            })
-            .unwrap_or_else(|| panic!("no {name} in {file} of {ns}"));
-    }
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with(&format!("{group}:")))
-        .collect();
-    let names: Vec<&str> = lines[0].split_whitespace().collect();
-    let values: Vec<&str> = lines[1].split_whitespace().collect();
-    let i = names.iter().position(|n| *n == name).unwrap();
-    values[i].parse().unwrap()
-}
 
 fn sh(ns: &str, args: &[&str]) {
     let out = Command::new("ip")

@@ -12,7 +12,7 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{lab, root_or_skip, view_command, Tracer};
+use support::{lab, nft_counter, proc_stat, root_or_skip, view_command, Tracer};
 use xtask::{
     lab::{Lab, Role, VIP4, VIP6},
     netns::in_netns,
@@ -20,33 +20,6 @@ use xtask::{
 
 const GATEWAY4: Ipv4Addr = Ipv4Addr::new(169, 254, 100, 150);
 const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x100, 0x100, 0, 0, 0, 0, 0, 0x150);
-
-/// One `/proc/net/*` statistic of `ns`: `netstat`/`snmp` style (a header line, then a value
-/// line, both starting with `group:`) or `snmp6` style (`name value` per line).
-fn proc_stat(ns: &str, file: &str, group: &str, name: &str) -> u64 {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", ns, "cat", &format!("/proc/net/{file}")])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    if group.is_empty() {
-        return text
-            .lines()
-            .find_map(|l| {
-                let mut w = l.split_whitespace();
-                (w.next() == Some(name)).then(|| w.next().unwrap().parse().unwrap())
-            })
-            .unwrap_or_else(|| panic!("no {name} in {file} of {ns}"));
-    }
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with(&format!("{group}:")))
-        .collect();
-    let names: Vec<&str> = lines[0].split_whitespace().collect();
-    let values: Vec<&str> = lines[1].split_whitespace().collect();
-    let i = names.iter().position(|n| *n == name).unwrap();
-    values[i].parse().unwrap()
-}
 
 /// Packets the proxy dropped for want of a route: (IPv4, IPv6).
 fn no_route_drops(lab: &Lab) -> (u64, u64) {
@@ -453,31 +426,6 @@ add rule netdev frag-truth in ip6 saddr {VIP6} counter name \"v6\"
     out
 }
 
-fn netdev_counter(ns: &str, name: &str) -> u64 {
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "nft",
-            "-j",
-            "list",
-            "counter",
-            "netdev",
-            "frag-truth",
-            name,
-        ])
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find_map(|i| i["counter"]["packets"].as_u64())
-        .unwrap_or_else(|| panic!("no counter {name} in {ns}: {v}"))
-}
-
 /// 3000-byte UDP datagrams from the VIP over 1500-byte links leave the target in three
 /// fragments each. In the proxy every fragment is counted in its datagram's flow (the
 /// later ones through the first one's ports) and per next-hop, equal to the frames the
@@ -545,7 +493,7 @@ fn fragments_are_counted_in_their_flow_per_next_hop() {
             .map(|(role, ns)| {
                 (
                     lab.frontend_conduit_ip(*role, port == 9402),
-                    netdev_counter(ns, counter),
+                    nft_counter(ns, "netdev", "frag-truth", counter),
                 )
             })
             .collect();

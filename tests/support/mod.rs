@@ -678,9 +678,14 @@ pub fn read_udp_counter(ns: &str) -> u64 {
 
 /// Packets counted so far by the named nftables counter of table `inet <table>` in `ns`.
 pub fn nft_packets(ns: &str, table: &str, counter: &str) -> u64 {
+    nft_counter(ns, "inet", table, counter)
+}
+
+/// Packets counted so far by the named nftables counter of table `<family> <table>` in `ns`.
+pub fn nft_counter(ns: &str, family: &str, table: &str, counter: &str) -> u64 {
     let out = std::process::Command::new("ip")
         .args([
-            "netns", "exec", ns, "nft", "-j", "list", "counter", "inet", table, counter,
+            "netns", "exec", ns, "nft", "-j", "list", "counter", family, table, counter,
         ])
         .output()
         .unwrap();
@@ -691,4 +696,31 @@ pub fn nft_packets(ns: &str, table: &str, counter: &str) -> u64 {
         .flatten()
         .find_map(|i| i["counter"]["packets"].as_u64())
         .unwrap_or_else(|| panic!("no counter {counter} in {ns}: {v}"))
+}
+
+/// One `/proc/net/*` statistic of `ns`: `netstat`/`snmp` style (a header line, then a value
+/// line, both starting with `group:`) or `snmp6` style (`name value` per line, no group).
+pub fn proc_stat(ns: &str, file: &str, group: &str, name: &str) -> u64 {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "cat", &format!("/proc/net/{file}")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    if group.is_empty() {
+        return text
+            .lines()
+            .find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(name)).then(|| w.next().unwrap().parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no {name} in {file} of {ns}"));
+    }
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{group}:")))
+        .collect();
+    let names: Vec<&str> = lines[0].split_whitespace().collect();
+    let values: Vec<&str> = lines[1].split_whitespace().collect();
+    let i = names.iter().position(|n| *n == name).unwrap();
+    values[i].parse().unwrap()
 }
