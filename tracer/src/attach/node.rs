@@ -40,6 +40,9 @@ pub struct NodeProbes {
     bpffs: PathBuf,
     /// Handles on the maps every site object shares (`share::SHARED_MAPS`).
     shared: [MapData; 2],
+    /// The kernel BTF the fexit hash hooks need, parsed meanwhile on a thread of its own
+    /// (`prepare_kernel_btf`); `None` when no fexit hook is to be tried.
+    fexit_btf: Option<std::thread::JoinHandle<Result<Btf, String>>>,
 }
 
 impl NodeProbes {
@@ -47,7 +50,6 @@ impl NodeProbes {
     /// site objects share the maps (meanwhile the kernel offsets the hooks need are worked
     /// out on a thread of their own: see `prepare_kernel_offsets`).
     pub fn load(req: &NodeRequest) -> Result<NodeProbes> {
-        prepare_kernel_offsets();
         let mut notes = Vec::new();
         let bpffs = share::bpffs(&mut notes)?;
         let stale = share::remove_stale(&bpffs);
@@ -59,6 +61,8 @@ impl NodeProbes {
         }
         let globals = Globals::new(req.vips, req.client_port.unwrap_or(0), req.budget, 0);
         let ebpf = globals.load(|_| {})?;
+        // After the load: the loader's own BTF parse is over, so the two do not add up.
+        let fexit_btf = prepare_kernel_btf(req);
         let [a, b] = share::SHARED_MAPS.map(|name| {
             ebpf.map(name)
                 .with_context(|| format!("map {name} missing"))
@@ -71,6 +75,7 @@ impl NodeProbes {
             notes,
             drop_reasons: HashMap::new(),
             bpffs,
+            fexit_btf,
         })
     }
 
@@ -91,7 +96,12 @@ impl NodeProbes {
             );
         }
         if asked(HookFamily::Hash) {
-            attach_hash_hooks(ebpf, req.hash_hook, ready);
+            let btf = match self.fexit_btf.take().map(|t| t.join()) {
+                Some(Ok(parsed)) => parsed,
+                Some(Err(_)) => Err("the kernel BTF parse panicked".into()),
+                None => Err("not parsed".into()),
+            };
+            attach_hash_hooks(ebpf, req.hash_hook, btf, ready);
         } else {
             not_asked(
                 ready,
@@ -294,12 +304,21 @@ struct KernelOffsets {
     fib_raw: Result<FibRawOffsets, String>,
 }
 
-/// Starts working out the kernel offsets on a thread of their own: parsing the kernel BTF
-/// takes a tenth of a second, which the site objects' loading and attaching can cover.
-fn prepare_kernel_offsets() {
-    std::thread::spawn(|| {
+/// Reads the kernel BTF on a thread of its own, while the site objects load and attach:
+/// first the member offsets the programs read (`kernel_offsets`), then, when a fexit hash
+/// hook is to be tried, aya's parse of the whole BTF that `FExit::load` needs (35 ms and
+/// 20 MB here; one after the other, so their memory does not add up).
+fn prepare_kernel_btf(req: &NodeRequest) -> Option<std::thread::JoinHandle<Result<Btf, String>>> {
+    let fexit = req.hooks.contains(&HookFamily::Hash)
+        && matches!(req.hash_hook, HashHook::Auto | HashHook::Fexit);
+    let thread = std::thread::spawn(move || {
         kernel_offsets();
+        if !fexit {
+            return Err("not parsed".to_string());
+        }
+        Btf::from_sys_fs().map_err(|e| format!("no kernel BTF ({e})"))
     });
+    fexit.then_some(thread)
 }
 
 fn kernel_offsets() -> &'static KernelOffsets {
@@ -405,12 +424,16 @@ fn attach_drop(ebpf: &mut Ebpf) -> Result<Option<HashMap<u32, String>>> {
 /// kretprobe): where the kernel allows either, the tracer knows the hash the kernel used
 /// instead of inferring it. Each failure is reported with the kernel's reason; without them
 /// the next-hop still comes from the routed frame, and the prediction from the skb hash.
-fn attach_hash_hooks(ebpf: &mut Ebpf, choice: HashHook, ready: &mut Ready) {
+fn attach_hash_hooks(
+    ebpf: &mut Ebpf,
+    choice: HashHook,
+    btf: Result<Btf, String>,
+    ready: &mut Ready,
+) {
     const HOOKS: [(&str, &str, &str); 2] = [
         ("meridio_mph4", "meridio_mph4_kr", "fib_multipath_hash"),
         ("meridio_mph6", "meridio_mph6_kr", "rt6_multipath_hash"),
     ];
-    let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF ({e})"));
     let kprobes_built_in = [
         "/sys/kernel/tracing/kprobe_events",
         "/sys/kernel/debug/tracing/kprobe_events",
