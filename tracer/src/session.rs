@@ -721,6 +721,7 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
     }
     log::debug!("start-up: namespaces inspected at {:?}", started.elapsed());
     let mut node = NodeProbes::load(&node_request(&args))?;
+    log::debug!("start-up: node maps made at {:?}", started.elapsed());
     let mut opened = Vec::new();
     for i in inspected {
         match open_site(&args, i, opened.len(), &mut node) {

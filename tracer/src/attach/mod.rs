@@ -16,7 +16,7 @@
 //! without them the tracer still names the next-hop from the wire, and says what it lacks.
 //! TCX links (kernel >= 6.6) are file descriptors owned by the objects: they disappear with
 //! the process, also when it is killed, so nothing of ours can be left on an interface.
-use std::{collections::HashSet, net::IpAddr};
+use std::{collections::HashSet, net::IpAddr, sync::Mutex};
 
 use anyhow::{anyhow, Context, Result};
 use aya::{maps::HashMap as BpfHashMap, Ebpf, EbpfLoader};
@@ -200,36 +200,56 @@ impl Globals {
     /// Loads one copy of the object with these globals (programs are loaded later, each
     /// when it is attached), and fills the VIP map when the VIPs do not fit inline.
     /// `configure` sets what differs between the node object and a site object.
-    fn load(&self, configure: impl FnOnce(&mut EbpfLoader)) -> Result<Ebpf> {
-        let mut loader = EbpfLoader::new();
-        // No kernel BTF for the loader: the programs read kernel structs at offsets the
-        // node object works out once (see `node::kernel_offsets`), never through CO-RE
-        // relocations, and each parse of the kernel BTF costs 0.1 s and tens of MB.
-        loader.btf(None);
+    ///
+    /// The globals are leaked (some hundred bytes per load, one load per traced namespace):
+    /// the process's one loader (`LOADER`) keeps references to them until the next load
+    /// overrides them.
+    fn load(self, configure: impl FnOnce(&mut EbpfLoader<'static>)) -> Result<Ebpf> {
+        let g: &'static Globals = Box::leak(Box::new(self));
+        let mut slot = LOADER
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let loader = slot.get_or_insert_with(|| {
+            let mut loader = EbpfLoader::new();
+            // No kernel BTF for the loader: the programs read kernel structs at offsets the
+            // node object works out once (see `node::kernel_offsets`), never through CO-RE
+            // relocations. Dropped here, right after the one parse `new()` makes.
+            loader.btf(None);
+            loader
+        });
         loader
-            .override_global("CLIENT_PORT", &self.client_port, true)
-            .override_global("RECORD_BUDGET", &self.budget, true)
-            .override_global("VIP4", &self.vip4, true)
-            .override_global("VIP4_COUNT", &self.vip4_count, true)
-            .override_global("VIP6", &self.vip6, true)
-            .override_global("VIP6_COUNT", &self.vip6_count, true)
-            .override_global("VIPS_IN_MAP", &self.vips_in_map, true)
-            .override_global("SITE", &self.site, true)
-            .override_global("SNAP_LEN", &self.snap_len, true);
-        configure(&mut loader);
+            .override_global("CLIENT_PORT", &g.client_port, true)
+            .override_global("RECORD_BUDGET", &g.budget, true)
+            .override_global("VIP4", &g.vip4, true)
+            .override_global("VIP4_COUNT", &g.vip4_count, true)
+            .override_global("VIP6", &g.vip6, true)
+            .override_global("VIP6_COUNT", &g.vip6_count, true)
+            .override_global("VIPS_IN_MAP", &g.vips_in_map, true)
+            .override_global("SITE", &g.site, true)
+            .override_global("SNAP_LEN", &g.snap_len, true);
+        configure(loader);
         let mut ebpf = loader.load(OBJECT).map_err(|e| {
             anyhow!("the kernel refused the tracer's eBPF maps ({e}); a kernel >= 5.8 with BPF ring buffers is needed")
         })?;
-        if self.vips_in_map != 0 {
+        drop(slot);
+        if g.vips_in_map != 0 {
             let mut map: BpfHashMap<_, [u8; 16], u8> =
                 BpfHashMap::try_from(ebpf.map_mut("VIPS").context("map VIPS missing")?)?;
-            for vip in &self.vips {
+            for vip in &g.vips {
                 map.insert(vip_key(*vip), 1, 0)?;
             }
         }
         Ok(ebpf)
     }
 }
+
+/// The process's one aya loader, made on first use. `EbpfLoader::new()` parses the kernel
+/// BTF each time it is called (about 0.1 s, and tens of MB at the peak), and the tracer
+/// loads the object once for the node and once per traced namespace. What a load sets on
+/// the loader (globals, `HOPS` size, pin paths of the shared maps) stays set for the next
+/// one: every site load sets the same names, and the node object, which must pin nothing,
+/// is loaded before any site object (`NodeProbes::load`).
+static LOADER: Mutex<Option<EbpfLoader<'static>>> = Mutex::new(None);
 
 /// One sentence for a program the kernel would not load; the verifier log, which can run to
 /// thousands of lines, goes to the debug log (`RUST_LOG=debug`) instead.

@@ -219,22 +219,6 @@ fn attach_tc(
     netlink: bool,
     ready: &mut Ready,
 ) -> Result<(Vec<String>, TcLinks)> {
-    for (name, _) in TC_PROGRAMS {
-        let prog: &mut SchedClassifier = program(ebpf, name)?;
-        let started = std::time::Instant::now();
-        prog.load()
-            .map_err(|e| refused("the TC program", name, &e))?;
-        // What the verifier cost: most of a site's start-up.
-        let verified = prog
-            .info()
-            .ok()
-            .and_then(|i| i.verified_instruction_count());
-        log::debug!(
-            "{name}: loaded in {:?}, {verified:?} instructions verified",
-            started.elapsed()
-        );
-    }
-
     let prepared: Vec<(usize, bool)> = req.netns.run(|| {
         req.interfaces
             .iter()
@@ -246,9 +230,10 @@ fn attach_tc(
             })
             .collect()
     })?;
-    // Each TCX attachment waits for an RCU grace period in the kernel (milliseconds on a
-    // busy node): the ingress and egress programs are attached side by side, each on a
-    // thread inside the namespace, so the waits overlap.
+    // The ingress and egress programs are loaded and attached side by side, one thread
+    // each: verification is most of a site's start-up and runs on the loading thread's
+    // CPU, and each TCX attachment waits for an RCU grace period in the kernel
+    // (milliseconds on a busy node), so the waits overlap too.
     let mut programs: Vec<(&str, &mut aya::programs::Program)> = ebpf
         .programs_mut()
         .filter(|(name, _)| TC_PROGRAMS.iter().any(|(n, _)| n == name))
@@ -262,7 +247,7 @@ fn attach_tc(
                     .find(|(n, _)| n == name)
                     .expect("filtered above");
                 scope.spawn(move || -> Result<TcLinks> {
-                    let prog: &mut SchedClassifier = (*prog).try_into()?;
+                    let prog = load_tc(name, prog)?;
                     req.netns.run(|| {
                         req.interfaces
                             .iter()
@@ -344,4 +329,25 @@ fn dir_name(t: TcAttachType) -> &'static str {
         TcAttachType::Ingress => "ingress",
         _ => "egress",
     }
+}
+
+/// Loads (verifies) one TC program of a site object.
+fn load_tc<'a>(
+    name: &str,
+    prog: &'a mut aya::programs::Program,
+) -> Result<&'a mut SchedClassifier> {
+    let prog: &mut SchedClassifier = prog.try_into()?;
+    let started = std::time::Instant::now();
+    prog.load()
+        .map_err(|e| refused("the TC program", name, &e))?;
+    // What the verifier cost: most of a site's start-up.
+    let verified = prog
+        .info()
+        .ok()
+        .and_then(|i| i.verified_instruction_count());
+    log::debug!(
+        "{name}: loaded in {:?}, {verified:?} instructions verified",
+        started.elapsed()
+    );
+    Ok(prog)
 }
