@@ -59,34 +59,45 @@ impl Lab {
 
     fn add_counter_rule(&self, role: Role, name: &str, matches: &str) -> Result<()> {
         check(role, name)?;
-        // `add` leaves an existing table, chain or counter as it is.
-        let script = format!(
-            "add table inet {TABLE}
-add chain inet {TABLE} pre {{ type filter hook prerouting priority -300; policy accept; }}
-add counter inet {TABLE} {name}
-add rule inet {TABLE} pre {matches} counter name \"{name}\"
-"
-        );
-        let ns = self.ns(role);
-        cmd::run_with_stdin(
-            "ip",
-            &["netns", "exec", &ns, "nft", "-f", "-"],
-            Some(&script),
-        )
-        .with_context(|| format!("could not add the ground-truth counter {name} in {ns}"))?;
-        Ok(())
+        add_counter_in(&self.ns(role), name, matches)
     }
 
     /// Packets counted so far by the named counter in that frontend.
     pub fn frontend_counter(&self, role: Role, name: &str) -> Result<u64> {
         check(role, name)?;
-        let ns = self.ns(role);
-        let out = self
-            .sh(role, &["nft", "-j", "list", "counter", "inet", TABLE, name])
-            .with_context(|| format!("could not read the ground-truth counter {name} in {ns}"))?;
-        parse_packets(&out)
-            .with_context(|| format!("unexpected `nft -j list counter` output in {ns}: {out}"))
+        counter_in(&self.ns(role), name)
     }
+}
+
+/// Adds, in netns `ns`, a rule to `inet tracer-truth` chain `pre` (prerouting, priority
+/// -300, before conntrack) counting the packets `matches` selects into the named counter.
+pub(super) fn add_counter_in(ns: &str, name: &str, matches: &str) -> Result<()> {
+    // `add` leaves an existing table, chain or counter as it is.
+    let script = format!(
+        "add table inet {TABLE}
+add chain inet {TABLE} pre {{ type filter hook prerouting priority -300; policy accept; }}
+add counter inet {TABLE} {name}
+add rule inet {TABLE} pre {matches} counter name \"{name}\"
+"
+    );
+    cmd::run_with_stdin(
+        "ip",
+        &["netns", "exec", ns, "nft", "-f", "-"],
+        Some(&script),
+    )
+    .with_context(|| format!("could not add the ground-truth counter {name} in {ns}"))?;
+    Ok(())
+}
+
+/// Packets counted so far by the named counter of `inet tracer-truth` in netns `ns`.
+pub(super) fn counter_in(ns: &str, name: &str) -> Result<u64> {
+    let args = [
+        "netns", "exec", ns, "nft", "-j", "list", "counter", "inet", TABLE, name,
+    ];
+    let out = cmd::run("ip", &args)
+        .with_context(|| format!("could not read the ground-truth counter {name} in {ns}"))?;
+    parse_packets(&out)
+        .with_context(|| format!("unexpected `nft -j list counter` output in {ns}: {out}"))
 }
 
 /// Packets of the first counter object in `nft -j` output.

@@ -233,44 +233,11 @@ impl Lab {
     }
 
     fn add_node_counter(&self, node: Node, name: &str, matches: &str) -> Result<()> {
-        let table = super::truth::TABLE;
-        let script = format!(
-            "add table inet {table}
-add chain inet {table} pre {{ type filter hook prerouting priority -300; policy accept; }}
-add counter inet {table} {name}
-add rule inet {table} pre {matches} counter name \"{name}\"
-"
-        );
-        let ns = self.node_ns(node);
-        cmd::run_with_stdin(
-            "ip",
-            &["netns", "exec", &ns, "nft", "-f", "-"],
-            Some(&script),
-        )
-        .with_context(|| format!("could not add the tunnel counter {name} in {ns}"))?;
-        Ok(())
+        super::truth::add_counter_in(&self.node_ns(node), name, matches)
     }
 
     /// Packets counted so far by the named tunnel counter in `node`.
     pub fn node_counter(&self, node: Node, name: &str) -> Result<u64> {
-        let ns = self.node_ns(node);
-        let out = cmd::run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &ns,
-                "nft",
-                "-j",
-                "list",
-                "counter",
-                "inet",
-                super::truth::TABLE,
-                name,
-            ],
-        )
-        .with_context(|| format!("could not read the tunnel counter {name} in {ns}"))?;
-        super::truth::parse_packets(&out)
-            .with_context(|| format!("unexpected `nft -j list counter` output in {ns}: {out}"))
+        super::truth::counter_in(&self.node_ns(node), name)
     }
 }
