@@ -197,6 +197,17 @@ fn node_request(args: &Args) -> NodeRequest<'_> {
     }
 }
 
+/// Hands the allocator's freed heap back to the system: start-up parses the kernel's BTF
+/// (megabytes, freed since), and the long-running tracer should stay small on the node.
+fn release_freed_heap() {
+    // SAFETY: malloc_trim only releases free memory of the allocator. (glibc only; musl's
+    // allocator, in the static dist binary, returns freed memory by itself.)
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0)
+    };
+}
+
 /// A namespace looked at and found traceable, not attached yet: bad input (an unknown
 /// interface, a namespace without a bridge) is refused before anything is loaded.
 struct Inspected {
@@ -720,8 +731,20 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
         inspected.push(inspect_site(t).await?);
     }
     log::debug!("start-up: namespaces inspected at {:?}", started.elapsed());
+    // What discovery read is freed: handed back before the kernel BTF parses below, so
+    // that it does not add to their peak (30.6 -> 26.6 MB for a whole path of 4).
+    release_freed_heap();
     let mut node = NodeProbes::load(&node_request(&args))?;
     log::debug!("start-up: node maps made at {:?}", started.elapsed());
+    // The node-wide hooks before the sites: the fexit hooks need aya's parse of the kernel
+    // BTF (20 MB of heap), handed back here; loaded side by side with the sites, the
+    // two added up to a peak RSS of 31-39 MB instead of 26.
+    node.attach_hooks(&node_request(&args));
+    log::debug!(
+        "start-up: node-wide hooks attached at {:?}",
+        started.elapsed()
+    );
+    release_freed_heap();
     let mut opened = Vec::new();
     for i in inspected {
         match open_site(&args, i, opened.len(), &mut node) {
@@ -737,11 +760,6 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
     log::debug!(
         "start-up: {} site(s) attached at {:?}",
         opened.len(),
-        started.elapsed()
-    );
-    node.attach_hooks(&node_request(&args));
-    log::debug!(
-        "start-up: node-wide hooks attached at {:?}",
         started.elapsed()
     );
     let multi = opened.len() > 1 || roles.is_some();
@@ -784,14 +802,7 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
         let watcher = Watcher::start(&site.ns)?;
         s.start_site(site, watcher)?;
     }
-    // Start-up parsed the kernel's BTF (megabytes, freed since): hand the freed heap back
-    // to the system so the long-running tracer stays small on the node.
-    // SAFETY: malloc_trim only releases free memory of the allocator. (glibc only; musl's
-    // allocator, in the static dist binary, returns freed memory by itself.)
-    #[cfg(target_env = "gnu")]
-    unsafe {
-        libc::malloc_trim(0)
-    };
+    release_freed_heap();
 
     let result = stream(&mut s, &mut signals, &mut rx, roles.as_deref()).await;
 

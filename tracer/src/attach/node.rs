@@ -40,15 +40,10 @@ pub struct NodeProbes {
     bpffs: PathBuf,
     /// Handles on the maps every site object shares (`share::SHARED_MAPS`).
     shared: [MapData; 2],
-    /// The kernel BTF the fexit hash hooks need, parsed meanwhile on a thread of its own
-    /// (`prepare_kernel_btf`); `None` when no fexit hook is to be tried.
-    fexit_btf: Option<std::thread::JoinHandle<Result<Btf, String>>>,
 }
 
 impl NodeProbes {
-    /// Loads the node object's maps; its hooks are attached by `attach_hooks`, once the
-    /// site objects share the maps (meanwhile the kernel offsets the hooks need are worked
-    /// out on a thread of their own: see `prepare_kernel_offsets`).
+    /// Loads the node object's maps; its hooks are attached by `attach_hooks`.
     pub fn load(req: &NodeRequest) -> Result<NodeProbes> {
         let mut notes = Vec::new();
         let bpffs = share::bpffs(&mut notes)?;
@@ -61,8 +56,6 @@ impl NodeProbes {
         }
         let globals = Globals::new(req.vips, req.client_port.unwrap_or(0), req.budget, 0);
         let ebpf = globals.load(|_| {})?;
-        // After the load: the loader's own BTF parse is over, so the two do not add up.
-        let fexit_btf = prepare_kernel_btf(req);
         let [a, b] = share::SHARED_MAPS.map(|name| {
             ebpf.map(name)
                 .with_context(|| format!("map {name} missing"))
@@ -75,7 +68,6 @@ impl NodeProbes {
             notes,
             drop_reasons: HashMap::new(),
             bpffs,
-            fexit_btf,
         })
     }
 
@@ -84,6 +76,15 @@ impl NodeProbes {
     pub fn attach_hooks(&mut self, req: &NodeRequest) {
         let (ebpf, ready) = (&mut self.ebpf, &mut self.ready);
         let asked = |f: HookFamily| req.hooks.contains(&f);
+        // aya's parse of the whole kernel BTF (25 ms and 20 MB here), needed only to try
+        // fexit: on a thread of its own while the route lookup hooks attach, once our own
+        // read of the BTF (`kernel_offsets`) is over and its memory freed.
+        kernel_offsets();
+        let fexit_btf = (asked(HookFamily::Hash)
+            && matches!(req.hash_hook, HashHook::Auto | HashHook::Fexit))
+        .then(|| {
+            std::thread::spawn(|| Btf::from_sys_fs().map_err(|e| format!("no kernel BTF ({e})")))
+        });
         if asked(HookFamily::Fib) {
             attach_fib(ebpf, ready, req.fib_hook);
         } else {
@@ -96,7 +97,7 @@ impl NodeProbes {
             );
         }
         if asked(HookFamily::Hash) {
-            let btf = match self.fexit_btf.take().map(|t| t.join()) {
+            let btf = match fexit_btf.map(|t| t.join()) {
                 Some(Ok(parsed)) => parsed,
                 Some(Err(_)) => Err("the kernel BTF parse panicked".into()),
                 None => Err("not parsed".into()),
@@ -302,23 +303,6 @@ struct KernelOffsets {
     drop: Result<DropOffsets, String>,
     /// `flowi4`, `flowi6`, `fib_nh_common`, `fib6_result`..., for the raw fib programs.
     fib_raw: Result<FibRawOffsets, String>,
-}
-
-/// Reads the kernel BTF on a thread of its own, while the site objects load and attach:
-/// first the member offsets the programs read (`kernel_offsets`), then, when a fexit hash
-/// hook is to be tried, aya's parse of the whole BTF that `FExit::load` needs (35 ms and
-/// 20 MB here; one after the other, so their memory does not add up).
-fn prepare_kernel_btf(req: &NodeRequest) -> Option<std::thread::JoinHandle<Result<Btf, String>>> {
-    let fexit = req.hooks.contains(&HookFamily::Hash)
-        && matches!(req.hash_hook, HashHook::Auto | HashHook::Fexit);
-    let thread = std::thread::spawn(move || {
-        kernel_offsets();
-        if !fexit {
-            return Err("not parsed".to_string());
-        }
-        Btf::from_sys_fs().map_err(|e| format!("no kernel BTF ({e})"))
-    });
-    fexit.then_some(thread)
 }
 
 fn kernel_offsets() -> &'static KernelOffsets {
