@@ -94,7 +94,12 @@ impl Layout {
                     KIND_ARRAY => 12,
                     KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
                     KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
-                    _ => 0,
+                    // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG.
+                    2 | 7..=12 | 16 | KIND_TYPE_TAG => 0,
+                    // Its size is unknown to this reader: the walk would lose its way.
+                    kind => {
+                        bail!("the kernel BTF has a type kind ({kind}) this tracer does not know")
+                    }
                 };
         }
         Ok(Layout {

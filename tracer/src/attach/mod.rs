@@ -244,7 +244,7 @@ impl Globals {
 }
 
 /// The process's one aya loader, made on first use. `EbpfLoader::new()` parses the kernel
-/// BTF each time it is called (about 0.1 s, and tens of MB at the peak), and the tracer
+/// BTF each time it is called (35 ms and 20 MB at the peak here), and the tracer
 /// loads the object once for the node and once per traced namespace. What a load sets on
 /// the loader (globals, `HOPS` size, pin paths of the shared maps) stays set for the next
 /// one: every site load sets the same names, and the node object, which must pin nothing,
