@@ -216,7 +216,7 @@ impl Lab {
         client_port: u16,
     ) -> Result<()> {
         let m = vxlan_match(frontend, vip, VIP_PORT, client_port);
-        self.add_node_counter(Node::B, name, &m)
+        super::truth::add_counter_in(&self.node_ns(Node::B), name, &m)
     }
 
     /// Like [`Lab::add_tunnel_counter`] for the requests (`client_port` -> `vip` port
@@ -229,11 +229,7 @@ impl Lab {
         client_port: u16,
     ) -> Result<()> {
         let m = vxlan_match(frontend, vip, client_port, VIP_PORT);
-        self.add_node_counter(Node::A, name, &m)
-    }
-
-    fn add_node_counter(&self, node: Node, name: &str, matches: &str) -> Result<()> {
-        super::truth::add_counter_in(&self.node_ns(node), name, matches)
+        super::truth::add_counter_in(&self.node_ns(Node::A), name, &m)
     }
 
     /// Packets counted so far by the named tunnel counter in `node`.
