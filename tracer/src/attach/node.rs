@@ -78,8 +78,11 @@ impl NodeProbes {
         let asked = |f: HookFamily| req.hooks.contains(&f);
         // aya's parse of the whole kernel BTF (25 ms and 20 MB here), needed only to try
         // fexit: on a thread of its own while the route lookup hooks attach, once our own
-        // read of the BTF (`kernel_offsets`) is over and its memory freed.
-        kernel_offsets();
+        // read of the BTF (`kernel_offsets`, for the fib and drop programs) is over and its
+        // memory freed.
+        if asked(HookFamily::Fib) || asked(HookFamily::Drop) {
+            kernel_offsets();
+        }
         let fexit_btf = (asked(HookFamily::Hash)
             && matches!(req.hash_hook, HashHook::Auto | HashHook::Fexit))
         .then(|| {
