@@ -13,9 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use lab::{Lab, Role, VIP4};
 use serde_json::Value;
 use support::{lab, root_or_skip, PipedTracer};
-use xtask::lab::{Lab, Role, VIP4};
 
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 100, 150);
 /// The flood's ports: from VIP:FLOOD_SPORT to the gateway's FLOOD_DPORT, one flow.
@@ -35,7 +35,7 @@ add counter inet counts flood
 add rule inet counts pre ip saddr {VIP4} udp sport {FLOOD_SPORT} udp dport {FLOOD_DPORT} counter name \"flood\"{verdict}
 "
         );
-        xtask::cmd::run_with_stdin(
+        lab::cmd::run_with_stdin(
             "ip",
             &["netns", "exec", &lab.ns(role), "nft", "-f", "-"],
             Some(&script),
@@ -51,7 +51,7 @@ fn truth(lab: &Lab, role: Role) -> u64 {
 /// Sends FLOOD_DATAGRAMS from one thread, as fast as it goes; returns how many were sent.
 fn flood(lab: &Lab) -> u64 {
     let ns = lab.ns(Role::Target);
-    xtask::netns::in_netns(&ns, || {
+    lab::netns::in_netns(&ns, || {
         let s = UdpSocket::bind((VIP4, FLOOD_SPORT)).expect("bind the VIP");
         s.connect((GATEWAY, FLOOD_DPORT)).unwrap();
         let mut sent = 0u64;

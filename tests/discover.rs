@@ -6,9 +6,9 @@ mod support;
 
 use std::{os::unix::fs::MetadataExt, path::Path, process::ExitStatus};
 
+use lab::{Lab, LabNames, LabSpec, Role};
 use serde_json::{json, Value};
 use support::{root_or_skip, run_tracer, view_command};
-use xtask::lab::{Lab, LabNames, LabSpec, Role};
 
 const VIPS: [&str; 2] = ["20.0.0.1", "2000::1"];
 

@@ -6,8 +6,8 @@ mod support;
 
 use std::{net::IpAddr, path::PathBuf, process::Command, time::Duration};
 
+use lab::{Role, VIP4};
 use support::{lab, root_or_skip, Tracer};
-use xtask::lab::{Role, VIP4};
 
 fn dist_binary() -> Option<PathBuf> {
     let p = xtask::dist::dist_path(

@@ -13,12 +13,9 @@ use std::{
     time::Duration,
 };
 
+use lab::{netns::in_netns, Lab, Role, VIP4, VIP6};
 use serde_json::Value;
 use support::{lab, proc_stat, root_or_skip, Finished, Tracer};
-use xtask::{
-    lab::{Lab, Role, VIP4, VIP6},
-    netns::in_netns,
-};
 
 const GATEWAY4: Ipv4Addr = Ipv4Addr::new(169, 254, 100, 150);
 const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x100, 0x100, 0, 0, 0, 0, 0, 0x150);

@@ -8,12 +8,12 @@ use support::lab;
 
 use std::{net::IpAddr, time::Duration};
 
+use lab::{Lab, LabSpec, Role, VIP4, VIP6};
 use serde_json::Value;
 use support::{
     held_by, orphaned_programs, our_program_ids, root_or_skip, run_tracer, tc_state, Finished,
     Tracer,
 };
-use xtask::lab::{Lab, LabSpec, Role, VIP4, VIP6};
 
 const FRONTENDS: [Role; 2] = [Role::FrontendA, Role::FrontendB];
 

@@ -13,8 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use lab::{Role, VIP4};
 use support::{lab, root_or_skip, Tracer};
-use xtask::lab::{Role, VIP4};
 
 const PREFIX: &str = "i1-";
 /// Client ports, one connection each: the gateway's ECMP hashes them over both frontends,
@@ -111,7 +111,7 @@ fn the_image_traces_the_lab_from_a_podman_container() {
         ));
         return;
     }
-    if xtask::cmd::which("podman").is_none() || xtask::cmd::which("runc").is_none() {
+    if lab::cmd::which("podman").is_none() || lab::cmd::which("runc").is_none() {
         missing("podman or runc is missing: `cargo xtask test` installs them");
         return;
     }

@@ -14,9 +14,9 @@ use std::{
     time::Duration,
 };
 
+use lab::{Lab, LabSpec, Role, VIP4, VIP6};
 use serde_json::{json, Value};
 use support::{root_or_skip, Tracer};
-use xtask::lab::{Lab, LabSpec, Role, VIP4, VIP6};
 
 /// Writes `value` as `$MERIDIO_KERNEL_OUT/<name>.json` when the matrix asked for it.
 fn report(name: &str, value: &Value) {

@@ -6,9 +6,9 @@ mod support;
 
 use std::{net::IpAddr, time::Duration};
 
+use lab::{Lab, Role, VIP4, VIP6};
 use serde_json::Value;
 use support::{lab, root_or_skip, view_command, Finished, Tracer};
-use xtask::lab::{Lab, Role, VIP4, VIP6};
 
 const FRONTENDS: [Role; 2] = [Role::FrontendA, Role::FrontendB];
 

@@ -8,9 +8,9 @@ mod support;
 
 use std::{net::IpAddr, process::Command, time::Duration};
 
+use lab::{Lab, Role, VIP4, VIP6, VIP_PORT};
 use serde_json::Value;
 use support::{lab, root_or_skip, Finished, Tracer};
-use xtask::lab::{Lab, Role, VIP4, VIP6, VIP_PORT};
 
 const FRONTENDS: [Role; 2] = [Role::FrontendA, Role::FrontendB];
 const GATEWAY4: &str = "169.254.100.150";

@@ -11,12 +11,9 @@ use std::{
     time::Duration,
 };
 
+use lab::{netns::in_netns, Lab, Role, VIP4, VIP6};
 use serde_json::Value;
 use support::{lab, nft_counter, proc_stat, root_or_skip, view_command, Tracer};
-use xtask::{
-    lab::{Lab, Role, VIP4, VIP6},
-    netns::in_netns,
-};
 
 const GATEWAY4: Ipv4Addr = Ipv4Addr::new(169, 254, 100, 150);
 const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x100, 0x100, 0, 0, 0, 0, 0, 0x150);
@@ -415,7 +412,7 @@ add rule netdev frag-truth in ip saddr {VIP4} counter name \"v4\"
 add rule netdev frag-truth in ip6 saddr {VIP6} counter name \"v6\"
 "
         );
-        xtask::cmd::run_with_stdin(
+        lab::cmd::run_with_stdin(
             "ip",
             &["netns", "exec", &lab.ns(role), "nft", "-f", "-"],
             Some(&script),

@@ -10,13 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use lab::{netns::in_netns, Lab, LabSpec, Role, VIP4, VIP6, VIP_PORT};
 use serde_json::Value;
 use support::{
     add_udp_counter, ip, read_udp_counter, root_or_skip, Finished, ThirdFrontend, Tracer,
-};
-use xtask::{
-    lab::{Lab, LabSpec, Role, VIP4, VIP6, VIP_PORT},
-    netns::in_netns,
 };
 
 const GATEWAY4: &str = "169.254.100.150";

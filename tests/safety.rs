@@ -28,11 +28,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use lab::{Lab, Role, VIP4, VIP_PORT};
 use serde_json::Value;
 use support::{
     our_program_ids, root_or_skip, rss_kib, run_tracer, tc_state, PipedTracer, Tracer, TRACER,
 };
-use xtask::lab::{Lab, Role, VIP4, VIP_PORT};
 
 const VIP: &str = "20.0.0.1";
 /// The gateway's address; the lab's replies (and the UDP flood) go there.
@@ -323,7 +323,7 @@ fn tc_attach_bpf(lab: &Lab, dev: &str, dir: &str, prog: &OwnedFd) {
             let tc = format!(
                 "netns exec {ns} tc filter add dev {dev} {dir} pref 10 bpf da object-pinned {pin}"
             );
-            xtask::cmd::run("ip", &tc.split_whitespace().collect::<Vec<_>>())
+            lab::cmd::run("ip", &tc.split_whitespace().collect::<Vec<_>>())
                 .map_err(|e| format!("{e:#}"))
         })
         .join()
@@ -462,7 +462,7 @@ impl Flood {
                 let ns = lab.ns(Role::Target);
                 let stop = stop.clone();
                 std::thread::spawn(move || {
-                    xtask::netns::in_netns(&ns, || {
+                    lab::netns::in_netns(&ns, || {
                         let s = UdpSocket::bind((VIP4, 0)).expect("bind 20.0.0.1");
                         s.connect((GATEWAY, dport)).unwrap();
                         let mut sent = 0u64;
@@ -498,7 +498,7 @@ add rule inet safety pre ip saddr {VIP} udp dport {dport} counter name \"{name}\
 "
     );
     let ns = lab.ns(Role::Gateway);
-    xtask::cmd::run_with_stdin(
+    lab::cmd::run_with_stdin(
         "ip",
         &["netns", "exec", &ns, "nft", "-f", "-"],
         Some(&script),
@@ -728,8 +728,8 @@ const SLOW_PORT: u16 = 4001;
 const SLOW_REPLY: Duration = Duration::from_secs(1);
 
 fn slow_connection(lab: &Lab) -> JoinHandle<Vec<u8>> {
-    let listener = xtask::netns::in_netns(&lab.ns(Role::Target), || {
-        xtask::echo::bind_dual_stack(SLOW_PORT)
+    let listener = lab::netns::in_netns(&lab.ns(Role::Target), || {
+        lab::echo::bind_dual_stack(SLOW_PORT)
     })
     .unwrap()
     .unwrap();
@@ -742,7 +742,7 @@ fn slow_connection(lab: &Lab) -> JoinHandle<Vec<u8>> {
     });
     let gw = lab.ns(Role::Gateway);
     std::thread::spawn(move || {
-        xtask::netns::in_netns(&gw, || {
+        lab::netns::in_netns(&gw, || {
             let mut c = TcpStream::connect((VIP4, SLOW_PORT)).unwrap();
             c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             c.write_all(b"slow\n").unwrap();
@@ -1137,7 +1137,7 @@ fn soak_keeps_memory_flat_and_loses_nothing() {
         .map(|_| {
             let (next, failures, ns) = (next.clone(), failures.clone(), lab.ns(Role::Gateway));
             std::thread::spawn(move || {
-                xtask::netns::enter(&ns).unwrap();
+                lab::netns::enter(&ns).unwrap();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let due = start + Duration::from_micros(i * 1_000_000 / SOAK_RATE);

@@ -12,9 +12,9 @@ use std::{
     time::Duration,
 };
 
+use lab::{vni, wait_ready, Lab, LabSpec, Node, Role, VIP4, VIP6};
 use serde_json::Value;
 use support::{root_or_skip, TRACER};
-use xtask::lab::{vni, wait_ready, Lab, LabSpec, Node, Role, VIP4, VIP6};
 
 /// The tracers' output files, removed also when the test fails.
 struct OutputDir(PathBuf);

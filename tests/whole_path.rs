@@ -11,14 +11,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use lab::{netns::in_netns, Role, VIP4, VIP_PORT};
 use serde_json::Value;
 use support::{
     add_udp_counter, held_by, programs_held_by, read_udp_counter, root_or_skip, view_command,
     Finished, ThirdFrontend, Tracer,
-};
-use xtask::{
-    lab::{Role, VIP4, VIP_PORT},
-    netns::in_netns,
 };
 
 const FRONTENDS: [Role; 2] = [Role::FrontendA, Role::FrontendB];

@@ -247,8 +247,8 @@ impl Drop for Tracer {
 }
 
 /// The default lab (the tutorial's names and tables) with netns prefix `prefix`.
-pub fn lab(prefix: &str) -> xtask::lab::Lab {
-    xtask::lab::Lab::up(xtask::lab::LabSpec {
+pub fn lab(prefix: &str) -> lab::Lab {
+    lab::Lab::up(lab::LabSpec {
         prefix: prefix.into(),
         ..Default::default()
     })
@@ -558,9 +558,9 @@ pub struct ThirdFrontend {
 }
 
 impl ThirdFrontend {
-    pub fn add(lab: &xtask::lab::Lab) -> ThirdFrontend {
+    pub fn add(lab: &lab::Lab) -> ThirdFrontend {
         let ns = format!("{}lbfe-c", lab.spec.prefix);
-        let proxy = lab.ns(xtask::lab::Role::Proxy);
+        let proxy = lab.ns(lab::Role::Proxy);
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", &ns])
             .output();
@@ -655,8 +655,8 @@ pub fn add_udp_counter(ns: &str) {
          add chain inet tracer-truth pre {{ type filter hook prerouting priority -300; policy accept; }}\n\
          add counter inet tracer-truth udp_from_vip\n\
          add rule inet tracer-truth pre ip saddr {} udp sport {} counter name \"udp_from_vip\"\n",
-        xtask::lab::VIP4,
-        xtask::lab::VIP_PORT
+        lab::VIP4,
+        lab::VIP_PORT
     );
     let mut child = std::process::Command::new("ip")
         .args(["netns", "exec", ns, "nft", "-f", "-"])

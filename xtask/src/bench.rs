@@ -18,8 +18,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use xtask::cmd::run_visible;
-use xtask::lab::{Lab, LabSpec, Role, VIP4, VIP6};
+use lab::cmd::run_visible;
+use lab::{Lab, LabSpec, Role, VIP4, VIP6};
 use xtask::toolchain::{ensure_host_tools, ensure_tracefs, LAB_TOOLS};
 
 use observer::{Exited, MapInfo, Observer, ReadyOn};
@@ -534,7 +534,7 @@ fn start_observers(ctx: &Ctx, variant: Variant) -> Result<Vec<Observer>> {
             // as an operator capturing the proxy's bridge and ports runs it today.
             let mut all = Vec::new();
             for iface in ctx.proxy_ifaces() {
-                let mut c = xtask::cmd::command("ip");
+                let mut c = lab::cmd::command("ip");
                 c.args(["netns", "exec", &ctx.proxy(), "tcpdump", "-n", "-i", iface])
                     .args(["-w", "/dev/null", "host", &vip]);
                 all.push(Observer::start(

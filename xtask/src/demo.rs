@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use xtask::lab::{Lab, LabSpec, Role, VIP4, VIP6};
+use lab::{Lab, LabSpec, Role, VIP4, VIP6};
 use xtask::toolchain::{ensure_host_tools, ensure_tracefs, LAB_TOOLS};
 
 const CLIENT_PORT: u16 = 35000;

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use xtask::lab::{vni, wait_ready, Lab, LabSpec, Node, Role, VIP4};
+use lab::{vni, wait_ready, Lab, LabSpec, Node, Role, VIP4};
 use xtask::toolchain::{ensure_host_tools, ensure_tracefs, LAB_TOOLS};
 
 const CLIENT_PORT: u16 = 35000;

@@ -30,14 +30,14 @@ pub fn ensure_validator(target_dir: &Path) -> Result<PathBuf> {
     if !made.is_ok_and(|s| s.success()) {
         // Debian keeps the venv module in its own package.
         println!("installing python3-venv (needed for the virtualenv of kubernetes-validate)");
-        let mut c = crate::cmd::command("apt-get");
+        let mut c = lab::cmd::command("apt-get");
         c.env("DEBIAN_FRONTEND", "noninteractive").args([
             "install",
             "-y",
             "--no-install-recommends",
             "python3-venv",
         ]);
-        crate::cmd::run_visible(c).context("could not install python3-venv")?;
+        lab::cmd::run_visible(c).context("could not install python3-venv")?;
         let _ = std::fs::remove_dir_all(&venv);
         let again = Command::new("python3")
             .arg("-m")

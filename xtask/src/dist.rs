@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd::run_visible;
+use lab::cmd::run_visible;
 
 pub const MUSL: &str = "x86_64-unknown-linux-musl";
 pub const GNU: &str = "x86_64-unknown-linux-gnu";
@@ -106,11 +106,11 @@ pub const IMAGE: &str = "localhost/meridio-tracer:latest";
 /// docker when its daemon answers. Returns its name, or why none can.
 pub fn container_tool() -> std::result::Result<&'static str, String> {
     for tool in ["podman", "buildah"] {
-        if crate::cmd::which(tool).is_some() {
+        if lab::cmd::which(tool).is_some() {
             return Ok(tool);
         }
     }
-    if crate::cmd::which("docker").is_some() {
+    if lab::cmd::which("docker").is_some() {
         let up = Command::new("docker")
             .arg("info")
             .output()
@@ -136,7 +136,7 @@ pub const PODMAN_TOOLS: &[(&str, &str)] = &[("podman", "podman"), ("runc", "runc
 pub fn ensure_container_tool() -> Result<&'static str> {
     match container_tool() {
         Ok(tool) => Ok(tool),
-        Err(why) if crate::cmd::is_root() && crate::cmd::which("apt-get").is_some() => {
+        Err(why) if lab::cmd::is_root() && lab::cmd::which("apt-get").is_some() => {
             println!("{why}: installing podman and runc from Debian");
             match crate::toolchain::ensure_host_tools(PODMAN_TOOLS) {
                 Ok(()) => Ok("podman"),

@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use xtask::cmd::run_visible;
+use lab::cmd::run_visible;
 use xtask::toolchain::ensure_ebpf_toolchain;
 
 use crate::workspace_root;

@@ -13,10 +13,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use xtask::cmd::{self, is_root, run_visible};
-use xtask::lab::{
-    vni, Lab, LabNames, LabSpec, Node, Role, UNDERLAY_IF, VIP4, VIP6, VIP_PORT, VXLAN_PORT,
-};
+use lab::cmd::{self, is_root, run_visible};
+use lab::{vni, Lab, LabNames, LabSpec, Node, Role, UNDERLAY_IF, VIP4, VIP6, VIP_PORT, VXLAN_PORT};
 use xtask::toolchain::{ensure_ebpf_toolchain, ensure_host_tools, ensure_tracefs, LAB_TOOLS};
 
 #[derive(Parser)]
@@ -174,7 +172,7 @@ fn main() {
         Cmd::Lab {
             cmd: LabCmd::Down { prefix },
         } => lab_down(&prefix),
-        Cmd::Lab { cmd: LabCmd::Serve } => xtask::echo::serve_forever(VIP_PORT),
+        Cmd::Lab { cmd: LabCmd::Serve } => lab::echo::serve_forever(VIP_PORT),
         Cmd::Demo {
             release,
             prefix,
@@ -278,7 +276,7 @@ fn lab_up(spec: LabSpec) -> Result<()> {
     let n = lab.names();
     let exe = std::env::current_exe().context("could not find the xtask executable")?;
     // If the daemon fails, `lab` is dropped and the namespaces go with it.
-    let pid = xtask::daemon::start(&prefix, &lab.ns(Role::Target), &exe, VIP_PORT)?;
+    let pid = lab::daemon::start(&prefix, &lab.ns(Role::Target), &exe, VIP_PORT)?;
     let gw = lab.ns(Role::Gateway);
     let down = if prefix.is_empty() {
         String::new()
@@ -350,7 +348,7 @@ fn lab_up(spec: LabSpec) -> Result<()> {
 fn lab_down(prefix: &str) -> Result<()> {
     require_root("lab down")?;
     ensure_host_tools(LAB_TOOLS)?;
-    xtask::lab::teardown(prefix)?;
+    lab::teardown(prefix)?;
     let name = if prefix.is_empty() { "default" } else { prefix };
     println!("lab `{name}` is down");
     Ok(())

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd::{self, run_visible, which};
+use lab::cmd::{self, run_visible, which};
 
 /// The bpf-linker release that works with the nightly's own LLVM; newer ones want a
 /// system LLVM that Debian does not ship.

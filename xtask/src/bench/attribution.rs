@@ -178,7 +178,7 @@ fn counters(tracer: &Observer) -> Counters {
 
 /// Program names by id, from bpftool.
 fn names() -> Result<BTreeMap<u32, String>> {
-    let out = xtask::cmd::run("bpftool", &["-j", "prog", "show"])?;
+    let out = lab::cmd::run("bpftool", &["-j", "prog", "show"])?;
     let all: serde_json::Value = serde_json::from_str(&out).context("bpftool -j prog show")?;
     Ok(all
         .as_array()

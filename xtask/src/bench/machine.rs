@@ -37,7 +37,7 @@ pub fn load_average() -> String {
 impl Machine {
     pub fn read() -> Machine {
         let run = |p: &str, a: &[&str]| {
-            xtask::cmd::run(p, a)
+            lab::cmd::run(p, a)
                 .map(|s| s.trim().to_string())
                 .unwrap_or_else(|_| "?".into())
         };

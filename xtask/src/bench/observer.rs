@@ -298,7 +298,7 @@ impl Observer {
                 );
             }
         }
-        if let Ok(out) = xtask::cmd::run("bpftool", &["-j", "map", "show"]) {
+        if let Ok(out) = lab::cmd::run("bpftool", &["-j", "map", "show"]) {
             if let Ok(serde_json::Value::Array(all)) = serde_json::from_str(&out) {
                 for m in all {
                     let id = m["id"].as_u64().unwrap_or(0) as u32;

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use xtask::lab::VIP4;
+use lab::VIP4;
 
 use super::observer::{foreign_tracers, Exited};
 use super::traffic::{Sender, Sent};

@@ -15,9 +15,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use lab::netns::in_netns;
+use lab::VIP4;
 use socket2::{Domain, Protocol, Socket, Type};
-use xtask::lab::VIP4;
-use xtask::netns::in_netns;
 
 /// The gateway's address on vlan0: the client side of the VIP's flows.
 pub const SINK_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 100, 150);

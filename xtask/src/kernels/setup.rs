@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use xtask::cmd::{self, run, run_visible, which};
+use lab::cmd::{self, run, run_visible, which};
 use xtask::toolchain::{ensure_host_tools, LAB_TOOLS};
 
 use super::Kernel;

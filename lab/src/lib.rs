@@ -5,7 +5,16 @@
 //!
 //! Everything lives inside namespaces named `<prefix><role>`; interface names live inside
 //! the namespaces too, so labs with different prefixes coexist.
+//!
+//! A crate of its own: `cargo xtask` (lab, demo, bench) and the tracer's end-to-end tests
+//! build the same lab through it. Besides the lab: [`netns`] runs code inside a namespace,
+//! [`echo`] is the target's TCP echo server, [`daemon`] the detached one `cargo xtask lab
+//! up` leaves running, [`cmd`] runs external commands with errors that carry their stderr.
 
+pub mod cmd;
+pub mod daemon;
+pub mod echo;
+pub mod netns;
 mod node_view;
 mod procs;
 mod topology;
