@@ -5,7 +5,7 @@ use std::{collections::HashSet, net::IpAddr, time::Duration};
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
-pub use crate::attach::{AttachMode, FibHook, HashHook, HookFamily, RecordBudget};
+pub use crate::bpf::{AttachMode, FibHook, HashHook, HookFamily, RecordBudget};
 
 /// Follow Meridio VIP flows through a proxy pod's network namespace, hop by hop, and name
 /// the ECMP next-hop (stateless-lb-frontend) the kernel really sent them to.

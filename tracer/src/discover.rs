@@ -24,7 +24,7 @@ use anyhow::{bail, Result};
 use serde_json::json;
 
 use crate::{
-    kernel_state::{Address, KernelState, Netlink, Rule},
+    netns::kernel_state::{Address, KernelState, Netlink, Rule},
     netns::{Netns, NETNS_DIRS},
 };
 
@@ -1062,7 +1062,7 @@ pub fn render_json(d: &Discovery, all: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel_state::{Link, NextHop, Route};
+    use crate::netns::kernel_state::{Link, NextHop, Route};
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

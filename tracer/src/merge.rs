@@ -15,7 +15,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::stamp::rfc3339;
+use crate::output::stamp::rfc3339;
 
 /// Records held at most in --follow mode, whatever the window: beyond it the oldest go out
 /// early (and are counted), so a flood cannot grow the merger without bound.

@@ -14,16 +14,18 @@ use tokio::{
 };
 
 use crate::{
-    attach::{NodeProbes, NodeRequest, Probes, Request},
-    changes::{self, Change},
+    bpf::{NodeProbes, NodeRequest, Probes, Request},
     cli::Args,
+    correlate::flows::{FlowTable, SiteView},
     discover::{self, Role},
     events::{decode, DecodeError, Dir, Event},
-    flows::{FlowTable, Site},
-    kernel_state::{read_hash_policy, ConnTask, KernelState, NeighbourUpdate, Netlink, Watcher},
+    netns::changes::{self, Change},
+    netns::kernel_state::{
+        read_hash_policy, ConnTask, KernelState, NeighbourUpdate, Netlink, Watcher,
+    },
     netns::Netns,
-    render::{pcapng::Pcap, renderer, Render},
-    symbols,
+    output::symbols,
+    output::{pcapng::Pcap, renderer, Render},
 };
 
 const LOSS_POLL: Duration = Duration::from_millis(500);
@@ -33,8 +35,8 @@ const REDISCOVER: Duration = Duration::from_secs(1);
 /// long after the first before re-reading, well inside the one second an operator waits.
 const CHANGE_SETTLE: Duration = Duration::from_millis(50);
 
-/// A namespace to trace and how.
-pub struct Target {
+/// A site asked for: a namespace to trace and how.
+pub struct SiteSpec {
     pub netns: Netns,
     pub role: Role,
     /// How output names it: the pod, the netns name, or what the operator typed.
@@ -44,8 +46,8 @@ pub struct Target {
 }
 
 /// Where the namespaces come from: given once (`--netns`), or discovered and followed.
-pub enum Targets {
-    Fixed(Vec<Target>),
+pub enum Sites {
+    Fixed(Vec<SiteSpec>),
     /// Whole path: every Meridio namespace of these roles that carries one of the VIPs.
     Discovered(Vec<Role>),
 }
@@ -65,7 +67,7 @@ const READER_POLL: Duration = Duration::from_millis(10);
 const MAX_PENDING: usize = 65_536;
 
 /// One traced namespace while the session runs.
-struct SiteCtx {
+struct Site {
     label: String,
     role: Role,
     ns: Netns,
@@ -90,9 +92,9 @@ struct SiteCtx {
 /// most this often, not one per packet.
 const NEIGHBOUR_REDUMP: Duration = Duration::from_millis(100);
 
-impl SiteCtx {
-    fn site(&self, index: usize) -> Site<'_> {
-        Site {
+impl Site {
+    fn view(&self, index: usize) -> SiteView<'_> {
+        SiteView {
             index,
             label: &self.label,
             role: self.role,
@@ -210,20 +212,20 @@ fn release_freed_heap() {
 
 /// A namespace looked at and found traceable, not attached yet: bad input (an unknown
 /// interface, a namespace without a bridge) is refused before anything is loaded.
-struct Inspected {
-    target: Target,
+struct InspectedSite {
+    spec: SiteSpec,
     netlink: Netlink,
     state: KernelState,
     interfaces: Vec<String>,
 }
 
-async fn inspect_site(t: Target) -> Result<Inspected> {
+async fn inspect_site(t: SiteSpec) -> Result<InspectedSite> {
     let netlink = Netlink::connect(&t.netns)?;
     let mut state = netlink.snapshot().await?;
     state.hash_policy = read_hash_policy(&t.netns);
     let interfaces = pick_interfaces(&state, t.role, &t.ifaces, &t.label)?;
-    Ok(Inspected {
-        target: t,
+    Ok(InspectedSite {
+        spec: t,
         netlink,
         state,
         interfaces,
@@ -232,9 +234,9 @@ async fn inspect_site(t: Target) -> Result<Inspected> {
 
 /// Attaches to one inspected namespace as site `index` (tagged `index + 1` by the
 /// node-wide hooks).
-fn open_site(args: &Args, i: Inspected, index: usize, node: &mut NodeProbes) -> Result<SiteCtx> {
-    let Inspected {
-        target: t,
+fn open_site(args: &Args, i: InspectedSite, index: usize, node: &mut NodeProbes) -> Result<Site> {
+    let InspectedSite {
+        spec: t,
         netlink,
         state,
         interfaces,
@@ -269,7 +271,7 @@ fn open_site(args: &Args, i: Inspected, index: usize, node: &mut NodeProbes) -> 
     if args.vips_discovered {
         probes.ready.vips_from = "discovery";
     }
-    Ok(SiteCtx {
+    Ok(Site {
         label: t.label,
         role: t.role,
         inode,
@@ -348,7 +350,7 @@ struct Session<'a> {
     /// The node-wide hooks; its reader runs as long as the session.
     node: NodeProbes,
     node_reader: Option<tokio::task::JoinHandle<()>>,
-    sites: Vec<Option<SiteCtx>>,
+    sites: Vec<Option<Site>>,
     flows: FlowTable,
     out: Box<dyn Render>,
     /// `--pcap`: every hop `out` prints, as a packet.
@@ -394,7 +396,7 @@ fn event_ts(ev: &Result<Event, DecodeError>) -> u64 {
 impl Session<'_> {
     /// Starts streaming a site that is attached: its ready record and its watcher (its
     /// records come through the one ring every site shares).
-    fn start_site(&mut self, mut site: SiteCtx, watcher: Watcher) -> Result<()> {
+    fn start_site(&mut self, mut site: Site, watcher: Watcher) -> Result<()> {
         let index = self.sites.len();
         // What the node object did beyond attaching is told once, with the first site.
         let notes = std::mem::take(&mut self.node.notes);
@@ -474,7 +476,7 @@ impl Session<'_> {
                         site.neighbours_read = std::time::Instant::now();
                     }
                 }
-                if let Some(hop) = self.flows.on_packet(p, &site.site(index)) {
+                if let Some(hop) = self.flows.on_packet(p, &site.view(index)) {
                     self.out.hop(&hop);
                     if let Some(pcap) = &mut self.pcap {
                         pcap.hop(&hop);
@@ -482,7 +484,7 @@ impl Session<'_> {
                 }
             }
             Ok(Event::Fib(f)) => {
-                if let Some(route) = self.flows.on_fib(f, &site.site(index)) {
+                if let Some(route) = self.flows.on_fib(f, &site.view(index)) {
                     self.out.route(&route);
                 }
             }
@@ -495,7 +497,7 @@ impl Session<'_> {
                     .cloned()
                     .unwrap_or_else(|| format!("reason {}", d.reason));
                 let location = symbols::symbolize(d.location);
-                if let Some(hop) = self.flows.on_drop(d, reason, location, &site.site(index)) {
+                if let Some(hop) = self.flows.on_drop(d, reason, location, &site.view(index)) {
                     self.out.dropped(&hop);
                 }
             }
@@ -592,23 +594,23 @@ impl Session<'_> {
             let Ok(netns) = Netns::open_path(&n.path, &n.name) else {
                 continue; // gone again
             };
-            let target = Target {
+            let spec = SiteSpec {
                 netns,
                 role: n.class.role,
                 label: n.name.clone(),
                 ifaces: Vec::new(),
             };
-            if let Err(e) = self.add_site(target, ts_ns).await {
+            if let Err(e) = self.add_site(spec, ts_ns).await {
                 log::warn!("could not attach to {}: {e:#}", n.name);
             }
         }
     }
 
     /// Attaches to a namespace that appeared and starts streaming it.
-    async fn add_site(&mut self, target: Target, ts_ns: u64) -> Result<()> {
-        let (role, name) = (target.role, target.label.clone());
+    async fn add_site(&mut self, spec: SiteSpec, ts_ns: u64) -> Result<()> {
+        let (role, name) = (spec.role, spec.label.clone());
         let index = self.sites.len();
-        let inspected = inspect_site(target).await?;
+        let inspected = inspect_site(spec).await?;
         let site = open_site(self.args, inspected, index, &mut self.node)?;
         let watcher = Watcher::start(&site.ns)?;
         let c = Change::Netns {
@@ -627,7 +629,7 @@ impl Session<'_> {
             match site.probes.hop_counts() {
                 Ok(c) => {
                     let live = c.hops.len() as u64;
-                    self.flows.absorb(&site.site(index), &c.hops);
+                    self.flows.absorb(&site.view(index), &c.hops);
                     let evicted = c
                         .created
                         .saturating_sub(site.hops_forgotten)
@@ -676,7 +678,7 @@ impl Session<'_> {
 }
 
 /// Each site's state, by site index (gone sites read as empty).
-fn states(sites: &[Option<SiteCtx>]) -> Vec<&KernelState> {
+fn states(sites: &[Option<Site>]) -> Vec<&KernelState> {
     static EMPTY: std::sync::OnceLock<KernelState> = std::sync::OnceLock::new();
     sites
         .iter()
@@ -687,7 +689,7 @@ fn states(sites: &[Option<SiteCtx>]) -> Vec<&KernelState> {
         .collect()
 }
 
-fn labels(sites: &[Option<SiteCtx>]) -> Vec<String> {
+fn labels(sites: &[Option<Site>]) -> Vec<String> {
     sites
         .iter()
         .map(|s| s.as_ref().map_or_else(String::new, |s| s.label.clone()))
@@ -699,20 +701,20 @@ struct Signals {
     term: Signal,
 }
 
-pub async fn run(args: Args, targets: Targets) -> Result<()> {
+pub async fn run(args: Args, sites: Sites) -> Result<()> {
     // Handlers first: a signal right after the ready line must find them (the default
     // action would skip the cleanup).
     let mut signals = Signals {
         int: signal(SignalKind::interrupt())?,
         term: signal(SignalKind::terminate())?,
     };
-    let (roles, fixed) = match targets {
-        Targets::Fixed(t) => (None, t),
-        Targets::Discovered(roles) => {
+    let (roles, fixed) = match sites {
+        Sites::Fixed(t) => (None, t),
+        Sites::Discovered(roles) => {
             let found = discover::to_trace(&discover::discover().await, &roles, &args.vips)?;
             let mut t = Vec::new();
             for n in found {
-                t.push(Target {
+                t.push(SiteSpec {
                     netns: Netns::open_path(&n.path, &n.name)?,
                     role: n.class.role,
                     label: n.name,
@@ -763,8 +765,11 @@ pub async fn run(args: Args, targets: Targets) -> Result<()> {
         started.elapsed()
     );
     let multi = opened.len() > 1 || roles.is_some();
-    let node_name = args.node.clone().unwrap_or_else(crate::stamp::hostname);
-    let stamp = crate::stamp::Stamp::measure(node_name);
+    let node_name = args
+        .node
+        .clone()
+        .unwrap_or_else(crate::output::stamp::hostname);
+    let stamp = crate::output::stamp::Stamp::measure(node_name);
     let pcap = match args
         .pcap
         .as_deref()

@@ -214,7 +214,7 @@ impl Layout {
 mod tests {
     use super::*;
 
-    /// Every member the drop and raw fib programs read (`attach::node`).
+    /// Every member the drop and raw fib programs read (`bpf::node`).
     const READ: &[(&str, &str)] = &[
         ("sk_buff", "head"),
         ("sk_buff", "network_header"),

@@ -1,4 +1,6 @@
-//! Loading the eBPF object and attaching its programs.
+//! Loading the eBPF object and attaching its programs, and what that needs to know of the
+//! running kernel: struct member offsets ([`btf_layout`]) and tracepoint record layouts
+//! ([`tracefs`]).
 //!
 //! The same object is loaded more than once, each copy with a job of its own:
 //!
@@ -7,9 +9,9 @@
 //!   node, so they are attached once per node, whatever the number of traced namespaces,
 //!   and tag what they report with the site (traced namespace) it belongs to;
 //! - one **site object** per traced namespace ([`tc::Probes`]) holds the TC programs on
-//!   that namespace's interfaces, its own ring buffer and its per-hop counters. Its programs
-//!   share `LAST_INGRESS` with the node object (see [`share`]), which is how a route lookup
-//!   finds the traced packet it routes.
+//!   that namespace's interfaces and its per-hop counters. Its programs share `LAST_INGRESS`
+//!   (how a route lookup finds the traced packet it routes) and the one ring buffer
+//!   `EVENTS` with the node object (see [`share`]).
 //!
 //! All or nothing for the TC side: if any interface cannot be attached, everything already
 //! attached is detached before the error is returned. The node-wide hooks are best effort:
@@ -24,9 +26,11 @@ use tracer_common::{BUDGET_ALL, INLINE_VIPS};
 
 use crate::events::vip_key;
 
+pub mod btf_layout;
 mod node;
 mod share;
 mod tc;
+pub mod tracefs;
 
 pub use node::{NodeProbes, NodeRequest};
 pub use tc::{Probes, Request};

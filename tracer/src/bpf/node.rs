@@ -16,7 +16,7 @@ use super::{
     not_asked, program, refused, share, FibHook, Globals, HashHook, HookFamily, Ready,
     RecordBudget, NO_DROP_REASON,
 };
-use crate::{btf_layout::Layout, netns::Netns, tracefs};
+use crate::{bpf::btf_layout::Layout, bpf::tracefs, netns::Netns};
 
 pub struct NodeRequest<'a> {
     pub vips: &'a [IpAddr],

@@ -14,10 +14,10 @@ use std::{
 use tracer_common::{HopCount, HopKey};
 
 use crate::{
+    correlate::multipath::{self, HashSource},
     discover::Role,
     events::{Dir, Drop, FibLookup, HashSample, HopCounted, Mac, Packet},
-    kernel_state::{KernelState, NextHop, Rule},
-    multipath::{self, HashSource},
+    netns::kernel_state::{KernelState, NextHop, Rule},
 };
 
 /// A kernel hash sample older than this at the routed hop belongs to another packet.
@@ -28,7 +28,7 @@ const KERNEL_HASH_SAMPLES: usize = 8;
 /// The traced namespace an event comes from: its state, how output names it, and its role
 /// on the path. Only proxy hops feed the ECMP accounting (next-hops, decisions, packets in
 /// and out of the proxy); frontend and target hops are shown on the same timeline.
-pub struct Site<'a> {
+pub struct SiteView<'a> {
     pub index: usize,
     pub label: &'a str,
     pub role: Role,
@@ -419,7 +419,7 @@ impl FlowTable {
     /// Takes in one site's kernel counters (cumulative: each read replaces the last). A flow
     /// the records never showed (budget, ring loss) is created from its counts alone. Only
     /// proxy hops feed the flow's packet counts, as with records.
-    pub fn absorb(&mut self, site: &Site, hops: &[(HopKey, HopCount)]) {
+    pub fn absorb(&mut self, site: &SiteView, hops: &[(HopKey, HopCount)]) {
         let state = site.state;
         let proxy = site.role == Role::Proxy;
         let mut fresh: HashMap<FlowKey, Counted> = HashMap::new();
@@ -478,7 +478,7 @@ impl FlowTable {
 
     /// Correlates one packet hop. `None` for packets of no VIP flow or on an interface the
     /// snapshot does not know.
-    pub fn on_packet(&mut self, p: Packet, site: &Site) -> Option<Hop> {
+    pub fn on_packet(&mut self, p: Packet, site: &SiteView) -> Option<Hop> {
         let state = site.state;
         let (key, path) = FlowKey::classify(&self.vips, p.proto, p.src, p.sport, p.dst, p.dport)?;
         let link = state.link(p.ifindex)?;
@@ -584,7 +584,7 @@ impl FlowTable {
         d: Drop,
         reason: String,
         location: String,
-        site: &Site,
+        site: &SiteView,
     ) -> Option<DropHop> {
         let (key, path) = FlowKey::classify(&self.vips, d.proto, d.src, d.sport, d.dst, d.dport)?;
         let ifname = site
@@ -623,7 +623,7 @@ impl FlowTable {
     }
 
     /// Correlates a routing table lookup made for a traced packet.
-    pub fn on_fib(&mut self, f: FibLookup, site: &Site) -> Option<RouteHop> {
+    pub fn on_fib(&mut self, f: FibLookup, site: &SiteView) -> Option<RouteHop> {
         let state = site.state;
         let (key, path) = FlowKey::classify(&self.vips, f.proto, f.src, f.sport, f.dst, f.dport)?;
         let iif = u32::try_from(f.iif)
@@ -908,14 +908,14 @@ fn decide(
 }
 
 #[cfg(test)]
-/// Also the fixture of `render::rate` (the same proxy, so one copy).
+/// Also the fixture of `output::rate` (the same proxy, so one copy).
 pub(crate) mod tests {
     use super::*;
-    use crate::kernel_state::{FdbEntry, Link, Neighbour, Route};
+    use crate::netns::kernel_state::{FdbEntry, Link, Neighbour, Route};
 
     /// The proxy site, index 0.
-    fn at(s: &KernelState) -> Site<'_> {
-        Site {
+    fn at(s: &KernelState) -> SiteView<'_> {
+        SiteView {
             index: 0,
             label: "proxy-a",
             role: Role::Proxy,

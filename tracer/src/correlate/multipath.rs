@@ -6,7 +6,7 @@
 //! `round((cumulative weight << 31) / total weight) - 1`; `fib_select_multipath()` /
 //! `fib6_select_path()` pick the first next-hop whose bound is >= the hash. The hash is
 //! already shifted right by one (`fib_multipath_hash()` returns `mhash >> 1`).
-use crate::kernel_state::NextHop;
+use crate::netns::kernel_state::NextHop;
 
 /// Upper bound per next-hop, `None` for next-hops the kernel skips (dead / link down).
 pub fn upper_bounds(nexthops: &[NextHop]) -> Vec<Option<u32>> {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use crate::{
     events::Mac,
-    kernel_state::{KernelState, NextHop, Rule},
+    netns::kernel_state::{KernelState, NextHop, Rule},
 };
 
 #[derive(Clone, Debug, PartialEq)]
@@ -133,7 +133,7 @@ pub fn diff(old: &KernelState, new: &KernelState, vips: &[IpAddr]) -> Vec<Change
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel_state::{Neighbour, Route};
+    use crate::netns::kernel_state::{Neighbour, Route};
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

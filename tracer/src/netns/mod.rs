@@ -1,10 +1,14 @@
 //! Network namespaces: resolving what the operator names (`--netns`) to a namespace file,
-//! and running code inside a namespace.
+//! and running code inside a namespace; what a namespace's kernel holds
+//! ([`kernel_state`]) and what changed in it ([`changes`]).
 //!
 //! aya and netlink sockets have no netns parameter: a socket, an ifindex lookup or a TCX
 //! attach all act in the calling thread's namespace. So namespace-bound work runs on a
 //! short-lived OS thread (never a tokio worker) that has entered the namespace with
 //! `setns(CLONE_NEWNET)`; sockets created there stay bound to that namespace afterwards.
+pub mod changes;
+pub mod kernel_state;
+
 use std::{
     fs::File,
     os::fd::AsRawFd,

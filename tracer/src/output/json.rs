@@ -10,12 +10,12 @@ use serde::{Serialize, Serializer};
 
 use super::{text::change_text, Render};
 use crate::{
-    attach::Ready,
-    changes::Change,
+    bpf::Ready,
+    correlate::flows::{Distribution, DropHop, FlowKey, FlowSummary, Hop, NextHopUse, RouteHop},
     events::{proto_name, FlagsText, MacText},
-    flows::{Distribution, DropHop, FlowKey, FlowSummary, Hop, NextHopUse, RouteHop},
-    kernel_state::{NextHop, Rule},
-    stamp::{rfc3339, Stamp},
+    netns::changes::Change,
+    netns::kernel_state::{NextHop, Rule},
+    output::stamp::{rfc3339, Stamp},
 };
 
 /// One JSON object per line, into `out` (buffered stdout in the tracer; a `Vec` or a sink
@@ -227,7 +227,7 @@ enum Record<'a> {
     Distribution {
         vip: IpAddr,
         flows: u64,
-        nexthops: Seq<'a, crate::flows::Share, ShareRecord<'a>>,
+        nexthops: Seq<'a, crate::correlate::flows::Share, ShareRecord<'a>>,
     },
     Flow {
         #[serde(flatten)]
@@ -444,7 +444,7 @@ struct ShareRecord<'a> {
     packets: u64,
 }
 
-fn share(sh: &crate::flows::Share) -> ShareRecord<'_> {
+fn share(sh: &crate::correlate::flows::Share) -> ShareRecord<'_> {
     ShareRecord {
         nexthop: sh.nexthop,
         ifname: sh.ifname.as_deref(),
@@ -722,10 +722,10 @@ mod tests {
 
     use super::*;
     use crate::{
+        correlate::flows::{Decision, HopKind, NextHopUse, PathDir, PredictionStats, Share},
+        correlate::multipath::HashSource,
         discover::Role,
         events::{Dir, Drop, FibLookup, Packet},
-        flows::{Decision, HopKind, NextHopUse, PathDir, PredictionStats, Share},
-        multipath::HashSource,
     };
 
     fn ip(s: &str) -> IpAddr {
@@ -1358,7 +1358,7 @@ mod tests {
             predictions: PredictionStats::default(),
             drops: 0,
             last_drop: None,
-            fragments: Some(crate::flows::FragSummary {
+            fragments: Some(crate::correlate::flows::FragSummary {
                 routed: 6,
                 datagrams: 2,
                 split: 1,

@@ -1,9 +1,11 @@
-//! Output: the live text view ([`text`]) and JSON lines ([`json`]). Renderers only render;
-//! every fact they print was worked out by the flow table or the loader.
+//! Output: the live text view ([`text`]), JSON lines ([`json`]) and the pcapng capture
+//! ([`pcapng`]), with what every record carries ([`stamp`]: node and wall-clock time) and
+//! kernel addresses named ([`symbols`]). Renderers only render; every fact they print was
+//! worked out by the flow table or the loader.
 use crate::{
-    attach::Ready,
-    changes::Change,
-    flows::{Distribution, DropHop, FlowSummary, Hop, RouteHop},
+    bpf::Ready,
+    correlate::flows::{Distribution, DropHop, FlowSummary, Hop, RouteHop},
+    netns::changes::Change,
 };
 
 pub trait Render {
@@ -25,7 +27,7 @@ pub trait Render {
 
 /// `multi`: several namespaces are traced, so text lines name theirs. JSON records carry
 /// `stamp` (node, wall clock).
-pub fn renderer(json: bool, multi: bool, stamp: crate::stamp::Stamp) -> Box<dyn Render> {
+pub fn renderer(json: bool, multi: bool, stamp: crate::output::stamp::Stamp) -> Box<dyn Render> {
     if json {
         Box::new(json::Json::stamped(buffered(), stamp))
     } else {
@@ -54,4 +56,6 @@ mod json;
 pub mod pcapng;
 #[cfg(test)]
 mod rate;
+pub mod stamp;
+pub mod symbols;
 mod text;

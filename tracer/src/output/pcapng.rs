@@ -26,9 +26,9 @@ use pcap_file::{
 
 use super::text::{decision_text, flow_title};
 use crate::{
+    correlate::flows::{Hop, PathDir},
     events::fmt_mac,
-    flows::{Hop, PathDir},
-    stamp::Stamp,
+    output::stamp::Stamp,
 };
 
 pub struct Pcap {

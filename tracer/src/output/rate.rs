@@ -26,13 +26,13 @@ use tracer_common::{
 
 use super::{json::Json, Render};
 use crate::{
+    correlate::flows::{
+        tests::{ip, proxy, BR, MAC_A, MAC_B, MAC_BR, TO_A, TO_B, TO_TARGET},
+        FlowTable, SiteView,
+    },
     discover::Role,
     events::{self, Event},
-    flows::{
-        tests::{ip, proxy, BR, MAC_A, MAC_B, MAC_BR, TO_A, TO_B, TO_TARGET},
-        FlowTable, Site,
-    },
-    kernel_state::KernelState,
+    netns::kernel_state::KernelState,
 };
 
 const VIP: [u8; 4] = [20, 0, 0, 1];
@@ -123,7 +123,7 @@ fn records() -> Vec<Vec<u8>> {
 
 /// Decodes, correlates and renders every record once; returns the records that decoded.
 fn run(records: &[Vec<u8>], out: &mut dyn Render, state: &KernelState) -> u64 {
-    let site = Site {
+    let site = SiteView {
         index: 0,
         label: "proxy-a",
         role: Role::Proxy,
@@ -185,15 +185,15 @@ struct Discard;
 
 impl Render for Discard {
     fn flush(&mut self) {}
-    fn ready(&mut self, _: &crate::attach::Ready) {}
-    fn hop(&mut self, _: &crate::flows::Hop) {}
-    fn route(&mut self, _: &crate::flows::RouteHop) {}
+    fn ready(&mut self, _: &crate::bpf::Ready) {}
+    fn hop(&mut self, _: &crate::correlate::flows::Hop) {}
+    fn route(&mut self, _: &crate::correlate::flows::RouteHop) {}
     fn lost(&mut self, _: u64, _: u64) {}
     fn evicted(&mut self, _: u64) {}
-    fn dropped(&mut self, _: &crate::flows::DropHop) {}
-    fn change(&mut self, _: u64, _: &str, _: &crate::changes::Change) {}
-    fn summary(&mut self, _: &crate::flows::FlowSummary, _: &str) {}
-    fn distribution(&mut self, _: &crate::flows::Distribution) {}
+    fn dropped(&mut self, _: &crate::correlate::flows::DropHop) {}
+    fn change(&mut self, _: u64, _: &str, _: &crate::netns::changes::Change) {}
+    fn summary(&mut self, _: &crate::correlate::flows::FlowSummary, _: &str) {}
+    fn distribution(&mut self, _: &crate::correlate::flows::Distribution) {}
 }
 
 /// Records per second of `pass` (which returns the records it went through): per CPU
@@ -249,7 +249,7 @@ fn json_records_per_second() {
     });
     // As the tracer writes them: with node and wall clock on every record.
     let stamped = rates(|| {
-        let stamp = crate::stamp::Stamp::fixed("worker-a", 1_796_000_000_000_000_000);
+        let stamp = crate::output::stamp::Stamp::fixed("worker-a", 1_796_000_000_000_000_000);
         let mut j = Json::stamped(
             io::BufWriter::with_capacity(1 << 16, CountingSink(0)),
             stamp,

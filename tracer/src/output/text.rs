@@ -3,14 +3,14 @@ use std::{io::Write, net::IpAddr};
 
 use super::{Out, Render};
 use crate::{
-    attach::Ready,
-    changes::Change,
-    events::{fmt_mac, fmt_tcp_flags, proto_name},
-    flows::{
+    bpf::Ready,
+    correlate::flows::{
         Decision, Distribution, DropHop, FlowKey, FlowSummary, Hop, HopKind, NextHopUse, PathDir,
         RouteHop,
     },
-    kernel_state::NextHop,
+    events::{fmt_mac, fmt_tcp_flags, proto_name},
+    netns::changes::Change,
+    netns::kernel_state::NextHop,
 };
 
 const RT_TABLE_LOCAL: u32 = 255;

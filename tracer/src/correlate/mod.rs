@@ -1,0 +1,6 @@
+//! Correlation: the flow table ([`flows`]), the one place where events become hops,
+//! decisions, drops and distributions, and the kernel's ECMP choice redone in userspace
+//! ([`multipath`]) to check the next-hop the wire showed against the one the hash selects.
+
+pub mod flows;
+pub mod multipath;
