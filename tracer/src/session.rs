@@ -512,11 +512,8 @@ impl Session<'_> {
         let Some(site) = self.sites.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
-        let old = site.state.clone();
-        site.state.apply(update);
-        let ts_ns = monotonic_ns();
-        for change in changes::diff(&old, &site.state, &self.args.vips) {
-            self.out.change(ts_ns, &site.label, &change);
+        if let Some(change) = changes::apply_neighbour(&mut site.state, update, &self.args.vips) {
+            self.out.change(monotonic_ns(), &site.label, &change);
         }
     }
 

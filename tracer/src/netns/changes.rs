@@ -1,11 +1,12 @@
 //! What changed in the traced namespace between two snapshots: the VIP tables' next-hops,
 //! policy rules, links and the neighbour entries of next-hops. The session takes a new
-//! snapshot when netlink reports a change and prints what this module finds.
+//! snapshot when netlink reports a change and prints what this module finds; neighbour
+//! notifications are applied one by one ([`apply_neighbour`]).
 use std::net::IpAddr;
 
 use crate::{
     events::Mac,
-    netns::kernel_state::{KernelState, NextHop, Rule},
+    netns::kernel_state::{KernelState, NeighbourUpdate, NextHop, Rule},
 };
 
 #[derive(Clone, Debug, PartialEq)]
@@ -107,27 +108,53 @@ pub fn diff(old: &KernelState, new: &KernelState, vips: &[IpAddr]) -> Vec<Change
             });
         }
     }
-    // Neighbours of the VIP tables' next-hops only: the rest is churn nobody asked about.
-    let mut gateways: Vec<IpAddr> = tables
-        .iter()
-        .flat_map(|&(t, v6)| {
-            let mut all = old.default_nexthops(t, v6);
-            all.extend(new.default_nexthops(t, v6));
-            all
-        })
-        .filter_map(|n| n.gw)
-        .collect();
-    gateways.sort();
-    gateways.dedup();
-    let mac_of =
-        |s: &KernelState, ip: IpAddr| s.neighbours.iter().find(|n| n.ip == ip).map(|n| n.mac);
-    for ip in gateways {
+    for ip in gateways(&[old, new], &tables) {
         let (before, after) = (mac_of(old, ip), mac_of(new, ip));
         if before != after {
             changes.push(Change::Neighbour { ip, before, after });
         }
     }
     changes
+}
+
+/// Applies one neighbour or FDB notification to `state` and says what it changed for the
+/// VIPs: what [`diff`] of the states before and after would say, without copying the
+/// state (notifications come in storms on a busy node; routes and rules stay as they were,
+/// so only a VIP table's next-hop can matter, and FDB entries never do).
+pub fn apply_neighbour(
+    state: &mut KernelState,
+    update: &NeighbourUpdate,
+    vips: &[IpAddr],
+) -> Option<Change> {
+    let NeighbourUpdate::Neighbour { ip, .. } = *update else {
+        state.apply(update);
+        return None;
+    };
+    let before = mac_of(state, ip);
+    state.apply(update);
+    let after = mac_of(state, ip);
+    let tables = vip_tables(state, state, vips);
+    (before != after && gateways(&[state], &tables).contains(&ip)).then_some(Change::Neighbour {
+        ip,
+        before,
+        after,
+    })
+}
+
+/// Neighbours of the VIP tables' next-hops only: the rest is churn nobody asked about.
+fn gateways(states: &[&KernelState], tables: &[(u32, bool)]) -> Vec<IpAddr> {
+    let mut gateways: Vec<IpAddr> = tables
+        .iter()
+        .flat_map(|&(t, v6)| states.iter().flat_map(move |s| s.default_nexthops(t, v6)))
+        .filter_map(|n| n.gw)
+        .collect();
+    gateways.sort();
+    gateways.dedup();
+    gateways
+}
+
+fn mac_of(state: &KernelState, ip: IpAddr) -> Option<Mac> {
+    state.neighbours.iter().find(|n| n.ip == ip).map(|n| n.mac)
 }
 
 #[cfg(test)]
@@ -201,5 +228,41 @@ mod tests {
         assert!(changes
             .iter()
             .any(|c| matches!(c, Change::Rule { added: false, .. })));
+    }
+
+    /// The incremental path says what `diff` of a copy would say, for next-hop neighbours
+    /// (changed, gone, back) and for neighbours nobody routes through.
+    #[test]
+    fn a_neighbour_update_changes_what_diff_would_say() {
+        let vips = [ip("20.0.0.1")];
+        let updates = [
+            ("172.16.0.3", Some([2, 0, 0, 0, 0, 9])),
+            ("172.16.0.3", None),
+            ("172.16.0.3", Some([2, 0, 0, 0, 0, 3])),
+            ("172.16.0.3", Some([2, 0, 0, 0, 0, 3])),
+            ("172.16.0.77", Some([2, 0, 0, 0, 0, 7])),
+        ];
+        let mut state = state(&["172.16.0.3", "172.16.0.5"]);
+        for (addr, mac) in updates {
+            let update = NeighbourUpdate::Neighbour {
+                ifindex: 2,
+                ip: ip(addr),
+                mac,
+            };
+            let old = state.clone();
+            let change = apply_neighbour(&mut state, &update, &vips);
+            assert_eq!(
+                change.into_iter().collect::<Vec<_>>(),
+                diff(&old, &state, &vips)
+            );
+        }
+        assert!(state.neighbours.iter().any(|n| n.ip == ip("172.16.0.77")));
+        let fdb = NeighbourUpdate::Fdb {
+            ifindex: 2,
+            mac: [2, 0, 0, 0, 0, 1],
+            present: true,
+        };
+        assert_eq!(apply_neighbour(&mut state, &fdb, &vips), None);
+        assert_eq!(state.fdb.len(), 1);
     }
 }
