@@ -1,7 +1,10 @@
 //! One tracing session over one or more namespaces ("sites": the proxy, and on the whole
 //! path the frontends and targets too): attach to each, stream events until the duration
 //! ends or a signal comes, follow interfaces and namespaces that come and go, then print
-//! the flow summaries and detach everything.
+//! the flow summaries and detach everything. Events wait out a short reorder window
+//! ([`reorder`]) on their way from the ring to the flow table.
+mod reorder;
+
 use std::{collections::BTreeSet, time::Duration};
 
 use anyhow::{bail, Result};
@@ -12,6 +15,8 @@ use tokio::{
     signal::unix::{signal, Signal, SignalKind},
     sync::{mpsc, watch},
 };
+
+use tracer_common::RING_BYTES;
 
 use crate::{
     bpf::{NodeProbes, NodeRequest, Probes, Request},
@@ -27,6 +32,7 @@ use crate::{
     output::symbols,
     output::{pcapng::Pcap, renderer, Render},
 };
+use reorder::Reorder;
 
 const LOSS_POLL: Duration = Duration::from_millis(500);
 /// How often the whole-path mode looks for pods that came or went.
@@ -60,11 +66,13 @@ type Batch = Vec<(usize, Result<Event, DecodeError>)>;
 /// flood can pile up in memory (and what the tracer must work off after it). Beyond them the
 /// readers wait, the ring buffers fill, and the kernel counts what it could not write; the
 /// per-hop counts stay exact in the kernel all the same.
-const QUEUE_BATCHES: usize = 16;
+const QUEUE_BATCHES: usize = 4;
 const BATCH_RECORDS: usize = 4096;
 /// How often a reader collects what the programs wrote without waking it.
 const READER_POLL: Duration = Duration::from_millis(10);
-const MAX_PENDING: usize = 65_536;
+/// At least the reorder window's worth at 300 000 records/s; a power of two, so the queue's
+/// allocation is exactly this (a batch is taken only when it fits).
+const MAX_PENDING: usize = 32_768;
 
 /// One traced namespace while the session runs.
 struct Site {
@@ -314,8 +322,19 @@ fn spawn_reader(
                 }
                 _ = poll.tick() => drain(ring.get_mut(), BATCH_RECORDS).0,
                 _ = stop.changed() => {
-                    let (batch, _) = drain(ring.get_mut(), usize::MAX);
-                    let _ = tx.send(batch).await;
+                    // What is left, in batches of the usual size: the session works them
+                    // off as they come, so the last drain needs no more memory than a
+                    // flood. A full ring holds fewer records than this (the smallest takes
+                    // 64 bytes and a header): all that was there at the stop is read, and
+                    // a flood that goes on cannot keep the reader.
+                    let mut left = RING_BYTES as usize / 64;
+                    while left > 0 {
+                        let (batch, more) = drain(ring.get_mut(), BATCH_RECORDS.min(left));
+                        left -= batch.len();
+                        if tx.send(batch).await.is_err() || !more {
+                            break;
+                        }
+                    }
                     break;
                 }
             };
@@ -364,7 +383,7 @@ struct Session<'a> {
     /// Per site: counter entries the kernel evicted (map full).
     hops_evicted: Vec<u64>,
     /// (ts, site, event) waiting for the reorder window.
-    pending: Vec<(u64, usize, Result<Event, DecodeError>)>,
+    pending: Reorder,
     /// Kernel time of the newest event processed: flows expire against it while events
     /// wait, so a stalled reader never ends a flow whose packets are still queued.
     watermark: u64,
@@ -377,20 +396,6 @@ struct LostSeen {
     node: u64,
     sites: Vec<u64>,
     reported: u64,
-}
-
-/// Events from different namespaces arrive through different ring buffers; holding them
-/// this long lets the timeline come out in kernel time order.
-const REORDER_WINDOW_NS: u64 = 100_000_000;
-
-fn event_ts(ev: &Result<Event, DecodeError>) -> u64 {
-    match ev {
-        Ok(Event::Packet(p)) => p.ts_ns,
-        Ok(Event::Fib(f)) => f.ts_ns,
-        Ok(Event::Hash(h)) => h.ts_ns,
-        Ok(Event::Drop(d)) => d.ts_ns,
-        Err(_) => 0,
-    }
 }
 
 impl Session<'_> {
@@ -417,26 +422,18 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Queues a batch; events leave the queue in time order once older than the reorder
-    /// window, so hops from different namespaces (different ring buffers) interleave right.
+    /// Queues a batch; its events leave in kernel time order once past the reorder window.
     fn queue(&mut self, batch: Batch) {
-        self.pending.extend(
-            batch
-                .into_iter()
-                .map(|(index, ev)| (event_ts(&ev), index, ev)),
-        );
+        for (site, ev) in batch {
+            self.pending.push(site, ev);
+        }
     }
 
     /// Processes queued events older than `cutoff_ns` (all with `u64::MAX`), oldest first.
     async fn flush(&mut self, cutoff_ns: u64) -> Result<()> {
-        let (mut ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
-            .into_iter()
-            .partition(|(ts, _, _)| *ts <= cutoff_ns);
-        self.pending = later;
-        ready.sort_by_key(|(ts, _, _)| *ts);
-        for (ts, index, ev) in ready {
-            self.watermark = self.watermark.max(ts);
-            self.process(index, ev).await?;
+        while let Some(w) = self.pending.pop_until(cutoff_ns) {
+            self.watermark = self.watermark.max(w.ts);
+            self.process(w.site, w.ev).await?;
         }
         Ok(())
     }
@@ -796,7 +793,7 @@ pub async fn run(args: Args, sites: Sites) -> Result<()> {
         stop,
         lost_seen: LostSeen::default(),
         hops_evicted: Vec::new(),
-        pending: Vec::new(),
+        pending: Reorder::default(),
         watermark: 0,
     };
     s.node_reader = Some(spawn_reader(node_ring, s.tx.clone(), s.stop.clone())?);
@@ -815,7 +812,14 @@ pub async fn run(args: Args, sites: Sites) -> Result<()> {
         |r: &Option<tokio::task::JoinHandle<()>>| r.as_ref().is_some_and(|r| !r.is_finished());
     while running(&s.node_reader) {
         tokio::select! {
-            Some(batch) = rx.recv() => s.queue(batch),
+            Some(batch) = rx.recv() => {
+                s.queue(batch);
+                // The last drain can hold a full ring: work it off as it comes, within
+                // the same memory bound as while streaming.
+                if s.pending.len() + BATCH_RECORDS > MAX_PENDING {
+                    s.flush(u64::MAX).await?;
+                }
+            }
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
         }
     }
@@ -889,8 +893,8 @@ async fn stream(
     let idle_ns = s.args.flow_timeout.as_nanos() as u64;
     loop {
         tokio::select! {
-            Some(batch) = rx.recv(), if s.pending.len() < MAX_PENDING => s.queue(batch),
-            _ = reorder_timer.tick() => s.flush(monotonic_ns().saturating_sub(REORDER_WINDOW_NS)).await?,
+            Some(batch) = rx.recv(), if s.pending.len() + BATCH_RECORDS <= MAX_PENDING => s.queue(batch),
+            _ = reorder_timer.tick() => s.flush(monotonic_ns().saturating_sub(reorder::WINDOW_NS)).await?,
             Some((i, update)) = s.watchers.next() => {
                 let mut dirty = Vec::new();
                 match update {
@@ -919,7 +923,7 @@ async fn stream(
                 s.report_loss()?;
                 // Nothing waiting: the clock is the limit; else the events processed so far.
                 let now = if s.pending.is_empty() && rx.is_empty() {
-                    monotonic_ns().saturating_sub(REORDER_WINDOW_NS)
+                    monotonic_ns().saturating_sub(reorder::WINDOW_NS)
                 } else {
                     s.watermark
                 };
