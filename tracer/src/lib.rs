@@ -14,9 +14,9 @@
 //! - `output`: text, JSON lines, pcapng;
 //! - `merge`: `tracer merge`, several nodes' JSON lines on one timeline.
 //!
-//! One word per concept: a **netns** is an opened namespace handle ([`netns::Netns`]); a
+//! One word per concept: a **netns** is an opened namespace handle (`netns::Netns`); a
 //! **namespace** is what discovery lists, traced or not; a **site** is a namespace being
-//! traced: asked for as a [`session::SiteSpec`], then inspected, then attached
+//! traced: asked for as a `session::SiteSpec`, then inspected, then attached
 //! (`session::Site`), and seen by the flow table as a `correlate::flows::SiteView`. A
 //! Meridio **target** is only ever the role (the application pod).
 //!

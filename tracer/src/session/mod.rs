@@ -61,11 +61,11 @@ pub enum Sites {
 /// Events read from one ring, each with the index of the site it belongs to.
 type Batch = Vec<(usize, Result<Event, DecodeError>)>;
 
-/// Batches that may wait between the ring readers and the flow table, records a batch holds
+/// Batches that may wait between the ring reader and the flow table, records a batch holds
 /// at most, and events that may wait in the reorder window: together they bound what a
 /// flood can pile up in memory (and what the tracer must work off after it). Beyond them the
-/// readers wait, the ring buffers fill, and the kernel counts what it could not write; the
-/// per-hop counts stay exact in the kernel all the same.
+/// reader waits, the ring fills, and the kernel counts what it could not write; the per-hop
+/// counts stay exact in the kernel all the same.
 const QUEUE_BATCHES: usize = 4;
 const BATCH_RECORDS: usize = 4096;
 /// How often a reader collects what the programs wrote without waking it.
