@@ -7,7 +7,7 @@
 //! Records are counted where they come out: `hop` and `route` lines on the tracer's stdout,
 //! plus the counts of its `lost` records (ring buffer full). Offered = delivered + lost.
 //! A step is *sustained* when nothing was lost and the tracer had caught up within
-//! LAG_OK of the flood's end: the 4 MiB ring holds some 45 000 records, so a tracer slower
+//! LAG_OK of the flood's end: the 2 MiB ring holds some 20 000 records, so a tracer slower
 //! than the flood can end a short step without loss, but not without a backlog.
 
 use std::time::Duration;

@@ -680,7 +680,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "{:.2} records per flood packet (hops on proxy.cond-0a85 and bridge0 in, bridge0 and a conduit port out, plus the fib lookups). A fresh tracer per step (the first, 1 s at 5 000 packets/s, also calibrates records per packet), its records counted on its stdout; *processed* = records written per second from the flood's start until the tracer caught up, its capacity when it fell behind. *Sustained* = no record lost and the tracer caught up within {} ms of the flood's end: the 4 MiB ring buffer holds some 45 000 records, so a tracer slower than the flood can finish a {} s step without loss but not without a backlog.\n",
+            "{:.2} records per flood packet (hops on proxy.cond-0a85 and bridge0 in, bridge0 and a conduit port out, plus the fib lookups). A fresh tracer per step (the first, 1 s at 5 000 packets/s, also calibrates records per packet), its records counted on its stdout; *processed* = records written per second from the flood's start until the tracer caught up, its capacity when it fell behind. *Sustained* = no record lost and the tracer caught up within {} ms of the flood's end: the 2 MiB ring buffer holds some 20 000 records, so a tracer slower than the flood can finish a {} s step without loss but not without a backlog.\n",
             ladder.records_per_packet,
             LAG_OK.as_millis(),
             self.seconds
