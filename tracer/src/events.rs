@@ -48,8 +48,9 @@ pub struct Packet {
     pub hash: u32,
     /// Set when the packet is an IP fragment.
     pub frag: Option<Frag>,
-    /// The frame's first bytes, with `--pcap` only.
-    pub snap: Option<Snap>,
+    /// The frame's first bytes, with `--pcap` only. Boxed: every event waiting in the
+    /// reorder window is the size of a packet, and most have no capture.
+    pub snap: Option<Box<Snap>>,
 }
 
 /// The first bytes of a frame as the TC program copied them (`--pcap`).
@@ -212,7 +213,7 @@ pub fn decode(bytes: &[u8]) -> Result<(u16, Event), DecodeError> {
             };
             Ok((
                 head.packet.site,
-                Event::Packet(packet(&head.packet, Some(snap))?),
+                Event::Packet(packet(&head.packet, Some(Box::new(snap)))?),
             ))
         }
         KIND_FIB => {
@@ -279,7 +280,7 @@ pub fn decode(bytes: &[u8]) -> Result<(u16, Event), DecodeError> {
 }
 
 /// The typed packet of a packet record (and of a capture record's head).
-fn packet(r: &PacketRecord, snap: Option<Snap>) -> Result<Packet, DecodeError> {
+fn packet(r: &PacketRecord, snap: Option<Box<Snap>>) -> Result<Packet, DecodeError> {
     Ok(Packet {
         ts_ns: r.ts_ns,
         ifindex: r.ifindex,

@@ -240,7 +240,7 @@ proptest! {
         bytes.extend_from_slice(&data);
         bytes.extend_from_slice(&slack);
         let want = Packet {
-            snap: Some(Snap { wire_len, bytes: data }),
+            snap: Some(Box::new(Snap { wire_len, bytes: data })),
             ..p
         };
         prop_assert_eq!(decode(&bytes), Ok((site, Event::Packet(want))));
