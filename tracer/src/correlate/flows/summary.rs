@@ -1,0 +1,238 @@
+//! End-of-run accounts: one summary per flow (counts, next-hops, the routing verdict,
+//! drops, fragments) and, per VIP, how the flows spread over the next-hops.
+use std::net::IpAddr;
+
+use super::{Counted, FlowKey, FlowState, FragState, NextHopUse, PredictionStats};
+use crate::netns::kernel_state::{KernelState, NextHop, Rule};
+
+/// A flow summary's fragments: from the records, so a budget or loss can hide a split.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FragSummary {
+    pub routed: u64,
+    pub datagrams: u64,
+    /// Datagrams whose fragments left by more than one next-hop, and the first few ids.
+    pub split: u64,
+    pub split_ids: Vec<u32>,
+    pub orphans: u64,
+}
+
+/// End-of-run account of one flow.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowSummary {
+    pub flow: FlowKey,
+    pub flow_id: u32,
+    /// The proxy namespace the routing verdict is about, when one saw the flow.
+    pub proxy_site: Option<usize>,
+    pub ingress_port: Option<String>,
+    /// Packets, exact when `counted` (from the kernel's counters), else as recorded.
+    pub ingress_packets: u64,
+    pub egress_packets: u64,
+    /// The packet counts come from the kernel's counters, not from the records.
+    pub counted: bool,
+    /// Packet records received for the proxy's ingress and routed egress hops: fewer than
+    /// the packets when the budget (`--records`) or a full ring buffer left some out.
+    pub ingress_records: u64,
+    pub egress_records: u64,
+    pub nexthops: Vec<NextHopUse>,
+    /// Every egress packet went to the same next-hop.
+    pub consistent: bool,
+    /// The VIP's source rule, its table and that table's default-route next-hops.
+    pub rule: Option<Rule>,
+    pub table: Option<u32>,
+    pub candidates: Vec<NextHop>,
+    /// Whether the (single) next-hop taken is one of `candidates`; `None` when unknown.
+    pub nexthop_in_route: Option<bool>,
+    pub predictions: PredictionStats,
+    pub drops: u64,
+    /// (interface, reason, location) of the latest drop.
+    pub last_drop: Option<(String, String, String)>,
+    /// Only for a flow that had fragments.
+    pub fragments: Option<FragSummary>,
+}
+
+impl FlowSummary {
+    /// The next-hop taken, when there was exactly one.
+    pub fn nexthop(&self) -> Option<&NextHopUse> {
+        match self.nexthops.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+}
+
+/// `states` is indexed by site; a flow no proxy saw is judged by site 0's state.
+pub(super) fn summarize(key: &FlowKey, f: &FlowState, states: &[&KernelState]) -> FlowSummary {
+    let empty = KernelState::default();
+    let state = states
+        .get(f.proxy_site.unwrap_or(0))
+        .copied()
+        .unwrap_or(&empty);
+    // The rule and table the flow's own lookups went through (a mark can steer it past
+    // the VIP's source rule); the source rule when no lookup was seen.
+    let (rule, table) = match f.routed_lookup.as_ref().or(f.last_lookup.as_ref()) {
+        Some((table, rule)) => (rule.clone(), Some(*table)),
+        None => {
+            let rule = state.source_rule(key.vip).cloned();
+            let table = rule
+                .as_ref()
+                .and_then(|r| r.table)
+                .or(f.tables.first().copied());
+            (rule, table)
+        }
+    };
+    let candidates = table
+        .map(|t| state.default_nexthops(t, key.vip.is_ipv6()))
+        .unwrap_or_default();
+    let (ingress_packets, egress_packets, ingress_port, nexthops) = match &f.counted {
+        Some(c) => (
+            c.ingress_packets,
+            c.egress_packets,
+            f.ingress_port.clone().or_else(|| c.ingress_port.clone()),
+            counted_nexthops(f, c, state, key.vip.is_ipv6()),
+        ),
+        None => (
+            f.ingress_packets,
+            f.egress_packets,
+            f.ingress_port.clone(),
+            f.nexthops.clone(),
+        ),
+    };
+    let nexthop_in_route = match nexthops.as_slice() {
+        [one] if !candidates.is_empty() => {
+            Some(one.ip.is_some() && candidates.iter().any(|c| c.gw == one.ip))
+        }
+        _ => None,
+    };
+    FlowSummary {
+        flow: key.clone(),
+        flow_id: f.id,
+        proxy_site: f.proxy_site,
+        ingress_port,
+        ingress_packets,
+        egress_packets,
+        counted: f.counted.is_some(),
+        ingress_records: f.ingress_packets,
+        egress_records: f.egress_packets,
+        consistent: nexthops.len() <= 1,
+        nexthops,
+        rule,
+        table,
+        candidates,
+        nexthop_in_route,
+        predictions: f.predictions.clone(),
+        drops: f.drops,
+        last_drop: f.last_drop.clone(),
+        fragments: frag_summary(&f.frags),
+    }
+}
+
+fn frag_summary(f: &FragState) -> Option<FragSummary> {
+    if f.routed == 0 && f.orphans == 0 {
+        return None;
+    }
+    let split: Vec<u32> = f
+        .datagrams
+        .iter()
+        .filter(|(_, macs)| macs.len() > 1)
+        .map(|(id, _)| *id)
+        .collect();
+    Some(FragSummary {
+        routed: f.routed,
+        datagrams: f.datagrams.len() as u64,
+        split: split.len() as u64,
+        split_ids: split.into_iter().take(8).collect(),
+        orphans: f.orphans,
+    })
+}
+
+/// The next-hops a flow took, with the kernel's exact packet counts. A next-hop no record
+/// showed (left out by the budget or lost) is named from the state, as a record would be.
+fn counted_nexthops(f: &FlowState, c: &Counted, state: &KernelState, v6: bool) -> Vec<NextHopUse> {
+    let mut out: Vec<NextHopUse> = c
+        .by_mac
+        .iter()
+        .map(
+            |&(mac, packets, first_ns, ifindex)| match f.nexthops.iter().find(|n| n.mac == mac) {
+                Some(seen) => NextHopUse {
+                    packets,
+                    ..seen.clone()
+                },
+                None => {
+                    let port = state
+                        .fdb_port(&mac)
+                        .and_then(|i| state.link(i))
+                        .map(|l| l.name.clone());
+                    NextHopUse {
+                        ip: state.neighbour_ip(ifindex, &mac, v6),
+                        mac,
+                        flooded: port.is_none(),
+                        port,
+                        packets,
+                        first_rel_ns: first_ns.saturating_sub(f.first_ts),
+                    }
+                }
+            },
+        )
+        .collect();
+    // A next-hop recorded but no longer counted (its entry evicted) keeps its records.
+    for n in &f.nexthops {
+        if !out.iter().any(|o| o.mac == n.mac) {
+            out.push(n.clone());
+        }
+    }
+    out
+}
+
+/// How one VIP's flows spread over next-hops: the ECMP distribution an operator checks
+/// against the route's weights.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Distribution {
+    pub vip: IpAddr,
+    /// Flows with at least one routed egress packet.
+    pub flows: u64,
+    pub shares: Vec<Share>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Share {
+    pub nexthop: Option<IpAddr>,
+    pub ifname: Option<String>,
+    /// Flows that sent at least one packet to this next-hop.
+    pub flows: u64,
+    pub packets: u64,
+}
+
+/// Adds one flow's next-hops to its VIP's distribution.
+pub(super) fn add_share(dist: &mut Vec<Distribution>, s: &FlowSummary) {
+    if s.nexthops.is_empty() {
+        return;
+    }
+    let i = match dist.iter().position(|d| d.vip == s.flow.vip) {
+        Some(i) => i,
+        None => {
+            dist.push(Distribution {
+                vip: s.flow.vip,
+                flows: 0,
+                shares: Vec::new(),
+            });
+            dist.len() - 1
+        }
+    };
+    let d = &mut dist[i];
+    d.flows += 1;
+    for n in &s.nexthops {
+        match d.shares.iter_mut().find(|sh| sh.nexthop == n.ip) {
+            Some(sh) => {
+                sh.flows += 1;
+                sh.packets += n.packets;
+                sh.ifname = sh.ifname.take().or(n.port.clone());
+            }
+            None => d.shares.push(Share {
+                nexthop: n.ip,
+                ifname: n.port.clone(),
+                flows: 1,
+                packets: n.packets,
+            }),
+        }
+    }
+}
