@@ -15,7 +15,7 @@ use std::{
 
 use lab::{Lab, Role, VIP4};
 use serde_json::Value;
-use support::{lab, root_or_skip, PipedTracer};
+use support::{lab_up, root_or_skip, PipedTracer};
 
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 100, 150);
 /// The flood's ports: from VIP:FLOOD_SPORT to the gateway's FLOOD_DPORT, one flow.
@@ -83,7 +83,7 @@ fn is_flood(v: &Value) -> bool {
 /// Floods through a paused tracer started with `extra` args, then compares its summary of
 /// the flood's flow with the frontends' counters.
 fn flood_counts_match(prefix: &str, extra: &[&str]) -> (Value, Kept) {
-    let lab = lab(prefix);
+    let lab = lab_up(prefix);
     arm_truth(&lab);
     let kept = Arc::new(Mutex::new(Kept::default()));
     let k = kept.clone();

@@ -12,7 +12,7 @@ use support::{root_or_skip, run_tracer, view_command};
 
 const VIPS: [&str; 2] = ["20.0.0.1", "2000::1"];
 
-fn lab(prefix: &str, names: LabNames, processes: bool) -> Lab {
+fn lab_up(prefix: &str, names: LabNames, processes: bool) -> Lab {
     Lab::up(LabSpec {
         prefix: prefix.into(),
         names,
@@ -91,7 +91,7 @@ fn every_lab_namespace_is_found_once_and_classified_by_structure() {
     else {
         return;
     };
-    let lab = lab("d1-", LabNames::OTHER, true);
+    let lab = lab_up("d1-", LabNames::OTHER, true);
     let n = lab.names();
     assert_ne!(n.px_bridge, LabNames::TUTORIAL.px_bridge);
     let recs = discover_all();
@@ -232,7 +232,7 @@ fn without_netns_the_whole_path_carrying_the_vip_is_traced() {
     else {
         return;
     };
-    let _lab = lab("d1-", LabNames::OTHER, true);
+    let _lab = lab_up("d1-", LabNames::OTHER, true);
     let args = [
         "--json",
         "--duration",
@@ -278,8 +278,8 @@ fn several_proxies_are_traced_and_an_unknown_vip_gets_one_sentence() {
         "{err}"
     );
 
-    let _a = lab("d1-", LabNames::TUTORIAL, false);
-    let _b = lab("d2-", LabNames::OTHER, false);
+    let _a = lab_up("d1-", LabNames::TUTORIAL, false);
+    let _b = lab_up("d2-", LabNames::OTHER, false);
     let (status, out, err) = run_tracer(&[
         "--vip",
         "20.0.0.1",

@@ -7,7 +7,7 @@ mod support;
 use std::{net::IpAddr, path::PathBuf, process::Command, time::Duration};
 
 use lab::{Role, VIP4};
-use support::{lab, root_or_skip, Tracer};
+use support::{lab_up, root_or_skip, Tracer};
 
 fn dist_binary() -> Option<PathBuf> {
     let p = xtask::dist::dist_path(
@@ -71,7 +71,7 @@ fn the_dist_binary_traces_the_lab_from_an_empty_root() {
         return;
     };
     let Some(dist) = dist_binary() else { return };
-    let lab = lab("x2-");
+    let lab = lab_up("x2-");
     let _listener = lab.listen().unwrap();
     let port = 35991;
     let vip = IpAddr::V4(VIP4);

@@ -15,7 +15,7 @@ use std::{
 
 use lab::{netns::in_netns, Lab, Role, VIP4, VIP6};
 use serde_json::Value;
-use support::{lab, proc_stat, root_or_skip, Finished, Tracer};
+use support::{lab_up, proc_stat, root_or_skip, Finished, Tracer};
 
 const GATEWAY4: Ipv4Addr = Ipv4Addr::new(169, 254, 100, 150);
 const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x100, 0x100, 0, 0, 0, 0, 0, 0x150);
@@ -76,7 +76,7 @@ fn a_strict_rp_filter_drop_is_named_as_the_proxy_counts_it() {
     else {
         return;
     };
-    let lab = lab("p2-");
+    let lab = lab_up("p2-");
     let px = lab.ns(Role::Proxy);
     sh(&px, &["sysctl", "-qw", "net.ipv4.conf.bridge0.rp_filter=1"]);
     let tracer = Tracer::start(&["--netns", &px, "--vip", "20.0.0.1"]);
@@ -114,7 +114,7 @@ fn a_next_hop_that_never_resolves_is_named_as_a_neighbour_failure() {
     else {
         return;
     };
-    let lab = lab("p3-");
+    let lab = lab_up("p3-");
     let px = lab.ns(Role::Proxy);
     for fam in ["ipv4", "ipv6"] {
         sh(

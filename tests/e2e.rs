@@ -4,7 +4,7 @@
 //! echo the client gets back, and bpftool / tc for what is loaded and attached.
 mod support;
 
-use support::lab;
+use support::lab_up;
 
 use std::{net::IpAddr, time::Duration};
 
@@ -182,7 +182,7 @@ fn egress_next_hop_and_ports_match_the_frontends_for_v4_and_v6() {
     else {
         return;
     };
-    let lab = lab("t1-");
+    let lab = lab_up("t1-");
     let _listener = lab.listen().unwrap();
     let ports: Vec<u16> = (35100..35108).collect();
     let vips = [IpAddr::V4(VIP4), IpAddr::V6(VIP6)];
@@ -236,7 +236,7 @@ fn only_the_given_client_port_is_traced() {
     let Some(_serial) = root_or_skip("only_the_given_client_port_is_traced") else {
         return;
     };
-    let lab = lab("t2-");
+    let lab = lab_up("t2-");
     let _listener = lab.listen().unwrap();
     arm_truth(&lab, IpAddr::V4(VIP4), 35201);
     let proxy = lab.ns(Role::Proxy);
@@ -309,7 +309,7 @@ fn nothing_is_left_behind_after_any_exit() {
     let Some(_serial) = root_or_skip("nothing_is_left_behind_after_any_exit") else {
         return;
     };
-    let lab = lab("t4-");
+    let lab = lab_up("t4-");
     let proxy = lab.ns(Role::Proxy);
     let tc_before = tc_state(&proxy);
     assert!(
@@ -368,7 +368,7 @@ fn netlink_mode_cleans_up_after_itself_and_after_a_killed_run() {
     else {
         return;
     };
-    let lab = lab("t6-");
+    let lab = lab_up("t6-");
     let proxy = lab.ns(Role::Proxy);
     let tc_before = tc_state(&proxy);
     let args = [
@@ -432,7 +432,7 @@ fn bad_input_gets_one_sentence_and_nothing_attached() {
     let Some(_serial) = root_or_skip("bad_input_gets_one_sentence_and_nothing_attached") else {
         return;
     };
-    let lab = lab("t5-");
+    let lab = lab_up("t5-");
     let proxy = lab.ns(Role::Proxy);
     let target = lab.ns(Role::Target);
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -521,7 +521,7 @@ fn a_killed_runs_pinned_map_is_removed_and_none_stays_pinned() {
     else {
         return;
     };
-    let lab = lab("t9-");
+    let lab = lab_up("t9-");
     let proxy = lab.ns(Role::Proxy);
     // A pid no process has: the highest possible one, above pid_max.
     let stale = std::path::Path::new("/sys/fs/bpf/meridio-tracer-4194304-last_ingress");

@@ -14,7 +14,7 @@ use std::{
 };
 
 use lab::{Role, VIP4};
-use support::{lab, root_or_skip, Tracer};
+use support::{lab_up, root_or_skip, Tracer};
 
 const PREFIX: &str = "i1-";
 /// Client ports, one connection each: the gateway's ECMP hashes them over both frontends,
@@ -124,7 +124,7 @@ fn the_image_traces_the_lab_from_a_podman_container() {
     let built = t0.elapsed();
     check_image_is_the_binary_alone(&tag, &dist);
 
-    let lab = lab(PREFIX);
+    let lab = lab_up(PREFIX);
     let _listener = lab.listen().unwrap();
     let vip = IpAddr::V4(VIP4);
     for port in PORTS {

@@ -61,7 +61,7 @@ fn the_ready_record_says_what_this_kernel_offers() {
     let Some(_serial) = root_or_skip("the_ready_record_says_what_this_kernel_offers") else {
         return;
     };
-    let lab = support::lab("k1-");
+    let lab = support::lab_up("k1-");
     let proxy = lab.ns(Role::Proxy);
     let tracer = Tracer::start(&["--netns", &proxy, "--vip", "20.0.0.1", "--vip", "2000::1"]);
     let f = tracer.stop(libc::SIGINT);

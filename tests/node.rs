@@ -8,7 +8,7 @@ use std::{net::IpAddr, time::Duration};
 
 use lab::{Lab, Role, VIP4, VIP6};
 use serde_json::Value;
-use support::{lab, root_or_skip, view_command, Finished, Tracer};
+use support::{lab_up, root_or_skip, view_command, Finished, Tracer};
 
 const FRONTENDS: [Role; 2] = [Role::FrontendA, Role::FrontendB];
 
@@ -38,7 +38,7 @@ fn without_arguments_every_discovered_vip_is_traced() {
     let Some(_serial) = root_or_skip("without_arguments_every_discovered_vip_is_traced") else {
         return;
     };
-    let lab = lab("x1-");
+    let lab = lab_up("x1-");
     let _listener = lab.listen().unwrap();
     let (p4, p6) = (35971, 35972);
     let (v4, v6) = (IpAddr::V4(VIP4), IpAddr::V6(VIP6));
@@ -124,7 +124,7 @@ fn every_record_says_node_and_wall_clock() {
     let Some(_serial) = root_or_skip("every_record_says_node_and_wall_clock") else {
         return;
     };
-    let lab = lab("x1-");
+    let lab = lab_up("x1-");
     let _listener = lab.listen().unwrap();
     let proxy = lab.ns(Role::Proxy);
     let port = 35973;

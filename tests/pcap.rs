@@ -10,7 +10,7 @@ use std::{net::IpAddr, process::Command, time::Duration};
 
 use lab::{Lab, Role, VIP4, VIP6, VIP_PORT};
 use serde_json::Value;
-use support::{lab, root_or_skip, Finished, Tracer};
+use support::{lab_up, root_or_skip, Finished, Tracer};
 
 const FRONTENDS: [Role; 2] = [Role::FrontendA, Role::FrontendB];
 const GATEWAY4: &str = "169.254.100.150";
@@ -81,7 +81,7 @@ fn the_pcapng_file_holds_one_commented_packet_per_hop_record() {
     else {
         return;
     };
-    let lab = lab("p1-");
+    let lab = lab_up("p1-");
     let _listener = lab.listen().unwrap();
     let dir = std::env::temp_dir().join(format!("tracer-pcap-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -13,7 +13,7 @@ use std::{
 
 use lab::{netns::in_netns, Lab, Role, VIP4, VIP6};
 use serde_json::Value;
-use support::{lab, nft_counter, proc_stat, root_or_skip, view_command, Tracer};
+use support::{lab_up, nft_counter, proc_stat, root_or_skip, view_command, Tracer};
 
 const GATEWAY4: Ipv4Addr = Ipv4Addr::new(169, 254, 100, 150);
 const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x100, 0x100, 0, 0, 0, 0, 0, 0x150);
@@ -67,7 +67,7 @@ fn a_proxy_with_empty_vip_tables_is_found_and_its_drops_named() {
     else {
         return;
     };
-    let lab = lab("f1-");
+    let lab = lab_up("f1-");
     let px = lab.ns(Role::Proxy);
     for (fam, table) in [("-4", "1"), ("-6", "2")] {
         let out = std::process::Command::new("ip")
@@ -433,7 +433,7 @@ fn fragments_are_counted_in_their_flow_per_next_hop() {
     let Some(_serial) = root_or_skip("fragments_are_counted_in_their_flow_per_next_hop") else {
         return;
     };
-    let lab = lab("f3-");
+    let lab = lab_up("f3-");
     // Neighbours resolved first: a datagram's fragments waiting on ARP/ND overflow the
     // neighbour queue, and those drops are not what this test is about.
     send_from_vip(

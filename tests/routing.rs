@@ -18,7 +18,7 @@ use support::{
 
 const GATEWAY4: &str = "169.254.100.150";
 
-fn lab(prefix: &str, table_v4: u32, table_v6: u32, hash_policy: u8) -> Lab {
+fn lab_up(prefix: &str, table_v4: u32, table_v6: u32, hash_policy: u8) -> Lab {
     Lab::up(LabSpec {
         prefix: prefix.into(),
         table_v4,
@@ -43,7 +43,7 @@ fn rule_table_and_candidates_are_the_configured_ones() {
     let Some(_serial) = root_or_skip("rule_table_and_candidates_are_the_configured_ones") else {
         return;
     };
-    let lab = lab("r1-", 41, 97, 1);
+    let lab = lab_up("r1-", 41, 97, 1);
     let _listener = lab.listen().unwrap();
     let proxy = lab.ns(Role::Proxy);
     let tracer = Tracer::start(&["--netns", &proxy, "--vip", "20.0.0.1", "--vip", "2000::1"]);
@@ -98,7 +98,7 @@ fn prediction_equals_the_next_hop_taken_under_policy_1() {
     let Some(_serial) = root_or_skip("prediction_equals_the_next_hop_taken_under_policy_1") else {
         return;
     };
-    let lab = lab("r2-", 1, 2, 1);
+    let lab = lab_up("r2-", 1, 2, 1);
     let _listener = lab.listen().unwrap();
     let proxy = lab.ns(Role::Proxy);
     let ports: Vec<u16> = (35500..35550).collect();
@@ -176,7 +176,7 @@ fn policy_3_says_why_it_cannot_predict() {
     let Some(_serial) = root_or_skip("policy_3_says_why_it_cannot_predict") else {
         return;
     };
-    let lab = lab("r3-", 1, 2, 3);
+    let lab = lab_up("r3-", 1, 2, 3);
     let _listener = lab.listen().unwrap();
     let proxy = lab.ns(Role::Proxy);
     let tracer = Tracer::start(&["--netns", &proxy, "--vip", "20.0.0.1"]);
@@ -210,7 +210,7 @@ fn weighted_distribution_matches_what_the_frontends_received() {
     else {
         return;
     };
-    let lab = lab("r4-", 1, 2, 1);
+    let lab = lab_up("r4-", 1, 2, 1);
     let third = ThirdFrontend::add(&lab);
     add_udp_counter(&lab.ns(Role::FrontendA));
     add_udp_counter(&lab.ns(Role::FrontendB));
@@ -308,7 +308,7 @@ fn next_hop_removal_is_reported_and_the_flow_flagged_as_moved() {
     else {
         return;
     };
-    let lab = lab("r5-", 1, 2, 1);
+    let lab = lab_up("r5-", 1, 2, 1);
     let _listener = lab.listen().unwrap();
     let proxy = lab.ns(Role::Proxy);
     let port = 35701;
@@ -394,7 +394,7 @@ fn a_flow_dropped_in_the_proxy_is_reported_with_a_reason() {
     else {
         return;
     };
-    let lab = lab("r6-", 1, 2, 1);
+    let lab = lab_up("r6-", 1, 2, 1);
     let _listener = lab.listen().unwrap();
     let proxy = lab.ns(Role::Proxy);
     for fe in [Role::FrontendA, Role::FrontendB] {
@@ -454,7 +454,7 @@ fn next_hop_neighbour_changes_are_reported_from_notifications() {
     else {
         return;
     };
-    let lab = lab("r7-", 1, 2, 1);
+    let lab = lab_up("r7-", 1, 2, 1);
     let proxy = lab.ns(Role::Proxy);
     let tracer = Tracer::start(&["--netns", &proxy, "--vip", "20.0.0.1"]);
     let neigh = |args: &[&str]| {

@@ -9,7 +9,7 @@
 //! length (default 600, 0 skips it).
 mod support;
 
-use support::lab;
+use support::lab_up;
 
 use std::{
     ffi::CString,
@@ -115,7 +115,7 @@ fn a_tc_drop_filter_keeps_dropping_while_traced() {
     let Some(_serial) = root_or_skip("a_tc_drop_filter_keeps_dropping_while_traced") else {
         return;
     };
-    let lab = lab("s1-");
+    let lab = lab_up("s1-");
     let _listener = lab.listen().unwrap();
     let proxy = lab.ns(Role::Proxy);
     in_proxy(&lab, "ip link add sink type veth peer name sink-peer");
@@ -343,7 +343,7 @@ fn a_tc_mark_program_keeps_steering_while_traced() {
     let Some(_serial) = root_or_skip("a_tc_mark_program_keeps_steering_while_traced") else {
         return;
     };
-    let lab = lab("s2-");
+    let lab = lab_up("s2-");
     let _listener = lab.listen().unwrap();
     let proxy = lab.ns(Role::Proxy);
     let tg_port = lab.proxy_port_towards(Role::Target);
@@ -582,7 +582,7 @@ fn overload_is_reported_and_the_tracer_catches_up() {
     let Some(_serial) = root_or_skip("overload_is_reported_and_the_tracer_catches_up") else {
         return;
     };
-    let lab = lab("s3-");
+    let lab = lab_up("s3-");
     let _listener = lab.listen().unwrap();
     let proxy = lab.ns(Role::Proxy);
 
@@ -693,7 +693,7 @@ fn overload_in_text_mode_says_records_lost() {
     let Some(_serial) = root_or_skip("overload_in_text_mode_says_records_lost") else {
         return;
     };
-    let lab = lab("s4-");
+    let lab = lab_up("s4-");
     let proxy = lab.ns(Role::Proxy);
     let warnings = Arc::new(Mutex::new(Vec::<String>::new()));
     let w = warnings.clone();
@@ -767,7 +767,7 @@ fn a_stalled_output_does_not_split_flows() {
     let Some(_serial) = root_or_skip("a_stalled_output_does_not_split_flows") else {
         return;
     };
-    let lab = lab("s7-");
+    let lab = lab_up("s7-");
     let _listener = lab.listen().unwrap();
     let proxy = lab.ns(Role::Proxy);
     let ports: Vec<u16> = (36500..36510).collect();
@@ -900,7 +900,7 @@ fn without_tracefs_fib_hooks_are_refused_and_tc_still_traces() {
     else {
         return;
     };
-    let lab = lab("s5-");
+    let lab = lab_up("s5-");
     let _listener = lab.listen().unwrap();
     let proxy = lab.ns(Role::Proxy);
     // The machine's mounts under /sys/kernel (netns mounts of other labs come and go).
@@ -1102,7 +1102,7 @@ fn soak_keeps_memory_flat_and_loses_nothing() {
     let Some(_serial) = root_or_skip("soak_keeps_memory_flat_and_loses_nothing") else {
         return;
     };
-    let lab = lab("s6-");
+    let lab = lab_up("s6-");
     let _listener = lab.listen().unwrap();
     let proxy = lab.ns(Role::Proxy);
     for a in SOAK_CLIENTS {

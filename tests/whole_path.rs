@@ -4,7 +4,7 @@
 //! frontends, the lab's own configuration, /proc fdinfo of the tracer for its links.
 mod support;
 
-use support::lab;
+use support::lab_up;
 
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
@@ -60,7 +60,7 @@ fn one_flow_is_one_timeline_through_frontend_proxy_and_target() {
     else {
         return;
     };
-    let lab = lab("w1-");
+    let lab = lab_up("w1-");
     let _listener = lab.listen().unwrap();
     let port = 35951;
     let vip = IpAddr::V4(VIP4);
@@ -188,7 +188,7 @@ fn a_third_frontend_coming_and_going_is_followed() {
     let Some(_serial) = root_or_skip("a_third_frontend_coming_and_going_is_followed") else {
         return;
     };
-    let lab = lab("w2-");
+    let lab = lab_up("w2-");
     add_udp_counter(&lab.ns(Role::FrontendA));
     add_udp_counter(&lab.ns(Role::FrontendB));
     let tracer = whole_path("w2-", &[]);
@@ -314,7 +314,7 @@ fn a_vanishing_frontend_is_reported_and_dropped_without_errors() {
     else {
         return;
     };
-    let lab = lab("w3-");
+    let lab = lab_up("w3-");
     // Not in a view: the netns file must vanish for the tracer too.
     let tracer = Tracer::start(&["--vip", "20.0.0.1", "--role", "frontend", "--role", "proxy"]);
     std::thread::sleep(Duration::from_millis(300));

@@ -247,7 +247,7 @@ impl Drop for Tracer {
 }
 
 /// The default lab (the tutorial's names and tables) with netns prefix `prefix`.
-pub fn lab(prefix: &str) -> lab::Lab {
+pub fn lab_up(prefix: &str) -> lab::Lab {
     lab::Lab::up(lab::LabSpec {
         prefix: prefix.into(),
         ..Default::default()
