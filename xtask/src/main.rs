@@ -1,6 +1,7 @@
 //! `cargo xtask`: the command line over the xtask library. Owns the subcommands and what
-//! each one runs in what order; the work itself lives in the library modules (lab,
-//! toolchain, daemon) and in `demo` and `bench`.
+//! each one runs in what order; the work itself lives in the `lab` crate (the namespace
+//! lab, its echo server daemon), the xtask library (toolchain, dist, deploy) and in `demo`,
+//! `bench` and `kernels`.
 
 mod bench;
 mod demo;
