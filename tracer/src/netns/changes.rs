@@ -45,11 +45,12 @@ pub enum Change {
     },
 }
 
-/// Tables that matter: those the VIPs' source rules select, before and after.
-fn vip_tables(old: &KernelState, new: &KernelState, vips: &[IpAddr]) -> Vec<(u32, bool)> {
+/// Tables that matter: those the VIPs' source rules select in any of `states` (before and
+/// after).
+fn vip_tables(states: &[&KernelState], vips: &[IpAddr]) -> Vec<(u32, bool)> {
     let mut tables = Vec::new();
     for vip in vips {
-        for state in [old, new] {
+        for state in states {
             if let Some(t) = state.source_rule(*vip).and_then(|r| r.table) {
                 let key = (t, vip.is_ipv6());
                 if !tables.contains(&key) {
@@ -63,7 +64,7 @@ fn vip_tables(old: &KernelState, new: &KernelState, vips: &[IpAddr]) -> Vec<(u32
 
 pub fn diff(old: &KernelState, new: &KernelState, vips: &[IpAddr]) -> Vec<Change> {
     let mut changes = Vec::new();
-    let tables = vip_tables(old, new, vips);
+    let tables = vip_tables(&[old, new], vips);
     for &(table, v6) in &tables {
         let before = old.default_nexthops(table, v6);
         let after = new.default_nexthops(table, v6);
@@ -133,12 +134,13 @@ pub fn apply_neighbour(
     let before = mac_of(state, ip);
     state.apply(update);
     let after = mac_of(state, ip);
-    let tables = vip_tables(state, state, vips);
-    (before != after && gateways(&[state], &tables).contains(&ip)).then_some(Change::Neighbour {
-        ip,
-        before,
-        after,
-    })
+    if before == after {
+        return None;
+    }
+    let tables = vip_tables(&[state], vips);
+    gateways(&[state], &tables)
+        .contains(&ip)
+        .then_some(Change::Neighbour { ip, before, after })
 }
 
 /// Neighbours of the VIP tables' next-hops only: the rest is churn nobody asked about.
