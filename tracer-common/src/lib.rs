@@ -59,8 +59,8 @@ pub const INLINE_VIPS: usize = 8;
 /// `RECORD_BUDGET` value: write a record for every packet.
 pub const BUDGET_ALL: u32 = u32::MAX;
 
-/// Default number of entries of the `HOPS` map.
-pub const HOPS_DEFAULT_ENTRIES: u32 = 16_384;
+/// Default number of entries of the `HOPS` map (one map for every traced namespace).
+pub const HOPS_DEFAULT_ENTRIES: u32 = 32_768;
 
 /// One packet seen by the TC classifier on one interface, in one direction.
 ///
@@ -257,6 +257,19 @@ pub struct HopKey {
     pub eth_dst: [u8; 6],
     pub proto: u8,
     pub dir: u8,
+    /// The traced namespace (site number): one map counts every site's hops, and
+    /// ifindexes repeat between namespaces.
+    pub site: u16,
+    pub _pad: u16,
+}
+
+/// Key of the `L3_IFACES` map: one interface of one traced namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IfaceKey {
+    pub ifindex: u32,
+    pub site: u16,
+    pub _pad: u16,
 }
 
 /// Key of the `FRAGS` map: one IP datagram (IPv4: source, destination, protocol and IP ID;
@@ -358,6 +371,7 @@ pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
 mod pod {
     // SAFETY: plain-old-data structs with explicit padding and no invalid bit patterns.
     unsafe impl aya::Pod for super::HopKey {}
+    unsafe impl aya::Pod for super::IfaceKey {}
     unsafe impl aya::Pod for super::HopCount {}
     unsafe impl aya::Pod for super::FibOffsets {}
     unsafe impl aya::Pod for super::DropOffsets {}

@@ -32,7 +32,7 @@ use network_types::{
 };
 use tracer_common::{
     v4_mapped, CaptureRecord, DropOffsets, DropRecord, FibOffsets, FibRawOffsets, FibRecord, FragKey, HashRecord,
-    HopCount, HopKey, PacketRecord, FRAGS_ENTRIES, FRAG_IS, FRAG_MORE, FRAG_ORPHAN, AF_INET, AF_INET6, BUDGET_ALL, COUNTERS_LEN, COUNTER_HOP_NEW,
+    HopCount, HopKey, IfaceKey, PacketRecord, FRAGS_ENTRIES, FRAG_IS, FRAG_MORE, FRAG_ORPHAN, AF_INET, AF_INET6, BUDGET_ALL, COUNTERS_LEN, COUNTER_HOP_NEW,
     COUNTER_LOST, COUNTER_MATCHED, COUNTER_UNRECORDED, DIR_EGRESS, DIR_INGRESS, FIELD_ABSENT,
     HASH_HOOK_FEXIT, HASH_HOOK_KRETPROBE, HOPS_DEFAULT_ENTRIES, INLINE_VIPS, KIND_DROP, KIND_FIB,
     KIND_CAPTURE, KIND_HASH, KIND_PACKET, SNAP_MAX, SNAP_SMALL, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, RING_BYTES,
@@ -63,10 +63,16 @@ static VIP6: [[u64; 2]; INLINE_VIPS] = [[0; 2]; INLINE_VIPS];
 static VIP6_COUNT: u32 = 0;
 #[no_mangle]
 static VIPS_IN_MAP: u8 = 0;
-/// Which traced namespace this object's TC programs watch (its site number, from 1): the
-/// node-wide programs of the node object tag what they report with it.
+/// Which traced namespace this object's TC programs watch (its site number, from 1), or 0:
+/// one object's TC programs watch every traced namespace, and find a packet's site from its
+/// device's namespace (`NETNS_OFFSETS`, `NETNS_INUMS`). The node-wide programs tag what they
+/// report with the site the TC programs saw.
 #[no_mangle]
 static SITE: u16 = 0;
+/// `sk_buff.dev`, `net_device.nd_net.net` and `net.ns.inum`, from the kernel's BTF: how a
+/// TC program shared by every site reads the namespace of the device it runs on.
+#[no_mangle]
+static NETNS_OFFSETS: [u16; 3] = [0; 3];
 /// `--pcap`: frame bytes to copy into each record (a `CaptureRecord`), 0 = no capture.
 #[no_mangle]
 static SNAP_LEN: u32 = 0;
@@ -104,10 +110,10 @@ static HOPS: LruHashMap<HopKey, HopCount> = LruHashMap::with_max_entries(HOPS_DE
 #[map]
 static FRAGS: LruHashMap<FragKey, [u16; 2]> = LruHashMap::with_max_entries(FRAGS_ENTRIES, 0);
 
-/// Ifindexes of the traced L3 interfaces (bridge0): packets entering there go up to IP
+/// The traced L3 interfaces (bridge0) of every site: packets entering there go up to IP
 /// routing. Bridge ports are L2 and are not listed.
 #[map]
-static L3_IFACES: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
+static L3_IFACES: HashMap<IfaceKey, u8> = HashMap::with_max_entries(1024, 0);
 
 /// The last traced packet that entered a traced L3 interface on this CPU, in any traced
 /// namespace: one map shared by the node object (fib, hash and drop programs, attached once
@@ -136,7 +142,7 @@ struct LastIngress {
     /// the multipath hash computed next (fexit/kretprobe) is still this packet's.
     routed: u8,
     _pad: u8,
-    /// The namespace the packet entered (the TC object's `SITE`).
+    /// The namespace the packet entered (its site number).
     site: u16,
     _pad2: [u8; 6],
 }
@@ -321,6 +327,8 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
         eth_dst: [0; 6],
         proto: 0,
         dir,
+        site: 0,
+        _pad: 0,
     };
     // `FRAG_*` bits, offset in bytes and datagram id, when the packet is a fragment.
     let mut frag = 0u8;
@@ -434,6 +442,10 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
             return Ok(());
         }
     }
+    let Some(site) = site_of(ctx) else {
+        return Ok(());
+    };
+    key.site = site;
     bump(COUNTER_MATCHED);
     if frag & (FRAG_IS | FRAG_MORE) == FRAG_IS | FRAG_MORE
         && frag_off == 0
@@ -448,8 +460,13 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
     // Map keys must live on the BPF stack, not point into the context.
     let ifindex: u32 = skb.ifindex;
     key.ifindex = ifindex;
+    let iface = IfaceKey {
+        ifindex,
+        site,
+        _pad: 0,
+    };
     // SAFETY: presence test only.
-    let l3_iface = unsafe { L3_IFACES.get(ifindex).is_some() };
+    let l3_iface = unsafe { L3_IFACES.get(&iface).is_some() };
     let eth_dst: [u8; 6] = rd(ctx, 0)?;
     // The routed hop's count is kept per next-hop: its Ethernet destination is the key.
     if dir == DIR_EGRESS && l3_iface {
@@ -478,7 +495,7 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
                 (*last).proto = key.proto;
                 (*last).family = family;
                 (*last).routed = 0;
-                (*last).site = global(&SITE);
+                (*last).site = site;
             }
         }
     }
@@ -546,7 +563,7 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
                 (*r).frag = frag;
                 (*r)._pad = 0;
                 (*r).frag_off = frag_off;
-                (*r).site = global(&SITE);
+                (*r).site = site;
                 (*r).frag_id = frag_id;
                 (*r).mark = skb.mark;
                 (*r).hash = skb.hash;
@@ -594,6 +611,25 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
 
 /// Copies the first `snap` bytes of the frame (at most `N`, at most the frame) behind a
 /// capture record's head; `cap_len` 0 when the copy failed.
+/// The site of the namespace this TC program runs in: the object's own `SITE`, or, for the
+/// object every site shares, the traced namespace the device is in (`None`: not traced).
+/// Read only for packets of the traced flows.
+#[inline(always)]
+fn site_of(ctx: &TcContext) -> Option<u16> {
+    let site = global(&SITE);
+    if site != 0 {
+        return Some(site);
+    }
+    let [skb_dev, dev_nd_net, net_ns_inum] = global(&NETNS_OFFSETS);
+    // The context is the kernel's `sk_buff` (`__sk_buff` is its view for programs).
+    let skb = ctx.skb.skb as u64;
+    let dev: u64 = kread(skb, skb_dev).ok()?;
+    let net: u64 = kread(dev, dev_nd_net).ok()?;
+    let inum: u32 = kread(net, net_ns_inum).ok()?;
+    // SAFETY: a plain read of a map value.
+    unsafe { NETNS_INUMS.get(inum) }.copied()
+}
+
 #[inline(always)]
 fn capture_bytes<const N: usize>(ctx: &TcContext, c: *mut CaptureRecord<N>, snap: u32) {
     let wire = ctx.len();

@@ -9,6 +9,7 @@ mod machine;
 mod observer;
 mod pipeline;
 mod report;
+mod startup;
 mod stats;
 mod traffic;
 
@@ -58,6 +59,8 @@ pub enum Part {
     Attribution,
     /// The event pipeline's rate ladder.
     Pipeline,
+    /// Start-up of a whole path of 20 namespaces (five labs).
+    Startup,
 }
 
 impl Part {
@@ -68,6 +71,7 @@ impl Part {
             Part::Hooks => "hooks",
             Part::Attribution => "attribution",
             Part::Pipeline => "pipeline",
+            Part::Startup => "startup",
         }
     }
 }
@@ -109,6 +113,8 @@ pub enum Mode {
     Proxy,
     /// No `--netns`: every namespace of the lab that carries the VIP, found by discovery.
     WholePath,
+    /// No `--netns`, with four more labs beside the bench's (the start-up part).
+    ManyLabs,
 }
 
 impl Variant {
@@ -275,7 +281,7 @@ exec "$@""#;
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         match mode {
             Mode::Proxy => self.start_tracer("tracer", &args),
-            Mode::WholePath => self.start_whole_path("tracer (whole path)", &args),
+            Mode::WholePath | Mode::ManyLabs => self.start_whole_path("tracer (whole path)", &args),
         }
     }
 }
@@ -386,7 +392,12 @@ pub fn bench(opts: Opts) -> Result<()> {
         } else {
             None
         };
-        Ok((pairs, attribution, ladder))
+        let startup = if wants(Part::Startup) {
+            Some(startup::run(&ctx, opts.reps)?)
+        } else {
+            None
+        };
+        Ok((pairs, attribution, ladder, startup))
     })();
     let Ctx {
         lab, sinks, view, ..
@@ -394,7 +405,7 @@ pub fn bench(opts: Opts) -> Result<()> {
     drop(sinks);
     let _ = std::fs::remove_dir(&view);
     let down = lab.down();
-    let (pairs, attribution, ladder) = measured?;
+    let (pairs, attribution, ladder, startup) = measured?;
     down?;
     machine.load_at_end = machine::load_average();
 
@@ -407,6 +418,7 @@ pub fn bench(opts: Opts) -> Result<()> {
         pairs,
         attribution,
         ladder,
+        startup,
         took: started.elapsed(),
     };
     println!("{}", report.markdown());

@@ -8,10 +8,11 @@
 //!   lookups, the multipath hash and `kfree_skb`. Those fire for every namespace on the
 //!   node, so they are attached once per node, whatever the number of traced namespaces,
 //!   and tag what they report with the site (traced namespace) it belongs to;
-//! - one **site object** per traced namespace ([`tc::Probes`]) holds the TC programs on
-//!   that namespace's interfaces and its per-hop counters. Its programs share `LAST_INGRESS`
-//!   (how a route lookup finds the traced packet it routes) and the one ring buffer
-//!   `EVENTS` with the node object (see [`share`]).
+//! - the **TC programs** ([`tc`]) on the traced namespaces' interfaces: one object for
+//!   every site where the kernel lets them find a packet's namespace, else one object per
+//!   site. They share the node object's maps (see [`share`]): `LAST_INGRESS` (how a route
+//!   lookup finds the traced packet it routes), the one ring buffer `EVENTS`, and the
+//!   per-hop counts, which userspace reads from the node object for every site at once.
 //!
 //! All or nothing for the TC side: if any interface cannot be attached, everything already
 //! attached is detached before the error is returned. The node-wide hooks are best effort:
@@ -152,8 +153,12 @@ struct Globals {
     vip6: [[u64; 2]; INLINE_VIPS],
     vip6_count: u32,
     vips_in_map: u8,
-    /// The site number of a site object, 0 for the node object.
+    /// The site number of an object of one site's TC programs; 0 for the node object and
+    /// for the TC programs every site shares.
     site: u16,
+    /// Where a device's namespace is (see the object's `NETNS_OFFSETS`), for the shared TC
+    /// programs.
+    netns_offsets: [u16; 3],
     /// Frame bytes the TC programs copy per record (`--pcap`), 0 for none.
     snap_len: u32,
 }
@@ -189,6 +194,7 @@ impl Globals {
             vip6_count: v6.len().min(INLINE_VIPS) as u32,
             vips_in_map: u8::from(v4.len() > INLINE_VIPS || v6.len() > INLINE_VIPS),
             site,
+            netns_offsets: [0; 3],
             snap_len: 0,
             vips,
         };
@@ -205,7 +211,7 @@ impl Globals {
     /// when it is attached), and fills the VIP map when the VIPs do not fit inline.
     /// `configure` sets what differs between the node object and a site object.
     ///
-    /// The globals are leaked (some hundred bytes per load, one load per traced namespace):
+    /// The globals are leaked (some hundred bytes per load, a few loads per run):
     /// the process's one loader (`LOADER`) keeps references to them until the next load
     /// overrides them.
     fn load(self, configure: impl FnOnce(&mut EbpfLoader<'static>)) -> Result<Ebpf> {
@@ -230,6 +236,7 @@ impl Globals {
             .override_global("VIP6_COUNT", &g.vip6_count, true)
             .override_global("VIPS_IN_MAP", &g.vips_in_map, true)
             .override_global("SITE", &g.site, true)
+            .override_global("NETNS_OFFSETS", &g.netns_offsets, true)
             .override_global("SNAP_LEN", &g.snap_len, true);
         configure(loader);
         let mut ebpf = loader.load(OBJECT).map_err(|e| {
@@ -249,10 +256,11 @@ impl Globals {
 
 /// The process's one aya loader, made on first use. `EbpfLoader::new()` parses the kernel
 /// BTF each time it is called (35 ms and 20 MB at the peak here), and the tracer
-/// loads the object once for the node and once per traced namespace. What a load sets on
-/// the loader (globals, `HOPS` size, pin paths of the shared maps) stays set for the next
-/// one: every site load sets the same names, and the node object, which must pin nothing,
-/// is loaded before any site object (`NodeProbes::load`).
+/// loads the object once for the node and once for the TC programs (or once per traced
+/// namespace). What a load sets on the loader (globals, `HOPS` size, pin paths of the
+/// shared maps) stays set for the next one: every load of TC programs sets the same names,
+/// and the node object, which must pin nothing, is loaded before any of them
+/// (`NodeProbes::load`).
 static LOADER: Mutex<Option<EbpfLoader<'static>>> = Mutex::new(None);
 
 /// One sentence for a program the kernel would not load; the verifier log, which can run to

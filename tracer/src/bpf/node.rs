@@ -1,7 +1,9 @@
 //! The node object: the hooks every namespace on the node shares (route lookups,
-//! multipath hash, `kfree_skb`), attached once per node. What they report is tagged with
-//! the site whose packet it concerns: the TC programs put their `SITE` in `LAST_INGRESS`,
-//! and the drop program finds it by netns inode in `NETNS_INUMS`.
+//! multipath hash, `kfree_skb`), attached once per node, and the maps every object shares
+//! (see [`share`]): the per-hop counts, the counters and the traced namespaces are read
+//! here, for every site at once. What the hooks report is tagged with the site whose
+//! packet it concerns: the TC programs put the packet's site in `LAST_INGRESS`, and the
+//! drop program finds it by netns inode in `NETNS_INUMS`.
 use std::{collections::HashMap, net::IpAddr, path::Path, path::PathBuf};
 
 use anyhow::{anyhow, Context, Result};
@@ -10,11 +12,14 @@ use aya::{
     programs::{FExit, KProbe, RawTracePoint, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
-use tracer_common::{DropOffsets, FibOffsets, FibRawOffsets, COUNTER_LOST, FIELD_ABSENT};
+use tracer_common::{
+    DropOffsets, FibOffsets, FibRawOffsets, HopCount, HopKey, IfaceKey, COUNTER_HOP_NEW,
+    COUNTER_LOST, FIELD_ABSENT,
+};
 
 use super::{
-    not_asked, program, refused, share, FibHook, Globals, HashHook, HookFamily, Ready,
-    RecordBudget, NO_DROP_REASON,
+    not_asked, program, refused, share, tc::TcObjects, FibHook, Globals, HashHook, HookFamily,
+    Ready, RecordBudget, NO_DROP_REASON,
 };
 use crate::{bpf::btf_layout::Layout, bpf::tracefs, netns::Netns};
 
@@ -27,6 +32,17 @@ pub struct NodeRequest<'a> {
     pub hash_hook: HashHook,
     /// Hook families to load (`--hooks`).
     pub hooks: &'a [HookFamily],
+    /// Entries of the in-kernel per-hop counter map, shared by every site.
+    pub hop_entries: u32,
+}
+
+/// The in-kernel per-hop counters of every site, as read at one moment.
+#[derive(Debug, Default, Clone)]
+pub struct HopCounts {
+    pub hops: Vec<(HopKey, HopCount)>,
+    /// Entries the LRU map evicted because it was full: created, less those deleted and
+    /// those still there.
+    pub evicted: u64,
 }
 
 pub struct NodeProbes {
@@ -38,8 +54,12 @@ pub struct NodeProbes {
     /// `enum skb_drop_reason` names of this kernel.
     pub drop_reasons: HashMap<u32, String>,
     bpffs: PathBuf,
-    /// Handles on the maps every site object shares (`share::SHARED_MAPS`).
-    shared: [MapData; 2],
+    /// Handles on the maps every object shares, in `share::SHARED_MAPS` order.
+    shared: Vec<MapData>,
+    /// The TC programs: one object for every site, or one per site.
+    pub(super) tc: TcObjects,
+    /// Counter-map entries this run deleted (flows that ended).
+    hops_forgotten: u64,
 }
 
 impl NodeProbes {
@@ -55,19 +75,26 @@ impl NodeProbes {
             ));
         }
         let globals = Globals::new(req.vips, req.client_port.unwrap_or(0), req.budget, 0);
-        let ebpf = globals.load(|_| {})?;
-        let [a, b] = share::SHARED_MAPS.map(|name| {
-            ebpf.map(name)
-                .with_context(|| format!("map {name} missing"))
-                .and_then(share::handle)
-        });
+        let ebpf = globals.load(|loader| {
+            loader.map_max_entries("HOPS", req.hop_entries);
+        })?;
+        let shared = share::SHARED_MAPS
+            .iter()
+            .map(|name| {
+                ebpf.map(name)
+                    .with_context(|| format!("map {name} missing"))
+                    .and_then(share::handle)
+            })
+            .collect::<Result<_>>()?;
         Ok(NodeProbes {
-            shared: [a?, b?],
+            shared,
             ebpf,
             ready: Ready::default(),
             notes,
             drop_reasons: HashMap::new(),
             bpffs,
+            tc: TcObjects::NotLoaded,
+            hops_forgotten: 0,
         })
     }
 
@@ -148,8 +175,8 @@ impl NodeProbes {
         };
     }
 
-    /// Loads a site object whose `LAST_INGRESS` is this object's; `load` gets the step that
-    /// makes a loader share it.
+    /// Loads an object of TC programs whose shared maps are this object's; `load` gets the
+    /// step that makes a loader share them.
     pub fn load_sharing(
         &self,
         load: impl FnOnce(&mut dyn FnMut(&mut EbpfLoader)) -> Result<Ebpf>,
@@ -157,7 +184,13 @@ impl NodeProbes {
         share::load_sharing(&self.bpffs, &self.shared, load)
     }
 
-    /// Lets the drop program report drops in `ns`, tagged with `site`.
+    /// Where bpffs is (for the moment a map or program is pinned to be shared).
+    pub(super) fn bpffs(&self) -> &Path {
+        &self.bpffs
+    }
+
+    /// Lets the programs know `ns` as `site`: the drop program reports its drops, and TC
+    /// programs every site shares tell its packets by it.
     pub fn watch_netns(&mut self, ns: &Netns, site: u16) -> Result<()> {
         let inum = inum(ns)?;
         self.inums()?.insert(inum, site, 0)?;
@@ -187,12 +220,66 @@ impl NodeProbes {
         Ok(RingBuf::try_from(map)?)
     }
 
-    /// Records the node-wide programs could not write because the ring buffer was full.
+    /// Records the programs could not write because the ring buffer was full.
     pub fn lost(&self) -> Result<u64> {
+        self.counter(COUNTER_LOST)
+    }
+
+    fn counter(&self, index: u32) -> Result<u64> {
         let counters: PerCpuArray<_, u64> =
             PerCpuArray::try_from(self.ebpf.map("COUNTERS").context("map COUNTERS missing")?)?;
-        Ok(counters.get(&COUNTER_LOST, 0)?.iter().sum())
+        Ok(counters.get(&index, 0)?.iter().sum())
     }
+
+    /// Every hop the kernel counts now, of every site (`HopKey::site`).
+    pub fn hop_counts(&self) -> Result<HopCounts> {
+        let map: BpfHashMap<_, HopKey, HopCount> =
+            BpfHashMap::try_from(self.ebpf.map("HOPS").context("map HOPS missing")?)?;
+        let hops: Vec<_> = map.iter().filter_map(Result::ok).collect();
+        let evicted = self
+            .counter(COUNTER_HOP_NEW)?
+            .saturating_sub(self.hops_forgotten)
+            .saturating_sub(hops.len() as u64);
+        Ok(HopCounts { hops, evicted })
+    }
+
+    /// Forgets the counts of hops whose flows were summarised (or whose site went away),
+    /// so the map holds live flows only.
+    pub fn forget_hops(&mut self, keys: &[HopKey]) -> Result<()> {
+        let mut map: BpfHashMap<_, HopKey, HopCount> =
+            BpfHashMap::try_from(self.ebpf.map_mut("HOPS").context("map HOPS missing")?)?;
+        self.hops_forgotten += keys.iter().filter(|k| map.remove(k).is_ok()).count() as u64;
+        Ok(())
+    }
+
+    /// Tells the TC programs which interfaces of `site` route (bridge0), or no longer do.
+    pub fn set_l3(&mut self, site: u16, ifindexes: &[u32], routed: bool) -> Result<()> {
+        let mut map: BpfHashMap<_, IfaceKey, u8> = BpfHashMap::try_from(
+            self.ebpf
+                .map_mut("L3_IFACES")
+                .context("map L3_IFACES missing")?,
+        )?;
+        for &ifindex in ifindexes {
+            let key = IfaceKey {
+                ifindex,
+                site,
+                _pad: 0,
+            };
+            if routed {
+                map.insert(key, 1, 0)?;
+            } else {
+                let _ = map.remove(&key);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `sk_buff.dev`, `net_device.nd_net.net` and `net.ns.inum`: what a TC program shared by
+/// every site reads to find a packet's namespace.
+pub(super) fn netns_offsets() -> Result<[u16; 3], String> {
+    let d = kernel_offsets().drop.clone()?;
+    Ok([d.skb_dev, d.dev_nd_net, d.net_ns_inum])
 }
 
 /// The netns inode as the kernel's `ns.inum`.

@@ -1,11 +1,14 @@
-//! Sharing the node object's maps with each site object: `LAST_INGRESS` (how a route lookup
-//! finds the traced packet it routes) and `EVENTS` (one ring buffer for every program, so
-//! the records of one packet's path come out in the order they were written, and one
-//! reader serves the whole node).
+//! Sharing the node object's maps with each object of TC programs: `LAST_INGRESS` (how a
+//! route lookup finds the traced packet it routes), `EVENTS` (one ring buffer for every
+//! program, so the records of one packet's path come out in the order they were written,
+//! and one reader serves the whole node), and the maps that are the same for every site:
+//! the per-hop counts (`HOPS`), the routed interfaces (`L3_IFACES`), the counters, the
+//! traced namespaces (`NETNS_INUMS`) and the fragments' ports (`FRAGS`). Whether the TC
+//! programs are loaded once or once per site, userspace reads each of these in one place.
 //!
 //! aya 0.14 hands an existing map to a loading object only through a pin path in bpffs
 //! (`EbpfLoader::map_pin_path`: a pinned map is reused, not created). So the maps are
-//! pinned for the moment one site object loads, and unpinned straight after: nothing of
+//! pinned for the moment one object of TC programs loads, and unpinned straight after: nothing of
 //! ours stays in bpffs while the tracer runs. A pin left by a run killed in that moment is
 //! named by its pid, and the next start removes it once that pid is gone.
 use std::{
@@ -18,11 +21,20 @@ use anyhow::{bail, Context, Result};
 
 use aya::{
     maps::{Map, MapData},
+    programs::SchedClassifier,
     Ebpf, EbpfLoader,
 };
 
 /// The shared maps, by their names in the object.
-pub const SHARED_MAPS: [&str; 2] = ["LAST_INGRESS", "EVENTS"];
+pub const SHARED_MAPS: [&str; 7] = [
+    "LAST_INGRESS",
+    "EVENTS",
+    "HOPS",
+    "L3_IFACES",
+    "COUNTERS",
+    "NETNS_INUMS",
+    "FRAGS",
+];
 const BPFFS: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const PIN_PREFIX: &str = "meridio-tracer-";
@@ -56,7 +68,7 @@ fn is_bpffs(dir: &Path) -> bool {
     }
 }
 
-/// Removes pins of ours whose process is gone (a run killed while a site object loaded);
+/// Removes pins of ours whose process is gone (a run killed while an object loaded);
 /// returns how many.
 pub fn remove_stale(bpffs: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(bpffs) else {
@@ -83,18 +95,18 @@ pub fn remove_stale(bpffs: &Path) -> usize {
 /// ring buffer itself goes to the reader, and later sites still need it pinned.
 pub fn handle(map: &Map) -> Result<MapData> {
     let data = match map {
-        Map::PerCpuArray(d) | Map::RingBuf(d) => d,
-        _ => bail!("a shared map is neither a per-CPU array nor a ring buffer"),
+        Map::PerCpuArray(d) | Map::RingBuf(d) | Map::HashMap(d) | Map::LruHashMap(d) => d,
+        _ => bail!("a shared map is of a type the tracer does not share"),
     };
     let fd = data.fd().as_fd().try_clone_to_owned()?;
     Ok(MapData::from_fd(fd)?)
 }
 
-/// Loads a site object whose shared maps are `maps` (the node object's, in `SHARED_MAPS`
+/// Loads an object whose shared maps are `maps` (the node object's, in `SHARED_MAPS`
 /// order): pinned for the load, unpinned after it whatever the outcome.
 pub fn load_sharing(
     bpffs: &Path,
-    maps: &[MapData; 2],
+    maps: &[MapData],
     load: impl FnOnce(&mut dyn FnMut(&mut EbpfLoader)) -> Result<Ebpf>,
 ) -> Result<Ebpf> {
     let pins = SHARED_MAPS.map(|name| {
@@ -128,4 +140,19 @@ pub fn load_sharing(
     let ebpf = result?;
     unpinned?;
     Ok(ebpf)
+}
+
+/// A handle of its own on a loaded TC program (the same kernel program, a new fd), through
+/// a pin that lives only for the call: aya 0.14 makes a program handle from a pin path
+/// only, and a handle owns the links it attaches.
+pub fn duplicate(prog: &mut SchedClassifier, bpffs: &Path, name: &str) -> Result<SchedClassifier> {
+    let path = bpffs.join(format!("{PIN_PREFIX}{}-prog-{name}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    prog.pin(&path)
+        .with_context(|| format!("cannot pin {name} at {}", path.display()))?;
+    let handle = SchedClassifier::from_pin(&path);
+    let unpinned = std::fs::remove_file(&path);
+    let handle = handle.with_context(|| format!("cannot open the pinned {name}"))?;
+    unpinned.with_context(|| format!("cannot remove the pin {}", path.display()))?;
+    Ok(handle)
 }

@@ -1,8 +1,19 @@
-//! A site object: the TC programs on one traced namespace's interfaces, with that
-//! namespace's ring buffer and per-hop counters.
-use anyhow::{Context, Result};
+//! The TC programs on the traced namespaces' interfaces.
+//!
+//! Where the kernel lets a TC program read the namespace of the device it runs on (through
+//! `bpf_probe_read_kernel`, offsets from the kernel's BTF), one object's programs serve
+//! every site and are verified once, whatever the number of namespaces: a verification is
+//! most of what loading for a namespace costs (35-70 ms a program here). Elsewhere each site
+//! loads an object of its own, with its site number as a constant. Either way the maps are
+//! the node object's (see `share`), so userspace reads the counts in one place.
+//!
+//! Each site holds handles of its own on the programs (duplicated program fds), so sites
+//! attach side by side: a TCX attachment waits for an RCU grace period in the kernel
+//! (15-30 ms here), and attaching one namespace after the other added those waits up.
+use std::net::IpAddr;
+
+use anyhow::{anyhow, bail, Context, Result};
 use aya::{
-    maps::{HashMap as BpfHashMap, PerCpuArray},
     programs::{
         tc::{NlOptions, SchedClassifierLinkId, TcAttachOptions},
         LinkOrder, SchedClassifier, TcAttachType,
@@ -10,28 +21,44 @@ use aya::{
     util::KernelVersion,
     Ebpf,
 };
-use std::net::IpAddr;
-use tracer_common::{HopCount, HopKey, COUNTER_HOP_NEW, COUNTER_LOST};
 
-use super::{program, refused, AttachMode, Globals, NodeProbes, Ready, RecordBudget};
+use super::{
+    node::netns_offsets, program, refused, share, AttachMode, Globals, NodeProbes, Ready,
+    RecordBudget,
+};
 use crate::netns::Netns;
 
+/// Where the TC programs are loaded.
+pub enum TcObjects {
+    /// No site is traced yet: the first one to load decides.
+    NotLoaded,
+    /// One object for every site.
+    Shared(Ebpf),
+    /// One object per site, and why not one for all.
+    PerSite(String),
+}
+
+/// The TC side of one site: its handles on the programs and what they attached.
 pub struct Probes {
-    ebpf: Ebpf,
+    /// The ingress and egress programs, as in `TC_PROGRAMS`.
+    programs: Vec<SchedClassifier>,
+    site: u16,
     pub ready: Ready,
     /// Interfaces whose `clsact` qdisc this run (or a killed earlier one) created: removed
     /// at exit when no one else's filter is on it.
     pub owned_clsact: Vec<String>,
     /// TC programs go on as netlink clsact filters (else TCX links).
     netlink: bool,
-    /// Each interface's TC attachments (program name, link), to let go of one interface.
-    tc_links: Vec<(String, &'static str, SchedClassifierLinkId)>,
+    /// Each interface's TC attachments (program index, link), to let go of one interface.
+    tc_links: TcLinks,
+    /// The site's routed interfaces, as told to the programs.
+    l3: Vec<u32>,
 }
 
 pub struct Request<'a> {
     pub netns: &'a Netns,
     pub role: &'static str,
-    /// The site number the node-wide hooks tag this namespace's reports with (from 1).
+    /// The site number the programs tag this namespace's records and counts with (from 1).
     pub site: u16,
     pub mode: AttachMode,
     pub vips: &'a [IpAddr],
@@ -41,18 +68,17 @@ pub struct Request<'a> {
     pub l3_ifindexes: &'a [u32],
     /// Packet records per hop: every packet, none (counts only) or the first N.
     pub budget: RecordBudget,
-    /// Entries of the in-kernel per-hop counter map.
-    pub hop_entries: u32,
     /// Frame bytes copied into each packet record (`--pcap`), 0 for none.
     pub snap_len: u32,
 }
 
-/// The in-kernel counters of one site, as read at one moment.
-#[derive(Debug, Default, Clone)]
-pub struct HopCounts {
-    pub hops: Vec<(HopKey, HopCount)>,
-    /// Hop entries the programs created since the start.
-    pub created: u64,
+impl Request<'_> {
+    /// The globals of an object of TC programs for `site` (0: every site).
+    fn globals(&self, site: u16) -> Globals {
+        let mut g = Globals::new(self.vips, self.client_port.unwrap_or(0), self.budget, site);
+        g.snap_len = self.snap_len;
+        g
+    }
 }
 
 fn tcx_available() -> bool {
@@ -62,87 +88,202 @@ fn tcx_available() -> bool {
 /// Removes TC filters of ours an earlier, killed run left on `iface` (netlink mode only
 /// leaves any); returns how many. Runs inside the namespace.
 fn remove_leftovers(iface: &str) -> usize {
-    [
-        (TcAttachType::Ingress, "meridio_tc_in"),
-        (TcAttachType::Egress, "meridio_tc_out"),
-    ]
-    .into_iter()
-    .filter(|(t, name)| aya::programs::tc::qdisc_detach_program(iface, *t, name).is_ok())
-    .count()
+    TC_PROGRAMS
+        .into_iter()
+        .filter(|(name, t)| aya::programs::tc::qdisc_detach_program(iface, *t, name).is_ok())
+        .count()
+}
+
+/// Loads the object every site shares, or says why it cannot be had: the kernel's BTF
+/// lacks the offsets, or the verifier refuses a TC program that reads kernel memory.
+fn load_shared(req: &Request, node: &NodeProbes) -> Result<TcObjects> {
+    let offsets = match netns_offsets() {
+        Ok(o) => o,
+        Err(why) => {
+            return Ok(TcObjects::PerSite(format!(
+                "no offsets from the kernel BTF ({why})"
+            )))
+        }
+    };
+    let mut globals = req.globals(0);
+    globals.netns_offsets = offsets;
+    let mut ebpf = node.load_sharing(|share| globals.load(|loader| share(loader)))?;
+    Ok(match load_programs(&mut ebpf) {
+        Ok(()) => TcObjects::Shared(ebpf),
+        Err(e) => TcObjects::PerSite(format!("{e:#}")),
+    })
+}
+
+/// Handles of their own on `ebpf`'s loaded TC programs, in `TC_PROGRAMS` order.
+fn handles(ebpf: &mut Ebpf, node: &NodeProbes) -> Result<Vec<SchedClassifier>> {
+    TC_PROGRAMS
+        .iter()
+        .map(|(name, _)| share::duplicate(program(ebpf, name)?, node.bpffs(), name))
+        .collect()
 }
 
 impl Probes {
-    /// Loads a site object sharing `LAST_INGRESS` with `node`, and attaches its TC programs
-    /// to the interfaces asked for.
-    pub fn load(req: &Request, node: &NodeProbes) -> Result<Probes> {
-        let mut globals =
-            Globals::new(req.vips, req.client_port.unwrap_or(0), req.budget, req.site);
-        globals.snap_len = req.snap_len;
-        let mut ebpf = node.load_sharing(|share| {
-            globals.load(|loader| {
-                loader.map_max_entries("HOPS", req.hop_entries);
-                share(loader);
-            })
-        })?;
-        let mut ready = Ready {
-            netns: req.netns.label.clone(),
-            role: req.role,
-            vips: req.vips.to_vec(),
-            vips_from: "--vip",
-            client_port: req.client_port,
-            interfaces: req.interfaces.to_vec(),
-            ..Default::default()
-        };
-        let mut l3: BpfHashMap<_, u32, u8> =
-            BpfHashMap::try_from(ebpf.map_mut("L3_IFACES").context("map L3_IFACES missing")?)?;
-        for ifindex in req.l3_ifindexes {
-            l3.insert(ifindex, 1, 0)?;
+    /// Gets the site its handles on the TC programs: the shared object's (loaded by the
+    /// first site, where the kernel allows it), else those of an object of its own. Makes
+    /// the site known to the programs; attaching is `attach`'s.
+    pub fn load(req: &Request, node: &mut NodeProbes) -> Result<Probes> {
+        if matches!(node.tc, TcObjects::NotLoaded) {
+            node.tc = load_shared(req, node)?;
+            if let TcObjects::PerSite(why) = &node.tc {
+                node.ready.unavailable.push((
+                    "tc programs shared by every namespace".into(),
+                    format!("{why}; loaded once per namespace instead"),
+                ));
+            }
         }
-
+        let programs = match std::mem::replace(&mut node.tc, TcObjects::NotLoaded) {
+            TcObjects::Shared(mut ebpf) => {
+                let handles = handles(&mut ebpf, node);
+                node.tc = TcObjects::Shared(ebpf);
+                handles?
+            }
+            per_site => {
+                node.tc = per_site;
+                let globals = req.globals(req.site);
+                let mut ebpf = node.load_sharing(|share| globals.load(|loader| share(loader)))?;
+                load_programs(&mut ebpf)?;
+                // The programs keep the maps they use; the object itself can go.
+                handles(&mut ebpf, node)?
+            }
+        };
         let netlink = match req.mode {
             AttachMode::Auto => !tcx_available(),
             AttachMode::Tcx if !tcx_available() => {
-                anyhow::bail!("--attach tcx needs a kernel >= 6.6; use --attach netlink")
+                bail!("--attach tcx needs a kernel >= 6.6; use --attach netlink")
             }
             AttachMode::Tcx => false,
             AttachMode::Netlink => true,
         };
-        let (owned_clsact, tc_links) = match attach_tc(&mut ebpf, req, netlink, &mut ready) {
-            Ok(attached) => attached,
-            Err(e) => {
-                // What did attach goes with the object, from inside the namespace (where
-                // netlink filters must be removed).
-                let _ = req.netns.run(move || drop(ebpf));
-                return Err(e);
-            }
-        };
+        // Before anything is attached: the shared programs find the site by namespace.
+        node.watch_netns(req.netns, req.site)?;
+        node.set_l3(req.site, req.l3_ifindexes, true)?;
         Ok(Probes {
-            ebpf,
-            ready,
-            owned_clsact,
+            programs,
+            site: req.site,
+            ready: Ready {
+                netns: req.netns.label.clone(),
+                role: req.role,
+                vips: req.vips.to_vec(),
+                vips_from: "--vip",
+                client_port: req.client_port,
+                interfaces: req.interfaces.to_vec(),
+                ..Default::default()
+            },
+            owned_clsact: Vec::new(),
             netlink,
-            tc_links,
+            tc_links: Vec::new(),
+            l3: req.l3_ifindexes.to_vec(),
         })
     }
 
-    /// Attaches both TC programs to an interface that appeared while tracing.
-    pub fn attach_iface(&mut self, ns: &Netns, iface: &str, l3_ifindexes: &[u32]) -> Result<()> {
-        let mut l3: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
-            self.ebpf
-                .map_mut("L3_IFACES")
-                .context("map L3_IFACES missing")?,
-        )?;
-        for ifindex in l3_ifindexes {
-            l3.insert(ifindex, 1, 0)?;
+    /// Attaches both programs to every interface of the site, all or nothing: on failure
+    /// what did attach is detached again. Needs nothing but the site, so sites attach side
+    /// by side.
+    pub fn attach(&mut self, ns: &Netns, interfaces: &[String]) -> Result<()> {
+        let netlink = self.netlink;
+        let prepared: Vec<(usize, bool)> = ns.run(|| {
+            interfaces
+                .iter()
+                .map(|iface| {
+                    let removed = remove_leftovers(iface);
+                    // EEXIST (someone's clsact already there) is fine: we add filters to it.
+                    let created = netlink && aya::programs::tc::qdisc_add_clsact(iface).is_ok();
+                    (removed, created)
+                })
+                .collect()
+        })?;
+        // One thread per program, each entering the namespace once (entering it per
+        // attachment cost more than the attachments), so the RCU waits of the ingress and
+        // egress attachments overlap.
+        let attached: Vec<(TcLinks, Option<anyhow::Error>)> = std::thread::scope(|scope| {
+            let threads: Vec<_> = self
+                .programs
+                .iter_mut()
+                .zip(TC_PROGRAMS)
+                .enumerate()
+                .map(|(index, (prog, (_, attach_type)))| {
+                    scope.spawn(move || {
+                        let mut links = Vec::new();
+                        let entered = ns.run(|| {
+                            for iface in interfaces {
+                                let link =
+                                    attach_one_tc(prog, &ns.label, iface, attach_type, netlink)?;
+                                links.push((iface.clone(), index, link));
+                            }
+                            Ok::<_, anyhow::Error>(())
+                        });
+                        let error = match entered {
+                            Ok(Ok(())) => None,
+                            Ok(Err(e)) | Err(e) => Some(e),
+                        };
+                        (links, error)
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| {
+                    t.join().unwrap_or_else(|_| {
+                        (Vec::new(), Some(anyhow!("an attach thread panicked")))
+                    })
+                })
+                .collect()
+        });
+        let mut error = None;
+        for (links, e) in attached {
+            self.tc_links.extend(links);
+            error = error.or(e);
         }
-        if self.netlink {
+        if let Some(e) = error {
+            let links = std::mem::take(&mut self.tc_links);
+            self.detach_links(ns, links);
+            return Err(e);
+        }
+        for (iface, (removed, created)) in interfaces.iter().zip(prepared) {
+            if removed > 0 {
+                self.ready.notes.push(format!(
+                    "removed {removed} tc filter(s) an earlier, killed run left on {iface}"
+                ));
+            }
+            // A clsact found holding our leftovers was that run's: ours to clean up now.
+            if created || removed > 0 {
+                self.owned_clsact.push(iface.clone());
+            }
+        }
+        let mode = if netlink { "netlink clsact" } else { "tcx" };
+        for (iface, index, _) in &self.tc_links {
+            let (_, t) = TC_PROGRAMS[*index];
+            self.ready
+                .hooks
+                .push(format!("tc:{iface}/{} ({mode})", dir_name(t)));
+        }
+        Ok(())
+    }
+
+    /// Attaches both TC programs to an interface that appeared while tracing.
+    pub fn attach_iface(
+        &mut self,
+        ns: &Netns,
+        iface: &str,
+        l3_ifindexes: &[u32],
+        node: &mut NodeProbes,
+    ) -> Result<()> {
+        node.set_l3(self.site, l3_ifindexes, true)?;
+        self.l3.extend_from_slice(l3_ifindexes);
+        let netlink = self.netlink;
+        if netlink {
             ns.run(|| aya::programs::tc::qdisc_add_clsact(iface).is_ok())?;
         }
-        for (name, attach_type) in TC_PROGRAMS {
-            let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
-            let netlink = self.netlink;
+        for (index, (prog, (_, attach_type))) in
+            self.programs.iter_mut().zip(TC_PROGRAMS).enumerate()
+        {
             let link = ns.run(|| attach_one_tc(prog, &ns.label, iface, attach_type, netlink))??;
-            self.tc_links.push((iface.to_string(), name, link));
+            self.tc_links.push((iface.to_string(), index, link));
         }
         Ok(())
     }
@@ -154,152 +295,56 @@ impl Probes {
             .into_iter()
             .partition(|(i, _, _)| i == iface);
         self.tc_links = keep;
-        for (_, name, link) in gone {
-            let Ok(prog) = program::<SchedClassifier>(&mut self.ebpf, name) else {
-                continue;
-            };
-            if let Ok(Err(e)) = ns.run(|| prog.detach(link)) {
-                log::debug!("detaching {name} from {iface}: {e}");
+        self.detach_links(ns, gone);
+    }
+
+    /// Closes `links` from inside the namespace (netlink filters must be removed from
+    /// there); failures (the device is gone) are logged.
+    fn detach_links(&mut self, ns: &Netns, links: TcLinks) {
+        let programs = &mut self.programs;
+        let _ = ns.run(|| {
+            for (iface, index, link) in links {
+                if let Err(e) = programs[index].detach(link) {
+                    log::debug!("detaching {} from {iface}: {e}", TC_PROGRAMS[index].0);
+                }
             }
-        }
+        });
     }
 
-    /// Records the programs could not write because the ring buffer was full.
-    pub fn lost(&self) -> Result<u64> {
-        self.counter(COUNTER_LOST)
-    }
-
-    fn counter(&self, index: u32) -> Result<u64> {
-        let counters: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.ebpf.map("COUNTERS").context("map COUNTERS missing")?)?;
-        Ok(counters.get(&index, 0)?.iter().sum())
-    }
-
-    /// Every hop the kernel counts now, with the creation and budget counters.
-    pub fn hop_counts(&self) -> Result<HopCounts> {
-        let map: BpfHashMap<_, HopKey, HopCount> =
-            BpfHashMap::try_from(self.ebpf.map("HOPS").context("map HOPS missing")?)?;
-        let hops = map.iter().filter_map(Result::ok).collect();
-        Ok(HopCounts {
-            hops,
-            created: self.counter(COUNTER_HOP_NEW)?,
-        })
-    }
-
-    /// Forgets the counts of hops whose flows were summarised, so the map holds live flows
-    /// only. Returns how many entries were still there to delete.
-    pub fn forget_hops(&mut self, keys: &[HopKey]) -> Result<u64> {
-        let mut map: BpfHashMap<_, HopKey, HopCount> =
-            BpfHashMap::try_from(self.ebpf.map_mut("HOPS").context("map HOPS missing")?)?;
-        Ok(keys.iter().filter(|k| map.remove(k).is_ok()).count() as u64)
-    }
-
-    /// Detaches everything from inside the traced namespace (netlink-attached filters must
-    /// be removed from there) by dropping the programs on a thread in it.
-    pub fn detach(self, ns: &Netns) -> Result<()> {
-        let ebpf = self.ebpf;
-        ns.run(move || drop(ebpf))
+    /// Detaches everything from inside the traced namespace by dropping the site's
+    /// handles there (their links go with them), and forgets its routed interfaces.
+    pub fn detach(self, ns: &Netns, node: &mut NodeProbes) -> Result<()> {
+        let _ = node.set_l3(self.site, &self.l3, false);
+        let programs = self.programs;
+        ns.run(move || drop(programs))
     }
 }
 
-type TcLinks = Vec<(String, &'static str, SchedClassifierLinkId)>;
+/// (interface, index in `TC_PROGRAMS`, link).
+type TcLinks = Vec<(String, usize, SchedClassifierLinkId)>;
 
 const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
     ("meridio_tc_in", TcAttachType::Ingress),
     ("meridio_tc_out", TcAttachType::Egress),
 ];
 
-/// Attaches both TC programs to every interface; returns the interfaces whose clsact
-/// qdisc is ours to remove at exit, and the links. Everything that happens inside the
-/// namespace happens on one thread that entered it once: entering it per attachment cost
-/// more than the attachments.
-fn attach_tc(
-    ebpf: &mut Ebpf,
-    req: &Request,
-    netlink: bool,
-    ready: &mut Ready,
-) -> Result<(Vec<String>, TcLinks)> {
-    let prepared: Vec<(usize, bool)> = req.netns.run(|| {
-        req.interfaces
-            .iter()
-            .map(|iface| {
-                let removed = remove_leftovers(iface);
-                // EEXIST (someone's clsact already there) is fine: we add filters to it.
-                let created = netlink && aya::programs::tc::qdisc_add_clsact(iface).is_ok();
-                (removed, created)
-            })
-            .collect()
-    })?;
-    // The ingress and egress programs are loaded and attached side by side, one thread
-    // each: verification is most of a site's start-up and runs on the loading thread's
-    // CPU, and each TCX attachment waits for an RCU grace period in the kernel
-    // (milliseconds on a busy node), so the waits overlap too.
+/// Loads (verifies) both TC programs of an object side by side, one thread each:
+/// verification runs on the loading thread's CPU.
+fn load_programs(ebpf: &mut Ebpf) -> Result<()> {
     let mut programs: Vec<(&str, &mut aya::programs::Program)> = ebpf
         .programs_mut()
         .filter(|(name, _)| TC_PROGRAMS.iter().any(|(n, _)| n == name))
         .collect();
-    let attached: Vec<Result<TcLinks>> = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let threads: Vec<_> = programs
             .iter_mut()
-            .map(|(name, prog)| {
-                let (name, attach_type) = *TC_PROGRAMS
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .expect("filtered above");
-                scope.spawn(move || -> Result<TcLinks> {
-                    let prog = load_tc(name, prog)?;
-                    req.netns.run(|| {
-                        req.interfaces
-                            .iter()
-                            .map(|iface| {
-                                let link = attach_one_tc(
-                                    prog,
-                                    &req.netns.label,
-                                    iface,
-                                    attach_type,
-                                    netlink,
-                                )?;
-                                Ok((iface.clone(), name, link))
-                            })
-                            .collect()
-                    })?
-                })
-            })
+            .map(|(name, prog)| scope.spawn(move || load_tc(name, prog).map(|_| ())))
             .collect();
-        threads
-            .into_iter()
-            .map(|t| {
-                t.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("an attach thread panicked")))
-            })
-            .collect()
-    });
-    let mut links = Vec::new();
-    for a in attached {
-        links.extend(a?);
-    }
-    let mut owned_clsact = Vec::new();
-    for (iface, (removed, created)) in req.interfaces.iter().zip(prepared) {
-        if removed > 0 {
-            ready.notes.push(format!(
-                "removed {removed} tc filter(s) an earlier, killed run left on {iface}"
-            ));
-        }
-        // A clsact found holding our leftovers was that run's: ours to clean up now.
-        if created || removed > 0 {
-            owned_clsact.push(iface.clone());
-        }
-    }
-    let mode = if netlink { "netlink clsact" } else { "tcx" };
-    for (iface, name, _) in &links {
-        let attach_type = TC_PROGRAMS.iter().find(|(n, _)| n == name).map(|(_, t)| *t);
-        if let Some(t) = attach_type {
-            ready
-                .hooks
-                .push(format!("tc:{iface}/{} ({mode})", dir_name(t)));
-        }
-    }
-    Ok((owned_clsact, links))
+        threads.into_iter().try_for_each(|t| {
+            t.join()
+                .unwrap_or_else(|_| Err(anyhow!("a loading thread panicked")))
+        })
+    })
 }
 
 /// Attaches one program to one interface; runs inside the interface's namespace.

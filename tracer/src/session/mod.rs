@@ -5,7 +5,10 @@
 //! ([`reorder`]) on their way from the ring to the flow table.
 mod reorder;
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use anyhow::{bail, Result};
 use aya::maps::{MapData, RingBuf};
@@ -90,9 +93,6 @@ struct Site {
     neighbours_read: std::time::Instant,
     /// The change watcher's connection (its messages feed the session's stream).
     watch_task: Option<ConnTask>,
-    /// Counter-map entries this run deleted (flows that ended): with the entries created
-    /// and those present, what the LRU map evicted.
-    hops_forgotten: u64,
 }
 
 /// Neighbours and the FDB are kept current from notifications; a MAC they still do not
@@ -122,9 +122,8 @@ impl Site {
 
     /// Detaches from inside the namespace and removes a clsact qdisc that was ours.
     async fn close(mut self, node: &mut NodeProbes) {
-        node.unwatch_netns(self.inode);
         let owned_clsact = std::mem::take(&mut self.probes.owned_clsact);
-        if let Err(e) = self.probes.detach(&self.ns) {
+        if let Err(e) = self.probes.detach(&self.ns, node) {
             log::warn!("detaching from {}: {e:#}", self.label);
         }
         for iface in owned_clsact {
@@ -134,6 +133,7 @@ impl Site {
                 }
             }
         }
+        node.unwatch_netns(self.inode);
     }
 }
 
@@ -204,6 +204,7 @@ fn node_request(args: &Args) -> NodeRequest<'_> {
         fib_hook: args.fib_hook,
         hash_hook: args.hash_hook,
         hooks: &args.hooks,
+        hop_entries: args.hop_entries,
     }
 }
 
@@ -240,8 +241,8 @@ async fn inspect_site(t: SiteSpec) -> Result<InspectedSite> {
     })
 }
 
-/// Attaches to one inspected namespace as site `index` (tagged `index + 1` by the
-/// node-wide hooks).
+/// Makes one inspected namespace site `index` (tagged `index + 1` by the programs), its
+/// TC programs loaded but not yet attached (`attach_sites`).
 fn open_site(args: &Args, i: InspectedSite, index: usize, node: &mut NodeProbes) -> Result<Site> {
     let InspectedSite {
         spec: t,
@@ -262,7 +263,6 @@ fn open_site(args: &Args, i: InspectedSite, index: usize, node: &mut NodeProbes)
             interfaces: &interfaces,
             l3_ifindexes: &l3_ifindexes(&state, &interfaces),
             budget: args.records,
-            hop_entries: args.hop_entries,
             snap_len: if args.pcap.is_some() {
                 args.snap_len
             } else {
@@ -271,10 +271,6 @@ fn open_site(args: &Args, i: InspectedSite, index: usize, node: &mut NodeProbes)
         },
         node,
     )?;
-    if let Err(e) = node.watch_netns(&t.netns, site) {
-        // Not fatal: the site is traced, only its drops are not.
-        log::warn!("drops in {} will not be reported: {e:#}", t.label);
-    }
     let (_, inode) = t.netns.id()?;
     if args.vips_discovered {
         probes.ready.vips_from = "discovery";
@@ -291,7 +287,27 @@ fn open_site(args: &Args, i: InspectedSite, index: usize, node: &mut NodeProbes)
         attached: interfaces.into_iter().collect(),
         neighbours_read: std::time::Instant::now(),
         watch_task: None,
-        hops_forgotten: 0,
+    })
+}
+
+/// Attaches the TC programs of every site, the sites side by side (each TCX attachment
+/// waits for an RCU grace period; one site after the other, those waits added up to
+/// most of a whole path's start-up). The first error is returned; the sites that did
+/// attach stay attached, for their `close`.
+fn attach_sites(sites: &mut [Site]) -> Result<()> {
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = sites
+            .iter_mut()
+            .map(|site| {
+                let interfaces: Vec<String> = site.attached.iter().cloned().collect();
+                let (probes, ns) = (&mut site.probes, &site.ns);
+                scope.spawn(move || probes.attach(ns, &interfaces))
+            })
+            .collect();
+        threads.into_iter().try_for_each(|t| {
+            t.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("an attach thread panicked")))
+        })
     })
 }
 
@@ -379,23 +395,15 @@ struct Session<'a> {
     watchers: SelectAll<futures::stream::BoxStream<'static, (usize, Option<NeighbourUpdate>)>>,
     tx: mpsc::Sender<Batch>,
     stop: watch::Receiver<bool>,
-    lost_seen: LostSeen,
-    /// Per site: counter entries the kernel evicted (map full).
-    hops_evicted: Vec<u64>,
+    /// Records the programs could not write into the ring, reported so far.
+    lost_reported: u64,
+    /// Counter entries the kernel evicted (map full), as last read.
+    hops_evicted: u64,
     /// (ts, site, event) waiting for the reorder window.
     pending: Reorder,
     /// Kernel time of the newest event processed: flows expire against it while events
     /// wait, so a stalled reader never ends a flow whose packets are still queued.
     watermark: u64,
-}
-
-/// Records the programs could not write into the ring, as last read from each object's own
-/// counter (the node object's and each site's), and the total reported so far.
-#[derive(Default)]
-struct LostSeen {
-    node: u64,
-    sites: Vec<u64>,
-    reported: u64,
 }
 
 impl Session<'_> {
@@ -417,8 +425,6 @@ impl Session<'_> {
         );
         site.watch_task = Some(watcher.task);
         self.sites.push(Some(site));
-        self.lost_seen.sites.push(0);
-        self.hops_evicted.push(0);
         Ok(())
     }
 
@@ -548,7 +554,10 @@ impl Session<'_> {
         }
         for new in now.difference(&site.attached).cloned().collect::<Vec<_>>() {
             let l3 = l3_ifindexes(&site.state, std::slice::from_ref(&new));
-            match site.probes.attach_iface(&site.ns, &new, &l3) {
+            match site
+                .probes
+                .attach_iface(&site.ns, &new, &l3, &mut self.node)
+            {
                 Ok(()) => {
                     site.attached.insert(new.clone());
                     let c = Change::Attached {
@@ -605,7 +614,11 @@ impl Session<'_> {
         let (role, name) = (spec.role, spec.label.clone());
         let index = self.sites.len();
         let inspected = inspect_site(spec).await?;
-        let site = open_site(self.args, inspected, index, &mut self.node)?;
+        let mut site = open_site(self.args, inspected, index, &mut self.node)?;
+        if let Err(e) = attach_sites(std::slice::from_mut(&mut site)) {
+            site.close(&mut self.node).await;
+            return Err(e);
+        }
         let watcher = Watcher::start(&site.ns)?;
         let c = Change::Netns {
             added: true,
@@ -618,54 +631,49 @@ impl Session<'_> {
 
     /// Reads every site's kernel counters into the flow table.
     fn absorb_counts(&mut self) {
-        for (index, site) in self.sites.iter_mut().enumerate() {
-            let Some(site) = site else { continue };
-            match site.probes.hop_counts() {
-                Ok(c) => {
-                    let live = c.hops.len() as u64;
-                    self.flows.absorb(&site.view(index), &c.hops);
-                    let evicted = c
-                        .created
-                        .saturating_sub(site.hops_forgotten)
-                        .saturating_sub(live);
-                    self.hops_evicted[index] = evicted;
-                }
-                Err(e) => log::warn!("could not read the counters of {}: {e:#}", site.label),
+        let counts = match self.node.hop_counts() {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("could not read the per-hop counters: {e:#}");
+                return;
+            }
+        };
+        self.hops_evicted = counts.evicted;
+        let mut by_site: BTreeMap<u16, Vec<_>> = BTreeMap::new();
+        for hop in counts.hops {
+            by_site.entry(hop.0.site).or_default().push(hop);
+        }
+        for (number, hops) in by_site {
+            // Site numbers count from 1 (0 is the node object's).
+            let index = usize::from(number).wrapping_sub(1);
+            if let Some(Some(site)) = self.sites.get(index) {
+                self.flows.absorb(&site.view(index), &hops);
             }
         }
     }
 
     /// Deletes the counter entries of flows that were summarised.
     fn forget_ended(&mut self) {
-        let mut by_site: std::collections::HashMap<usize, Vec<tracer_common::HopKey>> =
-            Default::default();
-        for (i, k) in self.flows.take_ended_hops() {
-            by_site.entry(i).or_default().push(k);
+        let keys: Vec<_> = self
+            .flows
+            .take_ended_hops()
+            .into_iter()
+            .map(|(_, k)| k)
+            .collect();
+        if keys.is_empty() {
+            return;
         }
-        for (i, keys) in by_site {
-            let Some(Some(site)) = self.sites.get_mut(i) else {
-                continue;
-            };
-            match site.probes.forget_hops(&keys) {
-                Ok(n) => site.hops_forgotten += n,
-                Err(e) => log::warn!("could not forget counters in {}: {e:#}", site.label),
-            }
+        if let Err(e) = self.node.forget_hops(&keys) {
+            log::warn!("could not forget per-hop counters: {e:#}");
         }
     }
 
-    /// Reports the records lost since the last report, over every object's programs (a site
-    /// that went away keeps the count it had).
+    /// Reports the records lost since the last report (one counter for every program).
     fn report_loss(&mut self) -> Result<()> {
-        self.lost_seen.node = self.node.lost()?;
-        for (i, site) in self.sites.iter().enumerate() {
-            if let Some(site) = site {
-                self.lost_seen.sites[i] = site.probes.lost()?;
-            }
-        }
-        let total = self.lost_seen.node + self.lost_seen.sites.iter().sum::<u64>();
-        if total > self.lost_seen.reported {
-            self.out.lost(total - self.lost_seen.reported, total);
-            self.lost_seen.reported = total;
+        let total = self.node.lost()?;
+        if total > self.lost_reported {
+            self.out.lost(total - self.lost_reported, total);
+            self.lost_reported = total;
         }
         Ok(())
     }
@@ -742,16 +750,25 @@ pub async fn run(args: Args, sites: Sites) -> Result<()> {
     );
     release_freed_heap();
     let mut opened = Vec::new();
+    let mut failed = None;
     for i in inspected {
         match open_site(&args, i, opened.len(), &mut node) {
             Ok(site) => opened.push(site),
             Err(e) => {
-                for site in opened {
-                    site.close(&mut node).await;
-                }
-                return Err(e);
+                failed = Some(e);
+                break;
             }
         }
+    }
+    if failed.is_none() {
+        log::debug!("start-up: programs loaded at {:?}", started.elapsed());
+        failed = attach_sites(&mut opened).err();
+    }
+    if let Some(e) = failed {
+        for site in opened {
+            site.close(&mut node).await;
+        }
+        return Err(e);
     }
     log::debug!(
         "start-up: {} site(s) attached at {:?}",
@@ -791,8 +808,8 @@ pub async fn run(args: Args, sites: Sites) -> Result<()> {
         watchers: SelectAll::new(),
         tx,
         stop,
-        lost_seen: LostSeen::default(),
-        hops_evicted: Vec::new(),
+        lost_reported: 0,
+        hops_evicted: 0,
         pending: Reorder::default(),
         watermark: 0,
     };
@@ -835,7 +852,7 @@ pub async fn run(args: Args, sites: Sites) -> Result<()> {
             log::warn!("could not re-read {} for the summary: {e:#}", site.label);
         }
     }
-    let evicted: u64 = s.hops_evicted.iter().sum();
+    let evicted = s.hops_evicted;
     if evicted > 0 {
         s.out.evicted(evicted);
     }

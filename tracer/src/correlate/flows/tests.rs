@@ -420,6 +420,8 @@ fn counted(ifindex: u32, dir: u8, egress: bool, eth_dst: Mac, packets: u64) -> (
         eth_dst,
         proto: tracer_common::PROTO_TCP,
         dir,
+        site: 1,
+        _pad: 0,
     };
     let count = HopCount {
         packets,
