@@ -466,7 +466,7 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
         _pad: 0,
     };
     // SAFETY: presence test only.
-    let l3_iface = unsafe { L3_IFACES.get(&iface).is_some() };
+    let l3_iface = unsafe { L3_IFACES.get(iface).is_some() };
     let eth_dst: [u8; 6] = rd(ctx, 0)?;
     // The routed hop's count is kept per next-hop: its Ethernet destination is the key.
     if dir == DIR_EGRESS && l3_iface {
