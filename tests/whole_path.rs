@@ -60,7 +60,21 @@ fn one_flow_is_one_timeline_through_frontend_proxy_and_target() {
     else {
         return;
     };
-    let lab = lab_up("w1-");
+    one_flow("w1-", &[]);
+}
+
+/// The same with the TC programs loaded once per namespace (the fallback for kernels that
+/// do not let a TC program read its device's namespace).
+#[test]
+fn one_flow_with_tc_programs_per_namespace() {
+    let Some(_serial) = root_or_skip("one_flow_with_tc_programs_per_namespace") else {
+        return;
+    };
+    one_flow("w5-", &["--tc-programs", "per-namespace"]);
+}
+
+fn one_flow(prefix: &str, extra: &[&str]) {
+    let lab = lab_up(prefix);
     let _listener = lab.listen().unwrap();
     let port = 35951;
     let vip = IpAddr::V4(VIP4);
@@ -69,7 +83,9 @@ fn one_flow_is_one_timeline_through_frontend_proxy_and_target() {
         lab.add_frontend_ingress_counter(fe, "in", vip, port)
             .unwrap();
     }
-    let tracer = whole_path("w1-", &["--port", "35951"]);
+    let mut args = vec!["--port", "35951"];
+    args.extend_from_slice(extra);
+    let tracer = whole_path(prefix, &args);
     // The node-wide hooks are loaded once whatever the number of namespaces; the TC
     // programs once for all where the kernel lets them find a packet's namespace (the
     // ready record says when it does not), else once per namespace (at least 4 here: two
@@ -113,8 +129,12 @@ fn one_flow_is_one_timeline_through_frontend_proxy_and_target() {
         .iter()
         .map(|r| r["netns"].as_str().unwrap())
         .collect();
-    for want in ["w1-proxy-a", "w1-lbfe-a", "w1-lbfe-b", "w1-target-a-1"] {
-        assert!(ready.contains(&want), "{want} not traced: {ready:?}");
+    for role in ["proxy-a", "lbfe-a", "lbfe-b", "target-a-1"] {
+        let want = format!("{prefix}{role}");
+        assert!(
+            ready.contains(&want.as_str()),
+            "{want} not traced: {ready:?}"
+        );
     }
     let carried = |name: &str| -> Role {
         let used: Vec<Role> = FRONTENDS

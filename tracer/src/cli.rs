@@ -5,7 +5,7 @@ use std::{collections::HashSet, net::IpAddr, time::Duration};
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
-pub use crate::bpf::{AttachMode, FibHook, HashHook, HookFamily, RecordBudget};
+pub use crate::bpf::{AttachMode, FibHook, HashHook, HookFamily, RecordBudget, TcPrograms};
 
 /// Follow Meridio VIP flows through a proxy pod's network namespace, hop by hop, and name
 /// the ECMP next-hop (stateless-lb-frontend) the kernel really sent them to.
@@ -93,8 +93,9 @@ pub struct Args {
     #[arg(long, value_name = "all|none|N", default_value = "all", value_parser = parse_budget)]
     pub records: RecordBudget,
 
-    /// Size of the in-kernel per-hop counter map (an LRU map: when full, the oldest hops
-    /// are evicted and the summary says so). About 100 bytes an entry.
+    /// Size of the in-kernel per-hop counter map, one for every traced namespace (an LRU
+    /// map: when full, the oldest hops are evicted and the summary says so). About 100
+    /// bytes an entry.
     #[arg(long, value_name = "ENTRIES", default_value_t = tracer_common::HOPS_DEFAULT_ENTRIES,
           value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
     pub hop_entries: u32,
@@ -110,6 +111,12 @@ pub struct Args {
     /// that was killed).
     #[arg(long, value_enum, default_value = "auto")]
     pub attach: AttachMode,
+
+    /// How often the TC programs are loaded: once for every traced namespace where the
+    /// kernel lets them tell namespaces apart, else once per namespace; or once per
+    /// namespace anyway (to compare, or to test that fallback).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub tc_programs: TcPrograms,
 
     /// Which hook reads the kernel's multipath hash: fexit where the kernel allows it, else
     /// a kretprobe (auto); one kind only (to test each on a kernel that has both); or none.

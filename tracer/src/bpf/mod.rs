@@ -130,6 +130,15 @@ pub enum AttachMode {
     Netlink,
 }
 
+/// How often the TC programs are loaded (`--tc-programs`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcPrograms {
+    /// Once for every site where the kernel allows it, else once per site.
+    Auto,
+    /// Once per site.
+    PerNamespace,
+}
+
 /// How the route lookups are hooked (`--fib-hook`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FibHook {

@@ -24,7 +24,7 @@ use aya::{
 
 use super::{
     node::netns_offsets, program, refused, share, AttachMode, Globals, NodeProbes, Ready,
-    RecordBudget,
+    RecordBudget, TcPrograms,
 };
 use crate::netns::Netns;
 
@@ -61,6 +61,7 @@ pub struct Request<'a> {
     /// The site number the programs tag this namespace's records and counts with (from 1).
     pub site: u16,
     pub mode: AttachMode,
+    pub sharing: TcPrograms,
     pub vips: &'a [IpAddr],
     pub client_port: Option<u16>,
     pub interfaces: &'a [String],
@@ -128,7 +129,12 @@ impl Probes {
     /// the site known to the programs; attaching is `attach`'s.
     pub fn load(req: &Request, node: &mut NodeProbes) -> Result<Probes> {
         if matches!(node.tc, TcObjects::NotLoaded) {
-            node.tc = load_shared(req, node)?;
+            node.tc = match req.sharing {
+                TcPrograms::Auto => load_shared(req, node)?,
+                TcPrograms::PerNamespace => {
+                    TcObjects::PerSite("not tried (--tc-programs per-namespace)".into())
+                }
+            };
             if let TcObjects::PerSite(why) = &node.tc {
                 node.ready.unavailable.push((
                     "tc programs shared by every namespace".into(),

@@ -258,6 +258,7 @@ fn open_site(args: &Args, i: InspectedSite, index: usize, node: &mut NodeProbes)
             role: t.role.as_str(),
             site,
             mode: args.attach,
+            sharing: args.tc_programs,
             vips: &args.vips,
             client_port: args.port,
             interfaces: &interfaces,
@@ -290,21 +291,32 @@ fn open_site(args: &Args, i: InspectedSite, index: usize, node: &mut NodeProbes)
     })
 }
 
-/// Attaches the TC programs of every site, the sites side by side (each TCX attachment
-/// waits for an RCU grace period; one site after the other, those waits added up to
-/// most of a whole path's start-up). The first error is returned; the sites that did
-/// attach stay attached, for their `close`.
+/// Attaches the TC programs of every site, a few sites side by side. The kernel lets only
+/// one TCX attachment at a time through (each waits for an RCU grace period under the RTNL
+/// lock), so more threads buy nothing there; a few overlap the rest (entering the
+/// namespace, netlink requests) with those waits. The first error is returned; the sites
+/// that did attach stay attached, for their `close`.
 fn attach_sites(sites: &mut [Site]) -> Result<()> {
+    const WORKERS: usize = 4;
+    let workers = WORKERS.min(sites.len());
+    let queue = std::sync::Mutex::new(sites.iter_mut());
     std::thread::scope(|scope| {
-        let threads: Vec<_> = sites
-            .iter_mut()
-            .map(|site| {
-                let interfaces: Vec<String> = site.attached.iter().cloned().collect();
-                let (probes, ns) = (&mut site.probes, &site.ns);
-                scope.spawn(move || probes.attach(ns, &interfaces))
+        let workers: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let next = queue
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .next();
+                        let Some(site) = next else { return Ok(()) };
+                        let interfaces: Vec<String> = site.attached.iter().cloned().collect();
+                        site.probes.attach(&site.ns, &interfaces)?;
+                    }
+                })
             })
             .collect();
-        threads.into_iter().try_for_each(|t| {
+        workers.into_iter().try_for_each(|t| {
             t.join()
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("an attach thread panicked")))
         })
