@@ -14,8 +14,8 @@ use std::{
 };
 
 use lab::{Lab, Role, VIP4};
-use serde_json::Value;
 use support::{lab_up, root_or_skip, PipedTracer};
+use tracer::records::{self, Record};
 
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 100, 150);
 /// The flood's ports: from VIP:FLOOD_SPORT to the gateway's FLOOD_DPORT, one flow.
@@ -69,20 +69,20 @@ fn flood(lab: &Lab) -> u64 {
 
 #[derive(Default)]
 struct Kept {
-    summaries: Vec<Value>,
-    lost: Vec<Value>,
+    summaries: Vec<records::Flow>,
+    lost: Vec<records::Lost>,
     /// Per-packet records of the flood flow (hops), counted, not kept.
     flood_hops: u64,
 }
 
-/// Summaries name the client port, hops the packet's ports (the flood goes to the client).
-fn is_flood(v: &Value) -> bool {
-    v["proto"] == "udp" && (v["client_port"] == FLOOD_DPORT || v["dport"] == FLOOD_DPORT)
+/// The flood's flow (the flood goes to the client port).
+fn is_flood(k: &records::FlowKey) -> bool {
+    k.proto == "udp" && k.client_port == FLOOD_DPORT
 }
 
 /// Floods through a paused tracer started with `extra` args, then compares its summary of
 /// the flood's flow with the frontends' counters.
-fn flood_counts_match(prefix: &str, extra: &[&str]) -> (Value, Kept) {
+fn flood_counts_match(prefix: &str, extra: &[&str]) -> (records::Flow, Kept) {
     let lab = lab_up(prefix);
     arm_truth(&lab);
     let kept = Arc::new(Mutex::new(Kept::default()));
@@ -91,14 +91,13 @@ fn flood_counts_match(prefix: &str, extra: &[&str]) -> (Value, Kept) {
     let mut args = vec!["--json", "--netns", &proxy, "--vip", "20.0.0.1"];
     args.extend_from_slice(extra);
     let tracer = PipedTracer::start(&args, move |line| {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            return;
-        };
+        let line: records::Line = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a tracer record ({e}): {line}"));
         let mut k = k.lock().unwrap();
-        match v["type"].as_str() {
-            Some("flow") if is_flood(&v) => k.summaries.push(v),
-            Some("lost") => k.lost.push(v),
-            Some("hop") if is_flood(&v) => k.flood_hops += 1,
+        match line.record {
+            Record::Flow(f) if is_flood(&f.flow) => k.summaries.push(f),
+            Record::Lost(l) => k.lost.push(l),
+            Record::Hop(h) if h.proto == "udp" && h.dport == FLOOD_DPORT => k.flood_hops += 1,
             _ => {}
         }
     });
@@ -128,22 +127,22 @@ fn flood_counts_match(prefix: &str, extra: &[&str]) -> (Value, Kept) {
         k.summaries
     );
     let s = k.summaries[0].clone();
-    eprintln!("{prefix}: summary {s}");
-    assert_eq!(s["counted"], true, "{s}");
+    eprintln!("{prefix}: summary {s:?}");
+    assert!(s.counted, "{s:?}");
     assert_eq!(
-        s["egress"]["packets"].as_u64(),
-        Some(a + b),
+        s.egress.packets,
+        a + b,
         "the summary's egress packets against the frontends' counters ({a} + {b})"
     );
     // Per next-hop: the frontend whose counter moved is the next-hop, with its exact count.
     let by_frontend = [(Role::FrontendA, a), (Role::FrontendB, b)];
-    for nh in s["egress"]["nexthops"].as_array().unwrap() {
-        let ip: std::net::IpAddr = nh["nexthop"].as_str().unwrap().parse().unwrap();
+    for nh in &s.egress.nexthops {
+        let ip = nh.nexthop.expect("a next-hop taken names its address");
         let (_, want) = by_frontend
             .iter()
             .find(|(r, _)| lab.frontend_conduit_ip(*r, false) == ip)
             .unwrap_or_else(|| panic!("next-hop {ip} is no frontend's"));
-        assert_eq!(nh["packets"].as_u64(), Some(*want), "next-hop {ip}: {s}");
+        assert_eq!(nh.packets, *want, "next-hop {ip}: {s:?}");
     }
     (s, k)
 }
@@ -155,15 +154,14 @@ fn flood_counts_are_exact_when_records_are_lost() {
     };
     let (s, k) = flood_counts_match("c1-", &[]);
     // The point of the test: records were lost, the counts were not.
-    let lost: u64 = k.lost.last().and_then(|l| l["total"].as_u64()).unwrap_or(0);
+    let lost: u64 = k.lost.last().map_or(0, |l| l.total);
     assert!(
         lost > 0,
         "no record was lost: the flood did not test anything"
     );
-    let records = s["egress"]["records"].as_u64().unwrap();
     assert!(
-        records < s["egress"]["packets"].as_u64().unwrap(),
-        "every egress packet has a record although {lost} were lost: {s}"
+        s.egress.records < s.egress.packets,
+        "every egress packet has a record although {lost} were lost: {s:?}"
     );
 }
 
@@ -181,7 +179,7 @@ fn counts_only_budget_writes_almost_no_records_and_counts_everything() {
         k.flood_hops
     );
     assert!(
-        s["egress"]["records"].as_u64().unwrap() <= 1,
-        "egress records with --records none: {s}"
+        s.egress.records <= 1,
+        "egress records with --records none: {s:?}"
     );
 }

@@ -9,11 +9,11 @@ use support::lab_up;
 use std::{net::IpAddr, time::Duration};
 
 use lab::{Lab, LabSpec, Role, VIP4, VIP6};
-use serde_json::Value;
 use support::{
     held_by, orphaned_programs, our_program_ids, root_or_skip, run_tracer, tc_state, Finished,
     Tracer,
 };
+use tracer::records::{self, Record};
 
 const FRONTENDS: [Role; 2] = [Role::FrontendA, Role::FrontendB];
 
@@ -68,11 +68,11 @@ fn the_frontend(counts: &[(Role, u64)], what: &str) -> (Role, u64) {
     *used[0]
 }
 
-fn flow(f: &Finished, vip: IpAddr, port: u16) -> &Value {
-    let flows: Vec<&Value> = f
-        .of_type("flow")
+fn flow(f: &Finished, vip: IpAddr, port: u16) -> &records::Flow {
+    let flows: Vec<&records::Flow> = f
+        .flows()
         .into_iter()
-        .filter(|v| v["vip"] == vip.to_string() && v["client_port"] == port)
+        .filter(|s| s.flow.vip == vip && s.flow.client_port == port)
         .collect();
     assert_eq!(
         flows.len(),
@@ -82,33 +82,28 @@ fn flow(f: &Finished, vip: IpAddr, port: u16) -> &Value {
     flows[0]
 }
 
-fn ts(v: &Value) -> u64 {
-    v["ts_ns"].as_u64().unwrap()
-}
-
-/// Records of one flow, in the order the tracer printed them.
-fn flow_records(f: &Finished, vip: IpAddr, port: u16) -> Vec<&Value> {
-    f.records
+/// Hops and route lookups of one flow, in the order the tracer printed them.
+fn flow_records(f: &Finished, vip: IpAddr, port: u16) -> Vec<&Record> {
+    f.lines
         .iter()
-        .filter(|r| r["vip"] == vip.to_string())
-        .filter(|r| match r["type"].as_str() {
-            Some("hop") => {
-                (r["path"] == "ingress" && r["sport"] == port)
-                    || (r["path"] == "egress" && r["dport"] == port)
+        .map(|l| &l.record)
+        .filter(|r| match r {
+            Record::Hop(h) => {
+                h.vip == vip
+                    && ((h.path == "ingress" && h.sport == port)
+                        || (h.path == "egress" && h.dport == port))
             }
-            Some("route") => r["client_port"] == port,
+            Record::Route(l) => l.flow.vip == vip && l.flow.client_port == port,
             _ => false,
         })
         .collect()
 }
 
-fn hop<'a>(recs: &[&'a Value], ifname: &str, dir: &str, flags: &str) -> &'a Value {
+fn hop<'a>(recs: &[&'a Record], ifname: &str, dir: &str, flags: &str) -> &'a records::Hop {
     recs.iter()
-        .find(|r| {
-            r["type"] == "hop"
-                && r["ifname"] == ifname
-                && r["dir"] == dir
-                && r["tcp_flags"] == flags
+        .find_map(|r| match r {
+            Record::Hop(h) if h.ifname == ifname && h.dir == dir && h.tcp_flags == flags => Some(h),
+            _ => None,
         })
         .unwrap_or_else(|| panic!("no {flags} hop at {ifname} {dir} in {recs:#?}"))
 }
@@ -120,38 +115,42 @@ fn check_flow(lab: &Lab, f: &Finished, vip: IpAddr, port: u16, table: u32) {
     let (in_fe, in_pkts) = the_frontend(&truth.ingress, "ingress");
     let (eg_fe, eg_pkts) = the_frontend(&truth.egress, "egress");
     let summary = flow(f, vip, port);
-    let ctx = format!("{vip} port {port}: {summary}");
+    let ctx = format!("{vip} port {port}: {summary:?}");
 
     // Egress: the next-hop and port the tracer names are the frontend that received the reply.
-    let eg = &summary["egress"];
+    let eg = &summary.egress;
     assert_eq!(
-        eg["nexthop"],
-        lab.frontend_conduit_ip(eg_fe, vip.is_ipv6()).to_string(),
+        eg.nexthop,
+        Some(lab.frontend_conduit_ip(eg_fe, vip.is_ipv6())),
         "{ctx}"
     );
-    assert_eq!(eg["ifname"], lab.proxy_port_towards(eg_fe), "{ctx}");
     assert_eq!(
-        eg["packets"], eg_pkts,
+        eg.ifname.as_deref(),
+        Some(lab.proxy_port_towards(eg_fe)),
+        "{ctx}"
+    );
+    assert_eq!(
+        eg.packets, eg_pkts,
         "routed packets vs packets the frontend got: {ctx}"
     );
-    assert_eq!(eg["consistent"], true, "{ctx}");
-    assert_eq!(eg["nexthop_in_route"], true, "{ctx}");
-    assert_eq!(eg["table"], table, "{ctx}");
+    assert!(eg.consistent, "{ctx}");
+    assert_eq!(eg.nexthop_in_route, Some(true), "{ctx}");
+    assert_eq!(eg.table, Some(table), "{ctx}");
     // Ingress: the conduit port named is the link from the frontend the gateway chose.
     assert_eq!(
-        summary["ingress"]["ifname"],
-        lab.proxy_port_towards(in_fe),
+        summary.ingress.ifname.as_deref(),
+        Some(lab.proxy_port_towards(in_fe)),
         "{ctx}"
     );
-    assert_eq!(summary["ingress"]["packets"], in_pkts, "{ctx}");
+    assert_eq!(summary.ingress.packets, in_pkts, "{ctx}");
 
     // Hop order of the SYN (ingress) and the SYN-ACK (egress).
     let recs = flow_records(f, vip, port);
     let target_port = lab.proxy_port_towards(Role::Target);
     let syn_in = hop(&recs, lab.proxy_port_towards(in_fe), "ingress", "SYN");
     let syn_out = hop(&recs, target_port, "egress", "SYN");
-    assert!(ts(syn_in) < ts(syn_out), "SYN order: {ctx}");
-    assert_eq!(syn_in["path"], "ingress");
+    assert!(syn_in.ts_ns < syn_out.ts_ns, "SYN order: {ctx}");
+    assert_eq!(syn_in.path, "ingress");
 
     let sa = |ifname: &str, dir: &str| hop(&recs, ifname, dir, "SYN,ACK");
     let sa_port_in = sa(target_port, "ingress");
@@ -160,20 +159,33 @@ fn check_flow(lab: &Lab, f: &Finished, vip: IpAddr, port: u16, table: u32) {
     let sa_conduit_out = sa(lab.proxy_port_towards(eg_fe), "egress");
     let lookup = recs
         .iter()
-        .find(|r| r["type"] == "route" && r["err"] == 0 && ts(r) > ts(sa_br_in))
+        .find_map(|r| match r {
+            Record::Route(l) if l.err == 0 && l.ts_ns > sa_br_in.ts_ns => Some(l),
+            _ => None,
+        })
         .unwrap_or_else(|| {
             panic!("no successful fib lookup after the SYN-ACK entered bridge0: {ctx}")
         });
-    assert_eq!(lookup["table"], table, "{ctx}");
-    assert_eq!(lookup["dev"], "bridge0", "{ctx}");
-    assert_eq!(lookup["rule"]["selector"], format!("from {vip}"), "{ctx}");
-    let order = [sa_port_in, sa_br_in, lookup, sa_br_out, sa_conduit_out];
-    assert!(
-        order.windows(2).all(|w| ts(w[0]) < ts(w[1])),
-        "egress order proxy.cond in -> bridge0 in -> lookup -> bridge0 out -> conduit out: {order:#?}"
+    assert_eq!(lookup.table, table, "{ctx}");
+    assert_eq!(lookup.dev, "bridge0", "{ctx}");
+    assert_eq!(
+        lookup.rule.as_ref().map(|r| r.selector.as_str()),
+        Some(format!("from {vip}").as_str()),
+        "{ctx}"
     );
-    assert_eq!(sa_br_out["nexthop"], eg["nexthop"], "{ctx}");
-    assert_eq!(sa_br_out["path"], "egress");
+    let order = [
+        sa_port_in.ts_ns,
+        sa_br_in.ts_ns,
+        lookup.ts_ns,
+        sa_br_out.ts_ns,
+        sa_conduit_out.ts_ns,
+    ];
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "egress order proxy.cond in -> bridge0 in -> lookup -> bridge0 out -> conduit out: {order:?}"
+    );
+    assert_eq!(sa_br_out.nexthop, eg.nexthop, "{ctx}");
+    assert_eq!(sa_br_out.path, "egress");
 }
 
 #[test]
@@ -219,12 +231,7 @@ fn egress_next_hop_and_ports_match_the_frontends_for_v4_and_v6() {
         let table = if vip.is_ipv6() { 2 } else { 1 };
         for &port in &ports {
             check_flow(&lab, &f, vip, port, table);
-            used.insert(
-                flow(&f, vip, port)["egress"]["ifname"]
-                    .as_str()
-                    .unwrap()
-                    .to_string(),
-            );
+            used.insert(flow(&f, vip, port).egress.ifname.clone());
         }
     }
     // Not an assertion on the kernel's choice, just what this run shows.
@@ -254,20 +261,20 @@ fn only_the_given_client_port_is_traced() {
     std::thread::sleep(Duration::from_millis(300));
     let f = tracer.stop(libc::SIGTERM);
     assert!(f.status.success(), "{}", f.stderr);
-    let hops = f.of_type("hop");
+    let hops = f.hops();
     assert!(!hops.is_empty(), "the followed flow produced hops");
     for h in &hops {
-        let client_port = if h["path"] == "ingress" {
-            &h["sport"]
+        let client_port = if h.path == "ingress" {
+            h.sport
         } else {
-            &h["dport"]
+            h.dport
         };
-        assert_eq!(*client_port, 35201, "hop of another flow: {h}");
+        assert_eq!(client_port, 35201, "hop of another flow: {h:?}");
     }
-    for r in f.of_type("route") {
-        assert_eq!(r["client_port"], 35201, "lookup of another flow: {r}");
+    for r in f.routes() {
+        assert_eq!(r.flow.client_port, 35201, "lookup of another flow: {r:?}");
     }
-    assert_eq!(f.of_type("flow").len(), 1);
+    assert_eq!(f.flows().len(), 1);
     check_flow(&lab, &f, IpAddr::V4(VIP4), 35201, 1);
 }
 
@@ -396,7 +403,7 @@ fn netlink_mode_cleans_up_after_itself_and_after_a_killed_run() {
     let tracer = Tracer::start(&args);
     let f = tracer.stop(libc::SIGINT);
     assert!(f.status.success(), "{}", f.stderr);
-    let notes = f.of_type("ready")[0]["notes"].to_string();
+    let notes = f.readies()[0].notes.join("; ");
     assert!(notes.contains("earlier, killed run"), "{notes}");
     assert_eq!(
         tc_state(&proxy),
@@ -550,7 +557,7 @@ fn a_killed_runs_pinned_map_is_removed_and_none_stays_pinned() {
     assert!(ours.is_empty(), "pins of the running tracer: {ours:?}");
     let f = tracer.stop(libc::SIGINT);
     assert!(f.status.success(), "{}", f.stderr);
-    let notes = f.of_type("ready")[0]["notes"].to_string();
+    let notes = f.readies()[0].notes.join("; ");
     assert!(
         notes.contains("removed 1 pinned map"),
         "the ready record does not say so: {notes}"

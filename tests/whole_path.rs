@@ -17,6 +17,7 @@ use support::{
     add_udp_counter, held_by, programs_held_by, read_udp_counter, root_or_skip, view_command,
     Finished, ThirdFrontend, Tracer,
 };
+use tracer::records::Hop;
 
 const FRONTENDS: [Role; 2] = [Role::FrontendA, Role::FrontendB];
 
@@ -27,26 +28,16 @@ fn whole_path(prefix: &str, extra: &[&str]) -> Tracer {
     Tracer::start_command(&mut view_command(prefix, false, &args))
 }
 
-fn ts(v: &Value) -> u64 {
-    v["ts_ns"].as_u64().unwrap()
-}
-
-fn hop<'a>(f: &'a Finished, netns: &str, ifname: &str, dir: &str, flags: &str) -> &'a Value {
-    f.records
-        .iter()
-        .find(|r| {
-            r["type"] == "hop"
-                && r["netns"] == netns
-                && r["ifname"] == ifname
-                && r["dir"] == dir
-                && r["tcp_flags"] == flags
-        })
+fn hop<'a>(f: &'a Finished, netns: &str, ifname: &str, dir: &str, flags: &str) -> &'a Hop {
+    f.hops()
+        .into_iter()
+        .find(|h| h.netns == netns && h.ifname == ifname && h.dir == dir && h.tcp_flags == flags)
         .unwrap_or_else(|| panic!("no {flags} hop at {netns} {ifname} {dir}"))
 }
 
-fn in_order(what: &str, chain: &[&Value]) {
+fn in_order(what: &str, chain: &[&Hop]) {
     assert!(
-        chain.windows(2).all(|w| ts(w[0]) < ts(w[1])),
+        chain.windows(2).all(|w| w[0].ts_ns < w[1].ts_ns),
         "{what} out of order: {chain:#?}"
     );
 }
@@ -109,12 +100,10 @@ fn one_flow(prefix: &str, extra: &[&str]) {
     let f = tracer.stop(libc::SIGINT);
     assert!(f.status.success(), "{}", f.stderr);
 
-    let per_site = f.of_type("ready").iter().all(|r| {
-        r["unavailable"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|u| u["hook"] == "tc programs shared by every namespace")
+    let per_site = f.readies().iter().all(|r| {
+        r.unavailable
+            .iter()
+            .any(|u| u.hook == "tc programs shared by every namespace")
     });
     if per_site {
         assert!(tc_in >= 4, "{programs:?}");
@@ -124,11 +113,7 @@ fn one_flow(prefix: &str, extra: &[&str]) {
             "one copy of the TC programs for every site: {programs:?}"
         );
     }
-    let ready: Vec<&str> = f
-        .of_type("ready")
-        .iter()
-        .map(|r| r["netns"].as_str().unwrap())
-        .collect();
+    let ready: Vec<&str> = f.readies().iter().map(|r| r.netns.as_str()).collect();
     for role in ["proxy-a", "lbfe-a", "lbfe-b", "target-a-1"] {
         let want = format!("{prefix}{role}");
         assert!(
@@ -187,29 +172,29 @@ fn one_flow(prefix: &str, extra: &[&str]) {
     in_order("SYN-ACK: target -> proxy -> frontend -> gateway", &sa);
     // The frontend's own routing shows too: table 4096 on the way out.
     assert!(
-        f.of_type("route")
+        f.routes()
             .iter()
-            .any(|r| r["netns"] == lab.ns(fe_eg) && r["table"] == 4096 && r["role"] == "frontend"),
+            .any(|r| r.netns == lab.ns(fe_eg) && r.table == 4096 && r.role == "frontend"),
         "the egress frontend's table 4096 lookup"
     );
     // Hops come out in kernel time order although each namespace has its own ring.
-    let hops = f.of_type("hop");
+    let hops = f.hops();
     assert!(
-        hops.windows(2).all(|w| ts(w[0]) <= ts(w[1])),
+        hops.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns),
         "timeline not sorted"
     );
 
-    let flow = &f.of_type("flow")[0];
-    assert_eq!(flow["netns"], px, "{flow}");
+    let flow = f.flows()[0];
+    assert_eq!(flow.netns, px, "{flow:?}");
     assert_eq!(
-        flow["egress"]["nexthop"],
-        lab.frontend_conduit_ip(fe_eg, false).to_string(),
-        "{flow}"
+        flow.egress.nexthop,
+        Some(lab.frontend_conduit_ip(fe_eg, false)),
+        "{flow:?}"
     );
     assert_eq!(
-        flow["egress"]["ifname"],
-        lab.proxy_port_towards(fe_eg),
-        "{flow}"
+        flow.egress.ifname.as_deref(),
+        Some(lab.proxy_port_towards(fe_eg)),
+        "{flow:?}"
     );
 }
 
@@ -308,34 +293,26 @@ fn a_third_frontend_coming_and_going_is_followed() {
         f.stderr
     );
     let d = f
-        .of_type("distribution")
+        .distributions()
         .into_iter()
-        .find(|d| d["vip"] == "20.0.0.1")
+        .find(|d| d.vip == IpAddr::V4(VIP4))
         .expect("a distribution");
-    let via_c = d["nexthops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["nexthop"] == "172.16.0.9")
-        .map_or(0, |n| n["flows"].as_u64().unwrap());
+    let flows_via = |gw: &str| -> u64 {
+        let gw: IpAddr = gw.parse().unwrap();
+        d.nexthops
+            .iter()
+            .find(|n| n.nexthop == Some(gw))
+            .map_or(0, |n| n.flows)
+    };
     assert_eq!(
-        via_c, got_c,
-        "flows via the third frontend, tracer vs its counter: {d}"
+        flows_via("172.16.0.9"),
+        got_c,
+        "flows via the third frontend, tracer vs its counter: {d:?}"
     );
-    let via_ab: u64 = ["172.16.0.3", "172.16.0.5"]
-        .iter()
-        .map(|gw| {
-            d["nexthops"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|n| n["nexthop"] == *gw)
-                .map_or(0, |n| n["flows"].as_u64().unwrap())
-        })
-        .sum();
+    let via_ab = flows_via("172.16.0.3") + flows_via("172.16.0.5");
     let truth_ab =
         read_udp_counter(&lab.ns(Role::FrontendA)) + read_udp_counter(&lab.ns(Role::FrontendB));
-    assert_eq!(via_ab, truth_ab, "{d}");
+    assert_eq!(via_ab, truth_ab, "{d:?}");
 }
 
 /// A frontend pod goes away mid-run (its netns file deleted, no process in it): the tracer

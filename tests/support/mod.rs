@@ -10,6 +10,7 @@ use std::{
 };
 
 use serde_json::Value;
+use tracer::records::{self, Line, Record};
 
 pub const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
 pub const OUR_PROGRAMS: [&str; 7] = [
@@ -56,6 +57,9 @@ pub fn root_or_skip(test: &str) -> Option<MutexGuard<'static, ()>> {
 pub struct Tracer {
     child: Child,
     records: Arc<Mutex<Vec<Value>>>,
+    /// The same records typed, and the lines that would not read as one (a test fails on
+    /// them at [`Tracer::stop`]: the typed records must describe all the tracer writes).
+    lines: Arc<Mutex<(Vec<Line>, Vec<String>)>>,
     /// When each record was read, index for index with `records`.
     arrivals: Arc<Mutex<Vec<Instant>>>,
     stderr: Arc<Mutex<String>>,
@@ -66,12 +70,40 @@ pub struct Tracer {
 pub struct Finished {
     pub status: ExitStatus,
     pub records: Vec<Value>,
+    /// `records` as typed records, line for line.
+    pub lines: Vec<Line>,
     pub stderr: String,
+}
+
+/// `Finished::$name()`: the records of one type, typed.
+macro_rules! typed {
+    ($($name:ident: $variant:ident,)*) => {
+        $(pub fn $name(&self) -> Vec<&records::$variant> {
+            self.lines
+                .iter()
+                .filter_map(|l| match &l.record {
+                    Record::$variant(r) => Some(r),
+                    _ => None,
+                })
+                .collect()
+        })*
+    };
 }
 
 impl Finished {
     pub fn of_type(&self, t: &str) -> Vec<&Value> {
         self.records.iter().filter(|r| r["type"] == t).collect()
+    }
+
+    typed! {
+        readies: Ready,
+        hops: Hop,
+        decisions: Decision,
+        routes: Route,
+        drops: Drop,
+        changes: Change,
+        distributions: Distribution,
+        flows: Flow,
     }
 }
 
@@ -89,11 +121,13 @@ impl Tracer {
             .spawn()
             .expect("spawn tracer");
         let records = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::new(Mutex::new((Vec::new(), Vec::new())));
         let arrivals = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let out = child.stdout.take().unwrap();
         let recs = records.clone();
+        let typed = lines.clone();
         let times = arrivals.clone();
         let out_reader = std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -102,6 +136,13 @@ impl Tracer {
                 });
                 if v["type"] == "ready" {
                     let _ = ready_tx.send(());
+                }
+                {
+                    let (typed, refused) = &mut *typed.lock().unwrap();
+                    match serde_json::from_str::<Line>(&line) {
+                        Ok(l) => typed.push(l),
+                        Err(e) => refused.push(format!("{e}: {line}")),
+                    }
                 }
                 let mut recs = recs.lock().unwrap();
                 recs.push(v);
@@ -120,6 +161,7 @@ impl Tracer {
         let t = Tracer {
             child,
             records,
+            lines,
             arrivals,
             stderr,
             readers: vec![out_reader, err_reader],
@@ -180,9 +222,17 @@ impl Tracer {
         for r in self.readers.drain(..) {
             let _ = r.join();
         }
+        let (lines, refused) = std::mem::take(&mut *self.lines.lock().unwrap());
+        assert!(
+            refused.is_empty(),
+            "{} line(s) do not read as typed records (tracer::records), the first: {}",
+            refused.len(),
+            refused[0]
+        );
         Finished {
             status,
             records: std::mem::take(&mut *self.records.lock().unwrap()),
+            lines,
             stderr: self.stderr.lock().unwrap().clone(),
         }
     }

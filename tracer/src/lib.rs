@@ -12,7 +12,8 @@
 //! - `correlate`: the flow table (hops, decisions, drops, distribution) and multipath;
 //! - `session`: the run itself (sites, reader threads, ordering, churn);
 //! - `output`: text, JSON lines, pcapng;
-//! - `merge`: `tracer merge`, several nodes' JSON lines on one timeline.
+//! - `merge`: `tracer merge`, several nodes' JSON lines on one timeline;
+//! - [`records`]: the JSON lines as typed records, for whoever reads them.
 //!
 //! One word per concept: a **netns** is an opened namespace handle (`netns::Netns`); a
 //! **namespace** is what discovery lists, traced or not; a **site** is a namespace being
@@ -32,6 +33,10 @@ mod merge;
 mod netns;
 mod output;
 mod session;
+
+/// The JSON lines as typed records (the `tracer-records` crate, which readers can use
+/// without building the tracer).
+pub use tracer_records as records;
 
 /// Runs what the command line asks for: `discover`, `merge`, or a tracing session.
 pub fn run(args: cli::Args) -> anyhow::Result<()> {

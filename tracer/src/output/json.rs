@@ -739,9 +739,22 @@ mod tests {
         j.flush();
         let out = String::from_utf8(j.into_inner()).unwrap();
         assert!(out.ends_with('\n'), "every record ends its line: {out:?}");
-        out.lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect()
+        out.lines().map(read_back).collect()
+    }
+
+    /// A written line, parsed; it must also read into the typed [`crate::records::Line`]
+    /// and serialise again to the same JSON, which keeps the reader's types and these in
+    /// step (a field missing there, or named differently, fails here).
+    fn read_back(l: &str) -> Value {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        let typed: crate::records::Line = serde_json::from_str(l)
+            .unwrap_or_else(|e| panic!("the typed reader refuses ({e}): {l}"));
+        assert_eq!(
+            serde_json::to_value(&typed).unwrap(),
+            v,
+            "read back typed: {l}"
+        );
+        v
     }
 
     fn one(write: impl FnOnce(&mut Json<Vec<u8>>)) -> Value {
@@ -1079,10 +1092,7 @@ mod tests {
         j.lost(3, 5);
         j.flush();
         let out = String::from_utf8(j.into_inner()).unwrap();
-        let v: Vec<Value> = out
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let v: Vec<Value> = out.lines().map(read_back).collect();
         assert!(
             out.starts_with(r#"{"type":"change""#),
             "type stays first: {out}"

@@ -627,13 +627,7 @@ impl Report {
                     .lines
                     .ready
                     .iter()
-                    .map(|v| {
-                        format!(
-                            "{} {}",
-                            v["role"].as_str().unwrap_or("?"),
-                            v["netns"].as_str().unwrap_or("?")
-                        )
-                    })
+                    .map(|r| format!("{} {}", r.role, r.netns))
                     .collect()
             })
             .unwrap_or_default();
@@ -690,19 +684,13 @@ impl Report {
         else {
             return "?".into();
         };
-        let attached: Vec<&str> = ready["hooks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|h| h.as_str())
+        let attached: Vec<&str> = ready
+            .hooks
+            .iter()
+            .map(String::as_str)
             .filter(|h| !h.starts_with("tc:"))
             .collect();
-        let refused: Vec<&str> = ready["refused"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|h| h["hook"].as_str())
-            .collect();
+        let refused: Vec<&str> = ready.refused.iter().map(|h| h.hook.as_str()).collect();
         let mut text = if attached.is_empty() {
             "none".to_string()
         } else {
