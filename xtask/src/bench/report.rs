@@ -632,7 +632,7 @@ impl Report {
             })
             .unwrap_or_default();
         format!(
-            "Whole path: the tracer without `--netns`, in a private mount and pid namespace that shows it only this lab's netns files and none of the machine's processes (other labs on the machine carry the same VIPs); it traced {} namespaces ({}), each with its own copy of the programs. Its rediscovery walks this near-empty /proc once a second, cheaper than on a node.",
+            "Whole path: the tracer without `--netns`, in a private mount and pid namespace that shows it only this lab's netns files and none of the machine's processes (other labs on the machine carry the same VIPs); it traced {} namespaces ({}); the *copies* column of the per-program table says how many copies of the TC programs that took (one for all, where the kernel lets a TC program read its device's namespace). Its rediscovery walks this near-empty /proc once a second, cheaper than on a node.",
             namespaces.len(),
             namespaces.join(", ")
         )
@@ -896,7 +896,7 @@ fn attribution_md(s: &mut String, a: &Attribution) {
     );
     let _ = writeln!(
         s,
-        "A fresh tracer per variant; its programs' run counts and run times (the kernel's, summed over the copies the tracer loaded: the TC programs once per traced namespace, the node-wide fib, hash and drop programs once) read before and after {} UDP datagrams of {} bytes sent from the VIP at {} per second; *per packet* divides by the datagrams sent. The kernel's own cost around a program (a perf tracepoint's record, the TC hook) is not in its run time. *Idle runs/s*: runs per second in two {:.0} s windows, just before and just after, with no bench traffic (route lookups elsewhere on the machine reach the fib programs too: under other people's traffic these are not zero); *of which background* is that rate over the flood's window, per packet, the part of *runs per packet* that other traffic may account for (a burst of it during the flood alone escapes both windows). `kernel.bpf_stats_enabled` was {} before and was set back to it; the statistics themselves add some ns per run.\n",
+        "A fresh tracer per variant; its programs' run counts and run times (the kernel's, summed over the copies the tracer loaded: the TC programs once for every traced namespace, or once per namespace where the kernel does not let them tell namespaces apart, the node-wide fib, hash and drop programs once) read before and after {} UDP datagrams of {} bytes sent from the VIP at {} per second; *per packet* divides by the datagrams sent. The kernel's own cost around a program (a perf tracepoint's record, the TC hook) is not in its run time. *Idle runs/s*: runs per second in two {:.0} s windows, just before and just after, with no bench traffic (route lookups elsewhere on the machine reach the fib programs too: under other people's traffic these are not zero); *of which background* is that rate over the flood's window, per packet, the part of *runs per packet* that other traffic may account for (a burst of it during the flood alone escapes both windows). `kernel.bpf_stats_enabled` was {} before and was set back to it; the statistics themselves add some ns per run.\n",
         attribution::PACKETS,
         super::traffic::UDP_PAYLOAD,
         attribution::PPS,
