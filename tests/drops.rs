@@ -14,8 +14,8 @@ use std::{
 };
 
 use lab::{netns::in_netns, Lab, Role, VIP4, VIP6};
-use serde_json::Value;
 use support::{lab_up, proc_stat, root_or_skip, Finished, Tracer};
+use tracer::records;
 
 const GATEWAY4: Ipv4Addr = Ipv4Addr::new(169, 254, 100, 150);
 const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x100, 0x100, 0, 0, 0, 0, 0, 0x150);
@@ -46,11 +46,10 @@ fn send_from_vip(lab: &Lab, vip: IpAddr, to: IpAddr, dport: u16, n: u32) {
 /// The drop reason the tracer gives on this kernel for `reason`: none before 5.17, and the
 /// ready record says so.
 fn expected_reason(f: &Finished, reason: &str) -> String {
-    let no_reasons = f.of_type("ready")[0]["unavailable"]
-        .as_array()
-        .unwrap()
+    let no_reasons = f.readies()[0]
+        .unavailable
         .iter()
-        .any(|u| u["hook"] == "drop reasons");
+        .any(|u| u.hook == "drop reasons");
     if no_reasons {
         "unknown (this kernel has no drop reasons)".into()
     } else {
@@ -58,10 +57,10 @@ fn expected_reason(f: &Finished, reason: &str) -> String {
     }
 }
 
-fn drops_of(f: &Finished, port: u16) -> Vec<&Value> {
-    f.of_type("drop")
+fn drops_of(f: &Finished, port: u16) -> Vec<&records::Drop> {
+    f.drops()
         .into_iter()
-        .filter(|d| d["client_port"] == port)
+        .filter(|d| d.flow.client_port == port)
         .collect()
 }
 
@@ -93,13 +92,13 @@ fn a_strict_rp_filter_drop_is_named_as_the_proxy_counts_it() {
     let drops = drops_of(&f, 9401);
     assert_eq!(drops.len() as u64, counted, "{:#?}", f.records);
     for d in &drops {
-        assert_eq!(d["ifname"], "bridge0", "{d}");
-        assert_eq!(d["path"], "egress", "{d}");
-        assert_eq!(d["reason"], reason.as_str(), "{d}");
+        assert_eq!(d.ifname, "bridge0", "{d:?}");
+        assert_eq!(d.path, "egress", "{d:?}");
+        assert_eq!(d.reason, reason, "{d:?}");
     }
-    let flow = &f.of_type("flow")[0];
-    assert_eq!(flow["drops"]["packets"], counted, "{flow}");
-    assert_eq!(flow["egress"]["packets"], 0, "never routed: {flow}");
+    let flow = f.flows()[0];
+    assert_eq!(flow.drops.packets, counted, "{flow:?}");
+    assert_eq!(flow.egress.packets, 0, "never routed: {flow:?}");
 }
 
 /// The VIP tables' only next-hop is an address nobody answers for (172.16.0.99,
@@ -202,36 +201,34 @@ fn a_next_hop_that_never_resolves_is_named_as_a_neighbour_failure() {
             f.records
         );
         for d in &drops {
-            assert_eq!(d["ifname"], "bridge0", "{d}");
-            assert_eq!(d["path"], "egress", "{d}");
-            let reason = d["reason"].as_str().unwrap();
+            assert_eq!(d.ifname, "bridge0", "{d:?}");
+            assert_eq!(d.path, "egress", "{d:?}");
             if port == 9402 {
-                assert_eq!(reason, v4_reason, "{d}");
+                assert_eq!(d.reason, v4_reason, "{d:?}");
             } else {
-                assert!(v6_reasons.iter().any(|r| r == reason), "{d}");
+                assert!(v6_reasons.contains(&d.reason), "{d:?}");
             }
-            let location = d["location"].as_str().unwrap();
             assert!(
                 ["neigh_", "__neigh_", "arp_", "ndisc_"]
                     .iter()
-                    .any(|f| location.starts_with(f)),
-                "dropped in the neighbour code: {d}"
+                    .any(|f| d.location.starts_with(f)),
+                "dropped in the neighbour code: {d:?}"
             );
         }
         eprintln!(
             ":{port}: {} drops, reason {}, at {}",
             drops.len(),
-            drops[0]["reason"],
-            drops[0]["location"]
+            drops[0].reason,
+            drops[0].location
         );
-        let flow: Vec<&Value> = f
-            .of_type("flow")
+        let flow: Vec<&records::Flow> = f
+            .flows()
             .into_iter()
-            .filter(|s| s["client_port"] == port)
+            .filter(|s| s.flow.client_port == port)
             .collect();
         assert_eq!(flow.len(), 1, "{flow:#?}");
-        assert_eq!(flow[0]["drops"]["packets"], counted, "{}", flow[0]);
+        assert_eq!(flow[0].drops.packets, counted, "{:?}", flow[0]);
         // Queued for resolution, never handed to the device: no routed hop.
-        assert_eq!(flow[0]["egress"]["packets"], 0, "{}", flow[0]);
+        assert_eq!(flow[0].egress.packets, 0, "{:?}", flow[0]);
     }
 }

@@ -7,8 +7,8 @@ mod support;
 use std::{net::IpAddr, time::Duration};
 
 use lab::{Lab, Role, VIP4, VIP6};
-use serde_json::Value;
 use support::{lab_up, root_or_skip, view_command, Finished, Tracer};
+use tracer::records;
 
 const FRONTENDS: [Role; 2] = [Role::FrontendA, Role::FrontendB];
 
@@ -23,10 +23,10 @@ fn carried(lab: &Lab, name: &str) -> Role {
 }
 
 /// The proxy's flow summary of the flow from client port `port`.
-fn proxy_flow(f: &Finished, port: u16) -> &Value {
-    f.of_type("flow")
+fn proxy_flow(f: &Finished, port: u16) -> &records::Flow {
+    f.flows()
         .into_iter()
-        .find(|r| r["client_port"] == port && r["egress"]["nexthop"].is_string())
+        .find(|s| s.flow.client_port == port && s.egress.nexthop.is_some())
         .unwrap_or_else(|| panic!("no flow summary with a next-hop for port {port}"))
 }
 
@@ -54,8 +54,8 @@ fn without_arguments_every_discovered_vip_is_traced() {
     let f = tracer.stop(libc::SIGINT);
     assert!(f.status.success(), "{}", f.stderr);
 
-    let ready = f.of_type("ready");
-    let traced: Vec<&str> = ready.iter().filter_map(|r| r["netns"].as_str()).collect();
+    let ready = f.readies();
+    let traced: Vec<&str> = ready.iter().map(|r| r.netns.as_str()).collect();
     for role in [Role::Proxy, Role::FrontendA, Role::FrontendB, Role::Target] {
         assert!(
             traced.contains(&lab.ns(role).as_str()),
@@ -63,23 +63,18 @@ fn without_arguments_every_discovered_vip_is_traced() {
         );
     }
     for r in &ready {
-        assert_eq!(r["vips_from"], "discovery", "{r}");
-        let mut vips: Vec<&str> = r["vips"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
+        assert_eq!(r.vips_from, "discovery", "{r:?}");
+        let mut vips = r.vips.clone();
         vips.sort();
-        assert_eq!(vips, ["20.0.0.1", "2000::1"], "{r}");
+        assert_eq!(vips, [v4, v6], "{r:?}");
     }
     for (port, counter, v6) in [(p4, "eg4", false), (p6, "eg6", true)] {
         let fe = carried(&lab, counter);
         let flow = proxy_flow(&f, port);
         assert_eq!(
-            flow["egress"]["nexthop"],
-            lab.frontend_conduit_ip(fe, v6).to_string(),
-            "{flow}"
+            flow.egress.nexthop,
+            Some(lab.frontend_conduit_ip(fe, v6)),
+            "{flow:?}"
         );
     }
 }
@@ -143,9 +138,16 @@ fn every_record_says_node_and_wall_clock() {
     let f = tracer.stop(libc::SIGINT);
     assert!(f.status.success(), "{}", f.stderr);
 
-    let ready = &f.of_type("ready")[0];
-    let read_error = ready["clock_read_error_ns"].as_u64().unwrap();
-    assert!(read_error < 1_000_000, "{ready}");
+    let ready = f
+        .lines
+        .iter()
+        .find(|l| matches!(l.record, records::Record::Ready(_)))
+        .expect("a ready record");
+    let read_error = ready
+        .stamp
+        .clock_read_error_ns
+        .expect("the ready record says how well the clock offset was read");
+    assert!(read_error < 1_000_000, "{ready:?}");
     eprintln!("wall-clock offset read within {read_error} ns");
     let (mut timed, mut offset) = (0, None);
     for r in &f.records {

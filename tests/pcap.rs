@@ -9,8 +9,8 @@ mod support;
 use std::{net::IpAddr, process::Command, time::Duration};
 
 use lab::{Lab, Role, VIP4, VIP6, VIP_PORT};
-use serde_json::Value;
 use support::{lab_up, root_or_skip, Finished, Tracer};
+use tracer::records;
 
 const FRONTENDS: [Role; 2] = [Role::FrontendA, Role::FrontendB];
 const GATEWAY4: &str = "169.254.100.150";
@@ -127,39 +127,31 @@ fn the_pcapng_file_holds_one_commented_packet_per_hop_record() {
 
 /// The file of one tracer against its JSON hops and the frontends' counters.
 fn check(lab: &Lab, flows: &[(IpAddr, u16)], f: &Finished, file: &str, snap: u64) {
-    let hops: Vec<&Value> = f
-        .of_type("hop")
+    let hops: Vec<&records::Hop> = f
+        .hops()
         .into_iter()
-        .filter(|h| flows.iter().any(|(v, _)| h["vip"] == v.to_string()))
+        .filter(|h| flows.iter().any(|(v, _)| h.vip == *v))
         .collect();
-    assert_eq!(hops.len(), f.of_type("hop").len(), "only the lab's flows");
+    assert_eq!(hops.len(), f.hops().len(), "only the lab's flows");
     let packets = tshark(file);
     assert_eq!(
         packets.len(),
         hops.len(),
         "one packet per hop record: {packets:#?}"
     );
-    let tcp = hops.iter().filter(|h| h["proto"] == "tcp").count();
+    let tcp = hops.iter().filter(|h| h.proto == "tcp").count();
     assert!(tcp >= 2 * 4 * 5, "two TCP flows through 4 hops each");
 
     for (h, p) in hops.iter().zip(&packets) {
-        let ctx = format!("hop {h}\npacket {p:?}");
-        assert_eq!(
-            p.iface,
-            format!(
-                "{}/{}",
-                h["netns"].as_str().unwrap(),
-                h["ifname"].as_str().unwrap()
-            ),
-            "{ctx}"
-        );
-        let proto = h["proto"].as_str().unwrap();
+        let ctx = format!("hop {h:?}\npacket {p:?}");
+        assert_eq!(p.iface, format!("{}/{}", h.netns, h.ifname), "{ctx}");
+        let proto = h.proto.as_str();
         assert!(
             p.comment
-                .starts_with(&format!("flow #{} {proto} ", h["flow_id"])),
+                .starts_with(&format!("flow #{} {proto} ", h.flow_id)),
             "{ctx}"
         );
-        let path = if h["path"] == "ingress" {
+        let path = if h.path == "ingress" {
             "; to VIP;"
         } else {
             "; from VIP;"
@@ -168,24 +160,21 @@ fn check(lab: &Lab, flows: &[(IpAddr, u16)], f: &Finished, file: &str, snap: u64
         // The bytes are the hop's packet; other VIP traffic than the test's (the proxy's
         // neighbour discovery for the IPv6 VIP, seen on 6.1) has its own addresses.
         assert_eq!(
-            (p.src.as_str(), p.dst.as_str()),
-            (h["src"].as_str().unwrap(), h["dst"].as_str().unwrap()),
+            (p.src.clone(), p.dst.clone()),
+            (h.src.to_string(), h.dst.to_string()),
             "{ctx}"
         );
         // Untagged lab frames: the frame is the IP packet plus a 14-byte Ethernet header;
         // the capture keeps the first `snap` bytes.
-        assert_eq!(p.frame_len, h["len"].as_u64().unwrap() + 14, "{ctx}");
+        assert_eq!(p.frame_len, u64::from(h.len) + 14, "{ctx}");
         assert_eq!(p.cap_len, p.frame_len.min(snap), "{ctx}");
         if proto != "tcp" {
             continue;
         }
         // A test flow's bytes: the client is the gateway, the server the VIP:4000.
-        let (vip, port) = *flows
-            .iter()
-            .find(|(v, _)| h["vip"] == v.to_string())
-            .unwrap();
+        let (vip, port) = *flows.iter().find(|(v, _)| h.vip == *v).unwrap();
         let client = if vip.is_ipv6() { GATEWAY6 } else { GATEWAY4 };
-        let (src, dst, sport, dport) = if h["path"] == "ingress" {
+        let (src, dst, sport, dport) = if h.path == "ingress" {
             (client.to_string(), vip.to_string(), port, VIP_PORT)
         } else {
             (vip.to_string(), client.to_string(), VIP_PORT, port)
@@ -195,14 +184,7 @@ fn check(lab: &Lab, flows: &[(IpAddr, u16)], f: &Finished, file: &str, snap: u64
             (&src, &dst, sport, dport),
             "{ctx}"
         );
-        assert_eq!(
-            (
-                h["src"].as_str().unwrap(),
-                h["sport"].as_u64().unwrap() as u16
-            ),
-            (src.as_str(), sport),
-            "{ctx}"
-        );
+        assert_eq!((h.src.to_string(), h.sport), (src, sport), "{ctx}");
     }
 
     // The routed hop: its comment carries the decision and the next-hop that the
@@ -232,9 +214,7 @@ fn check(lab: &Lab, flows: &[(IpAddr, u16)], f: &Finished, file: &str, snap: u64
         let routed: Vec<&Dissected> = hops
             .iter()
             .zip(&packets)
-            .filter(|(h, _)| {
-                h["vip"] == vip.to_string() && h["routed"] == true && h["dport"] == port
-            })
+            .filter(|(h, _)| h.vip == vip && h.routed && h.dport == port)
             .map(|(_, p)| p)
             .collect();
         assert!(!routed.is_empty(), "{vip} {port} has routed hops");

@@ -11,10 +11,10 @@ use std::{
 };
 
 use lab::{netns::in_netns, Lab, LabSpec, Role, VIP4, VIP6, VIP_PORT};
-use serde_json::Value;
 use support::{
     add_udp_counter, ip, read_udp_counter, root_or_skip, Finished, ThirdFrontend, Tracer,
 };
+use tracer::records::{self, Record, What};
 
 const GATEWAY4: &str = "169.254.100.150";
 
@@ -29,10 +29,40 @@ fn lab_up(prefix: &str, table_v4: u32, table_v6: u32, hash_policy: u8) -> Lab {
     .expect("lab up")
 }
 
-fn decisions(f: &Finished, vip: IpAddr) -> Vec<&Value> {
-    f.of_type("decision")
+/// A route change record's table and next-hops before and after.
+fn route_change(r: &Record) -> Option<(u32, &[records::Candidate], &[records::Candidate])> {
+    match r {
+        Record::Change(records::Change {
+            what:
+                What::Route {
+                    table,
+                    before,
+                    after,
+                    ..
+                },
+            ..
+        }) => Some((*table, before, after)),
+        _ => None,
+    }
+}
+
+/// A neighbour change record's address and MACs before and after.
+fn neighbour_change(r: &Record) -> Option<(IpAddr, Option<&str>, Option<&str>)> {
+    match r {
+        Record::Change(records::Change {
+            what: What::Neighbour { ip, before, after },
+            ..
+        }) => Some((*ip, before.as_deref(), after.as_deref())),
+        _ => None,
+    }
+}
+
+/// The decisions of the test's TCP flows to `vip`: the proxy's own traffic to the VIP (an
+/// IPv6 neighbour solicitation, seen on 6.1) is a flow of the VIP too.
+fn decisions(f: &Finished, vip: IpAddr) -> Vec<&records::Decision> {
+    f.decisions()
         .into_iter()
-        .filter(|d| d["vip"] == vip.to_string())
+        .filter(|d| d.flow.vip == vip && d.flow.proto == "tcp")
         .collect()
 }
 
@@ -57,36 +87,36 @@ fn rule_table_and_candidates_are_the_configured_ones() {
         let ds = decisions(&f, vip);
         assert!(!ds.is_empty(), "decisions for {vip}");
         for d in ds {
-            assert_eq!(d["table"], table, "{d}");
-            assert_eq!(d["rule"]["selector"], format!("from {vip}"), "{d}");
-            assert_eq!(d["rule"]["priority"], 32765, "{d}");
-            let gws: Vec<String> = d["candidates"]
-                .as_array()
-                .unwrap()
+            assert_eq!(d.table, Some(table), "{d:?}");
+            let rule = d.rule.as_ref().expect("a rule selected the table");
+            assert_eq!(rule.selector, format!("from {vip}"), "{d:?}");
+            assert_eq!(rule.priority, 32765, "{d:?}");
+            let gws: Vec<Option<IpAddr>> = d.candidates.iter().map(|c| c.gw).collect();
+            let want: Vec<Option<IpAddr>> = [Role::FrontendA, Role::FrontendB]
                 .iter()
-                .map(|c| c["gw"].as_str().unwrap().to_string())
+                .map(|r| Some(lab.frontend_conduit_ip(*r, vip.is_ipv6())))
                 .collect();
-            let want: Vec<String> = [Role::FrontendA, Role::FrontendB]
-                .iter()
-                .map(|r| lab.frontend_conduit_ip(*r, vip.is_ipv6()).to_string())
-                .collect();
-            assert_eq!(gws, want, "{d}");
+            assert_eq!(gws, want, "{d:?}");
         }
         let flow = f
-            .of_type("flow")
+            .flows()
             .into_iter()
-            .find(|s| s["vip"] == vip.to_string())
-            .unwrap();
-        let routes: Vec<&Value> = f
-            .of_type("route")
+            .find(|s| s.flow.vip == vip && s.flow.proto == "tcp" && s.flow.client_port == 35401)
+            .unwrap_or_else(|| panic!("no summary of the TCP flow to {vip}: {:#?}", f.flows()));
+        let routes: Vec<&records::Route> = f
+            .routes()
             .into_iter()
-            .filter(|r| r["flow_id"] == flow["flow_id"])
+            .filter(|r| r.flow_id == flow.flow_id)
             .collect();
         assert_eq!(
-            flow["egress"]["table"], table,
-            "{flow}\nroutes: {routes:#?}"
+            flow.egress.table,
+            Some(table),
+            "{flow:?}\nroutes: {routes:#?}"
         );
-        assert_eq!(flow["egress"]["rule"]["selector"], format!("from {vip}"));
+        assert_eq!(
+            flow.egress.rule.as_ref().map(|r| r.selector.as_str()),
+            Some(format!("from {vip}").as_str())
+        );
     }
 }
 
@@ -120,20 +150,17 @@ fn prediction_equals_the_next_hop_taken_under_policy_1() {
     let mut used = std::collections::HashSet::new();
     for vip in [IpAddr::V4(VIP4), IpAddr::V6(VIP6)] {
         let ds = decisions(&f, vip);
-        let flows: std::collections::HashSet<u64> = ds
-            .iter()
-            .map(|d| d["client_port"].as_u64().unwrap())
-            .collect();
+        let flows: std::collections::HashSet<u16> = ds.iter().map(|d| d.flow.client_port).collect();
         assert_eq!(
             flows.len(),
             ports.len(),
             "every flow of {vip} has decisions"
         );
         for d in &ds {
-            assert_eq!(d["hash_source"], "skb L4 hash reused by policy 1", "{d}");
-            assert_eq!(d["agree"], true, "prediction differs: {d}");
-            assert_eq!(d["predicted"], d["actual"], "{d}");
-            used.insert(d["actual"].as_str().unwrap().to_string());
+            assert_eq!(d.hash_source, "skb L4 hash reused by policy 1", "{d:?}");
+            assert_eq!(d.agree, Some(true), "prediction differs: {d:?}");
+            assert_eq!(d.predicted, d.actual, "{d:?}");
+            used.insert(d.actual.expect("the next-hop taken is known"));
         }
     }
     // The actual next-hop is the truth: check it against the frontends for IPv4.
@@ -149,10 +176,10 @@ fn prediction_equals_the_next_hop_taken_under_policy_1() {
             (false, true) => Role::FrontendB,
             other => panic!("port {port}: replies at A {a}, B {b} ({other:?})"),
         };
-        let want = lab.frontend_conduit_ip(fe, false).to_string();
+        let want = lab.frontend_conduit_ip(fe, false);
         for d in decisions(&f, IpAddr::V4(VIP4)) {
-            if d["client_port"] == port {
-                assert_eq!(d["actual"], want, "{d}");
+            if d.flow.client_port == port {
+                assert_eq!(d.actual, Some(want), "{d:?}");
             }
         }
     }
@@ -161,12 +188,8 @@ fn prediction_equals_the_next_hop_taken_under_policy_1() {
         4,
         "both frontends used in both families: {used:?}"
     );
-    let summary_agree: u64 = f
-        .of_type("flow")
-        .iter()
-        .map(|s| s["prediction"]["agree"].as_u64().unwrap())
-        .sum();
-    assert_eq!(summary_agree, f.of_type("decision").len() as u64);
+    let summary_agree: u64 = f.flows().iter().map(|s| s.prediction.agree).sum();
+    assert_eq!(summary_agree, f.decisions().len() as u64);
 }
 
 /// Policy 3 (custom fields) hashes with a per-boot key: the tracer must say it cannot
@@ -188,16 +211,16 @@ fn policy_3_says_why_it_cannot_predict() {
     let ds = decisions(&f, IpAddr::V4(VIP4));
     assert!(ds.len() >= 10);
     for d in ds {
-        assert_eq!(d["agree"], Value::Null, "{d}");
-        assert_eq!(d["predicted"], Value::Null, "{d}");
-        let why = d["hash_source"].as_str().unwrap();
+        assert_eq!(d.agree, None, "{d:?}");
+        assert_eq!(d.predicted, None, "{d:?}");
+        let why = &d.hash_source;
         assert!(
             why.contains("policy 3") && why.contains("per-boot key"),
             "{why}"
         );
         assert!(
-            d["actual"].is_string(),
-            "the actual next-hop is still known: {d}"
+            d.actual.is_some(),
+            "the actual next-hop is still known: {d:?}"
         );
     }
 }
@@ -226,16 +249,18 @@ fn weighted_distribution_matches_what_the_frontends_received() {
     .unwrap();
     // Every flow's routed packet is processed before the tracer is stopped.
     let routed = |tracer: &Tracer| {
-        tracer.wait_for(0, Duration::from_secs(10), |r| {
-            r["type"] == "decision" && r["client_port"] == 41199
-        })
+        tracer.wait_for(
+            0,
+            Duration::from_secs(10),
+            |r| matches!(r, Record::Decision(d) if d.flow.client_port == 41199),
+        )
     };
     let last_seen = routed(&tracer).is_some();
     std::thread::sleep(Duration::from_millis(300));
     let f = tracer.stop(libc::SIGINT);
     assert!(f.status.success(), "{}", f.stderr);
-    let dist = f.of_type("distribution");
-    let Some(d) = dist.iter().find(|d| d["vip"] == "20.0.0.1") else {
+    let dist = f.distributions();
+    let Some(d) = dist.iter().find(|d| d.vip == IpAddr::V4(VIP4)) else {
         let kinds: std::collections::BTreeMap<String, usize> =
             f.records.iter().fold(Default::default(), |mut m, r| {
                 *m.entry(r["type"].to_string()).or_default() += 1;
@@ -247,14 +272,13 @@ fn weighted_distribution_matches_what_the_frontends_received() {
             f.stderr
         );
     };
-    assert_eq!(d["flows"], 200, "{d}");
+    assert_eq!(d.flows, 200, "{d:?}");
     let reported = |gw: &str| -> u64 {
-        d["nexthops"]
-            .as_array()
-            .unwrap()
+        let gw: IpAddr = gw.parse().unwrap();
+        d.nexthops
             .iter()
-            .find(|n| n["nexthop"] == gw)
-            .map_or(0, |n| n["flows"].as_u64().unwrap())
+            .find(|n| n.nexthop == Some(gw))
+            .map_or(0, |n| n.flows)
     };
     let truth = [
         ("172.16.0.3", read_udp_counter(&lab.ns(Role::FrontendA))),
@@ -263,7 +287,7 @@ fn weighted_distribution_matches_what_the_frontends_received() {
     ];
     eprintln!("weights 1,2,1 over 200 flows, frontends received: {truth:?}");
     for (gw, got) in truth {
-        assert_eq!(reported(gw), got, "{gw}: tracer vs frontend counter; {d}");
+        assert_eq!(reported(gw), got, "{gw}: tracer vs frontend counter; {d:?}");
         assert!(got > 0, "{gw} received nothing: weights not in effect?");
     }
 }
@@ -319,9 +343,14 @@ fn next_hop_removal_is_reported_and_the_flow_flagged_as_moved() {
         ping_pong(&mut s);
     }
     let (first, _, _) = tracer
-        .wait_for(0, Duration::from_secs(5), |r| r["type"] == "decision")
+        .wait_for(0, Duration::from_secs(5), |r| {
+            matches!(r, Record::Decision(_))
+        })
         .expect("a routed packet");
-    let used = first["actual"].as_str().unwrap().to_string();
+    let Record::Decision(first) = first else {
+        unreachable!()
+    };
+    let used = first.actual.expect("the next-hop taken").to_string();
     let other = if used == "172.16.0.3" {
         "172.16.0.5"
     } else {
@@ -348,7 +377,7 @@ fn next_hop_removal_is_reported_and_the_flow_flagged_as_moved() {
     let removed_at = route(&[other]);
     let (change, _, seen_at) = tracer
         .wait_for(before, Duration::from_secs(3), |r| {
-            r["type"] == "change" && r["what"] == "route"
+            route_change(r).is_some()
         })
         .expect("the removal is reported");
     assert!(
@@ -356,9 +385,10 @@ fn next_hop_removal_is_reported_and_the_flow_flagged_as_moved() {
         "reported after {:?}",
         seen_at - removed_at
     );
-    assert_eq!(change["table"], 1);
-    assert_eq!(change["before"].as_array().unwrap().len(), 2, "{change}");
-    assert_eq!(change["after"][0]["gw"], other, "{change}");
+    let (table, before_hops, after_hops) = route_change(&change).unwrap();
+    assert_eq!(table, 1);
+    assert_eq!(before_hops.len(), 2, "{change:?}");
+    assert_eq!(after_hops[0].gw, Some(other.parse().unwrap()), "{change:?}");
     for _ in 0..5 {
         ping_pong(&mut s);
     }
@@ -366,23 +396,24 @@ fn next_hop_removal_is_reported_and_the_flow_flagged_as_moved() {
     let readded_at = route(&["172.16.0.3", "172.16.0.5"]);
     let (change, _, seen_at) = tracer
         .wait_for(before, Duration::from_secs(3), |r| {
-            r["type"] == "change" && r["what"] == "route"
+            route_change(r).is_some()
         })
         .expect("the re-adding is reported");
     assert!(seen_at - readded_at < Duration::from_secs(1));
-    assert_eq!(change["after"].as_array().unwrap().len(), 2, "{change}");
+    assert_eq!(route_change(&change).unwrap().2.len(), 2, "{change:?}");
     ping_pong(&mut s);
     drop(s);
     std::thread::sleep(Duration::from_millis(300));
     let f = tracer.stop(libc::SIGINT);
     assert!(f.status.success(), "{}", f.stderr);
-    let flow = &f.of_type("flow")[0];
-    let eg = &flow["egress"];
-    assert_eq!(eg["consistent"], false, "{flow}");
-    let hops = eg["nexthops"].as_array().unwrap();
-    assert_eq!(hops[0]["nexthop"], used, "{flow}");
-    assert_eq!(hops[1]["nexthop"], other, "{flow}");
-    assert!(hops[1]["first_rel_ns"].as_u64() > hops[0]["first_rel_ns"].as_u64());
+    let flow = f.flows()[0];
+    let eg = &flow.egress;
+    assert!(!eg.consistent, "{flow:?}");
+    let hops = &eg.nexthops;
+    let addr = |s: &str| -> Option<IpAddr> { Some(s.parse().unwrap()) };
+    assert_eq!(hops[0].nexthop, addr(&used), "{flow:?}");
+    assert_eq!(hops[1].nexthop, addr(other), "{flow:?}");
+    assert!(hops[1].first_rel_ns > hops[0].first_rel_ns);
 }
 
 /// The VIP's table emptied: replies die in the proxy, and the tracer says where and why
@@ -416,33 +447,28 @@ fn a_flow_dropped_in_the_proxy_is_reported_with_a_reason() {
     for fe in [Role::FrontendA, Role::FrontendB] {
         assert_eq!(lab.frontend_counter(fe, "dropped").unwrap(), 0);
     }
-    let drops = f.of_type("drop");
+    let drops = f.drops();
     assert!(!drops.is_empty(), "no drop reported: {:#?}", f.records);
     // Before 5.17 the kernel has no drop reasons: the ready record says so, and the drop
     // says the reason is unknown rather than guess one.
-    let ready = f.of_type("ready")[0];
-    let no_reasons = ready["unavailable"]
-        .as_array()
-        .unwrap()
+    let no_reasons = f.readies()[0]
+        .unavailable
         .iter()
-        .any(|u| u["hook"] == "drop reasons");
+        .any(|u| u.hook == "drop reasons");
     let want = if no_reasons {
         "unknown (this kernel has no drop reasons)"
     } else {
         "IP_INNOROUTES"
     };
     for d in &drops {
-        assert_eq!(d["ifname"], "bridge0", "{d}");
-        assert_eq!(d["path"], "egress", "{d}");
-        assert_eq!(d["reason"], want, "{d}");
-        assert!(
-            d["location"].as_str().unwrap().contains('+'),
-            "symbolized: {d}"
-        );
+        assert_eq!(d.ifname, "bridge0", "{d:?}");
+        assert_eq!(d.path, "egress", "{d:?}");
+        assert_eq!(d.reason, want, "{d:?}");
+        assert!(d.location.contains('+'), "symbolized: {d:?}");
     }
-    let flow = &f.of_type("flow")[0];
-    assert_eq!(flow["drops"]["packets"], drops.len() as u64);
-    assert_eq!(flow["egress"]["packets"], 0);
+    let flow = f.flows()[0];
+    assert_eq!(flow.drops.packets, drops.len() as u64);
+    assert_eq!(flow.egress.packets, 0);
 }
 
 /// Neighbour entries of the VIP next-hops are kept from netlink notifications: a next-hop's
@@ -461,8 +487,8 @@ fn next_hop_neighbour_changes_are_reported_from_notifications() {
         ip(&[&["-n", proxy.as_str(), "neigh"], args].concat());
         Instant::now()
     };
-    let is_neighbour =
-        |r: &Value| r["type"] == "change" && r["what"] == "neighbour" && r["ip"] == "172.16.0.3";
+    let next_hop: IpAddr = "172.16.0.3".parse().unwrap();
+    let is_neighbour = |r: &Record| neighbour_change(r).is_some_and(|(ip, _, _)| ip == next_hop);
     let before = tracer.count();
     let set_at = neigh(&[
         "replace",
@@ -478,8 +504,9 @@ fn next_hop_neighbour_changes_are_reported_from_notifications() {
         .wait_for(before, Duration::from_secs(3), is_neighbour)
         .expect("the new MAC is reported");
     assert!(seen_at - set_at < Duration::from_secs(1));
-    assert_eq!(change["after"], "02:00:00:00:aa:03", "{change}");
-    assert_ne!(change["before"], change["after"], "{change}");
+    let (_, mac_before, mac_after) = neighbour_change(&change).unwrap();
+    assert_eq!(mac_after, Some("02:00:00:00:aa:03"), "{change:?}");
+    assert_ne!(mac_before, mac_after, "{change:?}");
 
     let before = tracer.count();
     let deleted_at = neigh(&["del", "172.16.0.3", "dev", "bridge0"]);
@@ -487,8 +514,9 @@ fn next_hop_neighbour_changes_are_reported_from_notifications() {
         .wait_for(before, Duration::from_secs(3), is_neighbour)
         .expect("the deletion is reported");
     assert!(seen_at - deleted_at < Duration::from_secs(1));
-    assert_eq!(change["before"], "02:00:00:00:aa:03", "{change}");
-    assert!(change["after"].is_null(), "{change}");
+    let (_, mac_before, mac_after) = neighbour_change(&change).unwrap();
+    assert_eq!(mac_before, Some("02:00:00:00:aa:03"), "{change:?}");
+    assert_eq!(mac_after, None, "{change:?}");
     let f = tracer.stop(libc::SIGINT);
     assert!(f.status.success(), "{}", f.stderr);
 }

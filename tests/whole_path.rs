@@ -12,12 +12,11 @@ use std::{
 };
 
 use lab::{netns::in_netns, Role, VIP4, VIP_PORT};
-use serde_json::Value;
 use support::{
     add_udp_counter, held_by, programs_held_by, read_udp_counter, root_or_skip, view_command,
     Finished, ThirdFrontend, Tracer,
 };
-use tracer::records::Hop;
+use tracer::records::{self, Hop, Record, What};
 
 const FRONTENDS: [Role; 2] = [Role::FrontendA, Role::FrontendB];
 
@@ -217,11 +216,9 @@ fn a_third_frontend_coming_and_going_is_followed() {
     let added_at = Instant::now();
     let third = ThirdFrontend::add(&lab);
     let is_port = |added: bool| {
-        move |r: &Value| {
-            r["type"] == "change"
-                && r["what"] == "attached"
-                && r["ifname"] == "conduit-c.-4242"
-                && r["added"] == added
+        move |r: &Record| {
+            matches!(r, Record::Change(c) if matches!(&c.what,
+                What::Attached { added: a, ifname } if *a == added && ifname == "conduit-c.-4242"))
         }
     };
     let (_, _, seen) = tracer
@@ -247,9 +244,11 @@ fn a_third_frontend_coming_and_going_is_followed() {
     })
     .unwrap();
     if tracer
-        .wait_for(mark, Duration::from_secs(5), |r| {
-            r["type"] == "hop" && r["ifname"] == "conduit-c.-4242" && r["dir"] == "egress"
-        })
+        .wait_for(
+            mark,
+            Duration::from_secs(5),
+            |r| matches!(r, Record::Hop(h) if h.ifname == "conduit-c.-4242" && h.dir == "egress"),
+        )
         .is_none()
     {
         let f = tracer.stop(libc::SIGINT);
@@ -338,22 +337,24 @@ fn a_vanishing_frontend_is_reported_and_dropped_without_errors() {
     let (change, _, _) = tracer
         // Rediscovery runs every second; on a loaded machine one round can take a while.
         .wait_for(mark, Duration::from_secs(15), |r| {
-            r["type"] == "change" && r["what"] == "netns" && r["name"] == gone_ns
+            matches!(r, Record::Change(c) if matches!(&c.what, What::Netns { name, .. } if *name == gone_ns))
         })
         .expect("the vanished frontend is reported");
-    assert_eq!(
-        (change["added"].as_bool(), change["role"].as_str()),
-        (Some(false), Some("frontend"))
-    );
+    let Record::Change(records::Change {
+        what: What::Netns { added, role, .. },
+        ..
+    }) = change
+    else {
+        unreachable!("the predicate matched a netns change")
+    };
+    assert_eq!((added, role.as_str()), (false, "frontend"));
     // With our last fd on it closed the namespace is gone, and so is the proxy's port to it.
     let port = lab.proxy_port_towards(Role::FrontendB);
     let px = lab.ns(Role::Proxy);
     tracer
         .wait_for(mark, Duration::from_secs(15), |r| {
-            r["type"] == "change"
-                && r["what"] == "attached"
-                && r["ifname"] == port
-                && r["netns"] == px
+            matches!(r, Record::Change(c) if c.netns == px
+                && matches!(&c.what, What::Attached { ifname, .. } if ifname == port))
         })
         .expect("the proxy's port toward it is reported gone");
     let f = tracer.stop(libc::SIGINT);

@@ -57,15 +57,20 @@ pub fn root_or_skip(test: &str) -> Option<MutexGuard<'static, ()>> {
 pub struct Tracer {
     child: Child,
     records: Arc<Mutex<Vec<Value>>>,
-    /// The same records typed, and the lines that would not read as one (a test fails on
-    /// them at [`Tracer::stop`]: the typed records must describe all the tracer writes).
-    lines: Arc<Mutex<(Vec<Line>, Vec<String>)>>,
+    /// The same records typed, index for index (`None` for a line that would not read as
+    /// one), and those lines: a test fails on them at [`Tracer::stop`], since the typed
+    /// records must describe all the tracer writes. Locked after `records`.
+    lines: Arc<Mutex<Typed>>,
     /// When each record was read, index for index with `records`.
     arrivals: Arc<Mutex<Vec<Instant>>>,
     stderr: Arc<Mutex<String>>,
     /// The stdout and stderr reader threads: they end at EOF, after the tracer exits.
     readers: Vec<std::thread::JoinHandle<()>>,
 }
+
+/// The typed records read so far, index for index with the JSON ones (`None` where a line
+/// did not read), and the lines that did not.
+type Typed = (Vec<Option<Line>>, Vec<String>);
 
 pub struct Finished {
     pub status: ExitStatus,
@@ -137,14 +142,18 @@ impl Tracer {
                 if v["type"] == "ready" {
                     let _ = ready_tx.send(());
                 }
+                // One index in all three, under the `records` lock (see `wait_for`).
+                let mut recs = recs.lock().unwrap();
                 {
                     let (typed, refused) = &mut *typed.lock().unwrap();
                     match serde_json::from_str::<Line>(&line) {
-                        Ok(l) => typed.push(l),
-                        Err(e) => refused.push(format!("{e}: {line}")),
+                        Ok(l) => typed.push(Some(l)),
+                        Err(e) => {
+                            typed.push(None);
+                            refused.push(format!("{e}: {line}"));
+                        }
                     }
                 }
-                let mut recs = recs.lock().unwrap();
                 recs.push(v);
                 times.lock().unwrap().push(Instant::now());
             }
@@ -187,15 +196,22 @@ impl Tracer {
         &self,
         skip: usize,
         timeout: Duration,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Option<(Value, usize, Instant)> {
+        pred: impl Fn(&Record) -> bool,
+    ) -> Option<(Record, usize, Instant)> {
         let deadline = Instant::now() + timeout;
         loop {
             {
-                let recs = self.records.lock().unwrap();
-                if let Some(i) = (skip..recs.len()).find(|&i| pred(&recs[i])) {
+                // The reader pushes to all three under this lock: index i is in each.
+                let _recs = self.records.lock().unwrap();
+                let typed = &self.lines.lock().unwrap().0;
+                let found = typed.iter().enumerate().skip(skip).find_map(|(i, l)| {
+                    l.as_ref()
+                        .filter(|l| pred(&l.record))
+                        .map(|l| (l.record.clone(), i))
+                });
+                if let Some((record, i)) = found {
                     let at = self.arrivals.lock().unwrap()[i];
-                    return Some((recs[i].clone(), i, at));
+                    return Some((record, i, at));
                 }
             }
             if Instant::now() > deadline {
@@ -223,6 +239,7 @@ impl Tracer {
             let _ = r.join();
         }
         let (lines, refused) = std::mem::take(&mut *self.lines.lock().unwrap());
+        let lines: Vec<Line> = lines.into_iter().flatten().collect();
         assert!(
             refused.is_empty(),
             "{} line(s) do not read as typed records (tracer::records), the first: {}",
