@@ -273,13 +273,7 @@ fn weighted_distribution_matches_what_the_frontends_received() {
         );
     };
     assert_eq!(d.flows, 200, "{d:?}");
-    let reported = |gw: &str| -> u64 {
-        let gw: IpAddr = gw.parse().unwrap();
-        d.nexthops
-            .iter()
-            .find(|n| n.nexthop == Some(gw))
-            .map_or(0, |n| n.flows)
-    };
+    let reported = |gw: &str| d.flows_via(gw.parse().unwrap());
     let truth = [
         ("172.16.0.3", read_udp_counter(&lab.ns(Role::FrontendA))),
         ("172.16.0.5", read_udp_counter(&lab.ns(Role::FrontendB))),

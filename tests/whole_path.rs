@@ -296,13 +296,7 @@ fn a_third_frontend_coming_and_going_is_followed() {
         .into_iter()
         .find(|d| d.vip == IpAddr::V4(VIP4))
         .expect("a distribution");
-    let flows_via = |gw: &str| -> u64 {
-        let gw: IpAddr = gw.parse().unwrap();
-        d.nexthops
-            .iter()
-            .find(|n| n.nexthop == Some(gw))
-            .map_or(0, |n| n.flows)
-    };
+    let flows_via = |gw: &str| d.flows_via(gw.parse().unwrap());
     assert_eq!(
         flows_via("172.16.0.9"),
         got_c,

@@ -270,6 +270,16 @@ pub struct Distribution {
     pub nexthops: Vec<Share>,
 }
 
+impl Distribution {
+    /// The flows that took `nexthop` (0 when none did).
+    pub fn flows_via(&self, nexthop: IpAddr) -> u64 {
+        self.nexthops
+            .iter()
+            .find(|n| n.nexthop == Some(nexthop))
+            .map_or(0, |n| n.flows)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Share {
     pub nexthop: Option<IpAddr>,
