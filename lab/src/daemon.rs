@@ -1,7 +1,8 @@
-//! The detached echo server that `cargo xtask lab up` leaves in the target netns, so a
-//! user can connect by hand after xtask has exited. Owns its pid file
-//! (/run/meridio-tracer-lab/<prefix or "default">.pid), starting it and stopping it.
+//! The detached echo servers that `cargo xtask lab up` leaves in the targets' netns (one
+//! per target), so a user can connect by hand after xtask has exited. Owns their pid file
+//! (/run/meridio-tracer-lab/<prefix or "default">.pid), starting and stopping them.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,13 +16,17 @@ pub fn pid_file(prefix: &str) -> PathBuf {
     PathBuf::from(PID_DIR).join(format!("{name}.pid"))
 }
 
-/// Starts `<xtask_exe> lab serve` in `ns_name` via `ip netns exec`, in its own session with
-/// stdio on /dev/null, waits until it listens on `port`, and records its pid.
+/// Starts `<xtask_exe> lab serve --port <port>` in `ns_name` via `ip netns exec`, in its
+/// own session with stdio on /dev/null, waits until it listens on `port`, and adds its pid
+/// to the prefix's pid file (a lab with several targets has one daemon in each).
 pub fn start(prefix: &str, ns_name: &str, xtask_exe: &Path, port: u16) -> Result<u32> {
     let mut cmd = crate::cmd::command("ip");
-    cmd.args(["netns", "exec", ns_name])
-        .arg(xtask_exe)
-        .args(["lab", "serve"]);
+    cmd.args(["netns", "exec", ns_name]).arg(xtask_exe).args([
+        "lab",
+        "serve",
+        "--port",
+        &port.to_string(),
+    ]);
     let mut child = crate::cmd::detached(&mut cmd)
         .spawn()
         .context("could not start the lab's echo server daemon")?;
@@ -30,7 +35,7 @@ pub fn start(prefix: &str, ns_name: &str, xtask_exe: &Path, port: u16) -> Result
     let deadline = Instant::now() + Duration::from_secs(5);
     while !listening(pid, port) {
         if let Some(status) = child.try_wait()? {
-            bail!("the lab's echo server daemon exited at once ({status}); run `ip netns exec {ns_name} {} lab serve` to see why", xtask_exe.display());
+            bail!("the lab's echo server daemon exited at once ({status}); run `ip netns exec {ns_name} {} lab serve --port {port}` to see why", xtask_exe.display());
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -40,14 +45,18 @@ pub fn start(prefix: &str, ns_name: &str, xtask_exe: &Path, port: u16) -> Result
     }
     std::fs::create_dir_all(PID_DIR).with_context(|| format!("could not create {PID_DIR}"))?;
     let file = pid_file(prefix);
-    std::fs::write(&file, format!("{pid}\n"))
-        .with_context(|| format!("could not write {}", file.display()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&file)
+        .with_context(|| format!("could not open {}", file.display()))?;
+    writeln!(f, "{pid}").with_context(|| format!("could not write {}", file.display()))?;
     Ok(pid)
 }
 
 /// Whether process `pid` has a TCP socket listening on `port` in its netns:
 /// /proc/<pid>/net shows the sockets of that process's netns.
-fn listening(pid: u32, port: u16) -> bool {
+pub(crate) fn listening(pid: u32, port: u16) -> bool {
     let want = format!(":{port:04X}");
     ["tcp6", "tcp"].iter().any(|f| {
         std::fs::read_to_string(format!("/proc/{pid}/net/{f}"))
@@ -81,29 +90,32 @@ fn gone(pid: i32) -> bool {
     }
 }
 
-/// Stops the recorded daemon of this prefix, if any, and removes its pid file. Returns
+/// Stops the recorded daemons of this prefix, if any, and removes their pid file. Returns
 /// whether a running daemon was stopped.
 pub fn stop(prefix: &str) -> Result<bool> {
     let file = pid_file(prefix);
     let Ok(text) = std::fs::read_to_string(&file) else {
         return Ok(false);
     };
-    let mut stopped = false;
-    if let Ok(pid) = text.trim().parse::<i32>() {
-        if pid > 0 && is_daemon(pid) {
-            // SAFETY: plain kill(2) on a pid checked above to be our daemon.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while !gone(pid) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if !gone(pid) {
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            stopped = true;
+    let pids: Vec<i32> = text
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .filter(|&pid| pid > 0 && is_daemon(pid))
+        .collect();
+    for &pid in &pids {
+        // SAFETY: plain kill(2) on a pid checked above to be our daemon.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for &pid in &pids {
+        while !gone(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !gone(pid) {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
     std::fs::remove_file(&file).with_context(|| format!("could not remove {}", file.display()))?;
-    Ok(stopped)
+    Ok(!pids.is_empty())
 }

@@ -81,53 +81,77 @@ pub fn serve_forever(port: u16) -> Result<()> {
     }
 }
 
-/// An echo server running on its own thread inside a netns. Ready to accept when
-/// [`Listener::start`] returns; stops, and its thread ends, on drop.
+/// Echo servers, each on its own thread inside a netns. Ready to accept when
+/// [`Listener::start`] returns; stop, and their threads end, on drop.
 pub struct Listener {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Listener {
     /// Starts an echo server on [::]:`port` inside the named netns.
     pub fn start(ns_name: &str, port: u16) -> Result<Listener> {
-        crate::netns::netns_path(ns_name)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
-        let ns = ns_name.to_string();
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("echo-{ns}"))
-            .spawn(move || {
-                let bound = crate::netns::enter(&ns).and_then(|_| {
-                    let l = bind_dual_stack(port)?;
-                    l.set_nonblocking(true)
-                        .context("could not make the listener non-blocking")?;
-                    Ok(l)
-                });
-                match bound {
-                    Ok(l) => {
-                        let _ = ready_tx.send(Ok(()));
-                        accept_until(&l, &flag);
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
-                }
-            })
-            .context("could not start the echo server thread")?;
-        let ready = ready_rx
-            .recv()
-            .context("the echo server thread ended before it was ready")?;
-        let listener = Listener {
-            stop,
-            thread: Some(thread),
+        Listener::start_in(&[ns_name], port)
+    }
+
+    /// Starts an echo server on [::]:`port` inside each of the named netns (the targets of
+    /// a lab with several).
+    pub fn start_in(ns_names: &[&str], port: u16) -> Result<Listener> {
+        let mut listener = Listener {
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
         };
-        ready.with_context(|| {
-            format!("could not start an echo server on port {port} in `{ns_name}`")
-        })?;
+        for ns_name in ns_names {
+            // On error `listener` is dropped, which stops the ones already started.
+            let thread = start_one(ns_name, port, &listener.stop)?;
+            listener.threads.push(thread);
+        }
         Ok(listener)
     }
+}
+
+fn start_one(ns_name: &str, port: u16, stop: &Arc<AtomicBool>) -> Result<JoinHandle<()>> {
+    crate::netns::netns_path(ns_name)?;
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
+    let ns = ns_name.to_string();
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("echo-{ns}"))
+        .spawn(move || {
+            let bound = crate::netns::enter(&ns).and_then(|_| {
+                let l = bind_dual_stack(port)?;
+                l.set_nonblocking(true)
+                    .context("could not make the listener non-blocking")?;
+                Ok(l)
+            });
+            match bound {
+                Ok(l) => {
+                    let _ = ready_tx.send(Ok(()));
+                    accept_until(&l, &flag);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+        })
+        .context("could not start the echo server thread")?;
+    let ready = ready_rx
+        .recv()
+        .context("the echo server thread ended before it was ready");
+    let ready = match ready {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = thread.join();
+            return Err(e);
+        }
+    };
+    if let Err(e) = ready {
+        let _ = thread.join();
+        return Err(e).with_context(|| {
+            format!("could not start an echo server on port {port} in `{ns_name}`")
+        });
+    }
+    Ok(thread)
 }
 
 /// Accepts until `stop` is set, waking every STOP_POLL_MS to look at it.
@@ -159,7 +183,7 @@ fn accept_until(listener: &TcpListener, stop: &AtomicBool) {
 impl Drop for Listener {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }

@@ -9,17 +9,24 @@
 //! A crate of its own: `cargo xtask` (lab, demo, bench) and the tracer's end-to-end tests
 //! build the same lab through it. Besides the lab: [`netns`] runs code inside a namespace,
 //! [`echo`] is the target's TCP echo server, [`daemon`] the detached one `cargo xtask lab
-//! up` leaves running, [`cmd`] runs external commands with errors that carry their stderr.
+//! up` leaves running, [`cmd`] runs external commands with errors that carry their stderr,
+//! [`vendor`] builds Meridio's own load balancer (nfqlb) and test client (mconnect).
+//!
+//! With [`Lb::Nfqlb`] the frontends run the real nfqlb (Maglev over NFQUEUE) as Meridio's
+//! stateless-lb does, over [`LabSpec::targets`] targets that each run `mconnect -server`
+//! on VIP port 4000 (answering with their hostname) and an echo server on port 4001.
 
 pub mod cmd;
 pub mod daemon;
 pub mod echo;
 pub mod netns;
+mod nfqlb;
 mod node_view;
 mod procs;
 mod topology;
 mod truth;
 mod tunnel;
+pub mod vendor;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream};
@@ -29,12 +36,19 @@ use anyhow::{bail, Context, Result};
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use crate::echo::Listener;
+pub use crate::nfqlb::MconnectReport;
 pub use node_view::{wait_ready, OnNode};
 pub use tunnel::{node_ns_name, vni, vxlan_dev, Node, UNDERLAY_IF, VXLAN_PORT};
 
 pub const VIP4: Ipv4Addr = Ipv4Addr::new(20, 0, 0, 1);
 pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2000, 0, 0, 0, 0, 0, 0, 1);
 pub const VIP_PORT: u16 = 4000;
+/// The targets' echo server port with [`Lb::Nfqlb`] (mconnect answers on [`VIP_PORT`]).
+pub const ECHO_PORT_NFQLB: u16 = 4001;
+/// Most targets a lab has.
+pub const MAX_TARGETS: u8 = 8;
+/// nfqlb's fwmark (and frontend routing table) of target i is FWMARK_OFFSET + i.
+pub const FWMARK_OFFSET: u32 = 5000;
 
 /// Client port of the reachability check that `Lab::up` makes; tests should use others.
 const CHECK_PORT: u16 = 34999;
@@ -66,6 +80,52 @@ pub struct LabSpec {
     /// 1: every pod on one node, conduits are veths. 2: proxy and target on node A,
     /// frontends and gateway on node B, conduits over VXLAN between them (see `tunnel`).
     pub nodes: u8,
+    /// What picks the target in the frontends: a fixed nftables mark (default) or nfqlb.
+    pub lb: Lb,
+    /// Number of targets, 1 to [`MAX_TARGETS`]; see [`Lab::targets`]. With the stand-in all
+    /// traffic goes to target 1 (its mark is fixed).
+    pub targets: u8,
+}
+
+/// The frontends' load balancer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lb {
+    /// An nftables rule marks VIP traffic 5001 (target 1), nfqlb's verdict without nfqlb.
+    #[default]
+    StandIn,
+    /// Meridio's nfqlb (`nfqlb flowlb`, Maglev over NFQUEUE) in each frontend, built from
+    /// shared/vendor (see [`vendor`]); the targets run mconnect and echo servers.
+    Nfqlb,
+}
+
+/// How VIP traffic reaches nfqlb's queues in the frontends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueRule {
+    /// Meridio's own: `queue num 0-3` in nft chain `inet meridio-nfqlb nfqlb`.
+    Nft,
+    /// The kernel lacks nft's queue expression: `iptables-legacy` / `ip6tables-legacy -t
+    /// mangle -A PREROUTING -d <VIP> -j NFQUEUE --queue-balance 0:3` (the
+    /// `inet meridio-nfqlb` table stays, with its VIP sets, without queue statements).
+    IptablesLegacy,
+}
+
+/// One target of the lab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetInfo {
+    /// 1-based; nfqlb's identifier (index - 1 in its Maglev table).
+    pub index: u8,
+    /// Netns name, prefix + "target-a-<index>".
+    pub ns: String,
+    /// UTS hostname of its servers (what mconnect answers): the netns name.
+    pub hostname: String,
+    pub ipv4: Ipv4Addr,
+    pub ipv6: Ipv6Addr,
+    /// Its interface holding the address and the VIPs.
+    pub interface: String,
+    /// The proxy's bridge port toward it.
+    pub proxy_port: String,
+    /// The fwmark nfqlb sets for it, also the frontends' routing table toward it.
+    pub fwmark: u32,
 }
 
 impl Default for LabSpec {
@@ -79,6 +139,8 @@ impl Default for LabSpec {
             holders: false,
             proc_only_target: false,
             nodes: 1,
+            lb: Lb::StandIn,
+            targets: 1,
         }
     }
 }
@@ -210,6 +272,13 @@ pub struct Lab {
     holders: Vec<(Role, u32)>,
     /// The process holding the proc-only target's namespace.
     proc_only: Option<u32>,
+    /// Every target, target 1 first.
+    targets: Vec<TargetInfo>,
+    /// nfqlb and mconnect, with [`Lb::Nfqlb`].
+    vendor: Option<vendor::VendorTools>,
+    /// `nfqlb flowlb` of each frontend.
+    nfqlb_pids: Vec<(Role, u32)>,
+    queue_rule: Option<QueueRule>,
 }
 
 impl Lab {
@@ -218,11 +287,20 @@ impl Lab {
     /// what it made and returns the error.
     pub fn up(spec: LabSpec) -> Result<Lab> {
         validate(&spec)?;
+        // Before anything is built: the first build of the tools takes a while and may fail.
+        let vendor = match spec.lb {
+            Lb::Nfqlb => Some(vendor::ensure().context("could not build nfqlb and mconnect")?),
+            Lb::StandIn => None,
+        };
         let mut lab = Lab {
             built_prefix: spec.prefix.clone(),
             built_names: spec.names,
             holders: Vec::new(),
             proc_only: None,
+            targets: target_infos(&spec.prefix, &spec.names, spec.targets),
+            vendor,
+            nfqlb_pids: Vec::new(),
+            queue_rule: None,
             spec,
         };
         lab.down()
@@ -241,6 +319,9 @@ impl Lab {
             let pid = procs::unshared(&lab.built_prefix, &hostname)?;
             lab.proc_only = Some(pid);
             topology::build_proc_only_target(&lab, pid)?;
+        }
+        if lab.spec.lb == Lb::Nfqlb {
+            nfqlb::setup(&mut lab)?;
         }
         lab.wait_ipv6_ready()?;
         lab.check_reachable()?;
@@ -286,6 +367,48 @@ impl Lab {
         ns_name(&self.built_prefix, role)
     }
 
+    /// Every target, target 1 (`Role::Target`) first: netns prefix + "target-a-<i>",
+    /// hostname the same, 172.16.0.6 / fd00::6 for target 1 and 172.16.0.(7+i) /
+    /// fd00::(7+i) for the others, interface `names().tg_if` in each, proxy bridge port
+    /// `names().px_port_tg` for target 1 and that name with its last two characters
+    /// replaced by `f<i>` for the others (`proxy.cond-0af2`), fwmark 5000 + i.
+    pub fn targets(&self) -> Vec<TargetInfo> {
+        self.targets.clone()
+    }
+
+    /// Netns name of target `i` (1-based); panics when the lab has no such target.
+    pub fn target_ns(&self, i: u8) -> String {
+        self.target(i).ns.clone()
+    }
+
+    fn target(&self, i: u8) -> &TargetInfo {
+        self.targets
+            .iter()
+            .find(|t| t.index == i)
+            .unwrap_or_else(|| panic!("the lab has no target {i} (it has {})", self.targets.len()))
+    }
+
+    /// Every netns of the lab with a name (the roles', then targets 2..).
+    fn all_ns(&self) -> Vec<String> {
+        let mut v: Vec<String> = Role::ALL.iter().map(|r| self.ns(*r)).collect();
+        v.extend(self.targets.iter().skip(1).map(|t| t.ns.clone()));
+        v
+    }
+
+    /// How VIP traffic is queued to nfqlb (with [`Lb::Nfqlb`]; None with the stand-in).
+    pub fn queue_rule(&self) -> Option<QueueRule> {
+        self.queue_rule
+    }
+
+    /// The port of the targets' echo server that [`Lab::connect`] and [`Lab::listen`] use:
+    /// [`VIP_PORT`] with the stand-in, [`ECHO_PORT_NFQLB`] with nfqlb (mconnect has 4000).
+    pub fn echo_port(&self) -> u16 {
+        match self.spec.lb {
+            Lb::StandIn => VIP_PORT,
+            Lb::Nfqlb => ECHO_PORT_NFQLB,
+        }
+    }
+
     /// Netns name of a node of a two-node lab, e.g. prefix + "node-a".
     pub fn node_ns(&self, node: Node) -> String {
         node_ns_name(&self.built_prefix, node)
@@ -329,18 +452,25 @@ impl Lab {
         crate::cmd::run("ip", &full)
     }
 
-    /// Starts an echo server on [::]:4000 in the target netns (both VIPs); it is ready to
-    /// accept when this returns and stops on drop.
+    /// Starts an echo server on [::]:[`Lab::echo_port`] (both VIPs) in the target netns, or
+    /// with nfqlb in every target's; it is ready to accept when this returns and stops on
+    /// drop.
     pub fn listen(&self) -> Result<Listener> {
-        Listener::start(&self.ns(Role::Target), VIP_PORT)
+        match self.spec.lb {
+            Lb::StandIn => Listener::start(&self.ns(Role::Target), VIP_PORT),
+            Lb::Nfqlb => {
+                let names: Vec<&str> = self.targets.iter().map(|t| t.ns.as_str()).collect();
+                Listener::start_in(&names, ECHO_PORT_NFQLB)
+            }
+        }
     }
 
     /// From the gateway netns: connects from source port `client_port` (SO_REUSEADDR;
-    /// source address chosen by the kernel) to `vip`:4000 within 3 s, writes `payload`,
-    /// shuts down writing and returns what comes back before EOF.
+    /// source address chosen by the kernel) to `vip`:[`Lab::echo_port`] within 3 s, writes
+    /// `payload`, shuts down writing and returns what comes back before EOF.
     pub fn connect(&self, vip: IpAddr, client_port: u16, payload: &[u8]) -> Result<Vec<u8>> {
         let gw = self.ns(Role::Gateway);
-        let dest = SocketAddr::new(vip, VIP_PORT);
+        let dest = SocketAddr::new(vip, self.echo_port());
         crate::netns::in_netns(&gw, || exchange(dest, client_port, payload))?
             .with_context(|| format!("connection from {gw} port {client_port} to {dest} failed"))
     }
@@ -349,8 +479,7 @@ impl Lab {
     /// quick; it guards against a kernel that still marks them).
     fn wait_ipv6_ready(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(5);
-        for role in Role::ALL {
-            let ns = self.ns(role);
+        for ns in self.all_ns() {
             loop {
                 let failed =
                     crate::cmd::run("ip", &["-n", &ns, "-6", "addr", "show", "dadfailed"])?;
@@ -412,7 +541,8 @@ impl Lab {
                 .connect(vip, CHECK_PORT, payload.as_bytes())
                 .with_context(|| {
                     format!(
-                        "the lab was built but {vip} port {VIP_PORT} is not reachable from {}",
+                        "the lab was built but {vip} port {} is not reachable from {}",
+                        self.echo_port(),
                         self.ns(Role::Gateway)
                     )
                 })?;
@@ -422,9 +552,51 @@ impl Lab {
                     String::from_utf8_lossy(&echoed)
                 );
             }
+            if self.spec.lb == Lb::Nfqlb {
+                // mconnect behind nfqlb: the answer is one of the targets' hostnames.
+                let host = self.ask_hostname(vip, CHECK_PORT).with_context(|| {
+                    format!(
+                        "the lab was built but mconnect on {vip} port {VIP_PORT} does not answer"
+                    )
+                })?;
+                if !self.targets.iter().any(|t| t.hostname == host) {
+                    bail!("the lab was built but {vip} port {VIP_PORT} answered {host:?}, no target's hostname");
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// Netns name of target `i` in the lab with this prefix.
+pub fn target_ns_name(prefix: &str, i: u8) -> String {
+    format!("{prefix}target-a-{i}")
+}
+
+fn target_infos(prefix: &str, names: &LabNames, n: u8) -> Vec<TargetInfo> {
+    (1..=n)
+        .map(|i| {
+            let host = if i == 1 { 6 } else { 7 + i };
+            let proxy_port = if i == 1 {
+                names.px_port_tg.to_string()
+            } else {
+                let base = names.px_port_tg;
+                let cut = base.len().saturating_sub(2);
+                format!("{}f{i}", &base[..cut])
+            };
+            let ns = target_ns_name(prefix, i);
+            TargetInfo {
+                index: i,
+                hostname: ns.clone(),
+                ns,
+                ipv4: Ipv4Addr::new(172, 16, 0, host),
+                ipv6: Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, host as u16),
+                interface: names.tg_if.to_string(),
+                proxy_port,
+                fwmark: FWMARK_OFFSET + i as u32,
+            }
+        })
+        .collect()
 }
 
 impl Drop for Lab {
@@ -452,8 +624,10 @@ pub fn teardown(prefix: &str) -> Result<()> {
     if let Err(e) = procs::stop_all(prefix) {
         errors.push(format!("{e:#}"));
     }
-    for role in Role::ALL {
-        let ns = ns_name(prefix, role);
+    // The roles' namespaces, then every extra target's that exists (the number of targets
+    // is not known here).
+    let extra = (2..=MAX_TARGETS).map(|i| target_ns_name(prefix, i));
+    for ns in Role::ALL.iter().map(|r| ns_name(prefix, *r)).chain(extra) {
         if crate::netns::netns_path(&ns).is_err() {
             continue;
         }
@@ -503,11 +677,60 @@ fn validate(spec: &LabSpec) -> Result<()> {
     if spec.hash_policy > 3 {
         bail!("hash policy {} is not one of 0, 1, 2, 3", spec.hash_policy);
     }
+    if !(1..=MAX_TARGETS).contains(&spec.targets) {
+        bail!("a lab has 1 to {MAX_TARGETS} targets, not {}", spec.targets);
+    }
+    if spec.proc_only_target && spec.targets > 1 {
+        bail!("the proc-only target (hostname target-a-2) cannot be combined with more than one target: choose one of them");
+    }
+    if spec.targets > 1 && spec.names.px_port_tg.len() < 3 {
+        bail!(
+            "proxy port name `{}` is too short to derive the other targets' port names from",
+            spec.names.px_port_tg
+        );
+    }
+    let ports: Vec<TargetInfo> = target_infos(&spec.prefix, &spec.names, spec.targets);
+    if let Some(clash) = ports
+        .iter()
+        .skip(1)
+        .find(|t| names.contains(&t.proxy_port.as_str()))
+    {
+        bail!(
+            "target {}'s proxy port name `{}` clashes with another interface name of the lab",
+            clash.index,
+            clash.proxy_port
+        );
+    }
+    if spec.nodes == 2 && spec.targets > 1 {
+        bail!("a two-node lab has one target");
+    }
     Ok(())
 }
 
 /// The client side of [`Lab::connect`], run inside the gateway netns.
 fn exchange(dest: SocketAddr, client_port: u16, payload: &[u8]) -> Result<Vec<u8>> {
+    let mut stream = connect_from(dest, client_port)?;
+    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    stream.set_write_timeout(Some(READ_TIMEOUT))?;
+    stream
+        .write_all(payload)
+        .context("could not send the payload")?;
+    stream
+        .shutdown(Shutdown::Write)
+        .context("could not shut down writing")?;
+    let mut echoed = Vec::new();
+    if let Err(e) = stream.read_to_end(&mut echoed) {
+        if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+            bail!("no end of the echo within 5 s (got {} bytes)", echoed.len());
+        }
+        return Err(e).context("could not read the echo");
+    }
+    Ok(echoed)
+}
+
+/// A TCP connection from source port `client_port` (SO_REUSEADDR) to `dest` within 3 s,
+/// in the calling thread's netns.
+fn connect_from(dest: SocketAddr, client_port: u16) -> Result<TcpStream> {
     let domain = if dest.is_ipv4() {
         Domain::IPV4
     } else {
@@ -533,21 +756,5 @@ fn exchange(dest: SocketAddr, client_port: u16, payload: &[u8]) -> Result<Vec<u8
         }
         return Err(e).context("could not connect within 3 s");
     }
-    let mut stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    stream.set_write_timeout(Some(READ_TIMEOUT))?;
-    stream
-        .write_all(payload)
-        .context("could not send the payload")?;
-    stream
-        .shutdown(Shutdown::Write)
-        .context("could not shut down writing")?;
-    let mut echoed = Vec::new();
-    if let Err(e) = stream.read_to_end(&mut echoed) {
-        if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
-            bail!("no end of the echo within 5 s (got {} bytes)", echoed.len());
-        }
-        return Err(e).context("could not read the echo");
-    }
-    Ok(echoed)
+    Ok(socket.into())
 }

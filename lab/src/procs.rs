@@ -1,10 +1,12 @@
 //! The lab's long-lived processes: one `sleep infinity` per namespace, so each namespace is
 //! also reachable through /proc/<pid>/ns/net as a pod's is on a node, and the one process
-//! that alone holds the proc-only target's namespace (made with `unshare`, no netns name).
+//! that alone holds the proc-only target's namespace (made with `unshare`, no netns name),
+//! and with nfqlb the frontends' `nfqlb flowlb` and the targets' `mconnect -server`.
 //! Owns their pid file (/run/meridio-tracer-lab/<prefix or "default">.procs) and stopping
 //! them.
 
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -42,9 +44,61 @@ pub(super) fn unshared(prefix: &str, hostname: &str) -> Result<u32> {
     )
 }
 
+/// Starts `program args` in netns `ns_name` under a UTS namespace of its own whose hostname
+/// is `hostname` (a target pod's servers see the pod's name); returns its pid.
+pub(super) fn server(
+    prefix: &str,
+    ns_name: &str,
+    hostname: &str,
+    program: &Path,
+    args: &[&str],
+) -> Result<u32> {
+    let mut cmd = cmd::command("ip");
+    cmd.args([
+        "netns", "exec", ns_name, "unshare", "--uts", "--", "sh", "-c",
+    ])
+    .arg("hostname \"$0\" && exec \"$@\"")
+    .arg(hostname)
+    .arg(program)
+    .args(args);
+    let name = program.file_name().unwrap_or_default().to_string_lossy();
+    spawn_recorded(prefix, cmd, &format!("{name} in {ns_name}"))
+}
+
+/// Starts `nfqlb flowlb` in netns `ns_name` and in a mount namespace of its own with a
+/// private tmpfs on /dev/shm (as a pod has: nfqlb keeps its tables in POSIX shared memory,
+/// and two frontends must not share them); returns its pid. `nsenter -t <pid> -m -n`
+/// reaches it (`ip netns exec` would make yet another mount namespace).
+pub(super) fn nfqlb_flowlb(prefix: &str, ns_name: &str, nfqlb: &Path) -> Result<u32> {
+    let mut cmd = cmd::command("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        ns_name,
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+    ])
+    .arg("mount -t tmpfs tmpfs /dev/shm && exec \"$@\"")
+    .arg("nfqlb")
+    .arg(nfqlb)
+    .args([
+        "flowlb",
+        "--promiscuous_ping",
+        "--queue=0:3",
+        "--qlength=1024",
+        "--hash_mode=0",
+    ]);
+    spawn_recorded(prefix, cmd, &format!("nfqlb flowlb in {ns_name}"))
+}
+
 /// Spawns `cmd` in its own session with stdio on /dev/null, records its pid, and waits
-/// until it has become `sleep infinity` (`ip netns exec`, `unshare` and `sh` exec in place,
-/// so the pid stays the same).
+/// until it has become the long-lived program (`ip netns exec`, `unshare` and `sh` exec in
+/// place, so the pid stays the same).
 fn spawn_recorded(prefix: &str, mut cmd: Command, what: &str) -> Result<u32> {
     let mut child = crate::cmd::detached(&mut cmd)
         .spawn()
@@ -83,9 +137,22 @@ fn record(prefix: &str, pid: u32) -> Result<()> {
     writeln!(f, "{pid}").with_context(|| format!("could not write {}", file.display()))
 }
 
-/// Whether `pid` is alive and one of ours (`sleep infinity`): a recycled pid is not killed.
+/// Whether `pid` is alive and one of ours (`sleep infinity`, or nfqlb or mconnect as built
+/// in target/vendor): a recycled pid is not killed.
 fn is_ours(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == b"sleep\0infinity\0")
+    let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    if c == b"sleep\0infinity\0" {
+        return true;
+    }
+    let argv0 = Path::new(std::ffi::OsStr::from_bytes(
+        c.split(|b| *b == 0).next().unwrap_or_default(),
+    ));
+    argv0.parent() == Some(crate::vendor::out_dir().join("bin").as_path())
+        && argv0
+            .file_name()
+            .is_some_and(|n| n == "nfqlb" || n == "mconnect")
 }
 
 fn gone(pid: u32) -> bool {

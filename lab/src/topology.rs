@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use super::{Lab, LabNames, Role};
 use crate::cmd;
 
-/// Fwmark (and table) nfqlb would set for the one target: target id 1 + 5000.
-const FWMARK: u32 = 5001;
+/// Fwmark (and table) the stand-in sets, nfqlb's for target 1: target id 1 + 5000.
+const FWMARK: u32 = super::FWMARK_OFFSET + 1;
 /// Frontend egress table holding the BGP default route toward the gateway.
 const FE_EGRESS_TABLE: u32 = 4096;
 
@@ -24,21 +24,32 @@ fn x(ns: &str, words: &str) -> Result<()> {
     ip(&format!("netns exec {ns} {words}"))
 }
 
-/// The frontends' nfqlb stand-in: marks VIP traffic as nfqlb would after its Maglev pick.
-fn nfqlb_table() -> String {
+/// The frontends' table `inet meridio-nfqlb` with the VIP sets and chain `nfqlb` holding
+/// `v4_stmt` and `v6_stmt` for traffic to the VIPs (none: the chain is left empty).
+pub(super) fn nfqlb_table(v4_stmt: Option<&str>, v6_stmt: Option<&str>) -> String {
+    let rule = |family: &str, set: &str, stmt: Option<&str>| match stmt {
+        Some(stmt) => format!("    {family} daddr @{set} {stmt}\n"),
+        None => String::new(),
+    };
     format!(
         "table inet meridio-nfqlb {{
   set ipv4-vips {{ type ipv4_addr; flags interval; elements = {{ {v4}/32 }} }}
   set ipv6-vips {{ type ipv6_addr; flags interval; elements = {{ {v6}/128 }} }}
   chain nfqlb {{ type filter hook prerouting priority filter; policy accept;
-    ip daddr @ipv4-vips meta mark set {FWMARK}
-    ip6 daddr @ipv6-vips meta mark set {FWMARK}
-  }}
+{r4}{r6}  }}
 }}
 ",
         v4 = super::VIP4,
         v6 = super::VIP6,
+        r4 = rule("ip", "ipv4-vips", v4_stmt),
+        r6 = rule("ip6", "ipv6-vips", v6_stmt),
     )
+}
+
+/// The nfqlb stand-in: marks VIP traffic as nfqlb would after picking target 1.
+fn stand_in_table() -> String {
+    let mark = format!("meta mark set {FWMARK}");
+    nfqlb_table(Some(&mark), Some(&mark))
 }
 
 pub(super) fn build(lab: &Lab) -> Result<()> {
@@ -64,8 +75,15 @@ pub(super) fn build(lab: &Lab) -> Result<()> {
         ..
     } = lab.names();
 
+    // Targets 2.. (target 1 is `tg`).
+    let extra: Vec<&super::TargetInfo> = lab.targets.iter().skip(1).collect();
+    let extra_ns: Vec<&String> = extra.iter().map(|t| &t.ns).collect();
+
     // ---- namespaces ----
-    for ns in [&gw, &fea, &feb, &px, &tg] {
+    for ns in [&gw, &fea, &feb, &px, &tg]
+        .into_iter()
+        .chain(extra_ns.iter().copied())
+    {
         ip(&format!("netns add {ns}"))
             .with_context(|| format!("could not create network namespace {ns}"))?;
         ip(&format!("-n {ns} link set lo up"))?;
@@ -74,7 +92,10 @@ pub(super) fn build(lab: &Lab) -> Result<()> {
     // ---- sysctls ----
     // DAD off before any link exists: devices copy `default` when they are created, and
     // tentative addresses would make the first connections fail.
-    for ns in [&gw, &fea, &feb, &px, &tg] {
+    for ns in [&gw, &fea, &feb, &px, &tg]
+        .into_iter()
+        .chain(extra_ns.iter().copied())
+    {
         x(
             ns,
             "sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0",
@@ -123,6 +144,12 @@ pub(super) fn build(lab: &Lab) -> Result<()> {
     ip(&format!(
         "link add {tg_if} netns {tg} type veth peer name {px_port_tg} netns {px}"
     ))?;
+    for t in &extra {
+        ip(&format!(
+            "link add {} netns {} type veth peer name {} netns {px}",
+            t.interface, t.ns, t.proxy_port
+        ))?;
+    }
     // A fixed address: a bridge that has none takes its lowest port's, so a port added
     // later (a new frontend) could change it under the target's neighbour cache, and
     // the target's frames would then be dropped as not for this host.
@@ -132,7 +159,10 @@ pub(super) fn build(lab: &Lab) -> Result<()> {
     for port in [gw_port_fea, gw_port_feb] {
         ip(&format!("-n {gw} link set {port} master {gw_bridge} up"))?;
     }
-    for port in [px_port_fea, px_port_feb, px_port_tg] {
+    for port in [px_port_fea, px_port_feb, px_port_tg]
+        .into_iter()
+        .chain(extra.iter().map(|t| t.proxy_port.as_str()))
+    {
         ip(&format!("-n {px} link set {port} master {px_bridge} up"))?;
     }
 
@@ -163,6 +193,18 @@ pub(super) fn build(lab: &Lab) -> Result<()> {
     ] {
         ip(&format!("-n {ns} link set {dev} up"))?;
     }
+    for t in &extra {
+        let (ns, dev) = (&t.ns, &t.interface);
+        for a in [
+            format!("{}/24", t.ipv4),
+            format!("{}/64", t.ipv6),
+            format!("{vip4}/32"),
+            format!("{vip6}/128"),
+        ] {
+            ip(&format!("-n {ns} addr add {a} dev {dev}"))?;
+        }
+        ip(&format!("-n {ns} link set {dev} up"))?;
+    }
 
     // ---- gateway: BGP-learned ECMP routes to the VIPs (BIRD "merge paths on") ----
     ip(&format!(
@@ -175,25 +217,29 @@ pub(super) fn build(lab: &Lab) -> Result<()> {
     ))?;
 
     // ---- stateless-lb frontends ----
-    let script = nfqlb_table();
+    // With nfqlb, `nfqlb::setup` loads the table once nfqlb runs.
+    let script = stand_in_table();
     for (ns, conduit) in [(&fea, fea_conduit), (&feb, feb_conduit)] {
-        cmd::run_with_stdin(
-            "ip",
-            &["netns", "exec", ns, "nft", "-f", "-"],
-            Some(&script),
-        )
-        .with_context(|| format!("could not load the meridio-nfqlb table in {ns}"))?;
+        if lab.spec.lb == super::Lb::StandIn {
+            cmd::run_with_stdin(
+                "ip",
+                &["netns", "exec", ns, "nft", "-f", "-"],
+                Some(&script),
+            )
+            .with_context(|| format!("could not load the meridio-nfqlb table in {ns}"))?;
+        }
         // Ingress: one fwmark rule + table per target.
-        ip(&format!("-n {ns} rule add fwmark {FWMARK} lookup {FWMARK}"))?;
-        ip(&format!(
-            "-n {ns} route add default via 172.16.0.6 dev {conduit} table {FWMARK}"
-        ))?;
-        ip(&format!(
-            "-n {ns} -6 rule add fwmark {FWMARK} lookup {FWMARK}"
-        ))?;
-        ip(&format!(
-            "-n {ns} -6 route add default via fd00::6 dev {conduit} table {FWMARK}"
-        ))?;
+        for t in &lab.targets {
+            let (f, a4, a6) = (t.fwmark, t.ipv4, t.ipv6);
+            ip(&format!("-n {ns} rule add fwmark {f} lookup {f}"))?;
+            ip(&format!(
+                "-n {ns} route add default via {a4} dev {conduit} table {f}"
+            ))?;
+            ip(&format!("-n {ns} -6 rule add fwmark {f} lookup {f}"))?;
+            ip(&format!(
+                "-n {ns} -6 route add default via {a6} dev {conduit} table {f}"
+            ))?;
+        }
         // Egress: VIP source rule, priority 100, to the table BIRD fills with the gateway.
         let t = FE_EGRESS_TABLE;
         ip(&format!(
@@ -227,6 +273,17 @@ pub(super) fn build(lab: &Lab) -> Result<()> {
     ip(&format!(
         "-n {tg} -6 route add default via fd00::1 dev {tg_if} onlink table {t6}"
     ))?;
+    for t in &extra {
+        let (ns, dev) = (&t.ns, &t.interface);
+        ip(&format!("-n {ns} rule add from {vip4} lookup {t4}"))?;
+        ip(&format!(
+            "-n {ns} route add default via 172.16.0.1 dev {dev} onlink table {t4}"
+        ))?;
+        ip(&format!("-n {ns} -6 rule add from {vip6} lookup {t6}"))?;
+        ip(&format!(
+            "-n {ns} -6 route add default via fd00::1 dev {dev} onlink table {t6}"
+        ))?;
+    }
     Ok(())
 }
 

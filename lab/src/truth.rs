@@ -16,6 +16,10 @@ fn check(role: Role, name: &str) -> Result<()> {
     if !matches!(role, Role::FrontendA | Role::FrontendB) {
         bail!("ground-truth counters live in the frontends, not in {role:?}");
     }
+    check_name(name)
+}
+
+fn check_name(name: &str) -> Result<()> {
     if name.is_empty()
         || !name
             .chars()
@@ -66,6 +70,31 @@ impl Lab {
     pub fn frontend_counter(&self, role: Role, name: &str) -> Result<u64> {
         check(role, name)?;
         counter_in(&self.ns(role), name)
+    }
+
+    /// Adds, in netns `ns` (any of the lab's: [`Lab::ns`], [`Lab::target_ns`]), a rule to
+    /// `inet tracer-truth` chain `pre` (prerouting, priority -300) counting the packets
+    /// that the nft match `nft_match` selects into counter `name`, e.g. in a frontend
+    /// `ip saddr 20.0.0.1 tcp sport 4000` (replies entering from the proxy) or
+    /// `iifname "ext-vlan0" tcp flags syn / syn,ack` (SYNs from the gateway).
+    pub fn add_counter(&self, ns: &str, name: &str, nft_match: &str) -> Result<()> {
+        self.check_ns(ns)?;
+        check_name(name)?;
+        add_counter_in(ns, name, nft_match)
+    }
+
+    /// Packets counted so far by counter `name` of [`Lab::add_counter`] in netns `ns`.
+    pub fn counter(&self, ns: &str, name: &str) -> Result<u64> {
+        self.check_ns(ns)?;
+        check_name(name)?;
+        counter_in(ns, name)
+    }
+
+    fn check_ns(&self, ns: &str) -> Result<()> {
+        if !self.all_ns().iter().any(|n| n == ns) {
+            bail!("`{ns}` is not a network namespace of this lab");
+        }
+        Ok(())
     }
 }
 

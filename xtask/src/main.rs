@@ -15,8 +15,12 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use lab::cmd::{self, is_root, run_visible};
-use lab::{vni, Lab, LabNames, LabSpec, Node, Role, UNDERLAY_IF, VIP4, VIP6, VIP_PORT, VXLAN_PORT};
-use xtask::toolchain::{ensure_ebpf_toolchain, ensure_host_tools, ensure_tracefs, LAB_TOOLS};
+use lab::{
+    vni, Lab, LabNames, LabSpec, Lb, Node, Role, UNDERLAY_IF, VIP4, VIP6, VIP_PORT, VXLAN_PORT,
+};
+use xtask::toolchain::{
+    ensure_ebpf_toolchain, ensure_host_tools, ensure_tracefs, LAB_TOOLS, NFQLB_TOOLS,
+};
 
 #[derive(Parser)]
 #[command(
@@ -105,9 +109,19 @@ enum Cmd {
     },
 }
 
+/// The frontends' load balancer (`lab up --lb`).
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LbArg {
+    /// A fixed nftables mark: every VIP connection goes to target 1.
+    StandIn,
+    /// Meridio's nfqlb (Maglev over NFQUEUE), built from shared/vendor.
+    Nfqlb,
+}
+
 #[derive(Subcommand)]
 enum LabCmd {
-    /// Build the lab and leave an echo server on port 4000 in the target.
+    /// Build the lab and leave an echo server on port 4000 in the target (with --lb nfqlb:
+    /// mconnect on 4000 and an echo server on 4001 in every target).
     Up {
         /// Prepended to every netns name.
         #[arg(long, default_value = "")]
@@ -130,15 +144,28 @@ enum LabCmd {
         /// each), the conduits over VXLAN between them.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
         nodes: u8,
+        /// The frontends' load balancer: stand-in (an nft mark, every connection to the
+        /// first target) or nfqlb (Meridio's, in a mount namespace of its own in each
+        /// frontend; built from shared/vendor or $MERIDIO_VENDOR_DIR into target/vendor on
+        /// first use).
+        #[arg(long, value_enum, default_value = "stand-in")]
+        lb: LbArg,
+        /// Number of targets (netns <prefix>target-a-1 .. -N, each with its own hostname);
+        /// use 3 with --lb nfqlb to see Maglev spread connections.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+        targets: u8,
     },
-    /// Stop the lab's echo server and delete its namespaces.
+    /// Stop the lab's servers and processes and delete its namespaces.
     Down {
         #[arg(long, default_value = "")]
         prefix: String,
     },
-    /// Serve TCP echo on [::]:4000 in the current netns forever (the `lab up` daemon).
+    /// Serve TCP echo on [::]:<port> in the current netns forever (the `lab up` daemon).
     #[command(hide = true)]
-    Serve,
+    Serve {
+        #[arg(long, default_value_t = VIP_PORT)]
+        port: u16,
+    },
 }
 
 fn main() {
@@ -155,6 +182,8 @@ fn main() {
                     other_names,
                     with_processes,
                     nodes,
+                    lb,
+                    targets,
                 },
         } => lab_up(LabSpec {
             prefix,
@@ -168,12 +197,19 @@ fn main() {
             holders: with_processes,
             proc_only_target: with_processes,
             nodes,
+            lb: match lb {
+                LbArg::StandIn => Lb::StandIn,
+                LbArg::Nfqlb => Lb::Nfqlb,
+            },
+            targets,
             ..LabSpec::default()
         }),
         Cmd::Lab {
             cmd: LabCmd::Down { prefix },
         } => lab_down(&prefix),
-        Cmd::Lab { cmd: LabCmd::Serve } => lab::echo::serve_forever(VIP_PORT),
+        Cmd::Lab {
+            cmd: LabCmd::Serve { port },
+        } => lab::echo::serve_forever(port),
         Cmd::Demo {
             release,
             prefix,
@@ -272,19 +308,32 @@ fn run(release: bool, args: &[String]) -> Result<()> {
 fn lab_up(spec: LabSpec) -> Result<()> {
     require_root("lab up")?;
     ensure_host_tools(LAB_TOOLS)?;
+    if spec.lb == Lb::Nfqlb {
+        ensure_host_tools(NFQLB_TOOLS)?;
+    }
     let (prefix, table_v4, table_v6) = (spec.prefix.clone(), spec.table_v4, spec.table_v6);
+    let started = std::time::Instant::now();
     let lab = Lab::up(spec).context("could not bring the lab up")?;
+    let took = started.elapsed();
     let n = lab.names();
     let exe = std::env::current_exe().context("could not find the xtask executable")?;
-    // If the daemon fails, `lab` is dropped and the namespaces go with it.
-    let pid = lab::daemon::start(&prefix, &lab.ns(Role::Target), &exe, VIP_PORT)?;
+    // If a daemon fails, `lab` is dropped and the namespaces go with it. With nfqlb every
+    // target has one (on the echo port; mconnect holds 4000).
+    let echo_port = lab.echo_port();
+    let mut pids = Vec::new();
+    for t in lab.targets() {
+        if t.index == 1 || lab.spec.lb == Lb::Nfqlb {
+            pids.push(lab::daemon::start(&prefix, &t.ns, &exe, echo_port)?);
+        }
+    }
+    let pid = pids[0];
     let gw = lab.ns(Role::Gateway);
     let down = if prefix.is_empty() {
         String::new()
     } else {
         format!(" --prefix {prefix}")
     };
-    println!("lab is up:");
+    println!("lab is up ({:.1} s):", took.as_secs_f64());
     println!(
         "  gateway    {gw}  ({}: 169.254.100.150/24, 100:100::150/64; ECMP routes to the VIPs)",
         n.gw_bridge
@@ -299,7 +348,31 @@ fn lab_up(spec: LabSpec) -> Result<()> {
         lab.ns(Role::Proxy),
         n.px_bridge
     );
-    println!("  target     {}  ({} 172.16.0.6 / fd00::6; VIPs {VIP4}, {VIP6}; echo server on port {VIP_PORT}, pid {pid})", lab.ns(Role::Target), n.tg_if);
+    if lab.spec.lb == Lb::Nfqlb {
+        let queue = match lab.queue_rule() {
+            Some(lab::QueueRule::Nft) => "nft `queue num 0-3`",
+            _ => "iptables-legacy NFQUEUE --queue-balance 0:3 (this kernel has no nft queue)",
+        };
+        println!(
+            "  nfqlb      flowlb pids {} and {} (queued by {queue}); fwmark 5000+i per target",
+            lab.nfqlb_pid(Role::FrontendA).unwrap_or_default(),
+            lab.nfqlb_pid(Role::FrontendB).unwrap_or_default(),
+        );
+        for (t, pid) in lab.targets().iter().zip(&pids) {
+            println!(
+                "  target {}   {}  ({} {} / {}, proxy port {}; VIPs; hostname {}; mconnect on {VIP_PORT}, echo on {echo_port} pid {pid}; fwmark {})",
+                t.index, t.ns, t.interface, t.ipv4, t.ipv6, t.proxy_port, t.hostname, t.fwmark
+            );
+        }
+    } else {
+        println!("  target     {}  ({} 172.16.0.6 / fd00::6; VIPs {VIP4}, {VIP6}; echo server on port {VIP_PORT}, pid {pid})", lab.ns(Role::Target), n.tg_if);
+        for t in lab.targets().iter().skip(1) {
+            println!(
+                "  target {}   {}  ({} {} / {}, proxy port {}; VIPs; no traffic with the stand-in lb)",
+                t.index, t.ns, t.interface, t.ipv4, t.ipv6, t.proxy_port
+            );
+        }
+    }
     if let Some(p) = lab.proc_only_target_pid() {
         println!("  target 2   /proc/{p}/ns/net only  ({} 172.16.0.7 / fd00::7; VIPs {VIP4}, {VIP6}; hostname {prefix}target-a-2)", n.tg2_if);
     }
@@ -333,6 +406,19 @@ fn lab_up(spec: LabSpec) -> Result<()> {
     println!("connect with:");
     println!("  ip netns exec {gw} nc {VIP4} {VIP_PORT} -p 35000");
     println!("  ip netns exec {gw} nc {VIP6} {VIP_PORT} -p 35001");
+    if lab.spec.lb == Lb::Nfqlb {
+        let bin = lab::vendor::out_dir().join("bin");
+        let mconnect = bin.join("mconnect");
+        println!(
+            "  ip netns exec {gw} {} -address {VIP4}:{VIP_PORT} -nconn 400 -timeout 2s -output json",
+            mconnect.display()
+        );
+        println!(
+            "  nsenter -t {} -m -n {} show --shm=tshm-stream-a   (frontend A's Maglev table)",
+            lab.nfqlb_pid(Role::FrontendA).unwrap_or_default(),
+            bin.join("nfqlb").display()
+        );
+    }
     println!("trace with:");
     println!(
         "  cargo xtask run -- --netns {} --vip {VIP4} --vip {VIP6}",

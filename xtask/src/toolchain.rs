@@ -1,6 +1,7 @@
 //! Installing what building and testing need, so a fresh machine (or CI) gets there with
 //! one `cargo xtask` command: the nightly toolchain with rust-src and bpf-linker 0.10.2 for
-//! the eBPF object, iproute2 and nftables for the lab, a mounted tracefs for the tracer.
+//! the eBPF object, iproute2 and nftables for the lab (plus iptables and Go for the lab
+//! with nfqlb), a mounted tracefs for the tracer.
 
 use std::path::Path;
 use std::process::Command;
@@ -20,6 +21,17 @@ pub const LAB_TOOLS: &[(&str, &str)] = &[
     ("nft", "nftables"),
     ("unshare", "util-linux"),
     ("nsenter", "util-linux"),
+];
+
+/// What the lab with `--lb nfqlb` needs besides [`LAB_TOOLS`]: iptables-legacy where the
+/// kernel has no nft queue expression, and Go, make and a C compiler to build nfqlb and
+/// mconnect (whose headers the lab's vendor module installs itself when missing).
+pub const NFQLB_TOOLS: &[(&str, &str)] = &[
+    ("iptables-legacy", "iptables"),
+    ("ip6tables-legacy", "iptables"),
+    ("go", "golang-go"),
+    ("make", "make"),
+    ("cc", "gcc"),
 ];
 
 /// Makes sure nightly with rust-src and bpf-linker 0.10.2 are installed.
