@@ -163,13 +163,24 @@ pub struct FibRecord {
     pub dst: [u8; 16],
     pub gw: [u8; 16],
     pub dev: [u8; 16],
-    /// skb mark of the packet (policy rules may select on it).
+    /// The mark the lookup used (the raw hooks read the lookup's own `flowi*_mark`; the
+    /// perf tracepoint fallback has the packet's mark at its ingress hook).
     pub mark: u32,
     pub family: u8,
     pub proto: u8,
     /// The traced namespace whose packet this lookup routes (see `SITE` in the eBPF).
     pub site: u16,
+    /// How the lookup was tied to its packet: `TIE_INGRESS` or `TIE_EGRESS`.
+    pub tie: u8,
+    pub _pad: [u8; 7],
 }
+
+/// The lookup followed its packet's TC ingress hook in the same softirq, on the same CPU.
+pub const TIE_INGRESS: u8 = 0;
+/// The lookup ran elsewhere (after an NFQUEUE verdict: in the verdict's thread, on any CPU,
+/// with the mark the verdict set) and was tied to the packet that its TC egress hook saw
+/// next on that CPU, with the lookup's addresses and mark: what the routing did with it.
+pub const TIE_EGRESS: u8 = 1;
 
 /// The multipath hash the kernel computed for a traced packet (`fib_multipath_hash` /
 /// `rt6_multipath_hash` return value, already shifted right by one as the kernel compares
@@ -340,6 +351,9 @@ pub struct FibRawOffsets {
     pub fl6_oif: u16,
     pub fl6_saddr: u16,
     pub fl6_daddr: u16,
+    /// `flowi4` / `flowi6`: the mark the lookup uses (what fwmark rules select on).
+    pub fl4_mark: u16,
+    pub fl6_mark: u16,
     /// `fib_nh_common`: device, gateway family and gateway.
     pub nhc_dev: u16,
     pub nhc_gw_family: u16,

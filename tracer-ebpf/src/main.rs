@@ -9,7 +9,9 @@
 //! - `meridio_fib4` / `meridio_fib6`: tracepoints on the routing table lookups. The kernel does
 //!   not fill ports into the lookup key of forwarded packets, nor tell which netns looks up,
 //!   so a lookup is only reported when it follows, on the same CPU, a traced ingress packet
-//!   with the same addresses on the lookup's input interface (see `LAST_INGRESS`).
+//!   with the same addresses on the lookup's input interface (see `LAST_INGRESS`), or, for a
+//!   lookup made later with a mark netfilter set (after nfqlb's NFQUEUE verdict, in its
+//!   thread), when the TC egress hook sees the routed packet next on that CPU (`LAST_LOOKUP`).
 #![no_std]
 #![no_main]
 // `atomic_xadd`: the bpfel target has no `AtomicU64::fetch_add`; the intrinsic, its result
@@ -31,7 +33,7 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 use tracer_common::{
-    v4_mapped, CaptureRecord, DropOffsets, DropRecord, FibOffsets, FibRawOffsets, FibRecord, FragKey, HashRecord,
+    v4_mapped, CaptureRecord, TIE_EGRESS, TIE_INGRESS, DropOffsets, DropRecord, FibOffsets, FibRawOffsets, FibRecord, FragKey, HashRecord,
     HopCount, HopKey, IfaceKey, PacketRecord, FRAGS_ENTRIES, FRAG_IS, FRAG_MORE, FRAG_ORPHAN, AF_INET, AF_INET6, BUDGET_ALL, COUNTERS_LEN, COUNTER_HOP_NEW,
     COUNTER_LOST, COUNTER_MATCHED, COUNTER_UNRECORDED, DIR_EGRESS, DIR_INGRESS, FIELD_ABSENT,
     HASH_HOOK_FEXIT, HASH_HOOK_KRETPROBE, HOPS_DEFAULT_ENTRIES, INLINE_VIPS, KIND_DROP, KIND_FIB,
@@ -145,6 +147,35 @@ struct LastIngress {
     /// The namespace the packet entered (its site number).
     site: u16,
     _pad2: [u8; 6],
+}
+
+/// A route lookup of a VIP packet that did not follow its TC ingress hook, waiting on this
+/// CPU for the TC egress hook its packet reaches next. After an NFQUEUE verdict (every VIP
+/// packet of a real stateless-lb-frontend: nfqlb sets the target's fwmark) the lookup runs
+/// in the verdict's thread, on any CPU, long after the ingress hook; from the lookup on,
+/// routing, forwarding and the egress hook run synchronously on that CPU with bottom halves
+/// off, so the next egress of the same addresses and mark in the same namespace is the
+/// routed packet itself, and lends the lookup its ports.
+#[map]
+static LAST_LOOKUP: PerCpuArray<LastLookup> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct LastLookup {
+    /// 0: empty (taken, or never filled).
+    ts_ns: u64,
+    src: [u8; 16],
+    dst: [u8; 16],
+    gw: [u8; 16],
+    dev: [u8; 16],
+    table: u32,
+    err: i32,
+    oif: i32,
+    iif: i32,
+    mark: u32,
+    site: u16,
+    family: u8,
+    _pad: u8,
 }
 
 /// A lookup further from its ingress hook than this is not the same packet's. The slot is
@@ -478,6 +509,7 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
 
     if dir == DIR_EGRESS {
         forget_last_ingress();
+        tie_lookup(&key, family, skb.mark, ts_ns, record);
     } else if l3_iface {
         // Only a recorded packet primes the route lookup and hash hooks: a packet the
         // budget leaves out gets no lookup or hash records either.
@@ -720,6 +752,59 @@ fn count_hop(key: &HopKey, ip_len: u16, ts_ns: u64) -> (bool, u64) {
     }
 }
 
+/// The egress side of `LAST_LOOKUP`: a routed packet with the waiting lookup's addresses
+/// and mark, in its namespace, takes the lookup (written only when the packet is recorded,
+/// as a lookup tied at ingress is).
+#[inline(always)]
+fn tie_lookup(key: &HopKey, family: u8, mark: u32, now: u64, record: bool) {
+    let Some(l) = LAST_LOOKUP.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU slot, only this CPU reads and writes it.
+    let l = unsafe { &mut *l };
+    if l.ts_ns == 0
+        || l.site != key.site
+        || l.family != family
+        || l.mark != mark
+        || l.src != key.src
+        || l.dst != key.dst
+    {
+        return;
+    }
+    let ts = l.ts_ns;
+    l.ts_ns = 0;
+    if !record || now.wrapping_sub(ts) > LAST_INGRESS_MAX_AGE_NS {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<FibRecord>(0) else {
+        bump(COUNTER_LOST);
+        return;
+    };
+    let r = entry.as_mut_ptr();
+    // SAFETY: `r` points at a reserved, exclusively owned FibRecord-sized slot.
+    unsafe {
+        (*r).kind = KIND_FIB;
+        (*r).table = l.table;
+        (*r).ts_ns = ts;
+        (*r).err = l.err;
+        (*r).oif = l.oif;
+        (*r).iif = l.iif;
+        (*r).sport = key.sport;
+        (*r).dport = key.dport;
+        (*r).src = l.src;
+        (*r).dst = l.dst;
+        (*r).gw = l.gw;
+        (*r).dev = l.dev;
+        (*r).mark = l.mark;
+        (*r).family = family;
+        (*r).proto = key.proto;
+        (*r).site = l.site;
+        (*r).tie = TIE_EGRESS;
+        (*r)._pad = [0; 7];
+    }
+    entry.submit(wakeup());
+}
+
 #[inline(always)]
 fn forget_last_ingress() {
     if let Some(last) = LAST_INGRESS.get_ptr_mut(0) {
@@ -789,6 +874,8 @@ fn start_fib(
         (*r).family = family;
         (*r).proto = last.proto;
         (*r).site = last.site;
+        (*r).tie = TIE_INGRESS;
+        (*r)._pad = [0; 7];
     }
     Some(entry)
 }
@@ -875,25 +962,33 @@ pub fn meridio_fib4_raw(ctx: RawTracePointContext) -> i32 {
 }
 
 fn try_fib4_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
-    let (last, now) = pending_lookup(AF_INET).ok_or(())?;
+    let pending = pending_lookup(AF_INET);
     let off = *FIB_RAW_OFFSETS.get(0).ok_or(())?;
     if off.valid == 0 {
         return Ok(());
     }
     let flp: u64 = ctx.arg(1);
-    let iif: i32 = kread(flp, off.fl4_iif)?;
-    if last.ifindex as i32 != iif {
+    // The mark first: a lookup with none and no traced packet waiting is the common case.
+    let mark: u32 = kread(flp, off.fl4_mark)?;
+    if pending.is_none() && mark == 0 {
         return Ok(());
     }
+    let iif: i32 = kread(flp, off.fl4_iif)?;
     let src = v4_mapped(kread::<[u8; 4]>(flp, off.fl4_saddr)?);
     let dst = v4_mapped(kread::<[u8; 4]>(flp, off.fl4_daddr)?);
-    if last.src != src || last.dst != dst {
-        return Ok(());
-    }
     let table: u64 = ctx.arg(0);
     let err: u64 = ctx.arg(3);
     let err = err as i32;
     let nhc: u64 = ctx.arg(2);
+    let Some((last, now)) = pending.filter(|(last, _)| {
+        last.ifindex as i32 == iif && last.src == src && last.dst == dst && last.mark == mark
+    }) else {
+        if mark != 0 && err == 0 {
+            let gw = nhc_gw4(nhc, &off);
+            defer_lookup(&off, nhc, AF_INET, iif, src, dst, mark, table as u32, flp + u64::from(off.fl4_oif), gw);
+        }
+        return Ok(());
+    };
     if !same_site(last, nhc, &off) {
         return Ok(());
     }
@@ -905,22 +1000,92 @@ fn try_fib4_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
     unsafe {
         (*r).table = table as u32;
         (*r).err = err;
+        (*r).mark = mark;
         (*r).oif = kread(flp, off.fl4_oif).unwrap_or(0);
-        (*r).gw = [0; 16];
-        (*r).dev = [0; 16];
-        if nhc != 0 {
-            // An IPv6 gateway on an IPv4 route (RFC 5549) is left out, as unspecified.
-            if kread::<u8>(nhc, off.nhc_gw_family).unwrap_or(0) == AF_INET {
-                (*r).gw = v4_mapped(kread::<[u8; 4]>(nhc, off.nhc_gw).unwrap_or([0; 4]));
-            }
-            let dev: u64 = kread(nhc, off.nhc_dev).unwrap_or(0);
-            if dev != 0 {
-                (*r).dev = kread(dev, off.dev_name).unwrap_or([0; 16]);
-            }
-        }
+        (*r).gw = nhc_gw4(nhc, &off);
+        (*r).dev = nhc_dev_name(nhc, &off);
     }
     submit_fib(entry, err);
     Ok(())
+}
+
+/// An IPv4 route's next-hop gateway (an IPv6 gateway on an IPv4 route, RFC 5549, is left
+/// out, as unspecified).
+#[inline(always)]
+fn nhc_gw4(nhc: u64, off: &FibRawOffsets) -> [u8; 16] {
+    if nhc != 0 && kread::<u8>(nhc, off.nhc_gw_family).unwrap_or(0) == AF_INET {
+        v4_mapped(kread::<[u8; 4]>(nhc, off.nhc_gw).unwrap_or([0; 4]))
+    } else {
+        [0; 16]
+    }
+}
+
+/// The name of a next-hop's device (zeros without one).
+#[inline(always)]
+fn nhc_dev_name(nhc: u64, off: &FibRawOffsets) -> [u8; 16] {
+    if nhc == 0 {
+        return [0; 16];
+    }
+    let dev: u64 = kread(nhc, off.nhc_dev).unwrap_or(0);
+    if dev == 0 {
+        return [0; 16];
+    }
+    kread(dev, off.dev_name).unwrap_or([0; 16])
+}
+
+/// The traced namespace a next-hop's device is in, if it is one.
+#[inline(always)]
+fn nhc_site(nhc: u64, off: &FibRawOffsets) -> Option<u16> {
+    let dev: u64 = kread(nhc, off.nhc_dev).ok()?;
+    if dev == 0 {
+        return None;
+    }
+    let net = kread::<u64>(dev, off.dev_nd_net).ok()?;
+    let inum = kread::<u32>(net, off.net_ns_inum).ok()?;
+    // SAFETY: a plain read of a map value.
+    unsafe { NETNS_INUMS.get(inum) }.copied()
+}
+
+/// A successful lookup of a VIP packet, with a mark its TC ingress hook did not see, in a
+/// traced namespace: kept in `LAST_LOOKUP` for the egress hook its packet reaches next.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn defer_lookup(
+    off: &FibRawOffsets,
+    nhc: u64,
+    family: u8,
+    iif: i32,
+    src: [u8; 16],
+    dst: [u8; 16],
+    mark: u32,
+    table: u32,
+    oif_at: u64,
+    gw: [u8; 16],
+) {
+    if nhc == 0 || !(is_vip(&dst) || is_vip(&src)) {
+        return;
+    }
+    let Some(site) = nhc_site(nhc, off) else {
+        return;
+    };
+    let Some(l) = LAST_LOOKUP.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU slot, only this CPU reads and writes it.
+    unsafe {
+        (*l).ts_ns = bpf_ktime_get_ns();
+        (*l).src = src;
+        (*l).dst = dst;
+        (*l).gw = gw;
+        (*l).dev = nhc_dev_name(nhc, off);
+        (*l).table = table;
+        (*l).err = 0;
+        (*l).oif = kread(oif_at, 0).unwrap_or(0);
+        (*l).iif = iif;
+        (*l).mark = mark;
+        (*l).site = site;
+        (*l).family = family;
+    }
 }
 
 /// Whether a lookup whose next-hop is `nhc` (a `fib_nh_common`, 0 when none) ran in the
@@ -930,21 +1095,10 @@ fn try_fib4_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
 /// next-hop device (a failed lookup) there is nothing to tell by, and the lookup is kept.
 #[inline(always)]
 fn same_site(last: &LastIngress, nhc: u64, off: &FibRawOffsets) -> bool {
-    if nhc == 0 {
+    if nhc == 0 || kread::<u64>(nhc, off.nhc_dev).unwrap_or(0) == 0 {
         return true;
     }
-    let dev: u64 = kread(nhc, off.nhc_dev).unwrap_or(0);
-    if dev == 0 {
-        return true;
-    }
-    let Ok(net) = kread::<u64>(dev, off.dev_nd_net) else {
-        return true;
-    };
-    let Ok(inum) = kread::<u32>(net, off.net_ns_inum) else {
-        return true;
-    };
-    // SAFETY: a plain read of a map value.
-    unsafe { NETNS_INUMS.get(inum) }.is_some_and(|site| *site == last.site)
+    nhc_site(nhc, off).is_some_and(|site| site == last.site)
 }
 
 /// `fib6:fib6_table_lookup` as a raw tracepoint (see `meridio_fib4_raw`).
@@ -971,26 +1125,40 @@ fn rt6_type_error(t: u8) -> i32 {
 }
 
 fn try_fib6_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
-    let (last, now) = pending_lookup(AF_INET6).ok_or(())?;
+    let pending = pending_lookup(AF_INET6);
     let off = *FIB_RAW_OFFSETS.get(0).ok_or(())?;
     if off.valid == 0 {
         return Ok(());
     }
     let flp: u64 = ctx.arg(3);
-    let iif: i32 = kread(flp, off.fl6_iif)?;
-    if last.ifindex as i32 != iif {
+    // The mark first: a lookup with none and no traced packet waiting is the common case.
+    let mark: u32 = kread(flp, off.fl6_mark)?;
+    if pending.is_none() && mark == 0 {
         return Ok(());
     }
+    let iif: i32 = kread(flp, off.fl6_iif)?;
     let src: [u8; 16] = kread(flp, off.fl6_saddr)?;
     let dst: [u8; 16] = kread(flp, off.fl6_daddr)?;
-    if last.src != src || last.dst != dst {
-        return Ok(());
-    }
     let res: u64 = ctx.arg(1);
     let table: u64 = ctx.arg(2);
     let err = rt6_type_error(kread(res, off.res_type).unwrap_or(0));
     let nh: u64 = kread(res, off.res_nh).unwrap_or(0);
-    if nh != 0 && !same_site(last, nh + u64::from(off.f6nh_common), &off) {
+    let nhc = if nh != 0 { nh + u64::from(off.f6nh_common) } else { 0 };
+    let gw = if nhc != 0 && err == 0 {
+        kread(nhc, off.nhc_gw).unwrap_or([0; 16])
+    } else {
+        [0; 16]
+    };
+    let Some((last, now)) = pending.filter(|(last, _)| {
+        last.ifindex as i32 == iif && last.src == src && last.dst == dst && last.mark == mark
+    }) else {
+        if mark != 0 && err == 0 {
+            let tb_id: u32 = kread(table, off.tb6_id).unwrap_or(0);
+            defer_lookup(&off, nhc, AF_INET6, iif, src, dst, mark, tb_id, flp + u64::from(off.fl6_oif), gw);
+        }
+        return Ok(());
+    };
+    if nhc != 0 && !same_site(last, nhc, &off) {
         return Ok(());
     }
     let Some(mut entry) = start_fib(last, now, AF_INET6, iif) else {
@@ -1001,19 +1169,10 @@ fn try_fib6_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
     unsafe {
         (*r).table = kread(table, off.tb6_id).unwrap_or(0);
         (*r).err = err;
+        (*r).mark = mark;
         (*r).oif = kread(flp, off.fl6_oif).unwrap_or(0);
-        (*r).gw = [0; 16];
-        (*r).dev = [0; 16];
-        if nh != 0 {
-            let nhc = nh + u64::from(off.f6nh_common);
-            if err == 0 {
-                (*r).gw = kread(nhc, off.nhc_gw).unwrap_or([0; 16]);
-            }
-            let dev: u64 = kread(nhc, off.nhc_dev).unwrap_or(0);
-            if dev != 0 {
-                (*r).dev = kread(dev, off.dev_name).unwrap_or([0; 16]);
-            }
-        }
+        (*r).gw = gw;
+        (*r).dev = nhc_dev_name(nhc, &off);
     }
     submit_fib(entry, err);
     Ok(())

@@ -40,6 +40,9 @@ pub struct Stamp {
 }
 
 /// Every record, by its `"type"`.
+// A `flow` record is several times a hop's size; readers hold one line at a time, so the
+// variants stay unboxed for plain matching.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Record {
@@ -187,6 +190,17 @@ pub struct Route {
     pub iif: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<Rule>,
+    /// The mark the lookup used (what fwmark rules select on).
+    #[serde(default)]
+    pub mark: u32,
+    /// The lookup did not follow its packet's ingress hook: netfilter set the mark (nfqlb's
+    /// NFQUEUE verdict) and the lookup ran after it, tied to its packet at its egress hook.
+    #[serde(default)]
+    pub after_ingress: bool,
+    /// Only on a frontend's lookup after the load balancer's queue: from the request
+    /// entering the frontend to this lookup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_ns: Option<u64>,
 }
 
 /// Per-packet records the ring lost (`count` now, `total` so far).
@@ -268,9 +282,31 @@ pub struct Distribution {
     pub vip: IpAddr,
     pub flows: u64,
     pub nexthops: Vec<Share>,
+    /// Per target pod the flows reached.
+    #[serde(default)]
+    pub targets: Vec<TargetShare>,
+}
+
+/// The flows (and requests) one target pod got, and the address and mark the frontends'
+/// load balancer sent them to and with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetShare {
+    pub netns: String,
+    pub target_ip: Option<IpAddr>,
+    pub mark: Option<u32>,
+    pub flows: u64,
+    pub packets: u64,
 }
 
 impl Distribution {
+    /// The flows that reached the target pod `netns` (0 when none did).
+    pub fn flows_to(&self, netns: &str) -> u64 {
+        self.targets
+            .iter()
+            .find(|t| t.netns == netns)
+            .map_or(0, |t| t.flows)
+    }
+
     /// The flows that took `nexthop` (0 when none did).
     pub fn flows_via(&self, nexthop: IpAddr) -> u64 {
         self.nexthops
@@ -301,6 +337,62 @@ pub struct Flow {
     pub drops: Drops,
     pub prediction: Prediction,
     pub fragments: Option<Fragments>,
+    /// The pods the flow crossed (absent in lines of tracers before it).
+    #[serde(default)]
+    pub path: FlowPath,
+}
+
+/// A flow's whole path: the frontend it entered by, the load balancer's choice(s), the
+/// proxy port toward the target, the target pod, and the frontend its replies left by.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct FlowPath {
+    pub frontend_in: Option<At>,
+    pub lb: Vec<LbChoice>,
+    pub proxy_to_target: Option<At>,
+    pub target: Option<TargetAt>,
+    pub frontend_out: Option<LeftBy>,
+    /// The replies left by another frontend than the requests entered by.
+    pub asymmetric: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct At {
+    pub netns: String,
+    pub ifname: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetAt {
+    pub netns: String,
+    pub ifname: String,
+    /// Requests that reached it (the kernel's count where read).
+    pub packets: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeftBy {
+    pub netns: String,
+    pub ifname: String,
+    /// The frontend's next-hop toward the gateway.
+    pub nexthop: Option<IpAddr>,
+}
+
+/// A frontend's choice of target: the route lookup of the flow's request after the load
+/// balancer set the mark.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LbChoice {
+    pub netns: String,
+    pub ts_ns: u64,
+    pub mark: u32,
+    /// The fwmark rule that selected the table.
+    pub rule: Option<Rule>,
+    pub table: u32,
+    pub target_ip: IpAddr,
+    pub dev: String,
+    /// From the request entering the frontend to its lookup (the time in nfqlb's queue).
+    pub queued_ns: Option<u64>,
+    /// The mark was set after the TC ingress hook (by netfilter: nfqlb's NFQUEUE verdict).
+    pub marked_after_ingress: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -115,8 +115,12 @@ pub struct FibLookup {
     /// First usable next-hop of the matched route; unspecified when the route has none.
     pub gw: IpAddr,
     pub dev: String,
-    /// skb mark of the packet (fwmark rules select on it).
+    /// The mark the lookup used (fwmark rules select on it): the lookup's own where the raw
+    /// hooks read it, else the packet's at its ingress hook.
     pub mark: u32,
+    /// The lookup did not follow its packet's ingress hook (it ran after an NFQUEUE verdict,
+    /// or with a mark netfilter set): it was tied to the packet at its egress hook.
+    pub after_ingress: bool,
 }
 
 /// The multipath hash the kernel computed for a traced packet (fexit/kretprobe hooks).
@@ -234,6 +238,7 @@ pub fn decode(bytes: &[u8]) -> Result<(u16, Event), DecodeError> {
                     gw: addr(r.family, r.gw)?,
                     dev: c_string(&r.dev),
                     mark: r.mark,
+                    after_ingress: r.tie == tracer_common::TIE_EGRESS,
                 }),
             ))
         }

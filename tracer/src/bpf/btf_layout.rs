@@ -235,6 +235,7 @@ mod tests {
         ("flowi6", "__fl_common"),
         ("flowi_common", "flowic_iif"),
         ("flowi_common", "flowic_oif"),
+        ("flowi_common", "flowic_mark"),
         ("flowi4", "saddr"),
         ("flowi4", "daddr"),
         ("flowi6", "saddr"),

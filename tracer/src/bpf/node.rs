@@ -438,6 +438,7 @@ fn fib_raw_offsets(layout: &Layout) -> Result<FibRawOffsets> {
     let common6 = layout.offset("flowi6", "__fl_common")?;
     let iif = layout.offset("flowi_common", "flowic_iif")?;
     let oif = layout.offset("flowi_common", "flowic_oif")?;
+    let mark = layout.offset("flowi_common", "flowic_mark")?;
     Ok(FibRawOffsets {
         fl4_iif: common4 + iif,
         fl4_oif: common4 + oif,
@@ -447,6 +448,8 @@ fn fib_raw_offsets(layout: &Layout) -> Result<FibRawOffsets> {
         fl6_oif: common6 + oif,
         fl6_saddr: layout.offset("flowi6", "saddr")?,
         fl6_daddr: layout.offset("flowi6", "daddr")?,
+        fl4_mark: common4 + mark,
+        fl6_mark: common6 + mark,
         nhc_dev: layout.offset("fib_nh_common", "nhc_dev")?,
         nhc_gw_family: layout.offset("fib_nh_common", "nhc_gw_family")?,
         nhc_gw: layout.offset("fib_nh_common", "nhc_gw")?,

@@ -22,12 +22,15 @@ use crate::{
     netns::kernel_state::{KernelState, NextHop, Rule},
 };
 
+mod path;
 mod summary;
+
+pub use path::{LbChoice, PathSeen};
 
 #[cfg(test)]
 pub use summary::FragSummary;
 use summary::{add_share, summarize};
-pub use summary::{Distribution, FlowSummary, Share};
+pub use summary::{Distribution, FlowSummary, Share, TargetShare};
 
 /// A kernel hash sample older than this at the routed hop belongs to another packet.
 const HASH_SAMPLE_MAX_AGE_NS: u64 = 20_000_000;
@@ -187,6 +190,9 @@ pub struct RouteHop {
     pub lookup: FibLookup,
     /// The policy rule that points to the looked-up table for this source, when there is one.
     pub rule: Option<Rule>,
+    /// A frontend's lookup after the load balancer's queue: from the request entering the
+    /// frontend to this lookup.
+    pub queued_ns: Option<u64>,
 }
 
 /// A traced packet the kernel dropped in the traced namespace.
@@ -269,6 +275,8 @@ struct FlowState {
     /// The flow's entries in each site's counter map, to forget when the flow ends.
     hop_keys: Vec<(usize, HopKey)>,
     frags: FragState,
+    /// The pods the flow crossed (frontends, load balancer, target), beyond the proxy.
+    path: PathSeen,
 }
 
 /// Datagrams followed per flow for the split check; beyond it new ones are not.
@@ -329,6 +337,10 @@ impl FlowTable {
         }
         let flow = self.flows.get_mut(key).expect("inserted above");
         flow.last_ts = flow.last_ts.max(ts);
+        // Events of several pods (and the kernel's counters, read live while records wait
+        // out the reorder window) can name a flow before its earliest packet is handled:
+        // relative times are from the earliest packet, whichever came in first.
+        flow.first_ts = flow.first_ts.min(ts);
         flow
     }
 
@@ -389,13 +401,15 @@ impl FlowTable {
             if !flow.hop_keys.contains(&(site.index, *raw)) {
                 flow.hop_keys.push((site.index, *raw));
             }
-            if !proxy {
-                continue;
-            }
-            flow.proxy_site.get_or_insert(site.index);
             let Some(link) = state.link(h.ifindex) else {
                 continue;
             };
+            if !proxy {
+                flow.path
+                    .on_counted(site.role, site.label, &link.name, path, h.dir, h.packets);
+                continue;
+            }
+            flow.proxy_site.get_or_insert(site.index);
             let port = state.is_bridge_port(h.ifindex);
             let c = fresh.entry(key).or_default();
             match (path, port, h.dir) {
@@ -426,6 +440,7 @@ impl FlowTable {
         }
         for d in &mut out {
             d.shares.sort_by_key(|sh| sh.nexthop);
+            d.targets.sort_by(|a, b| a.netns.cmp(&b.netns));
         }
         out
     }
@@ -459,11 +474,14 @@ impl FlowTable {
         if proxy {
             flow.proxy_site = Some(site.index);
         }
+        // The routed hop of a frontend names its next-hop, for the eye and the path.
+        if !proxy && kind == HopKind::L3 && p.dir == Dir::Egress {
+            nexthop = state.neighbour_ip(p.ifindex, &p.eth_dst, p.dst.is_ipv6());
+        }
+        flow.path.on_hop(
+            site.role, site.label, &link.name, path, kind, p.dir, p.ts_ns, nexthop,
+        );
         match (path, kind, p.dir) {
-            // Elsewhere on the path a routed hop still names its next-hop, for the eye.
-            (_, HopKind::L3, Dir::Egress) if !proxy => {
-                nexthop = state.neighbour_ip(p.ifindex, &p.eth_dst, p.dst.is_ipv6());
-            }
             _ if !proxy => {}
             // A packet enters the proxy on a bridge port: count it once, there.
             (PathDir::Ingress, HopKind::Port, Dir::Ingress) => {
@@ -586,12 +604,16 @@ impl FlowTable {
             .map(|l| l.name.as_str());
         let rule = state.rule_for(f.table, f.src, f.dst, f.mark, iif).cloned();
         let flow = self.flow(&key, f.ts_ns);
+        let mut queued_ns = None;
         if f.err == 0 {
             if !flow.tables.contains(&f.table) {
                 flow.tables.push(f.table);
             }
             if path == PathDir::Egress && site.role == Role::Proxy {
                 flow.last_lookup = Some((f.table, rule.clone()));
+            }
+            if path == PathDir::Ingress && site.role == Role::Frontend {
+                queued_ns = flow.path.on_lookup(site.label, &f, rule.clone());
             }
         }
         Some(RouteHop {
@@ -603,6 +625,7 @@ impl FlowTable {
             rel_ns: f.ts_ns.saturating_sub(flow.first_ts),
             lookup: f,
             rule,
+            queued_ns,
         })
     }
 

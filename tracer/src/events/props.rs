@@ -252,6 +252,7 @@ proptest! {
         (proto, sport, dport, mark, site) in any::<(u8, u16, u16, u32, u16)>(),
         (src, dst, gw) in addr_pair(),
         dev in "[a-z0-9.-]{0,16}",
+        after_ingress in any::<bool>(),
     ) {
         let (family, s) = raw(src);
         let mut dev_raw = [0u8; 16];
@@ -259,9 +260,10 @@ proptest! {
         let r = FibRecord {
             kind: KIND_FIB, table, ts_ns, err, oif, iif, sport, dport,
             src: s, dst: raw(dst).1, gw: raw(gw).1, dev: dev_raw, mark, family, proto, site,
+            tie: u8::from(after_ingress), _pad: [0; 7],
         };
         let want = FibLookup {
-            ts_ns, table, err, iif, oif, proto, src, dst, sport, dport, gw, dev, mark,
+            ts_ns, table, err, iif, oif, proto, src, dst, sport, dport, gw, dev, mark, after_ingress,
         };
         prop_assert_eq!(decode(&bytes_of(&r)), Ok((site, Event::Fib(want))));
     }

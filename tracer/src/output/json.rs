@@ -11,7 +11,10 @@ use serde::{Serialize, Serializer};
 use super::{text::change_text, Render};
 use crate::{
     bpf::Ready,
-    correlate::flows::{Distribution, DropHop, FlowKey, FlowSummary, Hop, NextHopUse, RouteHop},
+    correlate::flows::{
+        Distribution, DropHop, FlowKey, FlowSummary, Hop, LbChoice, NextHopUse, PathSeen, RouteHop,
+        TargetShare,
+    },
     events::{proto_name, FlagsText, MacText},
     netns::changes::Change,
     netns::kernel_state::{NextHop, Rule},
@@ -106,6 +109,9 @@ impl Record<'_> {
 
 /// Every JSON record, `"type"` first. Field names and forms are the output's interface
 /// (the end-to-end tests and users' scripts read them): add fields, do not rename them.
+// Built on the stack and serialised at once, one at a time: the size of the `flow`
+// variant costs nothing a box would save.
+#[allow(clippy::large_enum_variant)]
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Record<'a> {
@@ -195,6 +201,15 @@ enum Record<'a> {
         /// Only when a rule selected the table.
         #[serde(skip_serializing_if = "Option::is_none")]
         rule: Option<RuleRecord>,
+        /// The mark the lookup used (what fwmark rules select on).
+        mark: u32,
+        /// The lookup did not follow its packet's ingress hook: netfilter set the mark
+        /// (nfqlb's NFQUEUE verdict) and the lookup ran after it.
+        after_ingress: bool,
+        /// Only on a frontend's lookup after the load balancer's queue: from the request
+        /// entering the frontend to this lookup.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        queued_ns: Option<u64>,
     },
     Lost {
         count: u64,
@@ -228,6 +243,8 @@ enum Record<'a> {
         vip: IpAddr,
         flows: u64,
         nexthops: Seq<'a, crate::correlate::flows::Share, ShareRecord<'a>>,
+        /// Per target pod the flows reached.
+        targets: Seq<'a, TargetShare, TargetShareRecord<'a>>,
     },
     Flow {
         #[serde(flatten)]
@@ -241,6 +258,8 @@ enum Record<'a> {
         prediction: Prediction<'a>,
         /// Null unless the flow had fragments.
         fragments: Option<FragsRecord<'a>>,
+        /// The pods the flow crossed: frontends, load balancer, target.
+        path: PathRecord<'a>,
     },
 }
 
@@ -453,6 +472,111 @@ fn share(sh: &crate::correlate::flows::Share) -> ShareRecord<'_> {
     }
 }
 
+#[derive(Serialize)]
+struct TargetShareRecord<'a> {
+    netns: &'a str,
+    target_ip: Option<IpAddr>,
+    mark: Option<u32>,
+    flows: u64,
+    packets: u64,
+}
+
+fn target_share(t: &TargetShare) -> TargetShareRecord<'_> {
+    TargetShareRecord {
+        netns: &t.netns,
+        target_ip: t.target_ip,
+        mark: t.mark,
+        flows: t.flows,
+        packets: t.packets,
+    }
+}
+
+/// A flow's whole path (`PathSeen`): where it entered, what the load balancer chose, where
+/// it reached and where its replies left.
+#[derive(Serialize)]
+struct PathRecord<'a> {
+    frontend_in: Option<At<'a>>,
+    lb: Seq<'a, LbChoice, LbRecord<'a>>,
+    proxy_to_target: Option<At<'a>>,
+    target: Option<TargetAt<'a>>,
+    frontend_out: Option<LeftBy<'a>>,
+    /// The replies left by another frontend than the requests entered by.
+    asymmetric: bool,
+}
+
+#[derive(Serialize)]
+struct At<'a> {
+    netns: &'a str,
+    ifname: &'a str,
+}
+
+#[derive(Serialize)]
+struct TargetAt<'a> {
+    netns: &'a str,
+    ifname: &'a str,
+    packets: u64,
+}
+
+#[derive(Serialize)]
+struct LeftBy<'a> {
+    netns: &'a str,
+    ifname: &'a str,
+    nexthop: Option<IpAddr>,
+}
+
+#[derive(Serialize)]
+struct LbRecord<'a> {
+    netns: &'a str,
+    ts_ns: u64,
+    mark: u32,
+    rule: Option<RuleRecord>,
+    table: u32,
+    target_ip: IpAddr,
+    dev: &'a str,
+    queued_ns: Option<u64>,
+    marked_after_ingress: bool,
+}
+
+fn lb_choice(c: &LbChoice) -> LbRecord<'_> {
+    LbRecord {
+        netns: &c.netns,
+        ts_ns: c.ts_ns,
+        mark: c.mark,
+        rule: c.rule.as_ref().map(rule),
+        table: c.table,
+        target_ip: c.target_ip,
+        dev: &c.dev,
+        queued_ns: c.queued_ns,
+        marked_after_ingress: c.marked_after_ingress,
+    }
+}
+
+fn at((netns, ifname): &(String, String)) -> At<'_> {
+    At { netns, ifname }
+}
+
+fn path_record(p: &PathSeen) -> PathRecord<'_> {
+    PathRecord {
+        frontend_in: p.frontend_in.as_ref().map(at),
+        lb: seq(&p.lb, lb_choice),
+        proxy_to_target: p.proxy_to_target.as_ref().map(at),
+        target: p.target.as_ref().map(|(netns, ifname)| TargetAt {
+            netns,
+            ifname,
+            packets: p.target_packets.max(p.target_records),
+        }),
+        frontend_out: p
+            .frontend_out
+            .as_ref()
+            .map(|(netns, ifname, nexthop)| LeftBy {
+                netns,
+                ifname,
+                nexthop: *nexthop,
+            }),
+        asymmetric: p.asymmetric(),
+    }
+}
+
 /// A flow summary's egress: the next-hop when there was one, and every one taken.
 #[derive(Serialize)]
 struct Egress<'a> {
@@ -613,6 +737,9 @@ impl<W: Write> Render for Json<W> {
             err: l.err,
             iif: l.iif,
             rule: r.rule.as_ref().map(rule),
+            mark: l.mark,
+            after_ingress: l.after_ingress,
+            queued_ns: r.queued_ns,
         });
     }
 
@@ -645,6 +772,7 @@ impl<W: Write> Render for Json<W> {
             vip: d.vip,
             flows: d.flows,
             nexthops: seq(&d.shares, share),
+            targets: seq(&d.targets, target_share),
         });
     }
 
@@ -707,6 +835,7 @@ impl<W: Write> Render for Json<W> {
                 split_ids: &f.split_ids,
                 orphans: f.orphans,
             }),
+            path: path_record(&s.path),
         });
     }
 }
@@ -981,6 +1110,7 @@ mod tests {
             gw: ip("172.16.0.3"),
             dev: "bridge0".into(),
             mark: 9,
+            after_ingress: false,
         }
     }
 
@@ -995,6 +1125,7 @@ mod tests {
             rel_ns: 101,
             lookup: lookup(),
             rule: Some(rule()),
+            queued_ns: None,
         };
         assert_eq!(
             one(|j| j.route(&r)),
@@ -1005,7 +1136,25 @@ mod tests {
                 "path": "egress", "table": 7, "gw": "172.16.0.3", "dev": "bridge0",
                 "err": 0, "iif": 2,
                 "rule": {"priority": 32765, "selector": "from 20.0.0.1", "table": 7},
+                "mark": 9, "after_ingress": false,
             })
+        );
+        // A frontend's lookup after the load balancer's queue says how long it waited.
+        let lb = RouteHop {
+            role: Role::Frontend,
+            path: PathDir::Ingress,
+            lookup: FibLookup {
+                mark: 0x138a,
+                after_ingress: true,
+                ..lookup()
+            },
+            queued_ns: Some(210_000),
+            ..r.clone()
+        };
+        let v = one(|j| j.route(&lb));
+        assert_eq!(
+            (&v["mark"], &v["after_ingress"], &v["queued_ns"]),
+            (&json!(0x138a), &json!(true), &json!(210_000))
         );
         let miss = RouteHop {
             lookup: FibLookup {
@@ -1166,6 +1315,13 @@ mod tests {
                     packets: 5,
                 },
             ],
+            targets: vec![TargetShare {
+                netns: "target-a-2".into(),
+                target_ip: Some(ip("172.16.0.9")),
+                mark: Some(5002),
+                flows: 3,
+                packets: 12,
+            }],
         };
         assert_eq!(
             one(|j| j.distribution(&d)),
@@ -1175,6 +1331,8 @@ mod tests {
                     {"nexthop": "172.16.0.3", "ifname": "conduit-a.-3150", "flows": 1, "packets": 1},
                     {"nexthop": null, "ifname": null, "flows": 2, "packets": 5},
                 ],
+                "targets": [{"netns": "target-a-2", "target_ip": "172.16.0.9", "mark": 5002,
+                             "flows": 3, "packets": 12}],
             })
         );
     }
@@ -1280,6 +1438,61 @@ mod tests {
         );
     }
 
+    /// A flow that entered by one frontend and left by the other, through target 2.
+    fn whole_path() -> PathSeen {
+        let mut p = PathSeen::default();
+        let fe = |label: &str, path, dir, ts| (label.to_string(), path, dir, ts);
+        for (label, path, dir, ts) in [
+            fe("lbfe-a", PathDir::Ingress, Dir::Ingress, 1000),
+            fe("lbfe-b", PathDir::Egress, Dir::Egress, 1500),
+        ] {
+            let nexthop = (dir == Dir::Egress).then(|| ip("169.254.100.150"));
+            p.on_hop(
+                Role::Frontend,
+                &label,
+                "ext-vlan0",
+                path,
+                HopKind::L3,
+                dir,
+                ts,
+                nexthop,
+            );
+        }
+        p.on_hop(
+            Role::Proxy,
+            "proxy-a",
+            "proxy.cond-0a85",
+            PathDir::Ingress,
+            HopKind::Port,
+            Dir::Egress,
+            1300,
+            None,
+        );
+        p.on_counted(
+            Role::Target,
+            "target-a-2",
+            "nsm-0",
+            PathDir::Ingress,
+            Dir::Ingress,
+            6,
+        );
+        let queued = p.on_lookup(
+            "lbfe-a",
+            &FibLookup {
+                ts_ns: 1200,
+                table: 5002,
+                mark: 5002,
+                after_ingress: true,
+                gw: ip("172.16.0.9"),
+                dev: "conduit-a.-b89d".into(),
+                ..lookup()
+            },
+            Some(rule()),
+        );
+        assert_eq!(queued, Some(200));
+        p
+    }
+
     #[test]
     fn flow_summaries_one_next_hop_and_several() {
         let s = FlowSummary {
@@ -1318,6 +1531,7 @@ mod tests {
                 "fib_validate_source+0x10".into(),
             )),
             fragments: None,
+            path: whole_path(),
         };
         assert_eq!(
             one(|j| j.summary(&s, "proxy-a")),
@@ -1341,6 +1555,19 @@ mod tests {
                 "prediction": {"agree": 3, "disagree": 1, "unknown": 0,
                                "hash_source": "skb L4 hash reused by policy 1"},
                 "fragments": null,
+                "path": {
+                    "frontend_in": {"netns": "lbfe-a", "ifname": "ext-vlan0"},
+                    "lb": [{"netns": "lbfe-a", "ts_ns": 1200, "mark": 5002,
+                            "rule": {"priority": 32765, "selector": "from 20.0.0.1", "table": 7},
+                            "table": 5002, "target_ip": "172.16.0.9",
+                            "dev": "conduit-a.-b89d", "queued_ns": 200,
+                            "marked_after_ingress": true}],
+                    "proxy_to_target": {"netns": "proxy-a", "ifname": "proxy.cond-0a85"},
+                    "target": {"netns": "target-a-2", "ifname": "nsm-0", "packets": 6},
+                    "frontend_out": {"netns": "lbfe-b", "ifname": "ext-vlan0",
+                                     "nexthop": "169.254.100.150"},
+                    "asymmetric": true,
+                },
             })
         );
 

@@ -113,6 +113,7 @@ fn records() -> Vec<Vec<u8>> {
                 family: AF_INET,
                 proto: PROTO_TCP,
                 site: 1,
+                ..Default::default()
             }));
             out.push(pkt(BR, DIR_EGRESS, false, mac, flags | 0x10));
             out.push(pkt(conduit, DIR_EGRESS, false, mac, flags | 0x10));

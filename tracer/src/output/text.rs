@@ -8,6 +8,7 @@ use crate::{
         Decision, Distribution, DropHop, FlowKey, FlowSummary, Hop, HopKind, NextHopUse, PathDir,
         RouteHop,
     },
+    discover::Role,
     events::{fmt_mac, fmt_tcp_flags, proto_name},
     netns::changes::Change,
     netns::kernel_state::NextHop,
@@ -275,13 +276,29 @@ impl Render for Text {
         let rule = r.rule.as_ref().map_or(String::new(), |rule| {
             format!(" via rule {} `{}`", rule.priority, rule.selector())
         });
-        let result = if l.err == 0 {
+        let lb = r.role == Role::Frontend && r.path == PathDir::Ingress && l.mark != 0;
+        let result = if l.err != 0 {
+            format!("failed: error {}", l.err)
+        } else if l.table == RT_TABLE_LOCAL {
+            "local delivery (the address is this pod's)".to_string()
+        } else if lb {
+            let by = if l.after_ingress {
+                "set after the ingress hook: the load balancer's (NFQUEUE) verdict"
+            } else {
+                "already on the packet at the ingress hook"
+            };
+            let queued = r.queued_ns.map_or(String::new(), |q| {
+                format!(", {} in the queue", ms(q).trim())
+            });
+            format!(
+                "target {} dev {} (mark {:#x} {by}{queued})",
+                l.gw, l.dev, l.mark
+            )
+        } else {
             format!(
                 "first usable gw {} dev {} (the multipath hash picks afterwards)",
                 l.gw, l.dev
             )
-        } else {
-            format!("failed: error {}", l.err)
         };
         say!(
             self.out,
@@ -340,9 +357,97 @@ impl Render for Text {
                 sh.packets
             );
         }
+        let to_targets: u64 = d.targets.iter().map(|t| t.flows).sum();
+        for t in &d.targets {
+            let lb = match (t.target_ip, t.mark) {
+                (Some(ip), Some(mark)) => format!("  (load balancer: {ip}, mark {mark:#x})"),
+                _ => String::new(),
+            };
+            say!(
+                self.out,
+                "  target   {:<15} {:>6} flows ({:>5.1} %) {:>8} requests{lb}",
+                t.netns,
+                t.flows,
+                100.0 * t.flows as f64 / to_targets.max(1) as f64,
+                t.packets
+            );
+        }
     }
 
     fn summary(&mut self, s: &FlowSummary, netns: &str) {
+        self.flow_summary(s, netns);
+    }
+}
+
+impl Text {
+    /// The tiers before and after the proxy: frontend in, the load balancer's choice, the
+    /// target, the frontend the replies left by.
+    fn whole_path(&mut self, s: &FlowSummary) {
+        let p = &s.path;
+        if let Some((fe, ifname)) = &p.frontend_in {
+            say!(self.out, "  entered: frontend {fe} on {ifname}");
+        }
+        for (i, c) in p.lb.iter().enumerate() {
+            let rule = c
+                .rule
+                .as_ref()
+                .map_or("no fwmark rule found".to_string(), |r| {
+                    format!("rule {} `{}`", r.priority, r.selector())
+                });
+            let by = if c.marked_after_ingress {
+                "set by the load balancer's NFQUEUE verdict"
+            } else {
+                "already on the packet at the ingress hook"
+            };
+            let queued = c.queued_ns.map_or(String::new(), |q| {
+                format!(", {} in the queue", ms(q).trim())
+            });
+            let head = if i == 0 {
+                "load balancer".to_string()
+            } else {
+                format!(
+                    "MOVED at +{}",
+                    ms(c.ts_ns.saturating_sub(p.lb[0].ts_ns)).trim()
+                )
+            };
+            say!(
+                self.out,
+                "  {head}: {} chose target {} dev {} (mark {:#x} {by}; {rule} -> table {}{queued})",
+                c.netns,
+                c.target_ip,
+                c.dev,
+                c.mark,
+                c.table
+            );
+        }
+        if let Some((tg, ifname)) = &p.target {
+            let via = p
+                .proxy_to_target
+                .as_ref()
+                .map_or(String::new(), |(px, port)| {
+                    format!(", from {px} port {port}")
+                });
+            say!(
+                self.out,
+                "  target: {tg} on {ifname}, {} requests{via}",
+                p.target_packets.max(p.target_records)
+            );
+        }
+        if let Some((fe, ifname, nexthop)) = &p.frontend_out {
+            let toward = nexthop.map_or(String::new(), |n| format!(" toward {n}"));
+            let other = if p.asymmetric() {
+                " (NOT the frontend the requests entered by: the gateway and the proxy chose differently)"
+            } else {
+                ""
+            };
+            say!(
+                self.out,
+                "  replies: left by frontend {fe} on {ifname}{toward}{other}"
+            );
+        }
+    }
+
+    fn flow_summary(&mut self, s: &FlowSummary, netns: &str) {
         let proxy = if netns.is_empty() {
             "no proxy saw it".to_string()
         } else {
@@ -354,6 +459,7 @@ impl Render for Text {
             s.flow_id,
             flow_title(&s.flow)
         );
+        self.whole_path(s);
         match &s.ingress_port {
             Some(port) => say!(
                 self.out,

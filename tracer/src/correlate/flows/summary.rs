@@ -2,7 +2,7 @@
 //! drops, fragments) and, per VIP, how the flows spread over the next-hops.
 use std::net::IpAddr;
 
-use super::{Counted, FlowKey, FlowState, FragState, NextHopUse, PredictionStats};
+use super::{Counted, FlowKey, FlowState, FragState, NextHopUse, PathSeen, PredictionStats};
 use crate::netns::kernel_state::{KernelState, NextHop, Rule};
 
 /// A flow summary's fragments: from the records, so a budget or loss can hide a split.
@@ -48,6 +48,8 @@ pub struct FlowSummary {
     pub last_drop: Option<(String, String, String)>,
     /// Only for a flow that had fragments.
     pub fragments: Option<FragSummary>,
+    /// The pods it crossed: frontends in and out, the load balancer's choice, the target.
+    pub path: PathSeen,
 }
 
 impl FlowSummary {
@@ -123,6 +125,7 @@ pub(super) fn summarize(key: &FlowKey, f: &FlowState, states: &[&KernelState]) -
         drops: f.drops,
         last_drop: f.last_drop.clone(),
         fragments: frag_summary(&f.frags),
+        path: f.path.clone(),
     }
 }
 
@@ -184,13 +187,28 @@ fn counted_nexthops(f: &FlowState, c: &Counted, state: &KernelState, v6: bool) -
 }
 
 /// How one VIP's flows spread over next-hops: the ECMP distribution an operator checks
-/// against the route's weights.
+/// against the route's weights; and over the targets the frontends' load balancer chose.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Distribution {
     pub vip: IpAddr,
     /// Flows with at least one routed egress packet.
     pub flows: u64,
     pub shares: Vec<Share>,
+    /// Per target pod that flows reached (none when no target pod is traced).
+    pub targets: Vec<TargetShare>,
+}
+
+/// The flows and requests one target pod got.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetShare {
+    pub netns: String,
+    /// The address and mark the frontends' load balancer sent its flows to and with (the
+    /// latest seen; `None` when no lookup of its flows was seen).
+    pub target_ip: Option<IpAddr>,
+    pub mark: Option<u32>,
+    pub flows: u64,
+    /// Requests that reached it (the kernel's counts where read).
+    pub packets: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -202,9 +220,9 @@ pub struct Share {
     pub packets: u64,
 }
 
-/// Adds one flow's next-hops to its VIP's distribution.
+/// Adds one flow's next-hops and target to its VIP's distribution.
 pub(super) fn add_share(dist: &mut Vec<Distribution>, s: &FlowSummary) {
-    if s.nexthops.is_empty() {
+    if s.nexthops.is_empty() && s.path.target.is_none() {
         return;
     }
     let i = match dist.iter().position(|d| d.vip == s.flow.vip) {
@@ -214,11 +232,34 @@ pub(super) fn add_share(dist: &mut Vec<Distribution>, s: &FlowSummary) {
                 vip: s.flow.vip,
                 flows: 0,
                 shares: Vec::new(),
+                targets: Vec::new(),
             });
             dist.len() - 1
         }
     };
     let d = &mut dist[i];
+    if let Some((netns, _)) = &s.path.target {
+        let lb = s.path.lb.last();
+        let packets = s.path.target_packets.max(s.path.target_records);
+        match d.targets.iter_mut().find(|t| &t.netns == netns) {
+            Some(t) => {
+                t.flows += 1;
+                t.packets += packets;
+                t.target_ip = lb.map(|c| c.target_ip).or(t.target_ip);
+                t.mark = lb.map(|c| c.mark).or(t.mark);
+            }
+            None => d.targets.push(TargetShare {
+                netns: netns.clone(),
+                target_ip: lb.map(|c| c.target_ip),
+                mark: lb.map(|c| c.mark),
+                flows: 1,
+                packets,
+            }),
+        }
+    }
+    if s.nexthops.is_empty() {
+        return;
+    }
     d.flows += 1;
     for n in &s.nexthops {
         match d.shares.iter_mut().find(|sh| sh.nexthop == n.ip) {

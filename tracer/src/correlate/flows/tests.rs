@@ -278,6 +278,7 @@ fn lookup_table_7() -> FibLookup {
         dport: 35000,
         gw: ip("172.16.0.3"),
         dev: "bridge0".into(),
+        after_ingress: false,
     }
 }
 
@@ -572,6 +573,7 @@ fn fwmark_rules_are_attributed_by_the_packet_mark() {
         dport: 4000,
         gw: ip("172.16.0.6"),
         dev: "conduit".into(),
+        after_ingress: true,
     };
     let r = t.on_fib(f.clone(), &at(&s)).unwrap();
     assert_eq!(r.rule.unwrap().selector(), "from all fwmark 0x1389");
@@ -581,4 +583,119 @@ fn fwmark_rules_are_attributed_by_the_packet_mark() {
         .unwrap()
         .rule
         .is_none());
+}
+
+/// The kernel's counters are read live while records wait out the reorder window: a flow
+/// the counters named first (first_ns 1 000 at a later hop) still times its earlier packet
+/// at 0 and the rest from it.
+#[test]
+fn relative_times_are_from_the_earliest_packet_whatever_came_in_first() {
+    let s = proxy();
+    let mut t = FlowTable::new([ip("20.0.0.1")]);
+    t.absorb(
+        &at(&s),
+        &[counted(TO_A, tracer_common::DIR_INGRESS, false, MAC_BR, 1)],
+    );
+    let early = t
+        .on_packet(pkt(400, TO_A, Dir::Ingress, false, MAC_BR), &at(&s))
+        .unwrap();
+    let later = t
+        .on_packet(pkt(1_400, TO_TARGET, Dir::Egress, false, MAC_BR), &at(&s))
+        .unwrap();
+    assert_eq!((early.rel_ns, later.rel_ns), (0, 1_000));
+}
+
+/// A frontend site (index 1) with its external interface (index 7) and conduit (8).
+fn frontend<'a>(s: &'a KernelState, label: &'a str) -> SiteView<'a> {
+    SiteView {
+        index: 1,
+        label,
+        role: Role::Frontend,
+        state: s,
+    }
+}
+
+fn frontend_state() -> KernelState {
+    KernelState {
+        links: [link(7, "ext-vlan0", None), link(8, "conduit-a.-b89d", None)]
+            .into_iter()
+            .collect(),
+        rules: vec![Rule {
+            priority: 32765,
+            src: None,
+            dst: None,
+            fwmark: Some(5002),
+            fwmask: None,
+            iif: None,
+            other_selectors: false,
+            table: Some(5002),
+            v6: false,
+        }],
+        ..Default::default()
+    }
+}
+
+/// The load balancer's choice: the frontend's lookup with the mark nfqlb set, after the
+/// request entered the frontend, with its fwmark rule, the time in the queue, and the
+/// target pod that got the flow in the per-target distribution.
+#[test]
+fn a_frontends_lookup_after_the_queue_is_the_flows_load_balancer_choice() {
+    let fe = frontend_state();
+    let tg = KernelState {
+        links: [link(9, "nsm-0", None)].into_iter().collect(),
+        ..Default::default()
+    };
+    let target = SiteView {
+        index: 2,
+        label: "target-a-2",
+        role: Role::Target,
+        state: &tg,
+    };
+    let mut t = FlowTable::new([ip("20.0.0.1")]);
+    t.on_packet(
+        pkt(1_000, 7, Dir::Ingress, false, MAC_BR),
+        &frontend(&fe, "lbfe-a"),
+    );
+    let lookup = FibLookup {
+        ts_ns: 1_250,
+        table: 5002,
+        err: 0,
+        iif: 7,
+        oif: 0,
+        mark: 5002,
+        proto: 6,
+        src: ip("169.254.100.150"),
+        dst: ip("20.0.0.1"),
+        sport: 35000,
+        dport: 4000,
+        gw: ip("172.16.0.9"),
+        dev: "conduit-a.-b89d".into(),
+        after_ingress: true,
+    };
+    let r = t.on_fib(lookup, &frontend(&fe, "lbfe-a")).unwrap();
+    assert_eq!(r.queued_ns, Some(250));
+    assert_eq!(r.rule.unwrap().selector(), "from all fwmark 0x138a");
+    t.on_packet(pkt(1_300, 9, Dir::Ingress, false, MAC_BR), &target);
+    let sums = t.summaries(&[&proxy()]);
+    let p = &sums[0].path;
+    assert_eq!(p.frontend_in, Some(("lbfe-a".into(), "ext-vlan0".into())));
+    assert_eq!(p.target, Some(("target-a-2".into(), "nsm-0".into())));
+    let c = &p.lb[0];
+    assert_eq!(
+        (
+            c.mark,
+            c.table,
+            c.target_ip,
+            c.queued_ns,
+            c.marked_after_ingress
+        ),
+        (5002, 5002, ip("172.16.0.9"), Some(250), true)
+    );
+    let d = t.distribution(&sums);
+    assert_eq!(d[0].targets.len(), 1);
+    let share = &d[0].targets[0];
+    assert_eq!(
+        (share.netns.as_str(), share.flows, share.packets, share.mark),
+        ("target-a-2", 1, 1, Some(5002))
+    );
 }
