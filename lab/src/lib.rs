@@ -14,7 +14,9 @@
 //!
 //! With [`Lb::Nfqlb`] the frontends run the real nfqlb (Maglev over NFQUEUE) as Meridio's
 //! stateless-lb does, over [`LabSpec::targets`] targets that each run `mconnect -server`
-//! on VIP port 4000 (answering with their hostname) and an echo server on port 4001.
+//! on VIP port 4000 (answering with their hostname) and an echo server on port 4001; the
+//! gateway's ephemeral ports are then 40000-60999, so fixed client ports below 40000 do not
+//! meet mconnect's TIME_WAIT sockets.
 
 pub mod cmd;
 pub mod daemon;

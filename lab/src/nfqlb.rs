@@ -48,6 +48,20 @@ impl MconnectReport {
 pub(super) fn setup(lab: &mut Lab) -> Result<()> {
     let tools = lab.vendor.clone().context("nfqlb was not built")?;
     let prefix = lab.built_prefix.clone();
+    // mconnect's hundreds of connections leave TIME_WAIT sockets on ephemeral ports, which
+    // a fixed client port (tests use 34999-39999) could then not bind: keep them above.
+    let gw = lab.ns(Role::Gateway);
+    cmd::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &gw,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_local_port_range=40000 60999",
+        ],
+    )?;
     for fe in FRONTENDS {
         let ns = lab.ns(fe);
         let pid = procs::nfqlb_flowlb(&prefix, &ns, &tools.nfqlb)?;
@@ -282,7 +296,8 @@ impl Lab {
     /// From the gateway netns: a TCP connection from source port `client_port` to
     /// `vip`:4000 that returns what the server wrote first (mconnect: its hostname), as
     /// `nc <vip> 4000 -p <client_port>` prints. The same port to the same VIP cannot be
-    /// used again for 60 s (TIME_WAIT).
+    /// used again for 60 s (TIME_WAIT); the gateway's ephemeral ports (mconnect's) are
+    /// 40000-60999 in this lab, so pick client ports below 40000.
     pub fn ask_hostname(&self, vip: IpAddr, client_port: u16) -> Result<String> {
         let gw = self.ns(Role::Gateway);
         let dest = SocketAddr::new(vip, VIP_PORT);
