@@ -274,3 +274,36 @@ fn run_quiet(mut c: std::process::Command) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tarball_missing_or_altered_is_one_clear_error() {
+        let dir = std::env::temp_dir().join(format!("lab-vendor-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = tarball(&dir, MCONNECT_TARBALL, MCONNECT_SHA256).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains(MCONNECT_TARBALL) && msg.contains(VENDOR_DIR_ENV),
+            "{msg}"
+        );
+        assert!(msg.contains(&dir.display().to_string()), "{msg}");
+        std::fs::write(dir.join(MCONNECT_TARBALL), b"not the tarball").unwrap();
+        let e = tarball(&dir, MCONNECT_TARBALL, MCONNECT_SHA256).unwrap_err();
+        assert!(format!("{e:#}").contains("sha256"), "{e:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn shared_vendor_tarballs_match_their_sums() {
+        let dir = vendor_dir();
+        if !dir.is_dir() && std::env::var_os("CI").is_none() {
+            eprintln!("SKIPPED: no {} here", dir.display());
+            return;
+        }
+        tarball(&dir, NFQLB_TARBALL, NFQLB_SHA256).unwrap();
+        tarball(&dir, MCONNECT_TARBALL, MCONNECT_SHA256).unwrap();
+    }
+}
