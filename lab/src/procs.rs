@@ -137,8 +137,9 @@ fn record(prefix: &str, pid: u32) -> Result<()> {
     writeln!(f, "{pid}").with_context(|| format!("could not write {}", file.display()))
 }
 
-/// Whether `pid` is alive and one of ours (`sleep infinity`, or nfqlb or mconnect as built
-/// in target/vendor): a recycled pid is not killed.
+/// Whether `pid` is alive and one of ours (`sleep infinity`, `nfqlb flowlb` or `mconnect
+/// -server`, wherever they were built: a lab brought up from another checkout is torn
+/// down too): a recycled pid is not killed.
 fn is_ours(pid: u32) -> bool {
     let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
@@ -146,13 +147,16 @@ fn is_ours(pid: u32) -> bool {
     if c == b"sleep\0infinity\0" {
         return true;
     }
-    let argv0 = Path::new(std::ffi::OsStr::from_bytes(
-        c.split(|b| *b == 0).next().unwrap_or_default(),
-    ));
-    argv0.parent() == Some(crate::vendor::out_dir().join("bin").as_path())
-        && argv0
-            .file_name()
-            .is_some_and(|n| n == "nfqlb" || n == "mconnect")
+    let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+    let Some((argv0, rest)) = args.split_first() else {
+        return false;
+    };
+    let name = Path::new(std::ffi::OsStr::from_bytes(argv0)).file_name();
+    match name.and_then(|n| n.to_str()) {
+        Some("nfqlb") => rest.first() == Some(&&b"flowlb"[..]),
+        Some("mconnect") => rest.first() == Some(&&b"-server"[..]),
+        _ => false,
+    }
 }
 
 fn gone(pid: u32) -> bool {
