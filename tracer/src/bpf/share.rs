@@ -1,5 +1,6 @@
 //! Sharing the node object's maps with each object of TC programs: `LAST_INGRESS` (how a
-//! route lookup finds the traced packet it routes), `EVENTS` (one ring buffer for every
+//! route lookup finds the traced packet it routes) and `LAST_LOOKUP` (how a packet's egress
+//! hook finds the lookup that routed it after the load balancer's queue), `EVENTS` (one ring buffer for every
 //! program, so the records of one packet's path come out in the order they were written,
 //! and one reader serves the whole node), and the maps that are the same for every site:
 //! the per-hop counts (`HOPS`), the routed interfaces (`L3_IFACES`), the counters, the
@@ -26,8 +27,9 @@ use aya::{
 };
 
 /// The shared maps, by their names in the object.
-pub const SHARED_MAPS: [&str; 7] = [
+pub const SHARED_MAPS: [&str; 8] = [
     "LAST_INGRESS",
+    "LAST_LOOKUP",
     "EVENTS",
     "HOPS",
     "L3_IFACES",
