@@ -194,7 +194,8 @@ pub struct Distribution {
     /// Flows with at least one routed egress packet.
     pub flows: u64,
     pub shares: Vec<Share>,
-    /// Per target pod that flows reached (none when no target pod is traced).
+    /// Per target pod that flows a frontend sent reached (none when no target pod is
+    /// traced).
     pub targets: Vec<TargetShare>,
 }
 
@@ -238,7 +239,10 @@ pub(super) fn add_share(dist: &mut Vec<Distribution>, s: &FlowSummary) {
         }
     };
     let d = &mut dist[i];
-    if let Some((netns, _)) = &s.path.target {
+    // Only flows a frontend sent count for the targets: the proxy's own neighbour
+    // advertisements to a target's VIP reach it too, without a load balancer's choice.
+    let sent = s.path.frontend_in.is_some();
+    if let Some((netns, _)) = s.path.target.as_ref().filter(|_| sent) {
         let lb = s.path.lb.last();
         let packets = s.path.target_packets.max(s.path.target_records);
         match d.targets.iter_mut().find(|t| &t.netns == netns) {
