@@ -4,7 +4,7 @@
 //! on the way back the frontend its replies left by and that frontend's next-hop toward the
 //! gateway. Filled from hop records and, where the records were left out (`--records`), from
 //! the kernel's per-hop counters; the proxy's own ECMP account stays in `FlowState`.
-use std::net::IpAddr;
+use std::{collections::VecDeque, net::IpAddr};
 
 use crate::{
     discover::Role,
@@ -17,15 +17,19 @@ use super::{HopKind, PathDir};
 /// Marks a flow's load-balancer decisions may change through before the rest is not kept
 /// (a target leaving moves a flow once; each change is one entry).
 const LB_CHANGES_KEPT: usize = 8;
+/// Requests of one flow waiting in the load balancer's queue that are followed; nfqlb
+/// returns a queue's packets in order, several at once when they pile up.
+const QUEUED_KEPT: usize = 32;
 
 /// Where the flow was seen, by pod (labels as the output names the namespaces).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PathSeen {
     /// The frontend and its interface the requests entered by (the first seen).
     pub frontend_in: Option<(String, String)>,
-    /// Kernel time of the latest request entering `frontend_in`: the start of the
-    /// load balancer's detour (NFQUEUE) for the lookup that follows.
-    fe_in_ts: u64,
+    /// Kernel times of the recorded requests that entered `frontend_in` and have not been
+    /// routed yet, oldest first: each lookup after the load balancer's queue is the oldest
+    /// one's (the queue keeps a flow's packets in order).
+    queued: VecDeque<u64>,
     /// The load balancer's decisions in the order they were made; more than one when the
     /// flow moved to another target (a target left nfqlb's table).
     pub lb: Vec<LbChoice>,
@@ -83,7 +87,10 @@ impl PathSeen {
                     .frontend_in
                     .get_or_insert_with(|| (label.to_string(), ifname.to_string()));
                 if first.0 == label {
-                    self.fe_in_ts = self.fe_in_ts.max(ts_ns);
+                    if self.queued.len() == QUEUED_KEPT {
+                        self.queued.pop_front();
+                    }
+                    self.queued.push_back(ts_ns);
                 }
             }
             (Role::Frontend, PathDir::Egress, _, Dir::Egress) => {
@@ -119,9 +126,13 @@ impl PathSeen {
             return None;
         }
         let from_here = self.frontend_in.as_ref().is_some_and(|(l, _)| l == label);
-        let queued_ns = (f.after_ingress && from_here && self.fe_in_ts != 0)
-            .then(|| f.ts_ns.checked_sub(self.fe_in_ts))
-            .flatten();
+        let queued_ns = if f.after_ingress && from_here {
+            self.queued
+                .pop_front()
+                .and_then(|entered| f.ts_ns.checked_sub(entered))
+        } else {
+            None
+        };
         let known = self
             .lb
             .last()

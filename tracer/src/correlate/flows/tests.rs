@@ -699,3 +699,39 @@ fn a_frontends_lookup_after_the_queue_is_the_flows_load_balancer_choice() {
         ("target-a-2", 1, 1, Some(5002))
     );
 }
+
+/// Two requests of a flow queued at once and returned together: each lookup is timed from
+/// its own request's entry (the queue keeps their order), not from the latest one.
+#[test]
+fn requests_queued_together_are_each_timed_from_their_own_entry() {
+    let fe = frontend_state();
+    let mut t = FlowTable::new([ip("20.0.0.1")]);
+    for ts in [1_000, 1_100] {
+        t.on_packet(
+            pkt(ts, 7, Dir::Ingress, false, MAC_BR),
+            &frontend(&fe, "lbfe-a"),
+        );
+    }
+    let lookup = |ts_ns| FibLookup {
+        ts_ns,
+        table: 5002,
+        err: 0,
+        iif: 7,
+        oif: 0,
+        mark: 5002,
+        proto: 6,
+        src: ip("169.254.100.150"),
+        dst: ip("20.0.0.1"),
+        sport: 35000,
+        dport: 4000,
+        gw: ip("172.16.0.9"),
+        dev: "conduit-a.-b89d".into(),
+        after_ingress: true,
+    };
+    let site = frontend(&fe, "lbfe-a");
+    let q: Vec<_> = [5_000, 5_010]
+        .into_iter()
+        .map(|ts| t.on_fib(lookup(ts), &site).unwrap().queued_ns)
+        .collect();
+    assert_eq!(q, [Some(4_000), Some(3_910)]);
+}
