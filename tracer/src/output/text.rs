@@ -144,10 +144,94 @@ fn candidates_text(c: &[NextHop]) -> String {
     format!("[{}]", list.join(", "))
 }
 
+/// What a ready record holds that is not its namespace's own: the hooks of the node object
+/// (everything but `tc:`), which serve every traced namespace, and those of them refused or
+/// not used. The text view says them once a run, and again only when they differ.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct NodeWide {
+    hooks: Vec<String>,
+    refused: Vec<(String, String)>,
+    unavailable: Vec<(String, String)>,
+}
+
+/// A hook on one namespace's interface (`tc:bridge0/ingress (tcx)`), not a node-wide one.
+fn on_interface(hook: &str) -> bool {
+    hook.starts_with("tc:")
+}
+
+/// The text lines of a ready record: its namespace's own hooks and notes, and the node-wide
+/// hooks when `said` (the set printed last) is not the same; `said` becomes what this
+/// record holds.
+fn ready_lines(r: &Ready, said: &mut Option<NodeWide>) -> Vec<String> {
+    let vips: Vec<String> = r.vips.iter().map(|v| v.to_string()).collect();
+    let port = r.client_port.map_or("every client port".to_string(), |p| {
+        format!("client port {p}")
+    });
+    let found = if r.vips_from == "discovery" {
+        " (found by discovery)"
+    } else {
+        ""
+    };
+    let mut lines = vec![format!(
+        "ready: {} {}, VIPs {}{found}, {port}",
+        r.role,
+        r.netns,
+        vips.join(", ")
+    )];
+    let own = |(hook, _): &&(String, String)| on_interface(hook);
+    let (mut own_hooks, mut node) = (Vec::new(), NodeWide::default());
+    for hook in &r.hooks {
+        if on_interface(hook) {
+            own_hooks.push(hook.as_str());
+        } else {
+            node.hooks.push(hook.clone());
+        }
+    }
+    node.refused = r.refused.iter().filter(|h| !own(h)).cloned().collect();
+    node.unavailable = r.unavailable.iter().filter(|h| !own(h)).cloned().collect();
+    if own_hooks.is_empty() {
+        lines.push("  attached: none".into());
+    } else {
+        lines.push(format!("  attached: {}", own_hooks.join(", ")));
+    }
+    for (hook, why) in r.refused.iter().filter(own) {
+        lines.push(format!("  REFUSED: {hook}: {why}"));
+    }
+    for (hook, why) in r.unavailable.iter().filter(own) {
+        lines.push(format!("  not used: {hook}: {why}"));
+    }
+    if said.as_ref() != Some(&node) {
+        let heading = if said.is_none() {
+            "node-wide hooks (one set for every traced namespace):"
+        } else {
+            "node-wide hooks, changed (from here on):"
+        };
+        lines.push(format!("  {heading}"));
+        if node.hooks.is_empty() {
+            lines.push("    attached: none".into());
+        } else {
+            lines.push(format!("    attached: {}", node.hooks.join(", ")));
+        }
+        for (hook, why) in &node.refused {
+            lines.push(format!("    REFUSED: {hook}: {why}"));
+        }
+        for (hook, why) in &node.unavailable {
+            lines.push(format!("    not used: {hook}: {why}"));
+        }
+        *said = Some(node);
+    }
+    for note in &r.notes {
+        lines.push(format!("  note: {note}"));
+    }
+    lines
+}
+
 /// The human view: a header per flow, one line per hop, a verdict per flow at the end.
 pub(super) struct Text {
     multi: bool,
     headed: std::collections::HashSet<u32>,
+    /// The node-wide hooks the last ready record printed (`ready` says them once a run).
+    node_wide: Option<NodeWide>,
     out: Out,
 }
 
@@ -156,6 +240,7 @@ impl Text {
         Text {
             multi,
             headed: Default::default(),
+            node_wide: None,
             out,
         }
     }
@@ -182,31 +267,8 @@ impl Render for Text {
     }
 
     fn ready(&mut self, r: &Ready) {
-        let vips: Vec<String> = r.vips.iter().map(|v| v.to_string()).collect();
-        let port = r.client_port.map_or("every client port".to_string(), |p| {
-            format!("client port {p}")
-        });
-        let found = if r.vips_from == "discovery" {
-            " (found by discovery)"
-        } else {
-            ""
-        };
-        say!(
-            self.out,
-            "ready: {} {}, VIPs {}{found}, {port}",
-            r.role,
-            r.netns,
-            vips.join(", ")
-        );
-        say!(self.out, "  attached: {}", r.hooks.join(", "));
-        for (hook, why) in &r.refused {
-            say!(self.out, "  REFUSED: {hook}: {why}");
-        }
-        for (hook, why) in &r.unavailable {
-            say!(self.out, "  not used: {hook}: {why}");
-        }
-        for note in &r.notes {
-            say!(self.out, "  note: {note}");
+        for line in ready_lines(r, &mut self.node_wide) {
+            say!(self.out, "{line}");
         }
         let _ = self.out.flush();
     }
@@ -568,5 +630,136 @@ impl Text {
             );
         }
         say!(self.out, "  verdict: {verdict}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(netns: &str, role: &'static str, tc: &[&str], node: &NodeWide) -> Ready {
+        let mut r = Ready {
+            netns: netns.into(),
+            role,
+            vips: vec!["20.0.0.1".parse().unwrap()],
+            vips_from: "--vip",
+            hooks: tc.iter().map(|h| h.to_string()).collect(),
+            ..Default::default()
+        };
+        r.hooks.extend(node.hooks.iter().cloned());
+        r.refused.extend(node.refused.iter().cloned());
+        r.unavailable.extend(node.unavailable.iter().cloned());
+        r
+    }
+
+    fn node() -> NodeWide {
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        NodeWide {
+            hooks: vec![
+                "raw_tracepoint:fib_table_lookup".into(),
+                "raw_tracepoint:fib6_table_lookup".into(),
+                "tracepoint:skb/kfree_skb".into(),
+            ],
+            refused: vec![pair("fexit:fib_multipath_hash", "permission denied")],
+            unavailable: vec![pair(
+                "kretprobe:fib_multipath_hash",
+                "not needed: the fexit hook is attached",
+            )],
+        }
+    }
+
+    fn count(lines: &[String], needle: &str) -> usize {
+        lines.iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// The whole path: the node-wide hooks once, under their heading, with the first ready
+    /// record; later ones say their own `tc:` hooks and notes only.
+    #[test]
+    fn node_wide_hooks_are_said_once_a_run() {
+        let mut said = None;
+        let mut first = ready(
+            "n-proxy-a",
+            "proxy",
+            &["tc:bridge0/ingress (tcx)", "tc:bridge0/egress (tcx)"],
+            &node(),
+        );
+        first.notes.push("mounted bpffs".into());
+        let lines = ready_lines(&first, &mut said);
+        assert_eq!(
+            lines,
+            [
+                "ready: proxy n-proxy-a, VIPs 20.0.0.1, every client port",
+                "  attached: tc:bridge0/ingress (tcx), tc:bridge0/egress (tcx)",
+                "  node-wide hooks (one set for every traced namespace):",
+                "    attached: raw_tracepoint:fib_table_lookup, raw_tracepoint:fib6_table_lookup, tracepoint:skb/kfree_skb",
+                "    REFUSED: fexit:fib_multipath_hash: permission denied",
+                "    not used: kretprobe:fib_multipath_hash: not needed: the fexit hook is attached",
+                "  note: mounted bpffs",
+            ]
+        );
+        let mut all = lines;
+        for (ns, role) in [
+            ("n-lbfe-a", "frontend"),
+            ("n-lbfe-b", "frontend"),
+            ("n-target-a-1", "target"),
+        ] {
+            let mut r = ready(ns, role, &["tc:eth0/ingress (tcx)"], &node());
+            r.notes.push(format!("own note of {ns}"));
+            let lines = ready_lines(&r, &mut said);
+            assert_eq!(
+                lines,
+                [
+                    format!("ready: {role} {ns}, VIPs 20.0.0.1, every client port"),
+                    "  attached: tc:eth0/ingress (tcx)".into(),
+                    format!("  note: own note of {ns}"),
+                ]
+            );
+            all.extend(lines);
+        }
+        for needle in [
+            "node-wide hooks",
+            "fib_table_lookup",
+            "fib6_table_lookup",
+            "kfree_skb",
+            "REFUSED",
+            "not used",
+        ] {
+            assert_eq!(count(&all, needle), 1, "{needle}: {all:#?}");
+        }
+    }
+
+    /// A later namespace whose node-wide set differs gets it printed, marked changed; the
+    /// JSON side keeps every hook in every record (the renderer here only reads `Ready`).
+    #[test]
+    fn a_different_node_wide_set_is_said_again() {
+        let mut said = None;
+        let first = ready("p", "proxy", &["tc:bridge0/ingress (tcx)"], &node());
+        ready_lines(&first, &mut said);
+        let mut other = node();
+        other.unavailable.push((
+            "tc programs shared by every namespace".into(),
+            "not tried (--tc-programs per-namespace); loaded once per namespace instead".into(),
+        ));
+        let r = ready("t", "target", &["tc:eth0/ingress (tcx)"], &other);
+        let lines = ready_lines(&r, &mut said);
+        assert_eq!(count(&lines, "node-wide hooks, changed"), 1, "{lines:#?}");
+        assert_eq!(count(&lines, "tc programs shared"), 1, "{lines:#?}");
+        assert_eq!(count(&lines, "kfree_skb"), 1, "{lines:#?}");
+        // The same set again: not repeated.
+        let lines = ready_lines(&r, &mut said);
+        assert_eq!(count(&lines, "node-wide"), 0, "{lines:#?}");
+        // A record with no node-wide hooks at all (--hooks tc) still says so, once.
+        let mut said = None;
+        let bare = ready(
+            "p",
+            "proxy",
+            &["tc:bridge0/ingress (tcx)"],
+            &NodeWide::default(),
+        );
+        let lines = ready_lines(&bare, &mut said);
+        assert!(
+            lines.contains(&"    attached: none".to_string()),
+            "{lines:#?}"
+        );
     }
 }
