@@ -9,7 +9,7 @@
 //! fwmark per target, and the target pod's own hops (which target a flow's packets
 //! reached).
 //!
-//! Labs use the netns prefixes `lb1-` .. `lb4-`.
+//! Labs use the netns prefixes `lb1-` .. `lb5-`.
 mod support;
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
@@ -357,4 +357,54 @@ fn a_deactivated_target_gets_no_flow() {
             d.targets
         );
     }
+}
+
+/// A target leaves nfqlb's table under a live connection: the connection's next request
+/// goes to another target (which has no socket for it and resets it), and the flow's story
+/// says it moved, from which target's mark to which, as the target pods' own counters and
+/// the client's reset say.
+#[test]
+fn a_flow_whose_target_leaves_is_told_moved() {
+    let Some(_serial) = root_or_skip("a_flow_whose_target_leaves_is_told_moved") else {
+        return;
+    };
+    let prefix = "lb5-";
+    let port = 35200;
+    let lab = lb_lab(prefix);
+    let targets = lab.targets();
+    let tracer = whole_path(prefix, &[]);
+    let mut conn = lab.open(VIP4.into(), port).unwrap();
+    let first = lab::read_answer(&mut conn).unwrap();
+    let before = targets.iter().find(|t| t.hostname == first).unwrap();
+    for t in &targets {
+        let m = format!("ip saddr 169.254.100.150 tcp sport {port}");
+        lab.add_counter(&t.ns, "moved", &m).unwrap();
+    }
+    lab.deactivate_target(before.index).unwrap();
+    std::io::Write::write_all(&mut conn, b"again").unwrap();
+    // The new target has no socket for the flow: the client sees a reset, not a hostname.
+    assert!(
+        lab::read_answer(&mut conn).is_err(),
+        "the moved flow was answered"
+    );
+    let moved_to: Vec<&TargetInfo> = targets
+        .iter()
+        .filter(|t| lab.counter(&t.ns, "moved").unwrap() > 0)
+        .collect();
+    assert_eq!(moved_to.len(), 1, "one target got the moved flow");
+    let after = moved_to[0];
+    assert_ne!(after.index, before.index);
+    std::thread::sleep(Duration::from_millis(500));
+    let f = tracer.stop(libc::SIGINT);
+    assert!(f.status.success(), "tracer failed: {}", f.stderr);
+    let flow = f
+        .flows()
+        .into_iter()
+        .find(|s| is_flow(&s.flow, VIP4.into(), port))
+        .expect("the flow's summary");
+    let marks: Vec<u32> = flow.path.lb.iter().map(|c| c.mark).collect();
+    assert_eq!(marks, [before.fwmark, after.fwmark], "{:?}", flow.path.lb);
+    assert!(flow.path.lb[1].ts_ns > flow.path.lb[0].ts_ns);
+    let target_ip: IpAddr = after.ipv4.into();
+    assert_eq!(flow.path.lb[1].target_ip, target_ip);
 }

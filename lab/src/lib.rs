@@ -38,7 +38,7 @@ use anyhow::{bail, Context, Result};
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use crate::echo::Listener;
-pub use crate::nfqlb::MconnectReport;
+pub use crate::nfqlb::{read_answer, MconnectReport};
 pub use node_view::{wait_ready, OnNode};
 pub use tunnel::{node_ns_name, vni, vxlan_dev, Node, UNDERLAY_IF, VXLAN_PORT};
 

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -299,25 +299,39 @@ impl Lab {
     /// used again for 60 s (TIME_WAIT); the gateway's ephemeral ports (mconnect's) are
     /// 40000-60999 in this lab, so pick client ports below 40000.
     pub fn ask_hostname(&self, vip: IpAddr, client_port: u16) -> Result<String> {
+        let mut stream = self.open(vip, client_port)?;
+        read_answer(&mut stream).with_context(|| {
+            format!("asking {vip} port {VIP_PORT} from client port {client_port} failed")
+        })
+    }
+
+    /// From the gateway netns: a TCP connection from `client_port` to `vip`:4000 left open,
+    /// with a 5 s read timeout (the socket stays in the gateway's netns whichever thread
+    /// uses it). mconnect's server answers each write with its hostname again
+    /// ([`read_answer`]).
+    pub fn open(&self, vip: IpAddr, client_port: u16) -> Result<TcpStream> {
         let gw = self.ns(Role::Gateway);
         let dest = SocketAddr::new(vip, VIP_PORT);
-        crate::netns::in_netns(&gw, || -> Result<String> {
-            let mut stream = super::connect_from(dest, client_port)?;
-            stream.set_read_timeout(Some(super::READ_TIMEOUT))?;
-            let mut buf = [0u8; 256];
-            loop {
-                match stream.read(&mut buf) {
-                    Ok(0) => bail!("the server closed the connection without a word"),
-                    Ok(n) => return Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string()),
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                        bail!("no answer within 5 s")
-                    }
-                    Err(e) => return Err(e).context("could not read the answer"),
-                }
+        let stream = crate::netns::in_netns(&gw, || super::connect_from(dest, client_port))?
+            .with_context(|| format!("connecting to {dest} from {gw} port {client_port} failed"))?;
+        stream.set_read_timeout(Some(super::READ_TIMEOUT))?;
+        Ok(stream)
+    }
+}
+
+/// What the server wrote next (mconnect's server: its hostname), trimmed.
+pub fn read_answer(stream: &mut TcpStream) -> Result<String> {
+    let mut buf = [0u8; 256];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => bail!("the server closed the connection without a word"),
+            Ok(n) => return Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                bail!("no answer within 5 s")
             }
-        })?
-        .with_context(|| format!("asking {dest} from {gw} port {client_port} failed"))
+            Err(e) => return Err(e).context("could not read the answer"),
+        }
     }
 }
 
