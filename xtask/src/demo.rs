@@ -1,6 +1,10 @@
-//! `cargo xtask demo`: the tracer watching the lab's proxy while one IPv4 and one IPv6
-//! connection go through it. Owns the tracer child's life: start, wait for its "ready"
-//! line, SIGINT, reap; the lab goes down on every path (Lab's Drop).
+//! `cargo xtask demo`: the whole-path tracer on the lab as Meridio runs it (the real nfqlb
+//! in both frontends, three targets), while the seed's own commands run from the gateway:
+//! one connection per family as `nc 20.0.0.1 4000 -p 35000` makes it (its story, pod by pod,
+//! with the target nfqlb chose and the proxy's next-hop), then `mconnect -nconn 400` (the
+//! distribution over targets and next-hops, beside mconnect's own report). Owns the tracer
+//! child's life: start, wait for its "ready" line, SIGINT, reap; the lab goes down on every
+//! path (Lab's Drop).
 
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
@@ -10,12 +14,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use lab::{Lab, LabSpec, Role, VIP4, VIP6};
+use lab::{Lab, LabSpec, Lb, VIP4, VIP6, VIP_PORT};
 use xtask::toolchain::{ensure_host_tools, ensure_tracefs, LAB_TOOLS};
 
 const CLIENT_PORT: u16 = 35000;
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
-/// The tracer is asked to stop after 8 s anyway; past this it is killed.
+const CONNECTIONS: u32 = 400;
+/// Whole-path start-up attaches to every pod: give it time on a slow machine.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Past this after SIGINT the tracer is killed.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The running tracer. Dropping it interrupts and reaps it, so no error path leaves a
@@ -70,44 +76,84 @@ pub fn demo(release: bool, prefix: &str) -> Result<()> {
 
     let spec = LabSpec {
         prefix: prefix.to_string(),
+        lb: Lb::Nfqlb,
+        targets: 3,
         ..LabSpec::default()
     };
     let lab = Lab::up(spec).context("could not bring the lab up")?;
-    let _listener = lab.listen()?;
-    let mut tracer = start_tracer(release, &lab)?;
+    let gw = lab.ns(lab::Role::Gateway);
+    let vips = ["--vip", &VIP4.to_string(), "--vip", &VIP6.to_string()].map(String::from);
 
-    for (vip, payload) in [
-        (IpAddr::V4(VIP4), "hello meridio v4\n"),
-        (IpAddr::V6(VIP6), "hello meridio v6\n"),
-    ] {
-        if vip.is_ipv6() {
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        let echoed = lab.connect(vip, CLIENT_PORT, payload.as_bytes())?;
-        if echoed != payload.as_bytes() {
-            bail!(
-                "the echo from {vip} was {:?} instead of {payload:?}",
-                String::from_utf8_lossy(&echoed)
-            );
-        }
+    println!("== one connection per family, as `nc <VIP> {VIP_PORT} -p {CLIENT_PORT}` from {gw}, followed through every pod ==");
+    let port = CLIENT_PORT.to_string();
+    let mut args = vips.to_vec();
+    args.extend(["--port".to_string(), port]);
+    let mut tracer = start_tracer(release, &args, |_| true)?;
+    let mut answers = Vec::new();
+    for vip in [IpAddr::V4(VIP4), IpAddr::V6(VIP6)] {
+        let host = lab
+            .ask_hostname(vip, CLIENT_PORT)
+            .with_context(|| format!("the connection to {vip} failed"))?;
+        answers.push(format!(
+            "nc {vip} {VIP_PORT} -p {CLIENT_PORT} (from {gw}) printed: {host}"
+        ));
+    }
+    // The flows close; their stories end with the summaries at the tracer's exit.
+    std::thread::sleep(Duration::from_millis(500));
+    check(tracer.stop()?)?;
+    for a in &answers {
+        println!("{a}");
     }
 
-    let status = tracer.stop()?;
+    println!();
+    println!("== mconnect -address {VIP4}:{VIP_PORT} -nconn {CONNECTIONS} -timeout 2s from {gw} (counts only: --records none) ==");
+    let mut args = vips.to_vec();
+    args.extend(["--records".to_string(), "none".to_string()]);
+    // Only the distribution: the 400 flow summaries would bury it.
+    let mut in_distribution = false;
+    let mut tracer = start_tracer(release, &args, move |line| {
+        if line.starts_with("distribution") {
+            in_distribution = true;
+        } else if !line.starts_with("  ") {
+            in_distribution = false;
+        }
+        in_distribution
+    })?;
+    let report = lab.mconnect(IpAddr::V4(VIP4), CONNECTIONS)?;
+    std::thread::sleep(Duration::from_millis(500));
+    check(tracer.stop()?)?;
+    let hosts: Vec<String> = report
+        .hosts
+        .iter()
+        .map(|(host, n)| format!("{host} {n}"))
+        .collect();
+    println!(
+        "mconnect's own report: {} ({} connects, {} failed)",
+        hosts.join(", "),
+        report.connects,
+        report.failed_connects
+    );
     lab.down()?;
+    Ok(())
+}
+
+fn check(status: ExitStatus) -> Result<()> {
     if !status.success() {
         bail!("the tracer failed ({status})");
     }
     Ok(())
 }
 
-/// Starts the tracer on the lab's proxy and waits for its "ready" line, forwarding its
-/// stdout line by line (its stderr is inherited).
-fn start_tracer(release: bool, lab: &Lab) -> Result<Tracer> {
+/// Starts the whole-path tracer and waits for its first "ready" line, forwarding the stdout
+/// lines `show` keeps (its stderr is inherited).
+fn start_tracer(
+    release: bool,
+    args: &[String],
+    mut show: impl FnMut(&str) -> bool + Send + 'static,
+) -> Result<Tracer> {
     let path = crate::tracer_path(release);
     let mut child = Command::new(&path)
-        .args(["--netns", &lab.ns(Role::Proxy)])
-        .args(["--vip", &VIP4.to_string(), "--vip", &VIP6.to_string()])
-        .args(["--port", &CLIENT_PORT.to_string(), "--duration", "8"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -119,7 +165,9 @@ fn start_tracer(release: bool, lab: &Lab) -> Result<Tracer> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let output = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            println!("{line}");
+            if show(&line) {
+                println!("{line}");
+            }
             if line.starts_with("ready") {
                 let _ = ready_tx.send(());
             }

@@ -55,8 +55,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: LabCmd,
     },
-    /// Build the tracer, bring up the lab, trace one IPv4 and one IPv6 connection, tear down
-    /// (with --nodes 2: one tracer per node, one connection, the streams merged).
+    /// Build the tracer, bring up the lab with Meridio's nfqlb and three targets, follow one
+    /// connection per family (`nc <VIP> 4000 -p 35000`) through every pod, then show how
+    /// `mconnect -nconn 400` spread over targets and next-hops beside mconnect's own report;
+    /// tear down (with --nodes 2: one tracer per node, one connection, the streams merged).
     Demo {
         /// Use the release profile.
         #[arg(long)]
