@@ -185,6 +185,36 @@ fn one_flow(prefix: &str, extra: &[&str]) {
 
     let flow = f.flows()[0];
     assert_eq!(flow.netns, px, "{flow:?}");
+    // The whole path in the summary: the frontends the counters name, the target.
+    let p = &flow.path;
+    assert_eq!(
+        p.frontend_in.as_ref().map(|a| &a.netns),
+        Some(&lab.ns(fe_in))
+    );
+    assert_eq!(
+        p.frontend_out.as_ref().map(|a| &a.netns),
+        Some(&lab.ns(fe_eg))
+    );
+    assert_eq!(p.target.as_ref().map(|t| &t.netns), Some(&tg));
+    assert_eq!(p.asymmetric, fe_in != fe_eg);
+    // The lab's frontends mark VIP traffic 5001 in nftables' prerouting, after the TC
+    // ingress hook: where the raw fib hooks read the lookup's own mark, the ingress
+    // frontend's lookup is tied to its packet at the egress hook, with that mark, its
+    // fwmark rule and table (the perf tracepoint fallback has no mark to read).
+    let raw_fib = f.readies().iter().all(|r| {
+        r.hooks
+            .iter()
+            .any(|h| h == "raw_tracepoint:fib_table_lookup")
+    });
+    if raw_fib {
+        let lb =
+            p.lb.first()
+                .unwrap_or_else(|| panic!("no lookup of the load balancer: {p:?}"));
+        assert_eq!((lb.mark, lb.table), (5001, 5001), "{lb:?}");
+        assert!(lb.marked_after_ingress, "{lb:?}");
+        assert_eq!(lb.rule.as_ref().and_then(|r| r.table), Some(5001), "{lb:?}");
+        assert_eq!(lb.netns, lab.ns(fe_in));
+    }
     assert_eq!(
         flow.egress.nexthop,
         Some(lab.frontend_conduit_ip(fe_eg, false)),

@@ -88,8 +88,9 @@ const fn t(binary: &'static str, name: &'static str, ignored: bool) -> TestRef {
 /// after SIGINT/SIGTERM and SIGKILL plus the next start's clean-up, a drop with its reason
 /// (or saying there is none), what the ready record says, the hash hooks, and the TC
 /// parser on fragments (IPv4, and IPv6's extension header walk: a verifier-sensitive loop),
-/// and the `--pcap` capture path.
-pub const TESTS: [TestRef; 9] = [
+/// the `--pcap` capture path, and the whole path (a frontend's lookup with a mark netfilter
+/// set, tied to its packet at the egress hook: `LAST_LOOKUP` through every verifier).
+pub const TESTS: [TestRef; 10] = [
     t(
         "kernels",
         "the_ready_record_says_what_this_kernel_offers",
@@ -125,6 +126,11 @@ pub const TESTS: [TestRef; 9] = [
     t(
         "pcap",
         "the_pcapng_file_holds_one_commented_packet_per_hop_record",
+        false,
+    ),
+    t(
+        "whole_path",
+        "one_flow_is_one_timeline_through_frontend_proxy_and_target",
         false,
     ),
     t(
@@ -250,7 +256,14 @@ fn build_tests(root: &Path) -> Result<HashMap<String, PathBuf>> {
     c.current_dir(root)
         .args(["test", "--no-run", "--message-format=json", "-p", "tracer"])
         .args(["--test", "e2e", "--test", "routing", "--test", "kernels"])
-        .args(["--test", "real_traffic", "--test", "pcap"]);
+        .args([
+            "--test",
+            "real_traffic",
+            "--test",
+            "pcap",
+            "--test",
+            "whole_path",
+        ]);
     let out = c
         .stderr(std::process::Stdio::inherit())
         .output()
