@@ -8,7 +8,7 @@ use std::{os::unix::fs::MetadataExt, path::Path, process::ExitStatus};
 
 use lab::{Lab, LabNames, LabSpec, Role};
 use serde_json::{json, Value};
-use support::{root_or_skip, run_tracer, view_command};
+use support::{root_or_skip, run_tracer, view_command, Tracer};
 
 const VIPS: [&str; 2] = ["20.0.0.1", "2000::1"];
 
@@ -302,7 +302,7 @@ fn several_proxies_are_traced_and_an_unknown_vip_gets_one_sentence() {
         ready.iter().all(|r| r["role"] == "proxy"),
         "--role proxy traces proxies only: {out}"
     );
-    // With --netns the choice is the operator's, and discovery is not consulted.
+    // With --netns only that namespace is traced (its role is discovery's: a proxy).
     let (status, out, err) = run_tracer(&[
         "--netns",
         "d2-proxy-a",
@@ -354,5 +354,165 @@ fn a_node_without_meridio_pods_gets_clear_messages() {
     assert_eq!(
         err.trim(),
         "tracer: no Meridio proxy, frontend, target on this node carries 20.0.0.1 (1 network namespace looked at); `tracer discover` lists what was found"
+    );
+}
+
+/// `--netns` without `--role`: the namespace's role is the one discovery finds, and the
+/// ready record says so. A frontend is traced as one (its two interfaces, hops of the
+/// connections that crossed it, by its own nftables counters); a target as one; `--role`
+/// against discovery is followed, with one warning line.
+#[test]
+fn netns_without_role_takes_the_role_discovery_finds() {
+    let Some(_serial) = root_or_skip("netns_without_role_takes_the_role_discovery_finds") else {
+        return;
+    };
+    let lab = lab_up("d3-", LabNames::TUTORIAL, false);
+    let _listener = lab.listen().unwrap();
+    let n = lab.names();
+    let vip: std::net::IpAddr = "20.0.0.1".parse().unwrap();
+    let ports: Vec<u16> = (35971..35977).collect();
+    for p in &ports {
+        lab.add_frontend_ingress_counter(Role::FrontendA, &format!("in{p}"), vip, *p)
+            .unwrap();
+        lab.add_frontend_counter(Role::FrontendA, &format!("eg{p}"), vip, *p)
+            .unwrap();
+    }
+
+    let fe = lab.ns(Role::FrontendA);
+    let tracer = Tracer::start(&["--netns", &fe, "--vip", "20.0.0.1"]);
+    for p in &ports {
+        lab.connect(vip, *p, b"role from discovery\n").unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let f = tracer.stop(libc::SIGINT);
+    assert!(f.status.success(), "{}", f.stderr);
+    let ready = f.readies();
+    assert_eq!(ready.len(), 1, "{ready:#?}");
+    let r = ready[0];
+    assert_eq!(
+        (r.netns.as_str(), r.role.as_str()),
+        (fe.as_str(), "frontend")
+    );
+    let mut ifaces = r.interfaces.clone();
+    ifaces.sort();
+    let mut want = vec![n.fe_ext.to_string(), n.fea_conduit.to_string()];
+    want.sort();
+    assert_eq!(ifaces, want, "{r:#?}");
+    for iface in &want {
+        for dir in ["ingress", "egress"] {
+            assert!(
+                r.hooks
+                    .iter()
+                    .any(|h| h.starts_with(&format!("tc:{iface}/{dir}"))),
+                "{iface} {dir} not attached: {r:#?}"
+            );
+        }
+    }
+    assert!(
+        r.notes.iter().any(|n| n == "role frontend, from discovery"),
+        "{r:#?}"
+    );
+    let mut crossed = 0;
+    for p in &ports {
+        let hops = |ifname: &str, dir: &str, flags: &str| {
+            f.hops()
+                .iter()
+                .filter(|h| {
+                    h.netns == fe
+                        && h.role == "frontend"
+                        && h.ifname == ifname
+                        && h.dir == dir
+                        && h.tcp_flags == flags
+                        && (h.sport == *p || h.dport == *p)
+                })
+                .count()
+        };
+        if lab
+            .frontend_counter(Role::FrontendA, &format!("in{p}"))
+            .unwrap()
+            > 0
+        {
+            crossed += 1;
+            assert_eq!(hops(n.fe_ext, "ingress", "SYN"), 1, "port {p}");
+            assert_eq!(hops(n.fea_conduit, "egress", "SYN"), 1, "port {p}");
+        } else {
+            assert_eq!(hops(n.fe_ext, "ingress", "SYN"), 0, "port {p}");
+        }
+        if lab
+            .frontend_counter(Role::FrontendA, &format!("eg{p}"))
+            .unwrap()
+            > 0
+        {
+            crossed += 1;
+            assert_eq!(hops(n.fea_conduit, "ingress", "SYN,ACK"), 1, "port {p}");
+            assert_eq!(hops(n.fe_ext, "egress", "SYN,ACK"), 1, "port {p}");
+        }
+    }
+    assert!(
+        crossed > 0,
+        "no connection crossed {fe}: the test proves nothing"
+    );
+
+    // A target: ready as one, on its interface.
+    let tg = lab.ns(Role::Target);
+    let tracer = Tracer::start(&["--netns", &tg, "--vip", "20.0.0.1"]);
+    let f = tracer.stop(libc::SIGINT);
+    assert!(f.status.success(), "{}", f.stderr);
+    let r = f.readies()[0].clone();
+    assert_eq!((r.netns.as_str(), r.role.as_str()), (tg.as_str(), "target"));
+    assert!(r.interfaces.iter().any(|i| i == n.tg_if), "{r:#?}");
+    assert!(
+        r.notes.iter().any(|n| n == "role target, from discovery"),
+        "{r:#?}"
+    );
+
+    // --role against discovery: followed, with one warning line.
+    let tracer = Tracer::start(&["--netns", &tg, "--role", "frontend", "--vip", "20.0.0.1"]);
+    let f = tracer.stop(libc::SIGINT);
+    assert!(f.status.success(), "{}", f.stderr);
+    let r = f.readies()[0].clone();
+    assert_eq!(r.role, "frontend");
+    let warnings: Vec<&String> = r
+        .notes
+        .iter()
+        .filter(|n| n.starts_with("warning:"))
+        .collect();
+    assert_eq!(
+        warnings,
+        [&format!("warning: --role frontend given, but discovery classifies netns {tg} as a target; traced as a frontend, as --role says")],
+        "{r:#?}"
+    );
+    // ... and when following it fails, the error carries the disagreement.
+    let (status, out, err) = run_tracer(&[
+        "--netns",
+        &fe,
+        "--role",
+        "proxy",
+        "--vip",
+        "20.0.0.1",
+        "--duration",
+        "5",
+    ]);
+    assert!(!status.success(), "{out}");
+    assert!(
+        err.contains("has no bridge")
+            && err.contains("discovery classifies")
+            && err.contains("as a frontend"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // Nothing Meridio-like and no bridge (a bare namespace): today's sentence.
+    let bare = "d3-bare";
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", bare])
+        .output(); // left by an earlier, failed run
+    support::ip(&["netns", "add", bare]);
+    let (status, out, err) = run_tracer(&["--netns", bare, "--vip", "20.0.0.1", "--duration", "5"]);
+    support::ip(&["netns", "del", bare]);
+    assert!(!status.success(), "{out}");
+    assert!(
+        err.contains("has no bridge, so it does not look like a Meridio proxy"),
+        "{err}"
     );
 }

@@ -464,7 +464,8 @@ fn bad_input_gets_one_sentence_and_nothing_attached() {
             "neither a bridge nor a bridge port",
         ),
         (
-            vec!["--netns", &target, "--vip", "20.0.0.1"],
+            // A target is traced as one unless --role says otherwise (it has no bridge).
+            vec!["--netns", &target, "--role", "proxy", "--vip", "20.0.0.1"],
             "has no bridge",
         ),
         (

@@ -24,15 +24,17 @@ pub struct Args {
     pub command: Option<Command>,
 
     /// Trace only this namespace: a name under /var/run/netns, a path to a netns file
-    /// (e.g. /proc/<pid>/ns/net), or the pid of a process in the pod; it is taken as a
-    /// proxy unless --role says otherwise. Default: the whole path, every proxy, frontend
+    /// (e.g. /proc/<pid>/ns/net), or the pid of a process in the pod; its role (proxy,
+    /// frontend or target) is the one `tracer discover` finds unless --role says otherwise
+    /// (a proxy when discovery cannot tell). Default: the whole path, every proxy, frontend
     /// and target on this node that carries the --vip(s), found as `tracer discover` does
     /// and followed as pods come and go.
     #[arg(long = "netns", id = "netns", value_name = "NAME|PATH|PID")]
     pub netns_spec: Option<String>,
 
     /// Which pods to trace on the whole path (repeatable; default all three), or the role
-    /// of the --netns namespace.
+    /// of the --netns namespace (default: discovery's; when discovery disagrees, the ready
+    /// record says so and --role is followed).
     #[arg(long = "role", value_enum, value_name = "ROLE")]
     pub roles: Vec<RoleArg>,
 

@@ -87,6 +87,13 @@ async fn read_state(ns: &Netns) -> Result<(KernelState, Vec<Address>)> {
     }
 }
 
+/// Classifies one namespace as discovery would (the `--netns` one, whose role, with no
+/// `--role`, is discovery's), without looking at the rest of the node.
+pub async fn classify_netns(ns: &Netns) -> Result<Class> {
+    let (state, addrs) = read_state(ns).await?;
+    Ok(classify(&state, &addrs))
+}
+
 /// Finds, names and classifies every network namespace of the node.
 pub async fn discover() -> Discovery {
     let host_net = host_ns("net");

@@ -219,6 +219,42 @@ fn release_freed_heap() {
     };
 }
 
+/// The role of the `--netns` namespace: `--role`'s when given, else discovery's
+/// classification of it (proxy, frontend, target), else a proxy, as before discovery could
+/// tell (a namespace without a bridge then gets the clear "no bridge" sentence). With a
+/// note for the ready record when discovery decided, or when it disagrees with `--role`.
+fn netns_role(asked: Option<Role>, found: Role, label: &str) -> (Role, Option<String>) {
+    match asked {
+        None if found == Role::Other => (Role::Proxy, None),
+        None => (found, Some(format!("role {}, from discovery", found.as_str()))),
+        // Nothing Meridio-like to discovery: the operator's word stands unremarked (a
+        // frontend before its rules exist, a test's bare namespace).
+        Some(r) if found == r || found == Role::Other => (r, None),
+        Some(r) => (
+            r,
+            Some(format!(
+                "warning: --role {r} given, but discovery classifies netns {label} as a {found}; traced as a {r}, as --role says",
+                r = r.as_str(),
+                found = found.as_str()
+            )),
+        ),
+    }
+}
+
+/// Decides the role of a `--netns` site (see [`netns_role`]); returns the note about it.
+async fn resolve_role(spec: &mut SiteSpec, asked: Option<Role>) -> Option<String> {
+    let found = match discover::classify_netns(&spec.netns).await {
+        Ok(class) => class.role,
+        Err(e) => {
+            log::debug!("could not classify {}: {e:#}", spec.label);
+            Role::Other
+        }
+    };
+    let (role, note) = netns_role(asked, found, &spec.label);
+    spec.role = role;
+    note
+}
+
 /// A namespace looked at and found traceable, not attached yet: bad input (an unknown
 /// interface, a namespace without a bridge) is refused before anything is loaded.
 struct InspectedSite {
@@ -226,6 +262,8 @@ struct InspectedSite {
     netlink: Netlink,
     state: KernelState,
     interfaces: Vec<String>,
+    /// For the ready record: how the role was chosen.
+    notes: Vec<String>,
 }
 
 async fn inspect_site(t: SiteSpec) -> Result<InspectedSite> {
@@ -238,6 +276,7 @@ async fn inspect_site(t: SiteSpec) -> Result<InspectedSite> {
         netlink,
         state,
         interfaces,
+        notes: Vec::new(),
     })
 }
 
@@ -249,6 +288,7 @@ fn open_site(args: &Args, i: InspectedSite, index: usize, node: &mut NodeProbes)
         netlink,
         state,
         interfaces,
+        notes,
     } = i;
     let site = u16::try_from(index + 1)
         .map_err(|_| anyhow::anyhow!("too many namespaces traced in one run"))?;
@@ -276,6 +316,7 @@ fn open_site(args: &Args, i: InspectedSite, index: usize, node: &mut NodeProbes)
     if args.vips_discovered {
         probes.ready.vips_from = "discovery";
     }
+    probes.ready.notes.extend(notes);
     Ok(Site {
         label: t.label,
         role: t.role,
@@ -743,8 +784,23 @@ pub async fn run(args: Args, sites: Sites) -> Result<()> {
     // nothing.
     let started = std::time::Instant::now();
     let mut inspected = Vec::new();
-    for t in fixed {
-        inspected.push(inspect_site(t).await?);
+    // Fixed sites are the one --netns namespace, its --role (at most one) the operator's.
+    let asked = args.roles.first().map(|r| Role::from(*r));
+    for mut t in fixed {
+        let note = match roles {
+            None => resolve_role(&mut t, asked).await,
+            Some(_) => None,
+        };
+        let mut site = match inspect_site(t).await {
+            Ok(site) => site,
+            // Following --role failed: the disagreement is the likely why.
+            Err(e) => match note {
+                Some(note) if asked.is_some() => bail!("{e:#} ({note})"),
+                _ => return Err(e),
+            },
+        };
+        site.notes.extend(note);
+        inspected.push(site);
     }
     log::debug!("start-up: namespaces inspected at {:?}", started.elapsed());
     // What discovery read is freed: handed back before the kernel BTF parses below, so
@@ -989,4 +1045,60 @@ fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--netns` without `--role` takes discovery's role and says so; with `--role` the
+    /// operator's role is followed, and a disagreeing discovery gets one warning line.
+    #[test]
+    fn the_netns_role_is_discoverys_unless_role_says_otherwise() {
+        for found in Role::MERIDIO {
+            let (role, note) = netns_role(None, found, "n-x");
+            assert_eq!(role, found);
+            assert_eq!(
+                note.as_deref(),
+                Some(format!("role {}, from discovery", found.as_str()).as_str())
+            );
+        }
+        // Discovery cannot tell: a proxy, as before, and no note (the "no bridge" sentence
+        // comes when its interfaces are picked).
+        assert_eq!(netns_role(None, Role::Other, "n-x"), (Role::Proxy, None));
+        for asked in Role::MERIDIO {
+            assert_eq!(netns_role(Some(asked), asked, "n-x"), (asked, None));
+            assert_eq!(netns_role(Some(asked), Role::Other, "n-x"), (asked, None));
+        }
+        let (role, note) = netns_role(Some(Role::Proxy), Role::Frontend, "n-lbfe-a");
+        assert_eq!(role, Role::Proxy);
+        assert_eq!(
+            note.as_deref(),
+            Some("warning: --role proxy given, but discovery classifies netns n-lbfe-a as a frontend; traced as a proxy, as --role says")
+        );
+    }
+
+    /// A frontend's and a target's every interface but loopback; a proxy needs a bridge.
+    #[test]
+    fn a_role_from_discovery_picks_that_roles_interfaces() {
+        use crate::netns::kernel_state::Link;
+        let mut state = KernelState::default();
+        for (index, name) in [(1, "lo"), (2, "ext0"), (3, "conduit0")] {
+            state.links.insert(
+                index,
+                Link {
+                    index,
+                    name: name.into(),
+                    mac: None,
+                    master: None,
+                    is_bridge: false,
+                },
+            );
+        }
+        let mut picked = pick_interfaces(&state, Role::Frontend, &[], "n-lbfe-a").unwrap();
+        picked.sort();
+        assert_eq!(picked, ["conduit0", "ext0"]);
+        let e = pick_interfaces(&state, Role::Proxy, &[], "n-lbfe-a").unwrap_err();
+        assert!(e.to_string().contains("has no bridge"), "{e}");
+    }
 }
