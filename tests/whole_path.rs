@@ -385,3 +385,75 @@ fn a_vanishing_frontend_is_reported_and_dropped_without_errors() {
     assert!(f.status.success(), "{}", f.stderr);
     assert!(!f.stderr.contains("rror"), "no error: {}", f.stderr);
 }
+
+/// The text view of the whole path names the node-wide hooks (the route lookups, the drop
+/// hook, the hash hooks refused or not used) once, with the first ready line; every ready
+/// line keeps its own namespace's `tc:` hooks. The JSON ready records keep every hook in
+/// every record.
+#[test]
+fn the_text_view_says_the_node_wide_hooks_once() {
+    let Some(_serial) = root_or_skip("the_text_view_says_the_node_wide_hooks_once") else {
+        return;
+    };
+    let _lab = lab_up("w6-");
+    let out = view_command("w6-", false, &["--vip", "20.0.0.1", "--duration", "2"])
+        .output()
+        .expect("run the tracer");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    let count = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+    let readies: Vec<usize> = (0..lines.len())
+        .filter(|i| lines[*i].starts_with("ready: "))
+        .collect();
+    assert!(readies.len() >= 4, "{text}");
+    for i in &readies {
+        assert!(
+            lines[i + 1].starts_with("  attached: tc:"),
+            "its own tc hooks after {}: {text}",
+            lines[*i]
+        );
+    }
+    assert_eq!(count("node-wide hooks"), 1, "{text}");
+    assert_eq!(count("fib_table_lookup"), 1, "{text}");
+    assert_eq!(count("fib6_table_lookup"), 1, "{text}");
+    assert_eq!(count("kfree_skb"), 1, "{text}");
+    for hook in [
+        "fexit:fib_multipath_hash",
+        "fexit:rt6_multipath_hash",
+        "kretprobe:fib_multipath_hash",
+        "kretprobe:rt6_multipath_hash",
+    ] {
+        assert!(count(hook) <= 1, "{hook} once at most: {text}");
+    }
+    let heading = lines
+        .iter()
+        .position(|l| l.contains("node-wide hooks"))
+        .unwrap();
+    assert!(
+        heading > readies[0] && readies.get(1).is_none_or(|next| heading < *next),
+        "under the first ready line: {text}"
+    );
+
+    // JSON: every ready record carries the node-wide hooks, as before.
+    let tracer = Tracer::start_command(&mut view_command(
+        "w6-",
+        false,
+        &["--json", "--vip", "20.0.0.1"],
+    ));
+    let f = tracer.stop(libc::SIGINT);
+    assert!(f.status.success(), "{}", f.stderr);
+    let readies = f.readies();
+    assert!(readies.len() >= 4, "{readies:#?}");
+    for r in readies {
+        assert!(
+            r.hooks.iter().any(|h| h.contains("fib_table_lookup"))
+                && r.hooks.iter().any(|h| h.starts_with("tc:")),
+            "{r:#?}"
+        );
+    }
+}
