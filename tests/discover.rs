@@ -502,6 +502,20 @@ fn netns_without_role_takes_the_role_discovery_finds() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 
+    // Nothing Meridio-like but a bridge (the gateway): a proxy, as before, and noted.
+    let gw = lab.ns(Role::Gateway);
+    let tracer = Tracer::start(&["--netns", &gw, "--vip", "20.0.0.1"]);
+    let f = tracer.stop(libc::SIGINT);
+    assert!(f.status.success(), "{}", f.stderr);
+    let r = f.readies()[0].clone();
+    assert_eq!(r.role, "proxy");
+    assert!(
+        r.notes.iter().any(|n| n.starts_with(&format!(
+            "discovery does not classify netns {gw} as a proxy, frontend or target"
+        ))),
+        "{r:#?}"
+    );
+
     // Nothing Meridio-like and no bridge (a bare namespace): today's sentence.
     let bare = "d3-bare";
     let _ = std::process::Command::new("ip")

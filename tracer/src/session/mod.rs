@@ -222,10 +222,16 @@ fn release_freed_heap() {
 /// The role of the `--netns` namespace: `--role`'s when given, else discovery's
 /// classification of it (proxy, frontend, target), else a proxy, as before discovery could
 /// tell (a namespace without a bridge then gets the clear "no bridge" sentence). With a
-/// note for the ready record when discovery decided, or when it disagrees with `--role`.
+/// note for the ready record when discovery decided, when it could not (and a bridge made
+/// the namespace traceable as a proxy all the same), or when it disagrees with `--role`.
 fn netns_role(asked: Option<Role>, found: Role, label: &str) -> (Role, Option<String>) {
     match asked {
-        None if found == Role::Other => (Role::Proxy, None),
+        None if found == Role::Other => (
+            Role::Proxy,
+            Some(format!(
+                "discovery does not classify netns {label} as a proxy, frontend or target; traced as a proxy (--role says otherwise)"
+            )),
+        ),
         None => (found, Some(format!("role {}, from discovery", found.as_str()))),
         // Nothing Meridio-like to discovery: the operator's word stands unremarked (a
         // frontend before its rules exist, a test's bare namespace).
@@ -1063,9 +1069,14 @@ mod tests {
                 Some(format!("role {}, from discovery", found.as_str()).as_str())
             );
         }
-        // Discovery cannot tell: a proxy, as before, and no note (the "no bridge" sentence
-        // comes when its interfaces are picked).
-        assert_eq!(netns_role(None, Role::Other, "n-x"), (Role::Proxy, None));
+        // Discovery cannot tell: a proxy, as before, noted (without a bridge the "no
+        // bridge" sentence comes instead, when its interfaces are picked).
+        let (role, note) = netns_role(None, Role::Other, "n-x");
+        assert_eq!(role, Role::Proxy);
+        assert_eq!(
+            note.as_deref(),
+            Some("discovery does not classify netns n-x as a proxy, frontend or target; traced as a proxy (--role says otherwise)")
+        );
         for asked in Role::MERIDIO {
             assert_eq!(netns_role(Some(asked), asked, "n-x"), (asked, None));
             assert_eq!(netns_role(Some(asked), Role::Other, "n-x"), (asked, None));
