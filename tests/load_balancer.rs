@@ -16,7 +16,7 @@ use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use lab::{Lab, LabSpec, Lb, Role, TargetInfo, VIP4, VIP6, VIP_PORT};
 use support::{root_or_skip, view_command, Finished, Tracer};
-use tracer::records::{Flow, FlowKey};
+use tracer::records::{self, Flow, FlowKey};
 
 const FRONTENDS: [Role; 2] = [Role::FrontendA, Role::FrontendB];
 
@@ -39,6 +39,46 @@ fn whole_path(prefix: &str, extra: &[&str]) -> Tracer {
 
 fn is_flow(k: &FlowKey, vip: IpAddr, client_port: u16) -> bool {
     k.vip == vip && k.client_port == client_port && k.proto == "tcp"
+}
+
+/// What `nfqlb show` says of a frontend's table: its size and its active fwmarks.
+fn nfqlb_show(lab: &Lab, fe: Role) -> (u32, Vec<u32>) {
+    let out = lab.nfqlb(fe, &["show", "--shm=tshm-stream-a"]).unwrap();
+    let m = out
+        .split("M=")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no M= in `nfqlb show`: {out}"));
+    let active = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Active:"))
+        .unwrap_or_else(|| panic!("no Active: in `nfqlb show`: {out}"))
+        .split_whitespace()
+        .map(|a| a.split('(').next().unwrap().parse().unwrap())
+        .collect();
+    (m, active)
+}
+
+/// The tracer read each frontend's nfqlb table as `nfqlb show` has it, and set each active
+/// target's flows beside its share.
+fn tables_match_nfqlb(lab: &Lab, d: &records::Distribution, targets: &[TargetInfo]) {
+    for fe in FRONTENDS {
+        let (m, active) = nfqlb_show(lab, fe);
+        let t = d
+            .lb_tables
+            .iter()
+            .find(|t| t.netns == lab.ns(fe))
+            .unwrap_or_else(|| panic!("no table of {}: {:?}", lab.ns(fe), d.lb_tables));
+        let marks: Vec<u32> = t.active.iter().map(|s| s.mark).collect();
+        assert_eq!((t.m, marks), (m, active), "{t:?}");
+        assert_eq!(t.active.iter().map(|s| s.entries).sum::<u32>(), m, "{t:?}");
+        assert!(t.not_in_table.is_empty(), "{t:?}");
+        for s in &t.active {
+            let target = targets.iter().find(|x| x.fwmark == s.mark).unwrap();
+            assert_eq!(s.flows, d.flows_to(&target.ns), "{t:?}");
+        }
+    }
 }
 
 fn target_by_ns<'a>(targets: &'a [TargetInfo], ns: &str) -> &'a TargetInfo {
@@ -250,6 +290,7 @@ fn mconnect_run(prefix: &str, records: &[&str]) {
                 d.targets
             );
         }
+        tables_match_nfqlb(&lab, d, &targets);
         // Packets per proxy next-hop: the frontends' counters.
         for fe in FRONTENDS {
             let truth = lab.counter(&lab.ns(fe), counter).unwrap();
@@ -347,6 +388,14 @@ fn a_deactivated_target_gets_no_flow() {
         .find(|d| d.vip == IpAddr::from(VIP4))
         .expect("the distribution of 20.0.0.1");
     assert_eq!(report.count(&targets[1].hostname), 0, "{report:?}");
+    tables_match_nfqlb(&lab, d, &targets);
+    assert!(
+        d.lb_tables
+            .iter()
+            .all(|t| t.active.iter().all(|s| s.mark != targets[1].fwmark)),
+        "{:?}",
+        d.lb_tables
+    );
     assert_eq!(d.flows_to(&targets[1].ns), 0, "{:?}", d.targets);
     for t in [&targets[0], &targets[2]] {
         assert!(report.count(&t.hostname) > 0, "{report:?}");

@@ -285,6 +285,32 @@ pub struct Distribution {
     /// Per target pod the flows reached.
     #[serde(default)]
     pub targets: Vec<TargetShare>,
+    /// The frontends' load-balancer tables (nfqlb's Maglev table) that name these targets.
+    #[serde(default)]
+    pub lb_tables: Vec<LbTable>,
+}
+
+/// A frontend's load-balancer table beside the flows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LbTable {
+    /// The frontend pod and the table's name (nfqlb's shared memory).
+    pub netns: String,
+    pub name: String,
+    /// Lookup table size.
+    pub m: u32,
+    pub active: Vec<LbSlot>,
+    /// Marks this VIP's flows went to that the table has no active target for.
+    pub not_in_table: Vec<u32>,
+}
+
+/// An active target of a load-balancer table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LbSlot {
+    pub mark: u32,
+    /// Lookup table entries pointing at it (its share is entries / m).
+    pub entries: u32,
+    /// Flows of the VIP that went to it.
+    pub flows: u64,
 }
 
 /// The flows (and requests) one target pod got, and the address and mark the frontends'

@@ -29,8 +29,8 @@ pub use path::{LbChoice, PathSeen};
 
 #[cfg(test)]
 pub use summary::FragSummary;
+pub use summary::{add_lb_tables, Distribution, FlowSummary, LbSlot, LbTable, Share, TargetShare};
 use summary::{add_share, summarize};
-pub use summary::{Distribution, FlowSummary, Share, TargetShare};
 
 /// A kernel hash sample older than this at the routed hop belongs to another packet.
 const HASH_SAMPLE_MAX_AGE_NS: u64 = 20_000_000;

@@ -6,6 +6,7 @@
 //! that inspect only namespaces that are new or due.
 mod classify;
 mod enumerate;
+pub mod nfqlb;
 mod render;
 
 use std::{

@@ -12,8 +12,8 @@ use super::{text::change_text, Render};
 use crate::{
     bpf::Ready,
     correlate::flows::{
-        Distribution, DropHop, FlowKey, FlowSummary, Hop, LbChoice, NextHopUse, PathSeen, RouteHop,
-        TargetShare,
+        Distribution, DropHop, FlowKey, FlowSummary, Hop, LbChoice, LbSlot, LbTable, NextHopUse,
+        PathSeen, RouteHop, TargetShare,
     },
     events::{proto_name, FlagsText, MacText},
     netns::changes::Change,
@@ -245,6 +245,8 @@ enum Record<'a> {
         nexthops: Seq<'a, crate::correlate::flows::Share, ShareRecord<'a>>,
         /// Per target pod the flows reached.
         targets: Seq<'a, TargetShare, TargetShareRecord<'a>>,
+        /// The frontends' load-balancer tables that name these targets.
+        lb_tables: Seq<'a, LbTable, LbTableRecord<'a>>,
     },
     Flow {
         #[serde(flatten)]
@@ -488,6 +490,40 @@ fn target_share(t: &TargetShare) -> TargetShareRecord<'_> {
         mark: t.mark,
         flows: t.flows,
         packets: t.packets,
+    }
+}
+
+#[derive(Serialize)]
+struct LbTableRecord<'a> {
+    netns: &'a str,
+    name: &'a str,
+    m: u32,
+    active: Seq<'a, LbSlot, LbSlotRecord>,
+    not_in_table: &'a [u32],
+}
+
+#[derive(Serialize)]
+struct LbSlotRecord {
+    mark: u32,
+    entries: u32,
+    flows: u64,
+}
+
+fn lb_slot(s: &LbSlot) -> LbSlotRecord {
+    LbSlotRecord {
+        mark: s.mark,
+        entries: s.entries,
+        flows: s.flows,
+    }
+}
+
+fn lb_table(t: &LbTable) -> LbTableRecord<'_> {
+    LbTableRecord {
+        netns: &t.netns,
+        name: &t.name,
+        m: t.m,
+        active: seq(&t.active, lb_slot),
+        not_in_table: &t.not_in_table,
     }
 }
 
@@ -773,6 +809,7 @@ impl<W: Write> Render for Json<W> {
             flows: d.flows,
             nexthops: seq(&d.shares, share),
             targets: seq(&d.targets, target_share),
+            lb_tables: seq(&d.lb_tables, lb_table),
         });
     }
 
@@ -1322,6 +1359,17 @@ mod tests {
                 flows: 3,
                 packets: 12,
             }],
+            lb_tables: vec![LbTable {
+                netns: "lbfe-a".into(),
+                name: "tshm-stream-a".into(),
+                m: 10000,
+                active: vec![LbSlot {
+                    mark: 5002,
+                    entries: 3334,
+                    flows: 3,
+                }],
+                not_in_table: vec![5001],
+            }],
         };
         assert_eq!(
             one(|j| j.distribution(&d)),
@@ -1333,6 +1381,9 @@ mod tests {
                 ],
                 "targets": [{"netns": "target-a-2", "target_ip": "172.16.0.9", "mark": 5002,
                              "flows": 3, "packets": 12}],
+                "lb_tables": [{"netns": "lbfe-a", "name": "tshm-stream-a", "m": 10000,
+                               "active": [{"mark": 5002, "entries": 3334, "flows": 3}],
+                               "not_in_table": [5001]}],
             })
         );
     }

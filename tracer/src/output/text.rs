@@ -434,6 +434,40 @@ impl Render for Text {
                 t.packets
             );
         }
+        for t in &d.lb_tables {
+            let slots: Vec<String> = t
+                .active
+                .iter()
+                .map(|s| {
+                    let flows = if s.flows == 0 {
+                        "NO FLOW".to_string()
+                    } else {
+                        format!("{} flows", s.flows)
+                    };
+                    format!(
+                        "{:#x} {:.1} % of the table, {flows}",
+                        s.mark,
+                        100.0 * f64::from(s.entries) / f64::from(t.m.max(1))
+                    )
+                })
+                .collect();
+            say!(
+                self.out,
+                "  load balancer {} in {} (M={}): {}",
+                t.name,
+                t.netns,
+                t.m,
+                slots.join("; ")
+            );
+            for mark in &t.not_in_table {
+                say!(
+                    self.out,
+                    "  flows went to mark {mark:#x}, which {}'s table {} has no active target for",
+                    t.netns,
+                    t.name
+                );
+            }
+        }
     }
 
     fn summary(&mut self, s: &FlowSummary, netns: &str) {

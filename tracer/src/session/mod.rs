@@ -24,7 +24,7 @@ use tracer_common::RING_BYTES;
 use crate::{
     bpf::{NodeProbes, NodeRequest, Probes, Request},
     cli::Args,
-    correlate::flows::{FlowTable, SiteView},
+    correlate::flows::{add_lb_tables, FlowTable, SiteView},
     discover::{self, Role},
     events::{decode, DecodeError, Dir, Event},
     netns::changes::{self, Change},
@@ -936,7 +936,8 @@ pub async fn run(args: Args, sites: Sites) -> Result<()> {
         s.out
             .summary(summary, proxy_label(&labels, summary.proxy_site));
     }
-    let distribution = s.flows.distribution(&summaries);
+    let mut distribution = s.flows.distribution(&summaries);
+    add_lb_tables(&mut distribution, &lb_tables(&s.sites));
     if distribution.iter().any(|d| d.flows > 1) {
         for d in distribution {
             s.out.distribution(&d);
@@ -950,6 +951,20 @@ pub async fn run(args: Args, sites: Sites) -> Result<()> {
         site.close(&mut s.node).await;
     }
     result
+}
+
+/// The load-balancer tables of the traced frontends (nfqlb's, read through /proc).
+fn lb_tables(sites: &[Option<Site>]) -> Vec<(String, crate::discover::nfqlb::MaglevTable)> {
+    sites
+        .iter()
+        .flatten()
+        .filter(|site| site.role == Role::Frontend)
+        .flat_map(|site| {
+            crate::discover::nfqlb::tables_in(site.inode)
+                .into_iter()
+                .map(|t| (site.label.clone(), t))
+        })
+        .collect()
 }
 
 fn proxy_label(labels: &[String], site: Option<usize>) -> &str {

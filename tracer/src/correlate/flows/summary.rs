@@ -3,7 +3,10 @@
 use std::net::IpAddr;
 
 use super::{Counted, FlowKey, FlowState, FragState, NextHopUse, PathSeen, PredictionStats};
-use crate::netns::kernel_state::{KernelState, NextHop, Rule};
+use crate::{
+    discover::nfqlb::MaglevTable,
+    netns::kernel_state::{KernelState, NextHop, Rule},
+};
 
 /// A flow summary's fragments: from the records, so a budget or loss can hide a split.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -197,6 +200,72 @@ pub struct Distribution {
     /// Per target pod that flows a frontend sent reached (none when no target pod is
     /// traced).
     pub targets: Vec<TargetShare>,
+    /// The frontends' load-balancer tables that name these targets (see [`add_lb_tables`]).
+    pub lb_tables: Vec<LbTable>,
+}
+
+/// A frontend's load-balancer table beside the flows: each active target's share of the
+/// lookup table and the flows it got, and the marks flows went to that it does not hold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LbTable {
+    /// The frontend pod, and the table's name (nfqlb's shared memory).
+    pub netns: String,
+    pub name: String,
+    /// Lookup table size.
+    pub m: u32,
+    pub active: Vec<LbSlot>,
+    /// Marks of this VIP's flows that the table has no active target for.
+    pub not_in_table: Vec<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LbSlot {
+    pub mark: u32,
+    /// Lookup table entries that point at it (its share is entries / m).
+    pub entries: u32,
+    /// Flows of this VIP that went to it.
+    pub flows: u64,
+}
+
+/// Sets each frontend's table (`(frontend, table)`) beside the VIPs whose flows went to
+/// marks it holds.
+pub fn add_lb_tables(dist: &mut [Distribution], tables: &[(String, MaglevTable)]) {
+    for d in dist {
+        let flows_to = |mark: u32| -> u64 {
+            d.targets
+                .iter()
+                .filter(|t| t.mark == Some(mark))
+                .map(|t| t.flows)
+                .sum()
+        };
+        let marks: Vec<u32> = d.targets.iter().filter_map(|t| t.mark).collect();
+        let mut found = Vec::new();
+        for (netns, t) in tables {
+            if !t.active.iter().any(|(mark, _)| marks.contains(mark)) {
+                continue;
+            }
+            found.push(LbTable {
+                netns: netns.clone(),
+                name: t.name.clone(),
+                m: t.m,
+                active: t
+                    .active
+                    .iter()
+                    .map(|&(mark, entries)| LbSlot {
+                        mark,
+                        entries,
+                        flows: flows_to(mark),
+                    })
+                    .collect(),
+                not_in_table: marks
+                    .iter()
+                    .copied()
+                    .filter(|m| !t.active.iter().any(|(a, _)| a == m))
+                    .collect(),
+            });
+        }
+        d.lb_tables = found;
+    }
 }
 
 /// The flows and requests one target pod got.
@@ -234,6 +303,7 @@ pub(super) fn add_share(dist: &mut Vec<Distribution>, s: &FlowSummary) {
                 flows: 0,
                 shares: Vec::new(),
                 targets: Vec::new(),
+                lb_tables: Vec::new(),
             });
             dist.len() - 1
         }

@@ -735,3 +735,46 @@ fn requests_queued_together_are_each_timed_from_their_own_entry() {
         .collect();
     assert_eq!(q, [Some(4_000), Some(3_910)]);
 }
+
+/// A frontend's table beside the flows: a target in the table that got no flow, and flows
+/// that went to a mark the table does not hold, are both told; a table naming none of the
+/// VIP's marks is another VIP's and left out.
+#[test]
+fn load_balancer_tables_are_set_beside_the_flows_per_target() {
+    use crate::discover::nfqlb::MaglevTable;
+    let share = |netns: &str, mark, flows| summary::TargetShare {
+        netns: netns.into(),
+        target_ip: None,
+        mark: Some(mark),
+        flows,
+        packets: flows,
+    };
+    let mut d = vec![Distribution {
+        vip: ip("20.0.0.1"),
+        flows: 5,
+        shares: vec![],
+        targets: vec![share("target-a-1", 5001, 3), share("target-a-3", 5003, 2)],
+        lb_tables: vec![],
+    }];
+    let table = |name: &str, active| MaglevTable {
+        name: name.into(),
+        m: 10,
+        active,
+    };
+    add_lb_tables(
+        &mut d,
+        &[
+            ("lbfe-a".into(), table("tshm-a", vec![(5001, 5), (5002, 5)])),
+            ("lbfe-a".into(), table("tshm-other", vec![(6001, 10)])),
+        ],
+    );
+    assert_eq!(d[0].lb_tables.len(), 1);
+    let t = &d[0].lb_tables[0];
+    let slots: Vec<(u32, u32, u64)> = t
+        .active
+        .iter()
+        .map(|s| (s.mark, s.entries, s.flows))
+        .collect();
+    assert_eq!(slots, [(5001, 5, 3), (5002, 5, 0)]);
+    assert_eq!(t.not_in_table, [5003]);
+}
