@@ -159,6 +159,34 @@ struct LastIngress {
 #[map]
 static LAST_LOOKUP: PerCpuArray<LastLookup> = PerCpuArray::with_max_entries(1, 0);
 
+/// When a traced packet toward a VIP last entered a traced L3 interface (a frontend's
+/// external one: its route lookup may come later, after the load balancer's queue), node
+/// wide; 0 never. The fib programs look for lookups to tie at egress only while this is
+/// recent: a node whose traced flows are quiet pays no kernel read per route lookup.
+#[map]
+static DEFER_ARMED: Array<u64> = Array::with_max_entries(1, 0);
+
+/// How long after a traced packet entered toward a VIP its lookup may still come (nfqlb's
+/// queue can hold a packet for milliseconds under load; generous, as the other ages).
+const DEFER_ARMED_NS: u64 = 1_000_000_000;
+
+#[inline(always)]
+fn arm_deferred_lookups(now: u64) {
+    if let Some(t) = DEFER_ARMED.get_ptr_mut(0) {
+        // SAFETY: a map value; a plain store (the latest writer wins, any is recent).
+        unsafe { *t = now };
+    }
+}
+
+/// Whether a traced packet entered toward a VIP recently enough for its lookup to come.
+#[inline(always)]
+fn deferred_lookups_armed() -> bool {
+    match DEFER_ARMED.get(0) {
+        Some(&t) if t != 0 => unsafe { bpf_ktime_get_ns() }.wrapping_sub(t) < DEFER_ARMED_NS,
+        _ => false,
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct LastLookup {
@@ -511,6 +539,9 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
         forget_last_ingress();
         tie_lookup(&key, family, skb.mark, ts_ns, record);
     } else if l3_iface {
+        if to_vip {
+            arm_deferred_lookups(ts_ns);
+        }
         // Only a recorded packet primes the route lookup and hash hooks: a packet the
         // budget leaves out gets no lookup or hash records either.
         if let Some(last) = LAST_INGRESS.get_ptr_mut(0) {
@@ -948,6 +979,9 @@ fn try_fib(ctx: &TracePointContext, index: u32, family: u8) -> Result<(), ()> {
     Ok(())
 }
 
+/// The kernel's local table (`RT_TABLE_LOCAL`): addresses of this namespace.
+const RT_TABLE_LOCAL: u32 = 255;
+
 /// Offsets for the raw fib programs (`FibRawOffsets`), entry 0.
 #[map]
 static FIB_RAW_OFFSETS: Array<FibRawOffsets> = Array::with_max_entries(1, 0);
@@ -963,12 +997,24 @@ pub fn meridio_fib4_raw(ctx: RawTracePointContext) -> i32 {
 
 fn try_fib4_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
     let pending = pending_lookup(AF_INET);
+    let err: u64 = ctx.arg(3);
+    let err = err as i32;
+    let table: u64 = ctx.arg(0);
+    // No traced packet waiting and a table that did not match (most lookups: each policy
+    // rule's table is looked up in turn), or local delivery (no egress will follow), is the
+    // common case, told from the arguments alone.
+    if pending.is_none()
+        && (err != 0 || table == u64::from(RT_TABLE_LOCAL) || !deferred_lookups_armed())
+    {
+        return Ok(());
+    }
     let off = *FIB_RAW_OFFSETS.get(0).ok_or(())?;
     if off.valid == 0 {
         return Ok(());
     }
     let flp: u64 = ctx.arg(1);
-    // The mark first: a lookup with none and no traced packet waiting is the common case.
+    // Then the mark: only a lookup with a mark its packet's ingress hook did not see can be
+    // one to tie at egress.
     let mark: u32 = kread(flp, off.fl4_mark)?;
     if pending.is_none() && mark == 0 {
         return Ok(());
@@ -976,9 +1022,6 @@ fn try_fib4_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
     let iif: i32 = kread(flp, off.fl4_iif)?;
     let src = v4_mapped(kread::<[u8; 4]>(flp, off.fl4_saddr)?);
     let dst = v4_mapped(kread::<[u8; 4]>(flp, off.fl4_daddr)?);
-    let table: u64 = ctx.arg(0);
-    let err: u64 = ctx.arg(3);
-    let err = err as i32;
     let nhc: u64 = ctx.arg(2);
     let Some((last, now)) = pending.filter(|(last, _)| {
         last.ifindex as i32 == iif && last.src == src && last.dst == dst && last.mark == mark
@@ -1126,6 +1169,9 @@ fn rt6_type_error(t: u8) -> i32 {
 
 fn try_fib6_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
     let pending = pending_lookup(AF_INET6);
+    if pending.is_none() && !deferred_lookups_armed() {
+        return Ok(());
+    }
     let off = *FIB_RAW_OFFSETS.get(0).ok_or(())?;
     if off.valid == 0 {
         return Ok(());

@@ -1,6 +1,7 @@
 //! Sharing the node object's maps with each object of TC programs: `LAST_INGRESS` (how a
 //! route lookup finds the traced packet it routes) and `LAST_LOOKUP` (how a packet's egress
-//! hook finds the lookup that routed it after the load balancer's queue), `EVENTS` (one ring buffer for every
+//! hook finds the lookup that routed it after the load balancer's queue, and `DEFER_ARMED`, when
+//! to look for such lookups), `EVENTS` (one ring buffer for every
 //! program, so the records of one packet's path come out in the order they were written,
 //! and one reader serves the whole node), and the maps that are the same for every site:
 //! the per-hop counts (`HOPS`), the routed interfaces (`L3_IFACES`), the counters, the
@@ -27,9 +28,10 @@ use aya::{
 };
 
 /// The shared maps, by their names in the object.
-pub const SHARED_MAPS: [&str; 8] = [
+pub const SHARED_MAPS: [&str; 9] = [
     "LAST_INGRESS",
     "LAST_LOOKUP",
+    "DEFER_ARMED",
     "EVENTS",
     "HOPS",
     "L3_IFACES",
@@ -97,7 +99,11 @@ pub fn remove_stale(bpffs: &Path) -> usize {
 /// ring buffer itself goes to the reader, and later sites still need it pinned.
 pub fn handle(map: &Map) -> Result<MapData> {
     let data = match map {
-        Map::PerCpuArray(d) | Map::RingBuf(d) | Map::HashMap(d) | Map::LruHashMap(d) => d,
+        Map::Array(d)
+        | Map::PerCpuArray(d)
+        | Map::RingBuf(d)
+        | Map::HashMap(d)
+        | Map::LruHashMap(d) => d,
         _ => bail!("a shared map is of a type the tracer does not share"),
     };
     let fd = data.fd().as_fd().try_clone_to_owned()?;
