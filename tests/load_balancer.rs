@@ -62,7 +62,14 @@ fn nfqlb_show(lab: &Lab, fe: Role) -> (u32, Vec<u32>) {
 
 /// The tracer read each frontend's nfqlb table as `nfqlb show` has it, and set each active
 /// target's flows beside its share.
-fn tables_match_nfqlb(lab: &Lab, d: &records::Distribution, targets: &[TargetInfo]) {
+/// `syns`: the counter of SYNs entering each frontend from the gateway (what each sent),
+/// when there is one.
+fn tables_match_nfqlb(
+    lab: &Lab,
+    d: &records::Distribution,
+    targets: &[TargetInfo],
+    syns: Option<&str>,
+) {
     for fe in FRONTENDS {
         let (m, active) = nfqlb_show(lab, fe);
         let t = d
@@ -74,10 +81,21 @@ fn tables_match_nfqlb(lab: &Lab, d: &records::Distribution, targets: &[TargetInf
         assert_eq!((t.m, marks), (m, active), "{t:?}");
         assert_eq!(t.active.iter().map(|s| s.entries).sum::<u32>(), m, "{t:?}");
         assert!(t.not_in_table.is_empty(), "{t:?}");
-        for s in &t.active {
-            let target = targets.iter().find(|x| x.fwmark == s.mark).unwrap();
-            assert_eq!(s.flows, d.flows_to(&target.ns), "{t:?}");
+        if let Some(counter) = syns {
+            let sent: u64 = t.active.iter().map(|s| s.flows).sum();
+            assert_eq!(sent, lab.counter(&lab.ns(fe), counter).unwrap(), "{t:?}");
         }
+    }
+    // What each frontend sent to a target adds up to the flows the target got.
+    for target in targets.iter().filter(|t| d.flows_to(&t.ns) > 0) {
+        let sent: u64 = d
+            .lb_tables
+            .iter()
+            .flat_map(|t| &t.active)
+            .filter(|s| s.mark == target.fwmark)
+            .map(|s| s.flows)
+            .sum();
+        assert_eq!(sent, d.flows_to(&target.ns), "{:?}", d.lb_tables);
     }
 }
 
@@ -253,6 +271,18 @@ fn count_replies(lab: &Lab, name: &str, vip: IpAddr) {
     }
 }
 
+/// Counters in each frontend of the SYNs entering it from the gateway: the flows it got.
+fn count_syns(lab: &Lab, name: &str, vip: IpAddr) {
+    let family = if vip.is_ipv4() { "ip" } else { "ip6" };
+    for fe in FRONTENDS {
+        let m = format!(
+            "iifname \"{}\" {family} daddr {vip} tcp dport {VIP_PORT} tcp flags & (syn | ack) == syn",
+            lab.names().fe_ext
+        );
+        lab.add_counter(&lab.ns(fe), name, &m).unwrap();
+    }
+}
+
 /// `mconnect -nconn 400` per family, with every record and with none: the flows per target
 /// pod are what mconnect reports per hostname, the packets per proxy next-hop what the
 /// frontends counted; with records, no frontend lookup is filed under a flow whose packets
@@ -263,6 +293,8 @@ fn mconnect_run(prefix: &str, records: &[&str]) {
     for vip in [IpAddr::from(VIP4), IpAddr::from(VIP6)] {
         let counter = if vip.is_ipv4() { "r4" } else { "r6" };
         count_replies(&lab, counter, vip);
+        let syns = if vip.is_ipv4() { "s4" } else { "s6" };
+        count_syns(&lab, syns, vip);
         let tracer = whole_path(prefix, records);
         let report = lab.mconnect(vip, 400).unwrap();
         assert_eq!(
@@ -290,7 +322,7 @@ fn mconnect_run(prefix: &str, records: &[&str]) {
                 d.targets
             );
         }
-        tables_match_nfqlb(&lab, d, &targets);
+        tables_match_nfqlb(&lab, d, &targets, Some(syns));
         // Packets per proxy next-hop: the frontends' counters.
         for fe in FRONTENDS {
             let truth = lab.counter(&lab.ns(fe), counter).unwrap();
@@ -388,7 +420,7 @@ fn a_deactivated_target_gets_no_flow() {
         .find(|d| d.vip == IpAddr::from(VIP4))
         .expect("the distribution of 20.0.0.1");
     assert_eq!(report.count(&targets[1].hostname), 0, "{report:?}");
-    tables_match_nfqlb(&lab, d, &targets);
+    tables_match_nfqlb(&lab, d, &targets, None);
     assert!(
         d.lb_tables
             .iter()

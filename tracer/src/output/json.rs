@@ -1370,6 +1370,7 @@ mod tests {
                 }],
                 not_in_table: vec![5001],
             }],
+            sent: Default::default(),
         };
         assert_eq!(
             one(|j| j.distribution(&d)),

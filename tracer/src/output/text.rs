@@ -440,9 +440,9 @@ impl Render for Text {
                 .iter()
                 .map(|s| {
                     let flows = if s.flows == 0 {
-                        "NO FLOW".to_string()
+                        "NO FLOW from it".to_string()
                     } else {
-                        format!("{} flows", s.flows)
+                        format!("{} flows from it", s.flows)
                     };
                     format!(
                         "{:#x} {:.1} % of the table, {flows}",

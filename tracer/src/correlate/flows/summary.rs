@@ -1,6 +1,6 @@
 //! End-of-run accounts: one summary per flow (counts, next-hops, the routing verdict,
 //! drops, fragments) and, per VIP, how the flows spread over the next-hops.
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use super::{Counted, FlowKey, FlowState, FragState, NextHopUse, PathSeen, PredictionStats};
 use crate::{
@@ -202,6 +202,8 @@ pub struct Distribution {
     pub targets: Vec<TargetShare>,
     /// The frontends' load-balancer tables that name these targets (see [`add_lb_tables`]).
     pub lb_tables: Vec<LbTable>,
+    /// Flows each frontend sent with each mark (its load balancer's latest choice).
+    pub sent: BTreeMap<(String, u32), u64>,
 }
 
 /// A frontend's load-balancer table beside the flows: each active target's share of the
@@ -223,7 +225,7 @@ pub struct LbSlot {
     pub mark: u32,
     /// Lookup table entries that point at it (its share is entries / m).
     pub entries: u32,
-    /// Flows of this VIP that went to it.
+    /// Flows of this VIP that this frontend sent to it.
     pub flows: u64,
 }
 
@@ -231,13 +233,6 @@ pub struct LbSlot {
 /// marks it holds.
 pub fn add_lb_tables(dist: &mut [Distribution], tables: &[(String, MaglevTable)]) {
     for d in dist {
-        let flows_to = |mark: u32| -> u64 {
-            d.targets
-                .iter()
-                .filter(|t| t.mark == Some(mark))
-                .map(|t| t.flows)
-                .sum()
-        };
         let marks: Vec<u32> = d.targets.iter().filter_map(|t| t.mark).collect();
         let mut found = Vec::new();
         for (netns, t) in tables {
@@ -254,7 +249,7 @@ pub fn add_lb_tables(dist: &mut [Distribution], tables: &[(String, MaglevTable)]
                     .map(|&(mark, entries)| LbSlot {
                         mark,
                         entries,
-                        flows: flows_to(mark),
+                        flows: d.sent.get(&(netns.clone(), mark)).copied().unwrap_or(0),
                     })
                     .collect(),
                 not_in_table: marks
@@ -304,6 +299,7 @@ pub(super) fn add_share(dist: &mut Vec<Distribution>, s: &FlowSummary) {
                 shares: Vec::new(),
                 targets: Vec::new(),
                 lb_tables: Vec::new(),
+                sent: BTreeMap::new(),
             });
             dist.len() - 1
         }
@@ -312,6 +308,9 @@ pub(super) fn add_share(dist: &mut Vec<Distribution>, s: &FlowSummary) {
     // Only flows a frontend sent count for the targets: the proxy's own neighbour
     // advertisements to a target's VIP reach it too, without a load balancer's choice.
     let sent = s.path.frontend_in.is_some();
+    if let (Some((fe, _)), Some(c)) = (&s.path.frontend_in, s.path.lb.last()) {
+        *d.sent.entry((fe.clone(), c.mark)).or_default() += 1;
+    }
     if let Some((netns, _)) = s.path.target.as_ref().filter(|_| sent) {
         let lb = s.path.lb.last();
         let packets = s.path.target_packets.max(s.path.target_records);

@@ -755,6 +755,13 @@ fn load_balancer_tables_are_set_beside_the_flows_per_target() {
         shares: vec![],
         targets: vec![share("target-a-1", 5001, 3), share("target-a-3", 5003, 2)],
         lb_tables: vec![],
+        // lbfe-a sent 2 of target-a-1's flows (lbfe-b the third) and none to 5002.
+        sent: [
+            (("lbfe-a".to_string(), 5001), 2),
+            (("lbfe-b".to_string(), 5001), 1),
+        ]
+        .into_iter()
+        .collect(),
     }];
     let table = |name: &str, active| MaglevTable {
         name: name.into(),
@@ -775,6 +782,6 @@ fn load_balancer_tables_are_set_beside_the_flows_per_target() {
         .iter()
         .map(|s| (s.mark, s.entries, s.flows))
         .collect();
-    assert_eq!(slots, [(5001, 5, 3), (5002, 5, 0)]);
+    assert_eq!(slots, [(5001, 5, 2), (5002, 5, 0)]);
     assert_eq!(t.not_in_table, [5003]);
 }
