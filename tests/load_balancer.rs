@@ -37,6 +37,20 @@ fn whole_path(prefix: &str, extra: &[&str]) -> Tracer {
     Tracer::start_command(&mut view_command(prefix, false, &args))
 }
 
+/// Stops the tracer (it must exit cleanly) and returns its records and the distribution of
+/// `vip`.
+fn stop_with_distribution(tracer: Tracer, vip: IpAddr) -> (Finished, records::Distribution) {
+    let f = tracer.stop(libc::SIGINT);
+    assert!(f.status.success(), "tracer failed: {}", f.stderr);
+    let d = f
+        .distributions()
+        .into_iter()
+        .find(|d| d.vip == vip)
+        .unwrap_or_else(|| panic!("no distribution of {vip}"))
+        .clone();
+    (f, d)
+}
+
 fn is_flow(k: &FlowKey, vip: IpAddr, client_port: u16) -> bool {
     k.vip == vip && k.client_port == client_port && k.proto == "tcp"
 }
@@ -303,13 +317,7 @@ fn mconnect_run(prefix: &str, records: &[&str]) {
             "{report:?}"
         );
         std::thread::sleep(Duration::from_millis(500));
-        let f = tracer.stop(libc::SIGINT);
-        assert!(f.status.success(), "tracer failed: {}", f.stderr);
-        let d = f
-            .distributions()
-            .into_iter()
-            .find(|d| d.vip == vip)
-            .unwrap_or_else(|| panic!("no distribution of {vip}"));
+        let (f, d) = stop_with_distribution(tracer, vip);
 
         // Flows per target: mconnect's own report per hostname (every target got some).
         for t in &targets {
@@ -322,7 +330,7 @@ fn mconnect_run(prefix: &str, records: &[&str]) {
                 d.targets
             );
         }
-        tables_match_nfqlb(&lab, d, &targets, Some(syns));
+        tables_match_nfqlb(&lab, &d, &targets, Some(syns));
         // Packets per proxy next-hop: the frontends' counters.
         for fe in FRONTENDS {
             let truth = lab.counter(&lab.ns(fe), counter).unwrap();
@@ -412,15 +420,9 @@ fn a_deactivated_target_gets_no_flow() {
     let tracer = whole_path(prefix, &["--records", "none"]);
     let report = lab.mconnect(VIP4.into(), 200).unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let f = tracer.stop(libc::SIGINT);
-    assert!(f.status.success(), "tracer failed: {}", f.stderr);
-    let d = f
-        .distributions()
-        .into_iter()
-        .find(|d| d.vip == IpAddr::from(VIP4))
-        .expect("the distribution of 20.0.0.1");
+    let (_, d) = stop_with_distribution(tracer, VIP4.into());
     assert_eq!(report.count(&targets[1].hostname), 0, "{report:?}");
-    tables_match_nfqlb(&lab, d, &targets, None);
+    tables_match_nfqlb(&lab, &d, &targets, None);
     assert!(
         d.lb_tables
             .iter()

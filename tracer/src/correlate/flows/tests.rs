@@ -635,6 +635,27 @@ fn frontend_state() -> KernelState {
     }
 }
 
+/// A frontend's lookup after the load balancer's queue: mark and table 5002, toward target
+/// 172.16.0.9, for the flow of `pkt`.
+fn lb_lookup(ts_ns: u64) -> FibLookup {
+    FibLookup {
+        ts_ns,
+        table: 5002,
+        err: 0,
+        iif: 7,
+        oif: 0,
+        mark: 5002,
+        proto: 6,
+        src: ip("169.254.100.150"),
+        dst: ip("20.0.0.1"),
+        sport: 35000,
+        dport: 4000,
+        gw: ip("172.16.0.9"),
+        dev: "conduit-a.-b89d".into(),
+        after_ingress: true,
+    }
+}
+
 /// The load balancer's choice: the frontend's lookup with the mark nfqlb set, after the
 /// request entered the frontend, with its fwmark rule, the time in the queue, and the
 /// target pod that got the flow in the per-target distribution.
@@ -656,23 +677,9 @@ fn a_frontends_lookup_after_the_queue_is_the_flows_load_balancer_choice() {
         pkt(1_000, 7, Dir::Ingress, false, MAC_BR),
         &frontend(&fe, "lbfe-a"),
     );
-    let lookup = FibLookup {
-        ts_ns: 1_250,
-        table: 5002,
-        err: 0,
-        iif: 7,
-        oif: 0,
-        mark: 5002,
-        proto: 6,
-        src: ip("169.254.100.150"),
-        dst: ip("20.0.0.1"),
-        sport: 35000,
-        dport: 4000,
-        gw: ip("172.16.0.9"),
-        dev: "conduit-a.-b89d".into(),
-        after_ingress: true,
-    };
-    let r = t.on_fib(lookup, &frontend(&fe, "lbfe-a")).unwrap();
+    let r = t
+        .on_fib(lb_lookup(1_250), &frontend(&fe, "lbfe-a"))
+        .unwrap();
     assert_eq!(r.queued_ns, Some(250));
     assert_eq!(r.rule.unwrap().selector(), "from all fwmark 0x138a");
     t.on_packet(pkt(1_300, 9, Dir::Ingress, false, MAC_BR), &target);
@@ -712,26 +719,10 @@ fn requests_queued_together_are_each_timed_from_their_own_entry() {
             &frontend(&fe, "lbfe-a"),
         );
     }
-    let lookup = |ts_ns| FibLookup {
-        ts_ns,
-        table: 5002,
-        err: 0,
-        iif: 7,
-        oif: 0,
-        mark: 5002,
-        proto: 6,
-        src: ip("169.254.100.150"),
-        dst: ip("20.0.0.1"),
-        sport: 35000,
-        dport: 4000,
-        gw: ip("172.16.0.9"),
-        dev: "conduit-a.-b89d".into(),
-        after_ingress: true,
-    };
     let site = frontend(&fe, "lbfe-a");
     let q: Vec<_> = [5_000, 5_010]
         .into_iter()
-        .map(|ts| t.on_fib(lookup(ts), &site).unwrap().queued_ns)
+        .map(|ts| t.on_fib(lb_lookup(ts), &site).unwrap().queued_ns)
         .collect();
     assert_eq!(q, [Some(4_000), Some(3_910)]);
 }
