@@ -88,7 +88,8 @@ enum Cmd {
         /// Seconds per throughput measurement and per event-pipeline step.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
-        /// Where to write the JSON figures (default: target/bench.json).
+        /// Where to write the JSON figures (default: docs/bench/<UTC date and time>-<commit>.json,
+        /// one data file per run: commit it with the change it measures).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Run only these parts (comma list; default all).
@@ -241,7 +242,7 @@ fn main() {
             reps,
             seconds,
             only,
-            out: out.unwrap_or_else(|| workspace_root().join("target").join("bench.json")),
+            out: out.unwrap_or_else(default_bench_file),
         }),
     };
     if let Err(e) = result {
@@ -251,6 +252,31 @@ fn main() {
 }
 
 /// The workspace root: xtask sits one level below it.
+/// `docs/bench/<YYYY-MM-DDTHHMM>-<short commit>.json`: a run's figures are data, one file a
+/// run, next to the docs that read them.
+fn default_bench_file() -> PathBuf {
+    let root = workspace_root();
+    let say = |p: &str, a: &[&str]| {
+        cmd::run(p, a)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into())
+    };
+    let date = say("date", &["-u", "+%Y-%m-%dT%H%M"]);
+    let commit = say(
+        "git",
+        &[
+            "-C",
+            &root.to_string_lossy(),
+            "rev-parse",
+            "--short",
+            "HEAD",
+        ],
+    );
+    root.join("docs")
+        .join("bench")
+        .join(format!("{date}-{commit}.json"))
+}
+
 pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
