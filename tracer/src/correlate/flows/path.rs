@@ -94,12 +94,15 @@ impl PathSeen {
                 }
             }
             (Role::Frontend, PathDir::Egress, _, Dir::Egress) => {
-                let keep = self
+                // The latest frontend the replies left by; a hop whose next-hop the
+                // neighbour table did not name keeps the one that frontend named before.
+                let before = self
                     .frontend_out
                     .as_ref()
-                    .and_then(|f| f.2)
-                    .filter(|_| nexthop.is_none());
-                self.frontend_out = Some((label.to_string(), ifname.to_string(), nexthop.or(keep)));
+                    .filter(|(l, _, _)| l == label)
+                    .and_then(|f| f.2);
+                self.frontend_out =
+                    Some((label.to_string(), ifname.to_string(), nexthop.or(before)));
             }
             (Role::Proxy, PathDir::Ingress, HopKind::Port, Dir::Egress) => {
                 self.proxy_to_target
