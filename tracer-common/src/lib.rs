@@ -1,9 +1,11 @@
-//! Records and map values shared by the eBPF programs and the `tracer` binary.
+//! Records, map values and program names shared by the eBPF programs and the `tracer` binary.
 //!
 //! Every type here is `#[repr(C)]` with explicit padding so both sides agree on the layout
 //! byte for byte. The eBPF side writes them into the ring buffer or reads them from maps;
 //! userspace decodes them once (see `tracer::events`) into typed values.
 #![no_std]
+
+pub mod programs;
 
 /// Record kinds: the first `u32` of every ring-buffer record.
 pub const KIND_PACKET: u32 = 1;
