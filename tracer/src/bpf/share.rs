@@ -14,7 +14,6 @@
 //! ours stays in bpffs while the tracer runs. A pin left by a run killed in that moment is
 //! named by its pid, and the next start removes it once that pid is gone.
 use std::{
-    ffi::CString,
     os::fd::AsFd,
     path::{Path, PathBuf},
 };
@@ -40,7 +39,7 @@ pub const SHARED_MAPS: [&str; 9] = [
     "FRAGS",
 ];
 const BPFFS: &str = "/sys/fs/bpf";
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
 const PIN_PREFIX: &str = "meridio-tracer-";
 
 /// Where bpffs is. When it is not mounted, mounts it at /sys/fs/bpf (what systemd, bpftool
@@ -62,14 +61,8 @@ pub fn bpffs(notes: &mut Vec<String>) -> Result<PathBuf> {
 }
 
 fn is_bpffs(dir: &Path) -> bool {
-    let Ok(path) = CString::new(dir.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs writes into the struct we own; the path is NUL-terminated.
-    unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(path.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
-    }
+    // `f_type` is signed on some targets: compared as the magic's bits.
+    rustix::fs::statfs(dir).is_ok_and(|st| st.f_type as u64 == BPF_FS_MAGIC)
 }
 
 /// Removes pins of ours whose process is gone (a run killed while an object loaded);

@@ -22,21 +22,17 @@ use aya::{
     Ebpf,
 };
 
+use tracer_common::programs;
+
 use super::{
-    node::netns_offsets, program, refused, share, AttachMode, Globals, NodeProbes, Ready,
-    RecordBudget, TcPrograms,
+    node::{NodeProbes, TcObjects},
+    object::{program, refused, Globals},
+    offsets::netns_offsets,
+    options::{AttachMode, RecordBudget, TcPrograms},
+    ready::Ready,
+    share,
 };
 use crate::netns::Netns;
-
-/// Where the TC programs are loaded.
-pub enum TcObjects {
-    /// No site is traced yet: the first one to load decides.
-    NotLoaded,
-    /// One object for every site.
-    Shared(Ebpf),
-    /// One object per site, and why not one for all.
-    PerSite(String),
-}
 
 /// The TC side of one site: its handles on the programs and what they attached.
 pub struct Probes {
@@ -330,8 +326,8 @@ impl Probes {
 type TcLinks = Vec<(String, usize, SchedClassifierLinkId)>;
 
 const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
-    ("meridio_tc_in", TcAttachType::Ingress),
-    ("meridio_tc_out", TcAttachType::Egress),
+    (programs::TC_IN, TcAttachType::Ingress),
+    (programs::TC_OUT, TcAttachType::Egress),
 ];
 
 /// Loads (verifies) both TC programs of an object side by side, one thread each:
