@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::toolchain::ensure_ebpf_toolchain;
 use anyhow::{bail, Context, Result};
-use xtask::toolchain::ensure_ebpf_toolchain;
 
 use crate::workspace_root;
 
