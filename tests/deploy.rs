@@ -1,19 +1,16 @@
 //! The deploy/ manifests validate offline against the Kubernetes schemas
 //! (kubernetes-validate, which `cargo xtask test` installs under target/), and a broken
 //! copy does not: the check can fail.
-use std::{path::PathBuf, process::Command};
+mod artifacts;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use std::process::Command;
+
+use artifacts::workspace;
 
 /// Runs the validator (strict: unknown fields fail) without network when root can take it
 /// away (`unshare -n`), so "offline" is checked, not assumed.
 fn validate(file: &std::path::Path) -> Option<(bool, String)> {
-    let bin = xtask::deploy::validator(&root().join("target"));
+    let bin = artifacts::validator();
     if !bin.exists() {
         if std::env::var_os("CI").is_some() {
             panic!(
@@ -43,7 +40,7 @@ fn validate(file: &std::path::Path) -> Option<(bool, String)> {
 
 #[test]
 fn the_daemonset_validates_offline_and_a_broken_one_does_not() {
-    let manifest = root().join("deploy/daemonset.yaml");
+    let manifest = workspace().join("deploy/daemonset.yaml");
     let Some((ok, text)) = validate(&manifest) else {
         return;
     };

@@ -2,6 +2,7 @@
 //! runs first): it traces the lab from an empty root that holds only itself and bind mounts
 //! of /proc, /sys and this lab's netns files, as a container sees a node. Real eBPF, the
 //! namespace lab (prefix `x2-`), root. Ground truth: nftables counters in the frontends.
+mod artifacts;
 mod support;
 
 use std::{net::IpAddr, path::PathBuf, process::Command, time::Duration};
@@ -10,12 +11,7 @@ use lab::{Role, VIP4};
 use support::{lab_up, root_or_skip, Tracer};
 
 fn dist_binary() -> Option<PathBuf> {
-    let p = xtask::dist::dist_path(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .join("target"),
-    );
+    let p = artifacts::dist_binary();
     if p.exists() {
         return Some(p);
     }

@@ -1,9 +1,10 @@
 //! End-to-end test of the container image (deploy/Containerfile, `cargo xtask image`): it is
-//! built with the same code as `cargo xtask image` from the dist binary (which `cargo xtask
-//! test` builds first), run with podman as the DaemonSet runs it (privileged, host pid
+//! built as `cargo xtask image` builds it with podman (deploy/Containerfile, the dist binary
+//! of `cargo xtask test`'s `cargo xtask dist` as the whole context), run with podman as the DaemonSet runs it (privileged, host pid
 //! namespace and network, /sys, /proc and /run/netns from the host), and traces the lab
 //! (prefix `i1-`) from inside the container. Ground truth: nftables counters in the
 //! frontends, one per client port. Root; `cargo xtask test` installs podman and runc.
+mod artifacts;
 mod support;
 
 use std::{
@@ -13,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use artifacts::{missing, workspace};
 use lab::{Role, VIP4};
 use support::{lab_up, root_or_skip, Tracer};
 
@@ -21,19 +23,19 @@ const PREFIX: &str = "i1-";
 /// so a tracer that always named one next-hop would fail some of them.
 const PORTS: [u16; 6] = [35971, 35972, 35973, 35974, 35975, 35976];
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// In CI a missing piece fails the test; elsewhere the test says why it skips.
-fn missing(what: &str) {
-    if std::env::var_os("CI").is_some() {
-        panic!("{what}");
-    }
-    eprintln!("SKIPPED: {what}");
+/// `podman build` of deploy/Containerfile with the dist binary's directory as the whole
+/// context, as `cargo xtask image` runs it, tagged `tag` (the test's own, so it runs the
+/// image it built and can remove it).
+fn podman_build(dist: &Path, tag: &str) {
+    let status = Command::new("podman")
+        .arg("build")
+        .arg("-f")
+        .arg(workspace().join("deploy").join("Containerfile"))
+        .args(["-t", tag])
+        .arg(dist.parent().expect("dist dir"))
+        .status()
+        .expect("start podman build");
+    assert!(status.success(), "podman build: {status}");
 }
 
 /// A hard rlimit of this process as `podman --ulimit` writes it (-1: unlimited).
@@ -103,7 +105,7 @@ fn the_image_traces_the_lab_from_a_podman_container() {
         return;
     };
     let t0 = Instant::now();
-    let dist = xtask::dist::dist_path(&workspace().join("target"));
+    let dist = artifacts::dist_binary();
     if !dist.exists() {
         missing(&format!(
             "{} is missing: `cargo xtask test` builds it with `cargo xtask dist`",
@@ -120,7 +122,7 @@ fn the_image_traces_the_lab_from_a_podman_container() {
         container: format!("meridio-tracer-test-{}", std::process::id()),
         image: tag.clone(),
     };
-    xtask::dist::image_tagged(&workspace(), &dist, "podman", &tag).expect("podman build");
+    podman_build(&dist, &tag);
     let built = t0.elapsed();
     check_image_is_the_binary_alone(&tag, &dist);
 

@@ -5,7 +5,7 @@
 //! gateway, the echo a client gets back, `tc` and `/proc`.
 //!
 //! Labs use the netns prefixes `s1-` ... `s7-`. Run alone with
-//! `cargo test -p tracer --test safety -- --test-threads=1`; `SOAK_SECONDS` sets the soak
+//! `cargo test -p tracer-tests --test safety -- --test-threads=1`; `SOAK_SECONDS` sets the soak
 //! length (default 600, 0 skips it).
 mod support;
 

@@ -12,7 +12,9 @@ use std::{
 use serde_json::Value;
 use tracer::records::{self, Line, Record};
 
-pub const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
+/// The tracer binary cargo builds with these tests (this package's `tracer-under-test`, the
+/// same process as `tracer`), so a test never starts a stale one.
+pub const TRACER: &str = env!("CARGO_BIN_EXE_tracer-under-test");
 pub const OUR_PROGRAMS: [&str; 7] = [
     "meridio_tc_in",
     "meridio_tc_out",

@@ -32,6 +32,7 @@ mod events;
 mod merge;
 mod netns;
 mod output;
+pub mod process;
 mod session;
 
 /// The JSON lines as typed records (the `tracer-records` crate, which readers can use

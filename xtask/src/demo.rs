@@ -13,9 +13,9 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::toolchain::{ensure_host_tools, ensure_tracefs, LAB_TOOLS};
 use anyhow::{bail, Context, Result};
 use lab::{Lab, LabSpec, Lb, VIP4, VIP6, VIP_PORT};
-use xtask::toolchain::{ensure_host_tools, ensure_tracefs, LAB_TOOLS};
 
 const CLIENT_PORT: u16 = 35000;
 const CONNECTIONS: u32 = 400;

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::toolchain::{ensure_host_tools, ensure_tracefs, LAB_TOOLS};
 use anyhow::{bail, Context, Result};
 use lab::{vni, wait_ready, Lab, LabSpec, Node, Role, VIP4};
-use xtask::toolchain::{ensure_host_tools, ensure_tracefs, LAB_TOOLS};
 
 const CLIENT_PORT: u16 = 35000;
 

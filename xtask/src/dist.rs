@@ -155,12 +155,6 @@ pub fn ensure_container_tool() -> Result<&'static str> {
 
 /// Builds [`IMAGE`] from deploy/Containerfile with the dist binary as the whole context.
 pub fn image(workspace: &Path, dist: &Path, tool: &str) -> Result<()> {
-    image_tagged(workspace, dist, tool, IMAGE)
-}
-
-/// Like [`image`] with another tag (tests/image.rs builds its own, so it runs the image it
-/// built and can remove it).
-pub fn image_tagged(workspace: &Path, dist: &Path, tool: &str, tag: &str) -> Result<()> {
     let context = dist.parent().expect("dist dir");
     let file = workspace.join("deploy").join("Containerfile");
     let mut c = Command::new(tool);
@@ -168,7 +162,7 @@ pub fn image_tagged(workspace: &Path, dist: &Path, tool: &str, tag: &str) -> Res
         "buildah" => c.args(["bud", "--layers=false"]),
         _ => c.arg("build"),
     };
-    c.arg("-f").arg(&file).args(["-t", tag]).arg(context);
+    c.arg("-f").arg(&file).args(["-t", IMAGE]).arg(context);
     run_visible(c).with_context(|| format!("`{tool} build` failed"))
 }
 

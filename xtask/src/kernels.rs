@@ -19,9 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::toolchain::ensure_ebpf_toolchain;
 use anyhow::{bail, Context, Result};
-use lab::cmd::run_visible;
-use xtask::toolchain::ensure_ebpf_toolchain;
 
 use crate::workspace_root;
 
@@ -244,17 +243,20 @@ fn choose(names: &[String]) -> Result<Vec<&'static Kernel>> {
     Ok(chosen)
 }
 
-/// Builds the test binaries (and the tracer they start) on the host; returns each test
-/// target's executable by name.
+/// Builds the test binaries (and the tracer they start: `tracer-tests`' own binary, which
+/// cargo builds with them) on the host; returns each test target's executable by name.
 fn build_tests(root: &Path) -> Result<HashMap<String, PathBuf>> {
     ensure_ebpf_toolchain()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut c = Command::new(&cargo);
-    c.current_dir(root).args(["build", "-p", "tracer"]);
-    run_visible(c).context("building the tracer failed")?;
-    let mut c = Command::new(&cargo);
     c.current_dir(root)
-        .args(["test", "--no-run", "--message-format=json", "-p", "tracer"])
+        .args([
+            "test",
+            "--no-run",
+            "--message-format=json",
+            "-p",
+            "tracer-tests",
+        ])
         .args(["--test", "e2e", "--test", "routing", "--test", "kernels"])
         .args([
             "--test",

@@ -1,25 +1,34 @@
-//! `cargo xtask`: the command line over the xtask library. Owns the subcommands and what
-//! each one runs in what order; the work itself lives in the `lab` crate (the namespace
-//! lab, its echo server daemon), the xtask library (toolchain, dist, deploy) and in `demo`,
-//! `bench` and `kernels`.
+//! `cargo xtask`: developer tasks for the Meridio packet-path tracer. Owns the subcommands
+//! and what each one runs in what order; the work itself lives in the `lab` crate (the
+//! namespace lab, its echo server daemon), the `tracer-bench` crate (the measurements) and
+//! in the modules:
+//!
+//! - `toolchain`: installing what building and testing need (nightly rust-src,
+//!   bpf-linker, iproute2, nftables, tracefs);
+//! - `deploy`: the offline validator of the deploy/ manifests;
+//! - `dist`: the static tracer binary of `cargo xtask dist` and its container image;
+//! - `demo`, `demo_nodes`, `bench`, `kernels`: those subcommands.
 
 mod bench;
 mod demo;
 mod demo_nodes;
+mod deploy;
+mod dist;
 mod kernels;
+mod toolchain;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::toolchain::{
+    ensure_ebpf_toolchain, ensure_host_tools, ensure_tracefs, LAB_TOOLS, NFQLB_TOOLS,
+};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use lab::cmd::{self, is_root, run_visible};
 use lab::{
     vni, Lab, LabNames, LabSpec, Lb, Node, Role, UNDERLAY_IF, VIP4, VIP6, VIP_PORT, VXLAN_PORT,
-};
-use xtask::toolchain::{
-    ensure_ebpf_toolchain, ensure_host_tools, ensure_tracefs, LAB_TOOLS, NFQLB_TOOLS,
 };
 
 #[derive(Parser)]
@@ -94,7 +103,7 @@ enum Cmd {
         out: Option<PathBuf>,
         /// Run only these parts (comma list; default all).
         #[arg(long, value_enum, value_delimiter = ',')]
-        only: Vec<bench::Part>,
+        only: Vec<tracer_bench::Part>,
     },
     /// The kernel matrix: boot Debian's 5.10, 6.1 and 6.12 kernels under virtme-ng (TCG),
     /// run the kernel-sensitive end-to-end tests inside, print what each kernel offers
@@ -117,7 +126,7 @@ enum Cmd {
 enum LbArg {
     /// A fixed nftables mark: every VIP connection goes to target 1.
     StandIn,
-    /// Meridio's nfqlb (Maglev over NFQUEUE), built from shared/vendor.
+    /// Meridio's nfqlb (Maglev over NFQUEUE), built from its vendored source tarball.
     Nfqlb,
 }
 
@@ -149,8 +158,8 @@ enum LabCmd {
         nodes: u8,
         /// The frontends' load balancer: stand-in (an nft mark, every connection to the
         /// first target) or nfqlb (Meridio's, in a mount namespace of its own in each
-        /// frontend; built from shared/vendor or $MERIDIO_VENDOR_DIR into target/vendor on
-        /// first use).
+        /// frontend; built from the vendored source tarballs, or $MERIDIO_VENDOR_DIR's, into
+        /// target/vendor on first use).
         #[arg(long, value_enum, default_value = "stand-in")]
         lb: LbArg,
         /// Number of targets (netns <prefix>target-a-1 .. -N, each with its own hostname);
@@ -238,12 +247,7 @@ fn main() {
             seconds,
             out,
             only,
-        } => bench::bench(bench::Opts {
-            reps,
-            seconds,
-            only,
-            out: out.unwrap_or_else(default_bench_file),
-        }),
+        } => bench::bench(reps, seconds, out, only),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -252,31 +256,6 @@ fn main() {
 }
 
 /// The workspace root: xtask sits one level below it.
-/// `docs/bench/<YYYY-MM-DDTHHMM>-<short commit>.json`: a run's figures are data, one file a
-/// run, next to the docs that read them.
-fn default_bench_file() -> PathBuf {
-    let root = workspace_root();
-    let say = |p: &str, a: &[&str]| {
-        cmd::run(p, a)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "unknown".into())
-    };
-    let date = say("date", &["-u", "+%Y-%m-%dT%H%M"]);
-    let commit = say(
-        "git",
-        &[
-            "-C",
-            &root.to_string_lossy(),
-            "rev-parse",
-            "--short",
-            "HEAD",
-        ],
-    );
-    root.join("docs")
-        .join("bench")
-        .join(format!("{date}-{commit}.json"))
-}
-
 pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -472,7 +451,7 @@ fn lab_down(prefix: &str) -> Result<()> {
 /// Builds the static binary and says where it is.
 fn dist() -> Result<PathBuf> {
     ensure_ebpf_toolchain()?;
-    let (path, target) = xtask::dist::build(&workspace_root(), &target_dir())?;
+    let (path, target) = crate::dist::build(&workspace_root(), &target_dir())?;
     let size = std::fs::metadata(&path)?.len();
     println!(
         "wrote {} ({target}, static, {:.1} MB, eBPF object embedded)",
@@ -486,10 +465,10 @@ fn dist() -> Result<PathBuf> {
 /// from Debian when there is none and we are root).
 fn image() -> Result<()> {
     let dist = dist()?;
-    let tool = xtask::dist::ensure_container_tool()?;
-    println!("building {} with {tool}", xtask::dist::IMAGE);
-    xtask::dist::image(&workspace_root(), &dist, tool)?;
-    println!("wrote image {} (with {tool})", xtask::dist::IMAGE);
+    let tool = crate::dist::ensure_container_tool()?;
+    println!("building {} with {tool}", crate::dist::IMAGE);
+    crate::dist::image(&workspace_root(), &dist, tool)?;
+    println!("wrote image {} (with {tool})", crate::dist::IMAGE);
     Ok(())
 }
 
@@ -499,7 +478,7 @@ fn test() -> Result<()> {
         // Ground truth for what is loaded and attached, and a non-root run for the CLI test.
         ensure_host_tools(&[("bpftool", "bpftool"), ("setpriv", "util-linux")])?;
         // tests/image.rs builds the image and runs it with podman (runtime runc).
-        ensure_host_tools(xtask::dist::PODMAN_TOOLS)?;
+        ensure_host_tools(crate::dist::PODMAN_TOOLS)?;
         // Reads the --pcap file back (tests/pcap.rs); apt runs noninteractive, so
         // wireshark-common's question (non-root capture) takes its default, no.
         ensure_host_tools(&[("tshark", "tshark")])?;
@@ -513,7 +492,7 @@ fn test() -> Result<()> {
     // tests/dist.rs runs the static binary from an empty root; tests/deploy.rs validates
     // the manifests offline.
     dist()?;
-    xtask::deploy::ensure_validator(&target_dir())?;
+    crate::deploy::ensure_validator(&target_dir())?;
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(workspace_root())
         .args(["test", "--workspace", "--", "--test-threads=1"]);

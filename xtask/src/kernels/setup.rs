@@ -5,9 +5,9 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::toolchain::{ensure_host_tools, LAB_TOOLS};
 use anyhow::{bail, Context, Result};
 use lab::cmd::{self, run, run_visible, which};
-use xtask::toolchain::{ensure_host_tools, LAB_TOOLS};
 
 use super::Kernel;
 

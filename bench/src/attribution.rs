@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::observer::Observer;
-use super::traffic::{Sender, Sent};
-use super::{Ctx, Variant};
+use crate::observer::Observer;
+use crate::traffic::{Sender, Sent};
+use crate::{Ctx, Variant};
 
 const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 /// The fixed flood: this many 64-byte datagrams from the VIP, paced.

@@ -15,9 +15,9 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use lab::VIP4;
 
-use super::observer::{foreign_tracers, Exited};
-use super::traffic::{Sender, Sent};
-use super::{Ctx, Mode, TracerRun, PREFIX, SETTLE_MAX, SETTLE_QUIET};
+use crate::observer::{foreign_tracers, Exited};
+use crate::traffic::{Sender, Sent};
+use crate::{Ctx, Mode, TracerRun, PREFIX, SETTLE_MAX, SETTLE_QUIET};
 
 /// Records per second the ladder aims at (converted to packets per second with the
 /// records-per-packet measured in a calibration step).

@@ -35,13 +35,12 @@ pub fn load_average() -> String {
 }
 
 impl Machine {
-    pub fn read() -> Machine {
+    pub fn read(root: &std::path::Path) -> Machine {
         let run = |p: &str, a: &[&str]| {
             lab::cmd::run(p, a)
                 .map(|s| s.trim().to_string())
                 .unwrap_or_else(|_| "?".into())
         };
-        let root = crate::workspace_root();
         let root = root.to_string_lossy();
         let mut commit = run("git", &["-C", &root, "rev-parse", "--short", "HEAD"]);
         let dirty = run(
@@ -60,11 +59,11 @@ impl Machine {
         if !dirty.is_empty() && dirty != "?" {
             commit.push_str(" + uncommitted changes in tracer/");
         }
-        let other_tracers = super::observer::foreign_tracers(super::PREFIX, &[]);
+        let other_tracers = crate::observer::foreign_tracers(crate::PREFIX, &[]);
         let other_netns = std::fs::read_dir("/run/netns")
             .map(|d| {
                 d.flatten()
-                    .filter(|e| !e.file_name().to_string_lossy().starts_with(super::PREFIX))
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with(crate::PREFIX))
                     .count()
             })
             .unwrap_or(0);

@@ -4,9 +4,11 @@
 //! Owns the rule that every process started here is reaped, also on error paths: Drop
 //! kills (by pid) and reaps a process that was not stopped.
 
+mod output;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -14,7 +16,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::process::{kill_process, pidfd_open, waitpid, Pid, PidfdFlags, Signal, WaitOptions};
 use tracer_records::Record;
+
+pub use output::Lines;
+use output::{read_json_lines, read_stderr};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -30,28 +37,6 @@ pub enum ReadyOn {
     StdoutType(&'static str),
     /// A stderr line containing this (tcpdump's "listening on").
     StderrContains(&'static str),
-}
-
-/// What the tracer's JSON stdout carried: lines per record type and the `lost` records.
-#[derive(Debug, Clone, Default)]
-pub struct Lines {
-    pub by_type: BTreeMap<String, u64>,
-    /// Sum of the `count` of every `lost` record.
-    pub lost: u64,
-    /// The `ready` records (one per traced namespace; the first READY_KEEP).
-    pub ready: Vec<tracer_records::Ready>,
-}
-
-impl Lines {
-    pub fn of(&self, kind: &str) -> u64 {
-        self.by_type.get(kind).copied().unwrap_or(0)
-    }
-
-    /// Ring-buffer records delivered: one `hop` per packet per hook, one `route` per
-    /// matched fib lookup (other lines are derived from them or are summaries).
-    pub fn records(&self) -> u64 {
-        self.of("hop") + self.of("route")
-    }
 }
 
 /// One BPF map the process holds, from /proc/<pid>/fdinfo.
@@ -116,25 +101,25 @@ impl Observer {
         let pid = child.id() as i32;
         // From here on the pid is ours to reap (wait4, for its rusage); `child` is never
         // waited on.
-        // SAFETY: pidfd_open on our own unreaped child.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
-            let e = std::io::Error::last_os_error();
-            // SAFETY: our own child, not reaped yet.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            let _ = child.wait();
-            bail!("pidfd_open failed for {label}: {e}");
-        }
-        // SAFETY: a fresh fd returned by pidfd_open, owned by nobody else.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let pidfd = match Pid::from_raw(pid).map(|p| pidfd_open(p, PidfdFlags::empty())) {
+            Some(Ok(fd)) => fd,
+            opened => {
+                let e = match opened {
+                    Some(Err(e)) => std::io::Error::from(e),
+                    _ => std::io::Error::other("not a pid"),
+                };
+                signal(pid, Signal::KILL);
+                let _ = child.wait();
+                bail!("pidfd_open failed for {label}: {e}");
+            }
+        };
         let (ready_tx, ready_rx) = mpsc::channel::<Instant>();
         let stdout_lines = Arc::new(AtomicU64::new(0));
         if let Some(out) = &child.stdout {
             // A 1 MiB pipe instead of 64 KiB: a moment in which the harness's reader thread
             // is not scheduled must not block the tracer's writes (fcntl fails harmlessly
             // above /proc/sys/fs/pipe-max-size).
-            // SAFETY: fcntl on a pipe fd we own.
-            unsafe { libc::fcntl(out.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+            let _ = rustix::pipe::fcntl_setpipe_size(out, 1 << 20);
         }
         let stdout = child.stdout.take().map(|out| {
             let want = match ready {
@@ -359,9 +344,9 @@ impl Observer {
     pub fn interrupt(&self) -> Instant {
         let at = Instant::now();
         if !self.reaped {
-            // SAFETY: kill(2) on our own child (or its child, which the unreaped wrapper
-            // waits for), not reaped yet, so the pid is still ours.
-            unsafe { libc::kill(self.inner, libc::SIGINT) };
+            // Our own child (or its child, which the unreaped wrapper waits for), not
+            // reaped yet, so the pid is still ours.
+            signal(self.inner, Signal::INT);
         }
         at
     }
@@ -381,14 +366,13 @@ impl Observer {
                 self.label,
                 EXIT_TIMEOUT.as_secs()
             );
-            // SAFETY: our own child and its child, not reaped yet.
-            unsafe {
-                libc::kill(self.inner, libc::SIGKILL);
-                libc::kill(self.pid, libc::SIGKILL);
-            }
+            // Our own child and its child, not reaped yet.
+            signal(self.inner, Signal::KILL);
+            signal(self.pid, Signal::KILL);
             poll_in(&self.pidfd, 5000);
         }
         let exit_after = interrupted_at.elapsed();
+        // wait4 through libc: rustix has no call that returns one child's rusage.
         let mut status = 0;
         // SAFETY: rusage is plain data; wait4 fills it for our own child.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -431,11 +415,11 @@ impl Observer {
 impl Drop for Observer {
     fn drop(&mut self) {
         if !self.reaped {
-            // SAFETY: our own child (and its child), not reaped yet.
-            unsafe {
-                libc::kill(self.inner, libc::SIGKILL);
-                libc::kill(self.pid, libc::SIGKILL);
-                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            // Our own child (and its child), not reaped yet.
+            signal(self.inner, Signal::KILL);
+            signal(self.pid, Signal::KILL);
+            if let Some(pid) = Pid::from_raw(self.pid) {
+                let _ = waitpid(Some(pid), WaitOptions::empty());
             }
         }
     }
@@ -475,13 +459,18 @@ pub fn foreign_tracers(prefix: &str, exclude: &[i32]) -> usize {
 /// Whether `fd` becomes readable within `timeout_ms` (a pidfd is readable once the
 /// process has exited).
 fn poll_in(fd: &OwnedFd, timeout_ms: i32) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd for an fd that outlives the call.
-    unsafe { libc::poll(&mut pfd, 1, timeout_ms) > 0 }
+    let timeout = Duration::from_millis(timeout_ms.max(0) as u64)
+        .try_into()
+        .ok();
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
+    poll(&mut fds, timeout.as_ref()).is_ok_and(|n| n > 0)
+}
+
+/// Sends `sig` to `pid`, ignoring errors (the process may be gone already).
+fn signal(pid: i32, sig: Signal) {
+    if let Some(pid) = Pid::from_raw(pid) {
+        let _ = kill_process(pid, sig);
+    }
 }
 
 /// The parent pid of a process, from /proc/<pid>/stat.
@@ -501,99 +490,27 @@ fn proc_cpu(pid: i32) -> Option<Duration> {
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let (utime, stime): (u64, u64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let hz = rustix::param::clock_ticks_per_second().max(1);
     Some(Duration::from_nanos((utime + stime) * 1_000_000_000 / hz))
-}
-
-/// The "type" of one JSON line: the tracer writes it first (typed records tagged "type"),
-/// so the search from the start stays cheap at high rates; `discover --json` lines, whose
-/// keys are sorted, find it further on.
-fn line_type(line: &[u8]) -> Option<&[u8]> {
-    const KEY: &[u8] = b"\"type\":\"";
-    let at = line.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
-    let len = line[at..].iter().position(|&b| b == b'"')?;
-    Some(&line[at..at + len])
-}
-
-/// Reads the tracer's JSON stdout to EOF: counts lines per type, sums `lost` counts and
-/// reports the ready line. This is the tracer's only consumer, like a pipe into a file.
-fn read_json_lines(
-    out: impl Read,
-    ready_type: &str,
-    ready: &mpsc::Sender<Instant>,
-    n: &AtomicU64,
-) -> Lines {
-    let mut lines = Lines::default();
-    let mut reader = BufReader::with_capacity(1 << 20, out);
-    let mut buf = Vec::with_capacity(4096);
-    let mut seen_ready = false;
-    loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        n.fetch_add(1, Ordering::Relaxed);
-        let kind = line_type(&buf).unwrap_or(b"?");
-        // Only these two are parsed whole: the rest are counted by type, so the harness
-        // stays faster than the tracer it reads.
-        if (kind == b"ready" && lines.ready.len() < READY_KEEP) || kind == b"lost" {
-            match serde_json::from_slice::<tracer_records::Line>(&buf).map(|l| l.record) {
-                Ok(Record::Ready(r)) => lines.ready.push(r),
-                Ok(Record::Lost(l)) => lines.lost += l.count,
-                _ => {}
-            }
-        }
-        if !seen_ready && kind == ready_type.as_bytes() {
-            seen_ready = true;
-            let _ = ready.send(Instant::now());
-        }
-        let kind = std::str::from_utf8(kind).unwrap_or("?");
-        match lines.by_type.get_mut(kind) {
-            Some(c) => *c += 1,
-            None => {
-                lines.by_type.insert(kind.to_string(), 1);
-            }
-        }
-    }
-    lines
-}
-
-fn read_stderr(err: impl Read, ready_text: &str, ready: &mpsc::Sender<Instant>) -> Vec<String> {
-    let mut kept = Vec::new();
-    let mut seen_ready = false;
-    for line in BufReader::new(err).lines().map_while(Result::ok) {
-        if !seen_ready && !ready_text.is_empty() && line.contains(ready_text) {
-            seen_ready = true;
-            let _ = ready.send(Instant::now());
-        }
-        kept.push(line);
-        if kept.len() > STDERR_KEEP {
-            kept.remove(0);
-        }
-    }
-    kept
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A process started, interrupted and reaped through its pidfd: its SIGINT death is
+    /// not a success, and it went within the exit timeout.
     #[test]
-    fn finds_the_type_of_a_json_line() {
-        assert_eq!(
-            line_type(br#"{"dir":"egress","type":"hop","vip":"20.0.0.1"}"#),
-            Some(&b"hop"[..])
+    fn an_interrupted_process_is_reaped() {
+        let mut c = Command::new("sh");
+        c.args(["-c", "echo listening on >&2; exec sleep 30"]);
+        let o = Observer::start("sleep", c, ReadyOn::StderrContains("listening on")).unwrap();
+        let ex = o.interrupt_and_reap().unwrap();
+        assert!(!ex.success);
+        assert!(
+            ex.exit_after < Duration::from_secs(5),
+            "{:?}",
+            ex.exit_after
         );
-        assert_eq!(
-            line_type(br#"{"type":"lost","count":3,"total":9}"#),
-            Some(&b"lost"[..])
-        );
-        assert_eq!(
-            line_type(br#"{"type":"change","what":"link","text":"a \"type\":\"x\""}"#),
-            Some(&b"change"[..])
-        );
-        assert_eq!(line_type(b"not json"), None);
     }
 }

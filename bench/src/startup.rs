@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use lab::{Lab, LabSpec, VIP6};
 
-use super::{Ctx, Mode, TracerRun, PREFIX};
+use crate::{Ctx, Mode, TracerRun, PREFIX};
 
 /// Labs added to the bench's own: 4 traced namespaces each (proxy, two frontends, target).
 const EXTRA_LABS: usize = 4;
