@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use tracer_common::programs;
 
 use crate::observer::Observer;
 use crate::traffic::{Sender, Sent};
@@ -33,19 +34,19 @@ pub const VARIANTS: [Variant; 5] = [
     Variant::WholeOtherFlow,
 ];
 
-/// The tracer's program names, in report order (bpftool and the kernel keep 15 chars).
+/// The tracer's programs, in report order (bpftool and the kernel keep 15 chars).
 pub const PROGRAMS: [&str; 11] = [
-    "meridio_tc_in",
-    "meridio_tc_out",
-    "meridio_fib4_raw",
-    "meridio_fib6_raw",
-    "meridio_fib4",
-    "meridio_fib6",
-    "meridio_drop",
-    "meridio_mph4",
-    "meridio_mph4_kr",
-    "meridio_mph6",
-    "meridio_mph6_kr",
+    programs::TC_IN,
+    programs::TC_OUT,
+    programs::FIB4_RAW,
+    programs::FIB6_RAW,
+    programs::FIB4,
+    programs::FIB6,
+    programs::DROP,
+    programs::MPH4,
+    programs::MPH4_KRETPROBE,
+    programs::MPH6,
+    programs::MPH6_KRETPROBE,
 ];
 
 /// `kernel.bpf_stats_enabled` on while this lives; its previous value back when dropped.
