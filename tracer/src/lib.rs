@@ -104,8 +104,7 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 fn check_root() -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         anyhow::bail!("the tracer must run as root (it loads eBPF programs and enters network namespaces); run it with sudo");
     }
     Ok(())
