@@ -1,10 +1,10 @@
 use std::{net::IpAddr, time::Instant};
 
-use super::classify::host_len;
 use super::enumerate::parse_pod_uid;
 use super::render::interfaces_text;
 use super::rounds::inspection_due;
 use super::*;
+use crate::netns::kernel_state::host_len;
 use crate::netns::kernel_state::{Link, NextHop, Route, Rule};
 
 fn ip(s: &str) -> IpAddr {

@@ -138,7 +138,8 @@ impl KernelState {
     }
 }
 
-fn host_len(ip: IpAddr) -> u8 {
+/// The prefix length of one host address: 32 for IPv4, 128 for IPv6.
+pub fn host_len(ip: IpAddr) -> u8 {
     if ip.is_ipv4() {
         32
     } else {
