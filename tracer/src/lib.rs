@@ -18,7 +18,7 @@
 //! One word per concept: a **netns** is an opened namespace handle (`netns::Netns`); a
 //! **namespace** is what discovery lists, traced or not; a **site** is a namespace being
 //! traced: asked for as a `session::SiteSpec`, then inspected, then attached
-//! (`session::Site`), and seen by the flow table as a `correlate::flows::SiteView`. A
+//! (`session::site::Site`), and seen by the flow table as a `correlate::flows::SiteView`. A
 //! Meridio **target** is only ever the role (the application pod).
 //!
 //! Only what the binary needs is public; the rest stays crate-private so the compiler
