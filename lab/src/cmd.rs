@@ -98,8 +98,7 @@ pub fn run_visible(mut cmd: Command) -> Result<()> {
 
 /// Whether this process runs as root (namespaces, nftables and eBPF need it).
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// Readies `cmd` to run detached: stdio on /dev/null and its own session, so a Ctrl-C
@@ -109,10 +108,11 @@ pub fn detached(cmd: &mut Command) -> &mut Command {
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    // SAFETY: setsid is async-signal-safe and touches nothing of the parent.
+    // SAFETY: setsid is a bare system call (async-signal-safe) and touches nothing of the
+    // parent; pre_exec itself is what needs the unsafe block.
     unsafe {
         cmd.pre_exec(|| {
-            libc::setsid();
+            let _ = rustix::process::setsid();
             Ok(())
         });
     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use rustix::process::{kill_process, Pid, Signal};
 
 const PID_DIR: &str = "/run/meridio-tracer-lab";
 
@@ -103,8 +104,8 @@ pub fn stop(prefix: &str) -> Result<bool> {
         .filter(|&pid| pid > 0 && is_daemon(pid))
         .collect();
     for &pid in &pids {
-        // SAFETY: plain kill(2) on a pid checked above to be our daemon.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        // A pid checked above to be our daemon.
+        signal(pid, Signal::TERM);
     }
     let deadline = Instant::now() + Duration::from_secs(2);
     for &pid in &pids {
@@ -112,10 +113,16 @@ pub fn stop(prefix: &str) -> Result<bool> {
             std::thread::sleep(Duration::from_millis(20));
         }
         if !gone(pid) {
-            // SAFETY: as above.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            signal(pid, Signal::KILL);
         }
     }
     std::fs::remove_file(&file).with_context(|| format!("could not remove {}", file.display()))?;
     Ok(!pids.is_empty())
+}
+
+/// kill(2); a pid that is gone already is no error here.
+fn signal(pid: i32, signal: Signal) {
+    if let Some(pid) = Pid::from_raw(pid) {
+        let _ = kill_process(pid, signal);
+    }
 }

@@ -5,19 +5,23 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// A connection that stalls longer than this is dropped, so no handler thread lingers.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the in-process accept loop looks at its stop flag.
 const STOP_POLL_MS: i32 = 100;
+const STOP_POLL: Timespec = Timespec {
+    tv_sec: 0,
+    tv_nsec: STOP_POLL_MS as i64 * 1_000_000,
+};
 
 /// Binds [::]:`port` with IPV6_V6ONLY off (so IPv4 VIPs arrive as v4-mapped) in the
 /// calling thread's netns, and listens.
@@ -163,13 +167,8 @@ fn accept_until(listener: &TcpListener, stop: &AtomicBool) {
                 spawn_echo(stream);
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                let mut pfd = libc::pollfd {
-                    fd: listener.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd, for a socket that outlives the call.
-                unsafe { libc::poll(&mut pfd, 1, STOP_POLL_MS) };
+                let mut pfd = [PollFd::new(listener, PollFlags::IN)];
+                let _ = poll(&mut pfd, Some(&STOP_POLL));
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => {

@@ -3,10 +3,11 @@
 //! thread, so entering from a caller's thread would move that thread for good.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
 
 /// Path of a named netns: /var/run/netns/<name>, else /run/netns/<name>.
 pub fn netns_path(ns_name: &str) -> Result<PathBuf> {
@@ -28,9 +29,8 @@ pub fn enter(ns_name: &str) -> Result<()> {
     let path = netns_path(ns_name)?;
     let file = File::open(&path)
         .with_context(|| format!("could not open network namespace {}", path.display()))?;
-    // SAFETY: setns on an fd we own; it only changes this thread's network namespace.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        let err = std::io::Error::last_os_error();
+    // Only this thread's network namespace changes.
+    if let Err(err) = move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network)) {
         bail!("could not enter network namespace `{ns_name}` (root needed): {err}");
     }
     Ok(())

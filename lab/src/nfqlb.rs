@@ -312,9 +312,12 @@ impl Lab {
     pub fn open(&self, vip: IpAddr, client_port: u16) -> Result<TcpStream> {
         let gw = self.ns(Role::Gateway);
         let dest = SocketAddr::new(vip, VIP_PORT);
-        let stream = crate::netns::in_netns(&gw, || super::connect_from(dest, client_port))?
-            .with_context(|| format!("connecting to {dest} from {gw} port {client_port} failed"))?;
-        stream.set_read_timeout(Some(super::READ_TIMEOUT))?;
+        let stream =
+            crate::netns::in_netns(&gw, || crate::client::connect_from(dest, client_port))?
+                .with_context(|| {
+                    format!("connecting to {dest} from {gw} port {client_port} failed")
+                })?;
+        stream.set_read_timeout(Some(crate::client::READ_TIMEOUT))?;
         Ok(stream)
     }
 }

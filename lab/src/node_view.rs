@@ -9,6 +9,7 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use rustix::process::{kill_process_group, Pid, Signal};
 
 use super::{Lab, Node, Role};
 
@@ -90,14 +91,14 @@ impl OnNode {
     /// SIGINT to the program (its group), then waits for its exit status; past `timeout`
     /// it is killed and that is an error.
     pub fn interrupt(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        self.signal(libc::SIGINT);
+        self.signal(Signal::INT);
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                self.signal(libc::SIGKILL);
+                self.signal(Signal::KILL);
                 let _ = self.child.wait();
                 bail!("it did not exit within {timeout:?} of SIGINT; killed");
             }
@@ -105,16 +106,18 @@ impl OnNode {
         }
     }
 
-    fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on the process group this child leads (not yet reaped).
-        unsafe { libc::kill(-(self.child.id() as i32), signal) };
+    /// kill(2) on the process group this child leads (not yet reaped).
+    fn signal(&self, signal: Signal) {
+        if let Some(pid) = Pid::from_raw(self.child.id() as i32) {
+            let _ = kill_process_group(pid, signal);
+        }
     }
 }
 
 impl Drop for OnNode {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            self.signal(libc::SIGKILL);
+            self.signal(Signal::KILL);
             let _ = self.child.wait();
         }
         let _ = std::fs::remove_dir(&self.view);

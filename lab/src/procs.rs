@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use rustix::process::{kill_process, waitpid, Pid, Signal, WaitOptions};
 
 use crate::cmd;
 
@@ -182,16 +183,20 @@ pub(super) fn stop_all(prefix: &str) -> Result<()> {
         .filter(|&pid| pid > 0 && is_ours(pid))
         .collect();
     for &pid in &killed {
-        // SAFETY: plain kill(2) on a pid checked above to be one of our sleepers.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        // A pid checked above to be one of our sleepers.
+        if let Some(pid) = Pid::from_raw(pid as i32) {
+            let _ = kill_process(pid, Signal::KILL);
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(2);
     for &pid in &killed {
         while !gone(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        // SAFETY: waitpid with WNOHANG on a pid; ECHILD when it is not our child.
-        unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
+        // Reaps it when it is our child; ECHILD (ignored) when it is not.
+        if let Some(pid) = Pid::from_raw(pid as i32) {
+            let _ = waitpid(Some(pid), WaitOptions::NOHANG);
+        }
     }
     if let Some(pid) = killed.iter().find(|p| !gone(**p) && is_ours(**p)) {
         bail!("the lab's long-lived process {pid} did not stop");

@@ -1,4 +1,4 @@
-//! The lab's wiring, step by step as in shared/reference/meridio-lab-recipe.sh: namespaces,
+//! The lab's wiring, step by step as Meridio's own lab recipe does it: namespaces,
 //! sysctls, links, addresses, routes, rules and the frontends' nftables table. Owns the
 //! addresses of the path (the interface names come from the spec's [`LabNames`]); nothing
 //! here touches the host netns (veths are created straight into their namespaces).

@@ -1,12 +1,11 @@
-//! Meridio's own load balancer (nfqlb) and test client/server (mconnect), built from the
-//! tarballs kept in shared/vendor (see its README): finds them, checks their sha256,
-//! installs the Debian build dependencies when missing, builds both as that README says
-//! into `<workspace>/target/vendor/bin` and reuses the binaries while they are there.
-//! None of their code is in this repository.
+//! Meridio's own load balancer (nfqlb) and test client/server (mconnect), built from their
+//! upstream tarballs, kept outside the repository in a vendor folder next to the workspace:
+//! finds them, checks them against the sha256 sums pinned here, installs the Debian build
+//! dependencies when missing, builds both into `<workspace>/target/vendor/bin` and reuses
+//! the binaries while they are there. None of their code is in this repository.
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -14,7 +13,8 @@ use sha2::{Digest, Sha256};
 
 use crate::cmd::{self, run_visible, which};
 
-/// Overrides where the tarballs are (default: `<workspace>/../shared/vendor`).
+/// Overrides where the tarballs are (default: the vendor folder next to the workspace,
+/// see [`vendor_dir`]).
 pub const VENDOR_DIR_ENV: &str = "MERIDIO_VENDOR_DIR";
 
 const NFQLB_TARBALL: &str = "nfqueue-loadbalancer-6f2007b.tar.gz";
@@ -54,7 +54,8 @@ pub fn out_dir() -> PathBuf {
     workspace_root().join("target").join("vendor")
 }
 
-/// Where the tarballs are: `$MERIDIO_VENDOR_DIR`, else `<workspace>/../shared/vendor`.
+/// Where the tarballs are: `$MERIDIO_VENDOR_DIR`, else the vendor folder kept next to the
+/// workspace (outside the repository).
 pub fn vendor_dir() -> PathBuf {
     match std::env::var_os(VENDOR_DIR_ENV) {
         Some(d) if !d.is_empty() => PathBuf::from(d),
@@ -97,9 +98,7 @@ pub fn ensure() -> Result<VendorTools> {
 /// An exclusive flock on `path`, released when the file is dropped.
 fn lock(path: &Path) -> Result<File> {
     let f = File::create(path).with_context(|| format!("could not create {}", path.display()))?;
-    // SAFETY: flock on a file descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        let e = std::io::Error::last_os_error();
+    if let Err(e) = rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive) {
         bail!("could not lock {}: {e}", path.display());
     }
     Ok(f)
@@ -297,7 +296,7 @@ mod tests {
     }
 
     #[test]
-    fn shared_vendor_tarballs_match_their_sums() {
+    fn the_vendored_tarballs_match_their_sums() {
         let dir = vendor_dir();
         if !dir.is_dir() && std::env::var_os("CI").is_none() {
             eprintln!("SKIPPED: no {} here", dir.display());

@@ -11,8 +11,7 @@ use lab::{Lab, LabSpec, Lb, Role, VIP4, VIP6};
 const PREFIX: &str = "nq-";
 
 fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !lab::cmd::is_root() {
         if std::env::var_os("CI").is_some() {
             panic!("{test}: the lab tests need root, and CI must run them");
         }

@@ -18,7 +18,7 @@
 //! One word per concept: a **netns** is an opened namespace handle (`netns::Netns`); a
 //! **namespace** is what discovery lists, traced or not; a **site** is a namespace being
 //! traced: asked for as a `session::SiteSpec`, then inspected, then attached
-//! (`session::Site`), and seen by the flow table as a `correlate::flows::SiteView`. A
+//! (`session::site::Site`), and seen by the flow table as a `correlate::flows::SiteView`. A
 //! Meridio **target** is only ever the role (the application pod).
 //!
 //! Only what the binary needs is public; the rest stays crate-private so the compiler
@@ -105,8 +105,7 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 fn check_root() -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         anyhow::bail!("the tracer must run as root (it loads eBPF programs and enters network namespaces); run it with sudo");
     }
     Ok(())

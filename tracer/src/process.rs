@@ -17,7 +17,8 @@ pub fn main() -> ExitCode {
     // are mapped and unmapped instead (27.3-27.6 MB); a reader batch (under 0.5 MB)
     // stays on the heap.
     // glibc only; musl's allocator has no arenas and maps large blocks anyway.
-    // SAFETY: mallopt only tunes the allocator, before any other thread exists.
+    // SAFETY: mallopt only tunes the allocator, before any other thread exists. (libc: an
+    // allocator call, not a system call rustix could wrap.)
     #[cfg(target_env = "gnu")]
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);

@@ -7,7 +7,7 @@
 //! sources of policy rules.
 use std::{collections::BTreeSet, net::IpAddr};
 
-use crate::netns::kernel_state::{Address, KernelState, Rule};
+use crate::netns::kernel_state::{host_len, Address, KernelState, Rule};
 
 // Routing tables that are not a VIP's: unspec, default, main, local.
 const RESERVED_TABLES: [u32; 4] = [0, 253, 254, 255];
@@ -84,14 +84,6 @@ impl Class {
             interfaces: Vec::new(),
             note: None,
         }
-    }
-}
-
-pub(super) fn host_len(ip: IpAddr) -> u8 {
-    if ip.is_ipv4() {
-        32
-    } else {
-        128
     }
 }
 

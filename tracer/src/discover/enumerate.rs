@@ -5,11 +5,13 @@ use std::{
     collections::BTreeMap,
     fs,
     io::Read,
-    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    os::{fd::AsFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
+
+use rustix::thread::{move_into_link_name_space, LinkNameSpaceType::HostNameAndNISDomainName};
 
 use crate::netns::{Netns, NETNS_DIRS};
 
@@ -147,17 +149,13 @@ fn uts_hostname(uts: &str) -> Option<String> {
     let file = fs::File::open(uts).ok()?;
     std::thread::scope(|s| {
         s.spawn(|| {
-            // SAFETY: setns on a fd we own; it only moves this (new) thread's UTS namespace.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWUTS) } != 0 {
-                return None;
-            }
-            let mut buf = [0u8; 256];
-            // SAFETY: the buffer is writable for its whole length.
-            if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
-                return None;
-            }
-            let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-            let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+            // Only this (new) thread's UTS namespace moves.
+            move_into_link_name_space(file.as_fd(), Some(HostNameAndNISDomainName)).ok()?;
+            // The nodename uname gives is the hostname (what gethostname reads).
+            let uname = rustix::system::uname();
+            let name = String::from_utf8_lossy(uname.nodename().to_bytes())
+                .trim()
+                .to_string();
             (!name.is_empty()).then_some(name)
         })
         .join()

@@ -11,11 +11,12 @@ pub mod kernel_state;
 
 use std::{
     fs::File,
-    os::fd::AsRawFd,
+    os::fd::{AsFd, AsRawFd},
     path::{Path, PathBuf},
 };
 
 use anyhow::{bail, Context, Result};
+use rustix::thread::{move_into_link_name_space, LinkNameSpaceType::Network};
 
 pub const NETNS_DIRS: [&str; 2] = ["/var/run/netns", "/run/netns"];
 
@@ -71,9 +72,9 @@ impl Netns {
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
         std::thread::scope(|s| {
             s.spawn(|| {
-                // SAFETY: setns on a fd we own; it only changes this (new) thread's netns.
-                if unsafe { libc::setns(self.file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(std::io::Error::last_os_error())
+                // Only this (new) thread's netns changes.
+                if let Err(e) = move_into_link_name_space(self.file.as_fd(), Some(Network)) {
+                    return Err(std::io::Error::from(e))
                         .with_context(|| format!("cannot enter network namespace {}", self.label));
                 }
                 Ok(f())
@@ -119,8 +120,9 @@ fn resolve(spec: &str) -> Result<PathBuf> {
 
 /// True when `file` is a network namespace (nsfs inode whose NS_GET_NSTYPE is NEWNET).
 fn is_netns(file: &File) -> bool {
-    const NS_GET_NSTYPE: libc::c_ulong = 0xb703; // _IO(0xb7, 0x3)
-                                                 // SAFETY: ioctl on an open fd with no argument.
+    // _IO(0xb7, 0x3). rustix has no safe call for it (its ioctl is as unsafe as libc's).
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: ioctl on an open fd with no argument.
     let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
     kind == libc::CLONE_NEWNET
 }
