@@ -1,5 +1,9 @@
 use super::*;
-use crate::netns::kernel_state::{FdbEntry, Link, Neighbour, Route};
+use crate::{
+    correlate::multipath::HashSource,
+    events::Mac,
+    netns::kernel_state::{FdbEntry, Link, Neighbour, NextHop, Route, Rule},
+};
 
 /// The proxy site, index 0.
 fn at(s: &KernelState) -> SiteView<'_> {
