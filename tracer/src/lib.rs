@@ -34,6 +34,10 @@ mod netns;
 mod output;
 mod session;
 
+/// The JSON output rate workload of `benches/json_rate.rs` (not an interface).
+#[doc(hidden)]
+pub use output::rate as json_rate;
+
 /// The JSON lines as typed records (the `tracer-records` crate, which readers can use
 /// without building the tracer).
 pub use tracer_records as records;

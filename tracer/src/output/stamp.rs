@@ -46,7 +46,7 @@ impl Stamp {
         ts_ns as i128 + self.offset_ns
     }
 
-    #[cfg(test)]
+    /// A fixed offset: the record-form tests and the rate bench.
     pub fn fixed(node: &str, offset_ns: i128) -> Stamp {
         Stamp {
             node: node.into(),

@@ -395,6 +395,7 @@ impl FlowTable {
     }
 }
 
+/// The proxy of the tests here and of the JSON rate bench (one copy).
+pub(crate) mod fixture;
 #[cfg(test)]
-/// Also the fixture of `output::rate` (the same proxy, so one copy).
-pub(crate) mod tests;
+mod tests;
