@@ -1,6 +1,5 @@
 //! The text view of merged records: a line per node-level record, a line per record of a
 //! flow's timeline.
-
 use serde_json::Value;
 
 use crate::output::stamp::rfc3339;
