@@ -35,6 +35,10 @@ mod output;
 pub mod process;
 mod session;
 
+/// The JSON output rate workload of `benches/json_rate.rs` (not an interface).
+#[doc(hidden)]
+pub use output::rate as json_rate;
+
 /// The JSON lines as typed records (the `tracer-records` crate, which readers can use
 /// without building the tracer).
 pub use tracer_records as records;

@@ -2,7 +2,12 @@
 //! two tracers on the namespace lab, one playing node "worker-a" (`--role proxy --role
 //! target`) and one "worker-b" (`--role frontend`), while one IPv4 (client port 35981) and
 //! one IPv6 (35982) connection crossed the path.
-use super::*;
+use serde_json::Value;
+
+use super::{
+    follow::{Merger, MAX_HELD},
+    *,
+};
 
 const NODE_A: &str = include_str!("testdata/node-a.jsonl");
 const NODE_B: &str = include_str!("testdata/node-b.jsonl");

@@ -31,8 +31,7 @@ pub(super) struct Json<W: Write> {
 }
 
 impl<W: Write> Json<W> {
-    /// Records without node and wall clock: the record-form tests and the rate measurement.
-    #[cfg(test)]
+    /// Records without node and wall clock: the record-form tests and the rate bench.
     pub(super) fn new(out: W) -> Json<W> {
         Json { out, stamp: None }
     }
@@ -44,7 +43,6 @@ impl<W: Write> Json<W> {
         }
     }
 
-    #[cfg(test)]
     pub(super) fn into_inner(self) -> W {
         self.out
     }

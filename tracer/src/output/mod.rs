@@ -54,8 +54,8 @@ macro_rules! say {
 
 mod json;
 pub mod pcapng;
-#[cfg(test)]
-mod rate;
+#[doc(hidden)]
+pub mod rate;
 pub mod stamp;
 pub mod symbols;
 mod text;

@@ -1,13 +1,7 @@
-//! How many records per second go from ring-buffer bytes to JSON lines on one core, without
-//! the kernel: synthesized `tracer_common` records through [`events::decode`], the flow
-//! table and the JSON renderer, into a sink behind the same 64 KiB buffer as stdout.
-//!
-//! A measurement, not a test (it asserts nothing about time; benchmarks are never timed
-//! assertions). Run it optimised, on an otherwise quiet machine:
-//!
-//! ```sh
-//! cargo test --release -p tracer --bin tracer -- --ignored --nocapture json_records_per_second
-//! ```
+//! The JSON output rate workload, for `benches/json_rate.rs` (`cargo bench -p tracer --bench
+//! json_rate`): how many records per second go from ring-buffer bytes to JSON lines on one
+//! core, without the kernel: synthesized `tracer_common` records through [`events::decode`],
+//! the flow table and the JSON renderer, into a sink behind the same 64 KiB buffer as stdout.
 //!
 //! The mix is what a proxy sees for a TCP flow: per round, every flow sends one packet
 //! toward the VIP (2 hops: conduit port in, target port out) and one from it (target port
@@ -16,7 +10,6 @@
 use std::{
     collections::BTreeMap,
     io::{self, Write},
-    time::{Duration, Instant},
 };
 
 use tracer_common::{
@@ -27,12 +20,13 @@ use tracer_common::{
 use super::{json::Json, Render};
 use crate::{
     correlate::flows::{
-        tests::{ip, proxy, BR, MAC_A, MAC_B, MAC_BR, TO_A, TO_B, TO_TARGET},
+        fixture::{ip, proxy, BR, MAC_A, MAC_B, MAC_BR, TO_A, TO_B, TO_TARGET},
         FlowTable, SiteView,
     },
     discover::Role,
     events::{self, Event},
     netns::kernel_state::KernelState,
+    records::Record,
 };
 
 const VIP: [u8; 4] = [20, 0, 0, 1];
@@ -155,19 +149,6 @@ fn run(records: &[Vec<u8>], out: &mut dyn Render, state: &KernelState) -> u64 {
     n
 }
 
-/// CPU time this thread has used: the rate per CPU second is the rate on one core, and
-/// holds up better than wall time when other work shares the machine.
-fn thread_cpu() -> Duration {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec it is given.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
 /// Counts what it is given and keeps nothing.
 struct CountingSink(u64);
 
@@ -197,90 +178,67 @@ impl Render for Discard {
     fn distribution(&mut self, _: &crate::correlate::flows::Distribution) {}
 }
 
-/// Records per second of `pass` (which returns the records it went through): per CPU
-/// second of this thread (median, best) and per wall-clock second (median), over 5 runs of
-/// at least 1 s of CPU time each.
-fn rates(mut pass: impl FnMut() -> u64) -> (f64, f64, f64) {
-    let mut cpu_rates = Vec::new();
-    let mut wall_rates = Vec::new();
-    for _ in 0..5 {
-        let (start, cpu) = (Instant::now(), thread_cpu());
-        let mut n = 0u64;
-        while thread_cpu() - cpu < Duration::from_secs(1) {
-            n += pass();
-        }
-        cpu_rates.push(n as f64 / (thread_cpu() - cpu).as_secs_f64());
-        wall_rates.push(n as f64 / start.elapsed().as_secs_f64());
-    }
-    cpu_rates.sort_by(f64::total_cmp);
-    wall_rates.sort_by(f64::total_cmp);
-    (cpu_rates[2], cpu_rates[4], wall_rates[2])
+/// The synthesized records and the proxy they are correlated against.
+pub struct Workload {
+    records: Vec<Vec<u8>>,
+    state: KernelState,
 }
 
-#[test]
-#[ignore = "a measurement: run it with --release --ignored --nocapture"]
-fn json_records_per_second() {
-    let state = proxy();
-    let records = records();
-
-    // Once into memory, to show what is measured: every line JSON, and the mix of types.
-    let mut j = Json::new(Vec::new());
-    let decoded = run(&records, &mut j, &state);
-    let text = String::from_utf8(j.into_inner()).unwrap();
-    let mut types = BTreeMap::<String, u64>::new();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
-        *types
-            .entry(v["type"].as_str().unwrap().to_string())
-            .or_default() += 1;
+impl Default for Workload {
+    fn default() -> Self {
+        Workload::new()
     }
-    let lines: u64 = types.values().sum();
-    let line_bytes = text.len() as u64;
-    assert_eq!(decoded, records.len() as u64);
-    assert_eq!(types.get("decision"), Some(&(u64::from(FLOWS) * ROUNDS)));
+}
 
-    // Then timed over the same records, a new flow table each pass: into a sink behind the
-    // renderer's own 64 KiB buffer, and for comparison into no renderer at all.
-    let json = rates(|| {
-        let mut j = Json::new(io::BufWriter::with_capacity(1 << 16, CountingSink(0)));
-        let n = run(&records, &mut j, &state);
-        let written = j.into_inner().into_inner().map_err(|_| ()).unwrap().0;
-        assert_eq!(written, line_bytes, "every pass writes the same");
-        n
-    });
-    // As the tracer writes them: with node and wall clock on every record.
-    let stamped = rates(|| {
-        let stamp = crate::output::stamp::Stamp::fixed("worker-a", 1_796_000_000_000_000_000);
-        let mut j = Json::stamped(
-            io::BufWriter::with_capacity(1 << 16, CountingSink(0)),
-            stamp,
-        );
-        run(&records, &mut j, &state)
-    });
-    let bare = rates(|| run(&records, &mut Discard, &state));
+impl Workload {
+    /// Builds the records once and checks what one pass writes: every line JSON, the
+    /// expected mix of types.
+    pub fn new() -> Workload {
+        let w = Workload {
+            records: records(),
+            state: proxy(),
+        };
+        let mut j = Json::new(Vec::new());
+        let decoded = run(&w.records, &mut j, &w.state);
+        let text = String::from_utf8(j.into_inner()).unwrap();
+        let mut types = BTreeMap::<&str, u64>::new();
+        for line in text.lines() {
+            let l: crate::records::Line = serde_json::from_str(line).expect("a JSON line");
+            let kind = match l.record {
+                Record::Hop(_) => "hop",
+                Record::Route(_) => "route",
+                Record::Decision(_) => "decision",
+                other => panic!("not in the mix: {other:?}"),
+            };
+            *types.entry(kind).or_default() += 1;
+        }
+        assert_eq!(decoded, w.records.len() as u64);
+        assert_eq!(types.get("decision"), Some(&(u64::from(FLOWS) * ROUNDS)));
+        w
+    }
 
-    let profile = if cfg!(debug_assertions) {
-        "debug build: run it with --release for a meaningful figure"
-    } else {
-        "release build"
-    };
-    println!(
-        "JSON output rate, one core, {profile}\n  \
-         {decoded} records in per pass ({FLOWS} flows x {ROUNDS} rounds), {lines} lines out \
-         {types:?}, {:.0} bytes a line\n  \
-         decoded, correlated and written as JSON: {:.0} records/s per CPU second (median of 5; \
-         best {:.0}/s), {:.0} lines/s; per wall-clock second {:.0} records/s\n  \
-         the same with `node`, `wall_ns` and `time` on every record (the tracer's output): \
-         {:.0} records/s per CPU second (best {:.0}/s)\n  \
-         decoded and correlated, not rendered: {:.0} records/s per CPU second (best {:.0}/s)",
-        line_bytes as f64 / lines as f64,
-        json.0,
-        json.1,
-        json.0 * lines as f64 / decoded as f64,
-        json.2,
-        stamped.0,
-        stamped.1,
-        bare.0,
-        bare.1,
-    );
+    /// Records one pass decodes ({FLOWS} flows x {ROUNDS} rounds x 7).
+    pub fn records(&self) -> usize {
+        self.records.len()
+    }
+
+    /// One pass decoded, correlated and written as JSON lines behind the renderer's own
+    /// 64 KiB buffer, a new flow table each pass; `stamped`: with `node`, `wall_ns` and
+    /// `time` on every record, as the tracer writes them. Returns the bytes written.
+    pub fn json(&self, stamped: bool) -> u64 {
+        let sink = io::BufWriter::with_capacity(1 << 16, CountingSink(0));
+        let mut j = if stamped {
+            let stamp = crate::output::stamp::Stamp::fixed("worker-a", 1_796_000_000_000_000_000);
+            Json::stamped(sink, stamp)
+        } else {
+            Json::new(sink)
+        };
+        run(&self.records, &mut j, &self.state);
+        j.into_inner().into_inner().map_err(|_| ()).unwrap().0
+    }
+
+    /// One pass decoded and correlated, not rendered: what the flow table costs alone.
+    pub fn bare(&self) -> u64 {
+        run(&self.records, &mut Discard, &self.state)
+    }
 }

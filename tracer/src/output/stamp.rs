@@ -2,6 +2,7 @@
 //! kernel's timestamps. `ts_ns` is `bpf_ktime_get_ns`, CLOCK_MONOTONIC: it means nothing on
 //! another node, so records of several nodes (`tracer merge`) are put on one time line by
 //! the wall clock. The offset between the two clocks is read once at start.
+use rustix::time::{clock_gettime, ClockId};
 
 /// The node name and the MONOTONIC -> REALTIME offset of this run.
 #[derive(Clone, Debug)]
@@ -14,13 +15,8 @@ pub struct Stamp {
     pub read_error_ns: u64,
 }
 
-fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
+fn clock_ns(clock: ClockId) -> i128 {
+    let ts = clock_gettime(clock);
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
 }
 
@@ -30,9 +26,9 @@ impl Stamp {
     pub fn measure(node: String) -> Stamp {
         let (mut best_gap, mut offset_ns) = (i128::MAX, 0);
         for _ in 0..16 {
-            let r1 = clock_ns(libc::CLOCK_REALTIME);
-            let m = clock_ns(libc::CLOCK_MONOTONIC);
-            let r2 = clock_ns(libc::CLOCK_REALTIME);
+            let r1 = clock_ns(ClockId::Realtime);
+            let m = clock_ns(ClockId::Monotonic);
+            let r2 = clock_ns(ClockId::Realtime);
             if r2 - r1 < best_gap {
                 best_gap = r2 - r1;
                 offset_ns = (r1 + r2) / 2 - m;
@@ -50,7 +46,7 @@ impl Stamp {
         ts_ns as i128 + self.offset_ns
     }
 
-    #[cfg(test)]
+    /// A fixed offset: the record-form tests and the rate bench.
     pub fn fixed(node: &str, offset_ns: i128) -> Stamp {
         Stamp {
             node: node.into(),
@@ -72,18 +68,10 @@ pub fn rfc3339(wall_ns: i128) -> String {
 /// lookup, so a static binary in an empty root finds it too). In a DaemonSet pod with
 /// hostNetwork that is the node's hostname; the manifest passes the Kubernetes node name.
 pub fn hostname() -> String {
-    // SAFETY: uname fills the utsname we own.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    if unsafe { libc::uname(&mut u) } != 0 {
-        return String::new();
-    }
-    let bytes: Vec<u8> = u
-        .nodename
-        .iter()
-        .take_while(|c| **c != 0)
-        .map(|c| *c as u8)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -94,10 +82,7 @@ mod tests {
     fn wall_time_is_the_realtime_clock_within_the_read_error() {
         let s = Stamp::measure("n1".into());
         assert!(s.read_error_ns < 1_000_000, "{s:?}");
-        let (m, r) = (
-            clock_ns(libc::CLOCK_MONOTONIC),
-            clock_ns(libc::CLOCK_REALTIME),
-        );
+        let (m, r) = (clock_ns(ClockId::Monotonic), clock_ns(ClockId::Realtime));
         let diff = (s.wall_ns(m as u64) - r).abs();
         // The two reads above are apart by a few µs; allow for a preempted test thread.
         assert!(diff < 50_000_000, "{diff} ns off");
@@ -115,14 +100,9 @@ mod tests {
 
     #[test]
     fn the_hostname_is_the_kernels() {
-        let mut buf = [0u8; 256];
-        // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
-        assert_eq!(
-            unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) },
-            0
-        );
-        let end = buf.iter().position(|b| *b == 0).unwrap();
-        assert_eq!(hostname().as_bytes(), &buf[..end]);
+        // The kernel's hostname as procfs shows it (uname reads the same UTS namespace).
+        let proc = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(hostname(), proc.trim_end_matches('\n'));
         assert!(!hostname().is_empty());
     }
 }

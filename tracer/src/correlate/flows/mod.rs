@@ -9,21 +9,27 @@
 //! What a flow adds up to at the end (its summary, and the VIP's distribution over
 //! next-hops) is worked out in [`summary`].
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     net::IpAddr,
 };
 
 use tracer_common::{HopCount, HopKey};
 
 use crate::{
-    correlate::multipath::{self, HashSource},
     discover::Role,
-    events::{Dir, Drop, FibLookup, HashSample, HopCounted, Mac, Packet},
-    netns::kernel_state::{KernelState, NextHop, Rule},
+    events::{Dir, Drop, FibLookup, HashSample, HopCounted, Packet},
+    netns::kernel_state::KernelState,
 };
 
+mod decide;
+mod hop;
 mod path;
+mod state;
 mod summary;
+
+use decide::decide;
+pub use hop::*;
+use state::*;
 
 pub use path::{LbChoice, PathSeen};
 
@@ -45,258 +51,6 @@ pub struct SiteView<'a> {
     pub label: &'a str,
     pub role: Role,
     pub state: &'a KernelState,
-}
-
-/// Direction of travel relative to the VIP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PathDir {
-    /// Toward the VIP (gateway -> frontend -> proxy -> target).
-    Ingress,
-    /// From the VIP (target -> proxy -> frontend -> gateway).
-    Egress,
-}
-
-impl PathDir {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PathDir::Ingress => "ingress",
-            PathDir::Egress => "egress",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FlowKey {
-    pub proto: u8,
-    pub vip: IpAddr,
-    pub vip_port: u16,
-    pub client: IpAddr,
-    pub client_port: u16,
-}
-
-impl FlowKey {
-    /// The flow a packet (or lookup) belongs to, and its path; `None` when neither address
-    /// is a VIP.
-    pub fn classify(
-        vips: &HashSet<IpAddr>,
-        proto: u8,
-        src: IpAddr,
-        sport: u16,
-        dst: IpAddr,
-        dport: u16,
-    ) -> Option<(FlowKey, PathDir)> {
-        if vips.contains(&dst) {
-            Some((
-                FlowKey {
-                    proto,
-                    vip: dst,
-                    vip_port: dport,
-                    client: src,
-                    client_port: sport,
-                },
-                PathDir::Ingress,
-            ))
-        } else if vips.contains(&src) {
-            Some((
-                FlowKey {
-                    proto,
-                    vip: src,
-                    vip_port: sport,
-                    client: dst,
-                    client_port: dport,
-                },
-                PathDir::Egress,
-            ))
-        } else {
-            None
-        }
-    }
-}
-
-/// Where a hop sits in the proxy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HopKind {
-    /// A bridge port (conduit or proxy.cond port): L2.
-    Port,
-    /// An L3 interface (bridge0): egress here is the routed hop.
-    L3,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Hop {
-    pub flow: FlowKey,
-    pub flow_id: u32,
-    /// Label of the namespace (pod) the hop was seen in, and its role.
-    pub netns: String,
-    pub role: Role,
-    pub path: PathDir,
-    /// Nanoseconds since the flow's first event.
-    pub rel_ns: u64,
-    pub ifname: String,
-    pub kind: HopKind,
-    pub packet: Packet,
-    /// On the routed egress hop: the next-hop IP its Ethernet destination belongs to.
-    pub nexthop: Option<IpAddr>,
-    /// True on the routed hop when the neighbour table has no entry for the MAC.
-    pub nexthop_unknown: bool,
-    /// On the routed egress hop: why the packet went where it went.
-    pub decision: Option<Decision>,
-}
-
-/// The routing decision behind one routed packet: rule, table, candidates, hash, and the
-/// next-hop the kernel's multipath thresholds give for that hash, next to the actual one.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Decision {
-    pub rule: Option<Rule>,
-    pub table: Option<u32>,
-    pub candidates: Vec<NextHop>,
-    /// First decision of the flow, or the candidates differ from the previous one.
-    pub candidates_changed: bool,
-    /// The skb hash seen at TC on the routed hop.
-    pub skb_hash: u32,
-    /// The hash compared with the thresholds (the kernel's, already shifted), when known.
-    pub hash: Option<u32>,
-    pub source: HashSource,
-    pub predicted: Option<IpAddr>,
-    pub actual: Option<IpAddr>,
-}
-
-impl Decision {
-    /// `None` when the tracer cannot know the hash (and says why in `source`).
-    pub fn agrees(&self) -> Option<bool> {
-        self.hash?;
-        Some(self.predicted.is_some() && self.predicted == self.actual)
-    }
-}
-
-/// How often a flow's predictions matched the next-hop taken.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PredictionStats {
-    pub agree: u64,
-    pub disagree: u64,
-    pub unknown: u64,
-    /// The hash source of the latest decision (why a prediction was or was not possible).
-    pub source: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct RouteHop {
-    pub flow: FlowKey,
-    pub flow_id: u32,
-    pub netns: String,
-    pub role: Role,
-    pub path: PathDir,
-    pub rel_ns: u64,
-    pub lookup: FibLookup,
-    /// The policy rule that points to the looked-up table for this source, when there is one.
-    pub rule: Option<Rule>,
-    /// A frontend's lookup after the load balancer's queue: from the request entering the
-    /// frontend to this lookup.
-    pub queued_ns: Option<u64>,
-}
-
-/// A traced packet the kernel dropped in the traced namespace.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DropHop {
-    pub flow: FlowKey,
-    pub flow_id: u32,
-    pub netns: String,
-    pub role: Role,
-    pub path: PathDir,
-    pub rel_ns: u64,
-    /// Interface the packet was on (`?` when the namespace does not know the index).
-    pub ifname: String,
-    /// The kernel's drop reason name (`IP_INNOROUTES`, `IP_RPFILTER`, ...).
-    pub reason: String,
-    /// Where in the kernel: `function+0xoffset`.
-    pub location: String,
-    pub drop: Drop,
-}
-
-/// One next-hop a flow's egress packets were sent to.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NextHopUse {
-    pub ip: Option<IpAddr>,
-    pub mac: Mac,
-    /// The bridge port the frames leave by, from the FDB; `None` while flooded.
-    pub port: Option<String>,
-    /// The bridge did not know the MAC: the frames went out on every port.
-    pub flooded: bool,
-    pub packets: u64,
-    pub first_rel_ns: u64,
-}
-
-/// A flow's exact packet counts through the proxy, from the kernel's per-hop counters.
-#[derive(Clone, Debug, Default)]
-struct Counted {
-    ingress_packets: u64,
-    ingress_port: Option<String>,
-    egress_packets: u64,
-    /// Per next-hop MAC: packets, first packet's kernel time, the routed interface.
-    by_mac: Vec<(Mac, u64, u64, u32)>,
-}
-
-#[derive(Clone, Debug, Default)]
-struct FlowState {
-    id: u32,
-    first_ts: u64,
-    /// Records seen (the counts when no kernel counters were read).
-    ingress_packets: u64,
-    ingress_port: Option<String>,
-    egress_packets: u64,
-    nexthops: Vec<NextHopUse>,
-    tables: Vec<u32>,
-    /// The latest successful lookup of this flow's egress: its table and rule.
-    last_lookup: Option<(u32, Option<Rule>)>,
-    /// The lookup behind the latest routed egress packet (a lookup whose packet never
-    /// left, e.g. one delivered or dropped, does not name the flow's table).
-    routed_lookup: Option<(u32, Option<Rule>)>,
-    shown_candidates: Option<Vec<NextHop>>,
-    /// (ts, hash, hook) from an fexit/kretprobe on the kernel's hash function, oldest
-    /// first: two packets of a flow routed at once on two CPUs each leave a sample before
-    /// either reaches its egress hop, and each routed hop takes the oldest (one slot let
-    /// the second sample overwrite the first: one packet got the other's hash, the other
-    /// none).
-    kernel_hash: std::collections::VecDeque<(u64, u32, &'static str)>,
-    predictions: PredictionStats,
-    drops: u64,
-    last_drop: Option<(String, String, String)>,
-    /// Latest event of the flow, for expiry.
-    last_ts: u64,
-    /// The proxy site whose state explains the flow's routing (its latest proxy event).
-    proxy_site: Option<usize>,
-    /// A FIN was seen toward the VIP / from the VIP, or an RST: when both FINs (or an
-    /// RST) were seen the flow is ending; a half-close alone is not the end.
-    fin_in: bool,
-    fin_out: bool,
-    rst: bool,
-    /// Exact counts from the kernel, when they were read: they win over the records.
-    counted: Option<Counted>,
-    /// The flow's entries in each site's counter map, to forget when the flow ends.
-    hop_keys: Vec<(usize, HopKey)>,
-    frags: FragState,
-    /// The pods the flow crossed (frontends, load balancer, target), beyond the proxy.
-    path: PathSeen,
-}
-
-/// Datagrams followed per flow for the split check; beyond it new ones are not.
-const FRAG_DATAGRAMS_KEPT: usize = 4096;
-
-/// A flow's fragments as its records showed them.
-#[derive(Clone, Debug, Default)]
-struct FragState {
-    /// Fragment records on the proxy's routed egress hop.
-    routed: u64,
-    /// Fragment records whose first fragment was not seen (ports unknown), any hop.
-    orphans: u64,
-    /// Per datagram id: the next-hop MACs its fragments took, first one first.
-    datagrams: BTreeMap<u32, Vec<Mac>>,
-}
-
-impl FlowState {
-    fn closed(&self) -> bool {
-        self.rst || (self.fin_in && self.fin_out)
-    }
 }
 
 #[derive(Default)]
@@ -641,72 +395,7 @@ impl FlowTable {
     }
 }
 
-/// The decision behind a routed packet. The table and rule come from the flow's latest
-/// fib lookup when the tracepoint saw it, else from the VIP's source rule.
-fn decide(
-    flow: &mut FlowState,
-    p: &Packet,
-    actual: Option<IpAddr>,
-    state: &KernelState,
-) -> Decision {
-    let v6 = p.src.is_ipv6();
-    let (table, rule) = match &flow.last_lookup {
-        Some((table, rule)) => (Some(*table), rule.clone()),
-        None => {
-            let rule = state.source_rule(p.src).cloned();
-            (rule.as_ref().and_then(|r| r.table), rule)
-        }
-    };
-    if flow.last_lookup.is_some() {
-        flow.routed_lookup = flow.last_lookup.clone();
-    }
-    let candidates = table
-        .map(|t| state.default_nexthops(t, v6))
-        .unwrap_or_default();
-    let candidates_changed = flow.shown_candidates.as_ref() != Some(&candidates);
-    flow.shown_candidates = Some(candidates.clone());
-
-    // Samples too old for this packet belong to packets that were never seen routed.
-    while flow
-        .kernel_hash
-        .front()
-        .is_some_and(|(ts, _, _)| p.ts_ns.saturating_sub(*ts) >= HASH_SAMPLE_MAX_AGE_NS)
-    {
-        flow.kernel_hash.pop_front();
-    }
-    let (source, hash) = match flow.kernel_hash.pop_front() {
-        Some((ts, hash, hook)) if p.ts_ns.saturating_sub(ts) < HASH_SAMPLE_MAX_AGE_NS => {
-            (HashSource::Kernel { hook }, Some(hash))
-        }
-        _ => match HashSource::infer(state.hash_policy(v6), p.hash) {
-            HashSource::SkbL4Hash => (HashSource::SkbL4Hash, Some(p.hash >> 1)),
-            other => (other, None),
-        },
-    };
-    let predicted = hash
-        .and_then(|h| multipath::select(&candidates, h))
-        .and_then(|i| candidates[i].gw);
-    let decision = Decision {
-        rule,
-        table,
-        candidates,
-        candidates_changed,
-        skb_hash: p.hash,
-        hash,
-        source,
-        predicted,
-        actual,
-    };
-    let stats = &mut flow.predictions;
-    match decision.agrees() {
-        Some(true) => stats.agree += 1,
-        Some(false) => stats.disagree += 1,
-        None => stats.unknown += 1,
-    }
-    stats.source = Some(decision.source.label());
-    decision
-}
-
+/// The proxy of the tests here and of the JSON rate bench (one copy).
+pub(crate) mod fixture;
 #[cfg(test)]
-/// Also the fixture of `output::rate` (the same proxy, so one copy).
-pub(crate) mod tests;
+mod tests;

@@ -1,0 +1,151 @@
+//! `tracer merge`: the JSON lines of tracers on several nodes (files, or `kubectl logs
+//! --prefix` output) put together into one timeline per flow, joined by the flow's 5-tuple
+//! and ordered by wall clock (`wall_ns`: each node's kernel clock means nothing on another
+//! node). With `--follow` the inputs are live streams and records wait a bounded hold-back
+//! window for slower streams before they are printed. Kubernetes logs or files carry the
+//! streams; this reads them, nothing more.
+use std::{
+    collections::HashMap,
+    fs::File,
+    io::{BufRead, BufReader, Write},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+
+pub struct Options {
+    pub inputs: Vec<String>,
+    pub json: bool,
+    pub follow: bool,
+    pub hold: Duration,
+}
+
+fn open(input: &str) -> Result<Box<dyn BufRead + Send>> {
+    if input == "-" {
+        return Ok(Box::new(BufReader::new(std::io::stdin())));
+    }
+    let f = File::open(input).with_context(|| format!("cannot read {input}"))?;
+    Ok(Box::new(BufReader::new(f)))
+}
+
+pub fn run(o: Options) -> Result<()> {
+    let inputs = if o.inputs.is_empty() {
+        vec!["-".to_string()]
+    } else {
+        o.inputs.clone()
+    };
+    if inputs.iter().filter(|i| *i == "-").count() > 1 {
+        bail!("standard input (-) can be given only once");
+    }
+    let mut sources = Vec::new();
+    for i in &inputs {
+        sources.push((i.clone(), open(i)?));
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if o.follow {
+        follow(sources, &o, &mut out)
+    } else {
+        let mut recs = Vec::new();
+        let mut seq = 0;
+        for (name, input) in sources {
+            let mut r = Reader::new(&name);
+            for line in input.lines() {
+                let line = line.with_context(|| format!("reading {name}"))?;
+                seq += 1;
+                recs.extend(r.parse(&line, seq));
+            }
+            r.report();
+        }
+        if recs.is_empty() {
+            bail!(
+                "no tracer JSON records in {} (run the tracers with --json)",
+                inputs.join(", ")
+            );
+        }
+        let _ = write_batch(&recs, o.json, &mut out);
+        Ok(())
+    }
+}
+
+/// The timelines of `recs` (all of them read), flows in order of their first record.
+fn timelines(recs: &[Rec]) -> (Vec<&Rec>, Vec<(FlowKey, Vec<&Rec>)>) {
+    let mut node_level = Vec::new();
+    let mut flows: HashMap<FlowKey, Vec<&Rec>> = HashMap::new();
+    for r in recs {
+        match FlowKey::of(&r.value) {
+            Some(k) => flows.entry(k).or_default().push(r),
+            None => node_level.push(r),
+        }
+    }
+    let mut flows: Vec<(FlowKey, Vec<&Rec>)> = flows.into_iter().collect();
+    for (_, t) in &mut flows {
+        // Timed records by wall clock; summaries last, in the order read.
+        t.sort_by_key(|r| (!r.timed, if r.timed { r.key } else { 0 }, r.seq));
+    }
+    flows.sort_by_key(|(k, t)| {
+        (
+            t.iter().find(|r| r.timed).map_or(i128::MAX, |r| r.key),
+            k.clone(),
+        )
+    });
+    node_level.sort_by_key(|r| (r.key, r.seq));
+    (node_level, flows)
+}
+
+fn write_batch(recs: &[Rec], json: bool, out: &mut impl Write) -> std::io::Result<()> {
+    let (node_level, flows) = timelines(recs);
+    if json {
+        for r in &node_level {
+            writeln!(out, "{}", r.value)?;
+        }
+        for (i, (_, t)) in flows.iter().enumerate() {
+            for r in t {
+                writeln!(out, "{}", with_timeline(&r.value, i + 1))?;
+            }
+        }
+        return out.flush();
+    }
+    for r in &node_level {
+        if r.value["type"] != "change" {
+            writeln!(out, "{}", node_line(r))?;
+        }
+    }
+    for (i, (k, t)) in flows.iter().enumerate() {
+        let mut nodes: Vec<&str> = Vec::new();
+        for r in t {
+            if !nodes.contains(&r.node.as_str()) {
+                nodes.push(&r.node);
+            }
+        }
+        writeln!(
+            out,
+            "timeline {} {}  (nodes: {})",
+            i + 1,
+            k.text(),
+            nodes.join(", ")
+        )?;
+        let start = t.iter().find(|r| r.timed).map_or(0, |r| r.key);
+        for r in t.iter().filter(|r| !unmatched_lookup(&r.value)) {
+            writeln!(out, "{}", flow_line(i + 1, r, start))?;
+        }
+    }
+    for r in node_level.iter().filter(|r| r.value["type"] == "change") {
+        writeln!(out, "{}", node_line(r))?;
+    }
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod props;
+
+mod follow;
+mod lines;
+mod read;
+
+use follow::follow;
+use lines::*;
+use read::*;
