@@ -47,36 +47,45 @@ pub struct Vlans {
 pub fn vlans<const L3: usize>(ctx: &TcContext) -> Result<Vlans, ()> {
     // SAFETY: ctx.skb.skb is the valid __sk_buff the program was called with.
     let skb = unsafe { &*ctx.skb.skb };
-    let accel = if skb.vlan_present != 0 {
+    // Every value below is always written (no `Option` payload left unset): LLVM may read a
+    // `None`'s payload from the stack before discarding it, and verifiers before 5.12 refuse
+    // any read of stack that was never written ("invalid read from stack").
+    let accel_present = skb.vlan_present != 0;
+    let accel = if accel_present {
         // `vlan_proto` is in network order.
-        Some((u16::from_be(skb.vlan_proto as u16), skb.vlan_tci as u16))
+        (u16::from_be(skb.vlan_proto as u16), skb.vlan_tci as u16)
     } else {
-        None
+        (0, 0)
     };
     let in_frame = if L3 > EthHdr::LEN {
-        Some((
+        (
             u16::from_be(rd::<u16>(ctx, 12)?),
             u16::from_be(rd::<u16>(ctx, EthHdr::LEN)?),
-        ))
+        )
     } else {
-        None
+        (0, 0)
     };
     let in_frame2 = if L3 > EthHdr::LEN + VLAN_HDR_LEN {
-        Some((
+        (
             u16::from_be(rd::<u16>(ctx, EthHdr::LEN + 2)?),
             u16::from_be(rd::<u16>(ctx, EthHdr::LEN + VLAN_HDR_LEN)?),
-        ))
+        )
     } else {
-        None
+        (0, 0)
     };
-    let (outer, inner, count) = match (accel, in_frame) {
-        (Some(a), Some(f)) => (a, f, 2),
-        (Some(a), None) => (a, (0, 0), 1),
-        (None, Some(f)) => match in_frame2 {
-            Some(f2) => (f, f2, 2),
-            None => (f, (0, 0), 1),
-        },
-        (None, None) => ((0, 0), (0, 0), 0),
+    // `L3` is a constant: only one arm of each test below is compiled.
+    let (outer, inner, count) = if accel_present {
+        if L3 > EthHdr::LEN {
+            (accel, in_frame, 2)
+        } else {
+            (accel, (0, 0), 1)
+        }
+    } else if L3 > EthHdr::LEN + VLAN_HDR_LEN {
+        (in_frame, in_frame2, 2)
+    } else if L3 > EthHdr::LEN {
+        (in_frame, (0, 0), 1)
+    } else {
+        ((0, 0), (0, 0), 0)
     };
     Ok(Vlans {
         outer,
