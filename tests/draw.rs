@@ -262,6 +262,35 @@ fn one_flow_through_the_load_balancer_drawn() {
         let want = format!("target {} {}", t.ns, t.ipv4);
         assert!(svg.contains(&want), "{want}");
     }
+
+    // Live: `--port P --svg FILE` draws the followed flow while the tracer runs.
+    let live = dir.0.join("live.svg");
+    let tracer = Tracer::start_command(&mut view_command(
+        "dr1-",
+        false,
+        &[
+            "--json",
+            "--vip",
+            "20.0.0.1",
+            "--port",
+            "35013",
+            "--svg",
+            live.to_str().unwrap(),
+        ],
+    ));
+    lab.ask_hostname(IpAddr::V4(VIP4), 35013).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !live.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(live.exists(), "no picture while the tracer runs");
+    std::thread::sleep(Duration::from_millis(500));
+    let f = tracer.stop(libc::SIGINT);
+    assert!(f.status.success(), "tracer failed: {}", f.stderr);
+    let svg = well_formed(&live);
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let client = SocketAddr::new(flow.flow.client, 35013);
+    matches_its_hops(&doc, &hops_of(&f.lines, client));
 }
 
 /// The two-node lab, one tracer per node, merged: a box per pod with its node as the lab

@@ -68,6 +68,11 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<std::path::PathBuf>,
 
+    /// With --port: also draw the followed flow as an SVG picture in this file (as `tracer
+    /// draw` does), rewritten as the flow goes on.
+    #[arg(long, value_name = "FILE.svg", requires = "port")]
+    pub svg: Option<std::path::PathBuf>,
+
     /// With --pcap: bytes of each frame to capture (its length is kept whole).
     #[arg(long, value_name = "BYTES", default_value_t = tracer_common::SNAP_DEFAULT,
           value_parser = clap::value_parser!(u32).range(14..=tracer_common::SNAP_MAX as i64))]

@@ -5,6 +5,7 @@
 //! node; the `svg` crate writes it. Nothing here needs root or a kernel.
 mod distribution;
 mod flow;
+mod live;
 mod notes;
 mod picture;
 mod style;
@@ -22,6 +23,7 @@ use anyhow::{bail, Context, Result};
 use crate::records::Line;
 
 pub use flow::Pick;
+pub use live::renderer as live;
 
 pub struct Options {
     /// A file, or `-` for standard input.
