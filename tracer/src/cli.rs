@@ -68,6 +68,11 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<std::path::PathBuf>,
 
+    /// With --port: also draw the followed flow as an SVG picture in this file (as `tracer
+    /// draw` does), rewritten as the flow goes on.
+    #[arg(long, value_name = "FILE.svg", requires = "port")]
+    pub svg: Option<std::path::PathBuf>,
+
     /// With --pcap: bytes of each frame to capture (its length is kept whole).
     #[arg(long, value_name = "BYTES", default_value_t = tracer_common::SNAP_DEFAULT,
           value_parser = clap::value_parser!(u32).range(14..=tracer_common::SNAP_MAX as i64))]
@@ -168,6 +173,35 @@ pub enum Command {
     /// by the flow's 5-tuple and ordered by wall clock. Reads files, or `-` (the default)
     /// for standard input, e.g. `kubectl logs --prefix -l app=meridio-tracer | tracer merge`.
     Merge(MergeArgs),
+    /// Draw one flow's path across the pods as an SVG picture (or, with --distribution, how
+    /// each VIP's flows spread), from the JSON lines of `tracer --json` or of `tracer merge
+    /// --json` (several nodes). Needs no root.
+    Draw(DrawArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DrawArgs {
+    /// A file of JSON lines, or `-` (the default) for standard input.
+    #[arg(value_name = "FILE|-", default_value = "-")]
+    pub input: String,
+
+    /// The flow to draw: its number in the tracer's view (`flow #N`), or for several nodes'
+    /// lines the timeline number of `tracer merge`. Default: the first flow.
+    #[arg(long, value_name = "N", conflicts_with = "client")]
+    pub flow: Option<u32>,
+
+    /// The flow to draw, by its client's address and port (e.g. 169.254.100.150:35000).
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_client)]
+    pub client: Option<std::net::SocketAddr>,
+
+    /// Draw each VIP's distribution instead: flows per next-hop beside the route's weights,
+    /// flows per target beside the load balancers' tables.
+    #[arg(long, conflicts_with_all = ["flow", "client"])]
+    pub distribution: bool,
+
+    /// Write the SVG to this file instead of standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE.svg")]
+    pub output: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -205,6 +239,11 @@ pub struct DiscoverArgs {
 fn parse_vip(s: &str) -> Result<IpAddr, String> {
     s.parse::<IpAddr>()
         .map_err(|_| format!("{s:?} is not an IPv4 or IPv6 address"))
+}
+
+fn parse_client(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not a client address and port (IP:PORT, or [IPv6]:PORT)"))
 }
 
 fn parse_budget(s: &str) -> Result<RecordBudget, String> {
@@ -322,6 +361,26 @@ mod tests {
             }
             other => panic!("not merge: {other:?}"),
         }
+        let a = parse(&[
+            "draw",
+            "t.jsonl",
+            "--client",
+            "[100:100::150]:35000",
+            "-o",
+            "f.svg",
+        ])
+        .unwrap();
+        match a.command {
+            Some(Command::Draw(d)) => {
+                assert_eq!(d.input, "t.jsonl");
+                assert_eq!(d.client, Some("[100:100::150]:35000".parse().unwrap()));
+                assert_eq!(d.output.as_deref(), Some(std::path::Path::new("f.svg")));
+                assert!(d.flow.is_none() && !d.distribution);
+            }
+            other => panic!("not draw: {other:?}"),
+        }
+        let a = parse(&["draw", "--distribution"]).unwrap();
+        assert!(matches!(a.command, Some(Command::Draw(d)) if d.input == "-" && d.distribution));
         let a = parse(&["discover"]).unwrap();
         assert!(matches!(
             a.command,
@@ -363,6 +422,19 @@ mod tests {
             (&["discover", "--role", "proxy"], "--role"),
             (&["merge", "--hold", "0"], "more than 0"),
             (&["merge", "--vip", "1.2.3.4"], "--vip"),
+            (
+                &["draw", "--client", "1.2.3.4"],
+                "not a client address and port",
+            ),
+            (
+                &["draw", "--flow", "1", "--client", "1.2.3.4:5"],
+                "cannot be used with",
+            ),
+            (
+                &["draw", "--distribution", "--flow", "2"],
+                "cannot be used with",
+            ),
+            (&["draw", "--flow", "x"], "x"),
             (
                 &["--vip", "1.2.3.4", "--records", "some"],
                 "number of records",

@@ -13,6 +13,7 @@
 //! - `session`: the run itself (sites, reader threads, ordering, churn);
 //! - `output`: text, JSON lines, pcapng;
 //! - `merge`: `tracer merge`, several nodes' JSON lines on one timeline;
+//! - `draw`: `tracer draw`, a flow's path (or a VIP's distribution) as an SVG picture;
 //! - [`records`]: the JSON lines as typed records, for whoever reads them.
 //!
 //! One word per concept: a **netns** is an opened namespace handle (`netns::Netns`); a
@@ -28,6 +29,7 @@ mod bpf;
 pub mod cli;
 mod correlate;
 mod discover;
+mod draw;
 mod events;
 mod merge;
 mod netns;
@@ -43,7 +45,7 @@ pub use output::rate as json_rate;
 /// without building the tracer).
 pub use tracer_records as records;
 
-/// Runs what the command line asks for: `discover`, `merge`, or a tracing session.
+/// Runs what the command line asks for: `discover`, `merge`, `draw`, or a tracing session.
 pub fn run(args: cli::Args) -> anyhow::Result<()> {
     if let Some(cli::Command::Discover(d)) = &args.command {
         check_root()?;
@@ -55,6 +57,18 @@ pub fn run(args: cli::Args) -> anyhow::Result<()> {
             json: m.json,
             follow: m.follow,
             hold: m.hold,
+        });
+    }
+    if let Some(cli::Command::Draw(d)) = &args.command {
+        return draw::run(draw::Options {
+            input: d.input.clone(),
+            pick: match (d.flow, d.client) {
+                (Some(n), _) => draw::Pick::Number(n),
+                (None, Some(c)) => draw::Pick::Client(c),
+                (None, None) => draw::Pick::First,
+            },
+            distribution: d.distribution,
+            output: d.output.clone(),
         });
     }
     let mut args = args;

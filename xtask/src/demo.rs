@@ -2,11 +2,12 @@
 //! in both frontends, three targets), while the seed's own commands run from the gateway:
 //! one connection per family as `nc 20.0.0.1 4000 -p 35000` makes it (its story, pod by pod,
 //! with the target nfqlb chose and the proxy's next-hop), then `mconnect -nconn 400` (the
-//! distribution over targets and next-hops, beside mconnect's own report). Owns the tracer
-//! child's life: start, wait for its "ready" line, SIGINT, reap; the lab goes down on every
-//! path (Lab's Drop).
+//! distribution over targets and next-hops, beside mconnect's own report). Between the two,
+//! one more IPv4 connection traced as JSON lines (`target/demo/flow.jsonl`) and drawn by
+//! `tracer draw` (`target/demo/flow.svg`). Owns the tracer child's life: start, wait for its
+//! "ready" line, SIGINT, reap; the lab goes down on every path (Lab's Drop).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -18,6 +19,8 @@ use anyhow::{bail, Context, Result};
 use lab::{Lab, LabSpec, Lb, VIP4, VIP6, VIP_PORT};
 
 const CLIENT_PORT: u16 = 35000;
+/// The client port of the connection the demo draws.
+const PICTURE_PORT: u16 = 35001;
 const CONNECTIONS: u32 = 400;
 /// Whole-path start-up attaches to every pod: give it time on a slow machine.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -106,6 +109,10 @@ pub fn demo(release: bool, prefix: &str) -> Result<()> {
     }
 
     println!();
+    println!("== the picture of one flow: nc {VIP4} {VIP_PORT} -p {PICTURE_PORT} from {gw}, traced as JSON lines, drawn by `tracer draw` ==");
+    picture(release, &lab, &vips)?;
+
+    println!();
     println!("== mconnect -address {VIP4}:{VIP_PORT} -nconn {CONNECTIONS} -timeout 2s from {gw} (counts only: --records none) ==");
     let mut args = vips.to_vec();
     args.extend(["--records".to_string(), "none".to_string()]);
@@ -134,6 +141,44 @@ pub fn demo(release: bool, prefix: &str) -> Result<()> {
         report.failed_connects
     );
     lab.down()?;
+    Ok(())
+}
+
+/// One IPv4 connection traced as JSON lines into target/demo/flow.jsonl, then drawn into
+/// target/demo/flow.svg.
+fn picture(release: bool, lab: &Lab, vips: &[String]) -> Result<()> {
+    let dir = crate::workspace_root().join("target/demo");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let records = dir.join("flow.jsonl");
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(&records)
+            .with_context(|| format!("cannot create {}", records.display()))?,
+    );
+    let mut args = vips.to_vec();
+    args.extend(["--json", "--port", &PICTURE_PORT.to_string()].map(String::from));
+    let mut tracer = start_tracer(release, &args, move |line| {
+        let _ = writeln!(file, "{line}").and_then(|_| file.flush());
+        false
+    })?;
+    let host = lab
+        .ask_hostname(IpAddr::V4(VIP4), PICTURE_PORT)
+        .with_context(|| format!("the connection to {VIP4} failed"))?;
+    std::thread::sleep(Duration::from_millis(500));
+    check(tracer.stop()?)?;
+    let svg = dir.join("flow.svg");
+    let status = Command::new(crate::tracer_path(release))
+        .arg("draw")
+        .arg(&records)
+        .arg("-o")
+        .arg(&svg)
+        .status()
+        .context("could not run tracer draw")?;
+    check(status)?;
+    println!(
+        "nc {VIP4} {VIP_PORT} -p {PICTURE_PORT} printed: {host}\nwrote {} (`tracer draw {}`)",
+        svg.display(),
+        records.display()
+    );
     Ok(())
 }
 
@@ -168,7 +213,8 @@ fn start_tracer(
             if show(&line) {
                 println!("{line}");
             }
-            if line.starts_with("ready") {
+            // The text view's ready line, or the JSON one.
+            if line.starts_with("ready") || line.starts_with(r#"{"type":"ready""#) {
                 let _ = ready_tx.send(());
             }
         }

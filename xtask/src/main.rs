@@ -482,6 +482,8 @@ fn test() -> Result<()> {
         // Reads the --pcap file back (tests/pcap.rs); apt runs noninteractive, so
         // wireshark-common's question (non-root capture) takes its default, no.
         ensure_host_tools(&[("tshark", "tshark")])?;
+        // Renders `tracer draw`'s pictures (tests/draw.rs).
+        ensure_host_tools(&[("rsvg-convert", "librsvg2-bin")])?;
         ensure_tracefs()?;
     } else if std::env::var_os("CI").is_some() {
         bail!("end-to-end tests need root; run `cargo xtask test` as root in CI");

@@ -35,6 +35,14 @@ pub fn renderer(json: bool, multi: bool, stamp: crate::output::stamp::Stamp) -> 
     }
 }
 
+/// JSON lines into `out` (the live picture of `--svg` reads them back).
+pub fn json_renderer<W: std::io::Write + 'static>(
+    out: W,
+    stamp: crate::output::stamp::Stamp,
+) -> Box<dyn Render> {
+    Box::new(json::Json::stamped(out, stamp))
+}
+
 /// stdout behind one buffer: a write per record costs more than producing it, so output is
 /// written in batches, at every [`Render::flush`] (the session flushes after each batch of
 /// events it processed, so the live view stays live).

@@ -116,7 +116,11 @@ async fn trace(
         attached,
         node_reader: None,
         flows: FlowTable::new(args.vips.iter().copied()),
-        out: renderer(args.json, multi, stamp),
+        out: crate::draw::live(
+            renderer(args.json, multi, stamp.clone()),
+            args.svg.clone(),
+            stamp,
+        ),
         pcap,
         watchers: SelectAll::new(),
         tx,
