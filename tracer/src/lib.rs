@@ -30,6 +30,7 @@ mod correlate;
 mod discover;
 mod events;
 mod merge;
+mod metrics;
 mod netns;
 mod output;
 pub mod process;
