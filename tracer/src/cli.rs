@@ -105,7 +105,7 @@ pub struct Args {
 
     /// Live flows kept at most: when the table is full, the flows idle longest are
     /// summarised early (and counted as evicted), so memory stays bounded under a SYN
-    /// flood. The default fits the DaemonSet's 128 Mi limit with room (about 2 KB a flow).
+    /// flood. The default fits the DaemonSet's 128 Mi limit with room.
     #[arg(long, value_name = "FLOWS", default_value_t = MAX_FLOWS_DEFAULT,
           value_parser = clap::value_parser!(u32).range(16..=10_000_000))]
     pub max_flows: u32,
@@ -236,9 +236,9 @@ fn parse_budget(s: &str) -> Result<RecordBudget, String> {
 /// hop show the path, the kernel counts the rest.
 pub const RECORDS_DEFAULT: u32 = 8;
 
-/// `--max-flows` default: 20 000 flows of about 2 KB each (state, hop keys, summary) stay
-/// well inside the DaemonSet's 128 Mi beside the ring buffer and the maps.
-pub const MAX_FLOWS_DEFAULT: u32 = 20_000;
+/// `--max-flows` default: 10 000 flows (a few KB each: state, hop keys, summary) stay well
+/// inside the DaemonSet's 128 Mi beside the ring buffer and the maps (tests/always_on.rs).
+pub const MAX_FLOWS_DEFAULT: u32 = 10_000;
 
 fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
     let bad = || format!("{s:?} is not a port or an ADDRESS:PORT to listen on");
