@@ -234,7 +234,7 @@ mod tests {
             bytes: 4200,
             flows: 3,
         };
-        m.totals(&[t.clone()]);
+        m.totals(std::slice::from_ref(&t));
         m.totals(&[Total { packets: 50, ..t }]);
         m.dropped(
             "20.0.0.1".parse().unwrap(),
