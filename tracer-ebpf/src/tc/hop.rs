@@ -66,7 +66,7 @@ pub fn total(key: &HopKey, to_vip: bool, ip_len: u16, new_flow: bool) {
         _pad: 0,
     };
     let flows = u64::from(new_flow);
-    let c = match TOTALS.get_ptr_mut(&tkey) {
+    let c = match TOTALS.get_ptr_mut(tkey) {
         Some(c) => c,
         None => {
             let fresh = TotalCount {
@@ -74,11 +74,11 @@ pub fn total(key: &HopKey, to_vip: bool, ip_len: u16, new_flow: bool) {
                 bytes: u64::from(ip_len),
                 flows,
             };
-            if TOTALS.insert(&tkey, fresh, BPF_NOEXIST as u64).is_ok() {
+            if TOTALS.insert(tkey, fresh, BPF_NOEXIST as u64).is_ok() {
                 return;
             }
             // Another CPU created it meanwhile, or the map is full.
-            match TOTALS.get_ptr_mut(&tkey) {
+            match TOTALS.get_ptr_mut(tkey) {
                 Some(c) => c,
                 None => {
                     bump(COUNTER_TOTALS_FULL);
