@@ -79,6 +79,10 @@ impl Part {
     }
 }
 
+/// The DaemonSet's arguments besides `--json` (deploy/daemonset.yaml; the node name and the
+/// metrics port are the bench's).
+pub const DAEMONSET_ARGS: [&str; 2] = ["--node=bench-node", "--metrics=127.0.0.1:19465"];
+
 /// What observes the path during a throughput slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
@@ -89,6 +93,8 @@ pub enum Variant {
     Tcpdump,
     WholeNoMatch,
     WholeOtherFlow,
+    /// The DaemonSet's arguments: whole path, discovery's VIPs, the default record budget.
+    DaemonSet,
     HooksTc,
     HooksTcFib,
     HooksTcDrop,
@@ -96,13 +102,14 @@ pub enum Variant {
 }
 
 /// The variants compared with the baseline, in their first repetition's order.
-pub const VARIANTS: [Variant; 10] = [
+pub const VARIANTS: [Variant; 11] = [
     Variant::NoMatch,
     Variant::OtherFlow,
     Variant::AllVip,
     Variant::Tcpdump,
     Variant::WholeNoMatch,
     Variant::WholeOtherFlow,
+    Variant::DaemonSet,
     Variant::HooksTc,
     Variant::HooksTcFib,
     Variant::HooksTcDrop,
@@ -130,6 +137,7 @@ impl Variant {
             Variant::Tcpdump => "tcpdump",
             Variant::WholeNoMatch => "whole_path_no_match",
             Variant::WholeOtherFlow => "whole_path_other_flow",
+            Variant::DaemonSet => "daemonset",
             Variant::HooksTc => "hooks_tc",
             Variant::HooksTcFib => "hooks_tc_fib",
             Variant::HooksTcDrop => "hooks_tc_drop",
@@ -144,13 +152,19 @@ impl Variant {
             Variant::OtherFlow => {
                 format!("tracer, follows another flow (`--vip {VIP4} --port {OTHER_PORT}`)")
             }
-            Variant::AllVip => format!("tracer, every VIP packet a record (`--vip {VIP4}`)"),
+            Variant::AllVip => {
+                format!("tracer, every VIP packet a record (`--vip {VIP4} --records all`)")
+            }
             Variant::Tcpdump => "tcpdump on the same 4 interfaces (`host 20.0.0.1`)".into(),
             Variant::WholeNoMatch => format!(
                 "tracer, whole path, matching nothing (no `--netns`, `--vip {VIP6}`: IPv4 traffic)"
             ),
             Variant::WholeOtherFlow => format!(
                 "tracer, whole path, follows another flow (no `--netns`, `--vip {VIP4} --port {OTHER_PORT}`)"
+            ),
+            Variant::DaemonSet => format!(
+                "tracer, whole path, the DaemonSet's arguments (no `--vip`, `{}`): the default record budget",
+                DAEMONSET_ARGS.join(" ")
             ),
             Variant::HooksTc
             | Variant::HooksTcFib
@@ -170,7 +184,7 @@ impl Variant {
             | Variant::OtherFlow
             | Variant::AllVip
             | Variant::Tcpdump => Part::Observers,
-            Variant::WholeNoMatch | Variant::WholeOtherFlow => Part::WholePath,
+            Variant::WholeNoMatch | Variant::WholeOtherFlow | Variant::DaemonSet => Part::WholePath,
             Variant::HooksTc
             | Variant::HooksTcFib
             | Variant::HooksTcDrop
@@ -196,16 +210,17 @@ impl Variant {
             Variant::Baseline | Variant::Tcpdump => return None,
             Variant::NoMatch => vec!["--vip", NO_MATCH_VIP],
             Variant::OtherFlow => vec!["--vip", &vip4, "--port", &port],
-            Variant::AllVip => vec!["--vip", &vip4],
+            Variant::AllVip => vec!["--vip", &vip4, "--records", "all"],
             // The lab's IPv6 VIP: every namespace of the path carries it (so discovery
             // finds them all) and the bench's traffic is IPv4 (so nothing matches); a VIP
             // no namespace carries would leave a whole-path tracer nothing to trace.
             Variant::WholeNoMatch => vec!["--vip", &vip6],
             Variant::WholeOtherFlow => vec!["--vip", &vip4, "--port", &port],
+            Variant::DaemonSet => DAEMONSET_ARGS.to_vec(),
             _ => vec!["--vip", NO_MATCH_VIP, "--hooks", self.hooks()?],
         };
         let mode = match self {
-            Variant::WholeNoMatch | Variant::WholeOtherFlow => Mode::WholePath,
+            Variant::WholeNoMatch | Variant::WholeOtherFlow | Variant::DaemonSet => Mode::WholePath,
             _ => Mode::Proxy,
         };
         Some((mode, args.into_iter().map(String::from).collect()))

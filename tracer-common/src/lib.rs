@@ -52,7 +52,12 @@ pub const COUNTER_MATCHED: u32 = 1;
 pub const COUNTER_HOP_NEW: u32 = 2;
 /// Records the budget chose not to write (counted in `HOPS` all the same).
 pub const COUNTER_UNRECORDED: u32 = 3;
-pub const COUNTERS_LEN: u32 = 4;
+/// Packets `TOTALS` could not count because it was full (it never evicts).
+pub const COUNTER_TOTALS_FULL: u32 = 4;
+/// TCP RSTs freed by `kfree_skb` with no drop reason: the stack consuming a reset, not a
+/// lost packet; counted here instead of reported as drops.
+pub const COUNTER_RST_CONSUMED: u32 = 5;
+pub const COUNTERS_LEN: u32 = 6;
 
 /// VIPs per family the TC programs compare inline (read-only globals); with more, they
 /// look the VIP set up in the `VIPS` map instead.
@@ -252,7 +257,10 @@ pub struct DropOffsets {
     pub net_ns_inum: u16,
     /// 1 once userspace has filled the entry.
     pub valid: u16,
-    pub _pad: u16,
+    /// The number of the `NOT_SPECIFIED` drop reason on this kernel (0: none): a TCP RST
+    /// freed with it is the stack consuming a reset, counted (`COUNTER_RST_CONSUMED`), not
+    /// reported as a drop.
+    pub reason_not_specified: u16,
 }
 
 /// Key of the `HOPS` map: one packet direction of one flow on one interface of one
@@ -275,6 +283,38 @@ pub struct HopKey {
     pub site: u16,
     pub _pad: u16,
 }
+
+/// Key of the `TOTALS` map: one VIP's packets on one interface of one namespace in one
+/// direction, and on a routed egress hop per next-hop (the frame's Ethernet destination).
+/// Keyed by the topology, never by a client: its size does not grow with the flows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TotalKey {
+    /// The VIP (IPv4-mapped for IPv4), whichever end of the packet it is.
+    pub vip: [u8; 16],
+    pub ifindex: u32,
+    /// Zero but on the egress of a routed (L3) interface.
+    pub eth_dst: [u8; 6],
+    pub proto: u8,
+    pub dir: u8,
+    pub site: u16,
+    pub _pad: u16,
+}
+
+/// Value of the `TOTALS` map: atomic adds for every packet; `flows` counts the TCP SYNs
+/// (and SYN-ACKs: on the VIP's side a flow starts with one) and the first packet of every
+/// other flow's hop.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TotalCount {
+    pub packets: u64,
+    pub bytes: u64,
+    pub flows: u64,
+}
+
+/// Entries of the `TOTALS` map: VIPs x interfaces x directions x next-hops of every traced
+/// namespace on a node, with room.
+pub const TOTALS_ENTRIES: u32 = 16_384;
 
 /// Key of the `L3_IFACES` map: one interface of one traced namespace.
 #[repr(C)]
@@ -389,6 +429,8 @@ mod pod {
     unsafe impl aya::Pod for super::HopKey {}
     unsafe impl aya::Pod for super::IfaceKey {}
     unsafe impl aya::Pod for super::HopCount {}
+    unsafe impl aya::Pod for super::TotalKey {}
+    unsafe impl aya::Pod for super::TotalCount {}
     unsafe impl aya::Pod for super::FibOffsets {}
     unsafe impl aya::Pod for super::DropOffsets {}
     unsafe impl aya::Pod for super::FibRawOffsets {}

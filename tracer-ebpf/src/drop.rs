@@ -3,8 +3,8 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 use tracer_common::{
-    v4_mapped, DropRecord, AF_INET, AF_INET6, COUNTER_LOST, FIELD_ABSENT, KIND_DROP, PROTO_ICMP,
-    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+    v4_mapped, DropRecord, AF_INET, AF_INET6, COUNTER_LOST, COUNTER_RST_CONSUMED, FIELD_ABSENT,
+    KIND_DROP, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
 
 use crate::{
@@ -15,6 +15,8 @@ use crate::{
     tie::forget_last_ingress,
     vip::wanted,
 };
+
+const TCP_RST: u8 = 0x04;
 
 #[tracepoint]
 pub fn meridio_drop(ctx: TracePointContext) -> u32 {
@@ -90,6 +92,23 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), ()> {
     if !wanted(&src, &dst, sport, dport) {
         return Ok(());
     }
+    let reason = if off.tp_reason == FIELD_ABSENT {
+        0
+    } else {
+        read(ctx, off.tp_reason)?
+    };
+    // A reset the stack took in (e.g. for a half-open connection) is freed with no
+    // reason: not a lost packet.
+    if proto == PROTO_TCP
+        && off.reason_not_specified != 0
+        && reason == u32::from(off.reason_not_specified)
+    {
+        let flags: u8 = kread(l4, 13)?;
+        if flags & TCP_RST != 0 {
+            bump(COUNTER_RST_CONSUMED);
+            return Ok(());
+        }
+    }
     let record = DropRecord {
         kind: KIND_DROP,
         ifindex: kread::<i32>(dev, off.dev_ifindex)? as u32,
@@ -97,11 +116,7 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), ()> {
         location: read(ctx, off.tp_location)?,
         src,
         dst,
-        reason: if off.tp_reason == FIELD_ABSENT {
-            0
-        } else {
-            read(ctx, off.tp_reason)?
-        },
+        reason,
         mark: kread(skb, off.skb_mark)?,
         sport,
         dport,

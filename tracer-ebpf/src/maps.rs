@@ -5,8 +5,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    DropOffsets, FibOffsets, FibRawOffsets, FragKey, HopCount, HopKey, IfaceKey, BUDGET_ALL,
-    COUNTERS_LEN, FRAGS_ENTRIES, HOPS_DEFAULT_ENTRIES, INLINE_VIPS, RING_BYTES,
+    DropOffsets, FibOffsets, FibRawOffsets, FragKey, HopCount, HopKey, IfaceKey, TotalCount,
+    TotalKey, BUDGET_ALL, COUNTERS_LEN, FRAGS_ENTRIES, HOPS_DEFAULT_ENTRIES, INLINE_VIPS,
+    RING_BYTES, TOTALS_ENTRIES,
 };
 
 // Read-only globals, set by the loader (`EbpfLoader::set_global`) before the programs
@@ -64,7 +65,7 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 pub static VIPS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(256, 0);
 
 /// Records lost (ring buffer full), matched, hop entries created, records not written by
-/// the budget; per CPU.
+/// the budget, packets `TOTALS` had no room for, consumed RSTs; per CPU.
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
 
@@ -74,6 +75,12 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_L
 #[map]
 pub static HOPS: LruHashMap<HopKey, HopCount> =
     LruHashMap::with_max_entries(HOPS_DEFAULT_ENTRIES, 0);
+
+/// Exact per-VIP totals by topology (see `TotalKey`): a plain hash map, so nothing is ever
+/// evicted and the distribution over next-hops stays exact however many flows come; a
+/// packet it has no room for is counted in `COUNTER_TOTALS_FULL`.
+#[map]
+pub static TOTALS: HashMap<TotalKey, TotalCount> = HashMap::with_max_entries(TOTALS_ENTRIES, 0);
 
 /// The ports of each datagram whose first fragment a TC program saw: later fragments carry
 /// no transport header, and take their flow from here (`FragKey` -> sport, dport).

@@ -95,10 +95,11 @@ pub struct Args {
     /// Packet records per hop (one flow direction on one interface; on the routed hop,
     /// per next-hop): `all`, `none`, or a number N for the first N. Every packet is counted
     /// in the kernel whatever this says, so flow summaries and the distribution stay exact;
-    /// the first packet of each hop and TCP SYN, FIN and RST are always recorded. Lower it
-    /// under heavy load (e.g. `mconnect -nconn 400`).
-    #[arg(long, value_name = "all|none|N", default_value = "all", value_parser = parse_budget)]
-    pub records: RecordBudget,
+    /// the first packet of each hop (so each next-hop change), TCP SYN, FIN and RST, and
+    /// drops are always recorded. Default: `all` with --port (one flow, every packet);
+    /// without it the first 8, cheap enough to leave running on a busy node.
+    #[arg(long, value_name = "all|none|N", value_parser = parse_budget)]
+    pub records: Option<RecordBudget>,
 
     /// Size of the in-kernel per-hop counter map, one for every traced namespace (an LRU
     /// map: when full, the oldest hops are evicted and the summary says so). About 100
@@ -106,6 +107,19 @@ pub struct Args {
     #[arg(long, value_name = "ENTRIES", default_value_t = tracer_common::HOPS_DEFAULT_ENTRIES,
           value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
     pub hop_entries: u32,
+
+    /// Live flows kept at most: when the table is full, the flows idle longest are
+    /// summarised early (and counted as evicted), so memory stays bounded under a SYN
+    /// flood. The default fits the DaemonSet's 128 Mi limit with room.
+    #[arg(long, value_name = "FLOWS", default_value_t = MAX_FLOWS_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(16..=10_000_000))]
+    pub max_flows: u32,
+
+    /// Serve OpenMetrics (Prometheus) on this address: `/metrics`, and `/healthz` for
+    /// probes. A port alone listens on every address. Labels are the Meridio topology
+    /// (VIP, pod, interface, next-hop), never a client address or port.
+    #[arg(long, value_name = "[ADDR:]PORT", value_parser = parse_listen)]
+    pub metrics: Option<std::net::SocketAddr>,
 
     /// How to hook the route lookups: raw tracepoints where the kernel allows them (the
     /// kernel formats nothing for lookups the tracer rejects), else the perf tracepoints;
@@ -257,6 +271,25 @@ fn parse_budget(s: &str) -> Result<RecordBudget, String> {
     }
 }
 
+/// Record budget per hop without --port and without --records: the first packets of each
+/// hop show the path, the kernel counts the rest.
+pub const RECORDS_DEFAULT: u32 = 8;
+
+/// `--max-flows` default: 10 000 flows (a few KB each: state, hop keys, summary) stay well
+/// inside the DaemonSet's 128 Mi beside the ring buffer and the maps (tests/always_on.rs).
+pub const MAX_FLOWS_DEFAULT: u32 = 10_000;
+
+fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    let bad = || format!("{s:?} is not a port or an ADDRESS:PORT to listen on");
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(std::net::SocketAddr::new(
+            std::net::Ipv6Addr::UNSPECIFIED.into(),
+            port,
+        ));
+    }
+    s.parse().map_err(|_| bad())
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
@@ -268,6 +301,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl Args {
+    /// The record budget in force: the one asked for, else every packet of the one flow
+    /// --port follows, else the cheap default.
+    pub fn record_budget(&self) -> RecordBudget {
+        match (self.records, self.port) {
+            (Some(b), _) => b,
+            (None, Some(_)) => RecordBudget::All,
+            (None, None) => RecordBudget::First(RECORDS_DEFAULT),
+        }
+    }
+
     /// Checks clap cannot express.
     pub fn validate(&self) -> Result<()> {
         let mut seen = HashSet::new();
@@ -325,11 +368,26 @@ mod tests {
         assert_eq!(a.vips.len(), 2);
         assert_eq!(a.port, Some(35000));
         assert_eq!(a.duration, Some(Duration::from_millis(1500)));
-        assert_eq!(a.records, RecordBudget::All);
+        assert_eq!(a.record_budget(), RecordBudget::All, "--port: every packet");
         let a = parse(&["--vip", "20.0.0.1", "--records", "3"]).unwrap();
-        assert_eq!(a.records, RecordBudget::First(3));
+        assert_eq!(a.record_budget(), RecordBudget::First(3));
         let a = parse(&["--vip", "20.0.0.1", "--records", "none"]).unwrap();
-        assert_eq!(a.records, RecordBudget::First(0));
+        assert_eq!(a.record_budget(), RecordBudget::First(0));
+        let a = parse(&["--vip", "20.0.0.1"]).unwrap();
+        assert_eq!(
+            a.record_budget(),
+            RecordBudget::First(RECORDS_DEFAULT),
+            "no --port: the cheap default"
+        );
+        let a = parse(&["--vip", "20.0.0.1", "--records", "all"]).unwrap();
+        assert_eq!(a.record_budget(), RecordBudget::All);
+        assert_eq!(a.max_flows, MAX_FLOWS_DEFAULT);
+        assert_eq!(a.metrics, None);
+        let a = parse(&["--metrics", "9464", "--max-flows", "100"]).unwrap();
+        assert_eq!(a.metrics, Some("[::]:9464".parse().unwrap()));
+        assert_eq!(a.max_flows, 100);
+        let a = parse(&["--metrics", "127.0.0.1:9464"]).unwrap();
+        assert_eq!(a.metrics, Some("127.0.0.1:9464".parse().unwrap()));
         assert_eq!(a.hooks.len(), 4, "every hook family by default");
         let a = parse(&["--vip", "20.0.0.1", "--hooks", "tc,fib"]).unwrap();
         assert_eq!(a.hooks, [HookFamily::Tc, HookFamily::Fib]);
@@ -441,6 +499,9 @@ mod tests {
             ),
             (&["--vip", "1.2.3.4", "--hop-entries", "10"], "10"),
             (&["--vip", "1.2.3.4", "--node", ""], "--node needs a name"),
+            (&["--metrics", "host:x"], "not a port or an ADDRESS:PORT"),
+            (&["--metrics", "70000"], "not a port"),
+            (&["--max-flows", "3"], "3"),
             (
                 &[
                     "--netns", "p", "--vip", "1.2.3.4", "--iface", "x", "--iface", "x",

@@ -32,6 +32,7 @@ mod discover;
 mod draw;
 mod events;
 mod merge;
+mod metrics;
 mod netns;
 mod output;
 pub mod process;

@@ -259,8 +259,19 @@ impl Report {
                 verdict: Verdict::all(&[judge(&tcp), judge(&udp)]),
             });
         }
-        if self.measured(Variant::AllVip) && self.measured(Variant::Tcpdump) {
-            self.tcpdump_target(&mut t);
+        for (v, goal) in [
+            (
+                Variant::AllVip,
+                "tracing every VIP packet costs less than tcpdump on the same interfaces",
+            ),
+            (
+                Variant::DaemonSet,
+                "the DaemonSet's default (whole path) costs no more than tcpdump on the proxy's interfaces",
+            ),
+        ] {
+            if self.measured(v) && self.measured(Variant::Tcpdump) {
+                self.tcpdump_target(&mut t, v, goal);
+            }
         }
         if let Some(ladder) = &self.ladder {
             self.pipeline_target(ladder, &mut t);
@@ -308,11 +319,11 @@ impl Report {
         t
     }
 
-    fn tcpdump_target(&self, t: &mut Vec<Target>) {
+    fn tcpdump_target(&self, t: &mut Vec<Target>, v: Variant, goal: &'static str) {
         let mut parts = Vec::new();
         let mut texts = Vec::new();
         for (name, metric) in [("TCP", Metric::TcpGbit), ("UDP", Metric::UdpKpps)] {
-            let all = self.series(Variant::AllVip, metric);
+            let all = self.series(v, metric);
             let dump = self.series(Variant::Tcpdump, metric);
             // A higher ratio is the smaller cost.
             parts.push(Verdict::judge(
@@ -326,7 +337,7 @@ impl Report {
             ));
         }
         t.push(Target {
-            goal: "tracing every VIP packet costs less than tcpdump on the same interfaces",
+            goal,
             figure: texts.join(", "),
             verdict: Verdict::all(&parts),
         });

@@ -1,10 +1,14 @@
-//! The exact per-hop counts (`HOPS`), which the record budget is measured against.
+//! The exact per-hop counts (`HOPS`), which the record budget is measured against, and the
+//! per-VIP totals by topology (`TOTALS`), which no flood can evict.
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::bindings::BPF_NOEXIST;
-use tracer_common::{HopCount, HopKey, COUNTER_HOP_NEW};
+use tracer_common::{HopCount, HopKey, TotalCount, TotalKey, COUNTER_HOP_NEW, COUNTER_TOTALS_FULL};
 
-use crate::{events::bump, maps::HOPS};
+use crate::{
+    events::bump,
+    maps::{HOPS, TOTALS},
+};
 
 /// Adds to a counter several CPUs may update at once.
 #[inline(always)]
@@ -45,5 +49,50 @@ pub fn count(key: &HopKey, ip_len: u16, ts_ns: u64) -> (bool, u64) {
         add(core::ptr::addr_of_mut!((*c).bytes), u64::from(ip_len));
         (*c).last_ns = ts_ns;
         (false, (*c).packets)
+    }
+}
+
+/// Adds one packet to its VIP's total on this hop (the hop key less the client's address
+/// and ports); `new_flow` also counts it as a flow.
+#[inline(always)]
+pub fn total(key: &HopKey, to_vip: bool, ip_len: u16, new_flow: bool) {
+    let tkey = TotalKey {
+        vip: if to_vip { key.dst } else { key.src },
+        ifindex: key.ifindex,
+        eth_dst: key.eth_dst,
+        proto: key.proto,
+        dir: key.dir,
+        site: key.site,
+        _pad: 0,
+    };
+    let flows = u64::from(new_flow);
+    let c = match TOTALS.get_ptr_mut(tkey) {
+        Some(c) => c,
+        None => {
+            let fresh = TotalCount {
+                packets: 1,
+                bytes: u64::from(ip_len),
+                flows,
+            };
+            if TOTALS.insert(tkey, fresh, BPF_NOEXIST as u64).is_ok() {
+                return;
+            }
+            // Another CPU created it meanwhile, or the map is full.
+            match TOTALS.get_ptr_mut(tkey) {
+                Some(c) => c,
+                None => {
+                    bump(COUNTER_TOTALS_FULL);
+                    return;
+                }
+            }
+        }
+    };
+    // SAFETY: a map value pointer; every field is an atomic add.
+    unsafe {
+        add(core::ptr::addr_of_mut!((*c).packets), 1);
+        add(core::ptr::addr_of_mut!((*c).bytes), u64::from(ip_len));
+        if new_flow {
+            add(core::ptr::addr_of_mut!((*c).flows), 1);
+        }
     }
 }

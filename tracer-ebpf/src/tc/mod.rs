@@ -5,7 +5,7 @@ use aya_ebpf::{
 };
 use network_types::eth::EthHdr;
 use tracer_common::{
-    HopKey, IfaceKey, COUNTER_MATCHED, COUNTER_UNRECORDED, DIR_EGRESS, DIR_INGRESS,
+    HopKey, IfaceKey, COUNTER_MATCHED, COUNTER_UNRECORDED, DIR_EGRESS, DIR_INGRESS, PROTO_TCP,
 };
 
 use crate::{
@@ -21,6 +21,7 @@ mod hop;
 mod record;
 
 const TCP_SYN_FIN_RST: u8 = 0x01 | 0x02 | 0x04;
+const TCP_SYN: u8 = 0x02;
 
 #[classifier]
 pub fn meridio_tc_in(ctx: TcContext) -> i32 {
@@ -103,6 +104,14 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
         key.eth_dst = eth_dst;
     }
     let (first, count) = hop::count(&key, ip.len, ts_ns);
+    // A TCP flow starts with its SYN, or SYN-ACK on the VIP's side (a hop entry evicted and
+    // made again is no new flow); other protocols with their hop's first packet.
+    let new_flow = if key.proto == PROTO_TCP {
+        tcp_flags & TCP_SYN != 0
+    } else {
+        first
+    };
+    hop::total(&key, ip.to_vip, ip.len, new_flow);
     let budget = global(&RECORD_BUDGET);
     let record = first || tcp_flags & TCP_SYN_FIN_RST != 0 || count <= u64::from(budget);
 

@@ -55,6 +55,13 @@ fn attach_drop(ebpf: &mut Ebpf) -> Result<Option<HashMap<u32, String>>> {
         .with_context(|| format!("cannot read {}", format_path.display()))?;
     let fields = tracefs::parse_format(&text);
     let has_reason = fields.contains_key("reason");
+    let reasons = tracefs::drop_reasons(&text);
+    let not_specified = reasons
+        .iter()
+        .find(|(_, name)| name.as_str() == "NOT_SPECIFIED")
+        .and_then(|(n, _)| u16::try_from(*n).ok())
+        .filter(|_| has_reason)
+        .unwrap_or(0);
     let offsets = DropOffsets {
         tp_skbaddr: tracefs::field(&fields, "skbaddr", 8)?,
         tp_location: tracefs::field(&fields, "location", 8)?,
@@ -65,6 +72,7 @@ fn attach_drop(ebpf: &mut Ebpf) -> Result<Option<HashMap<u32, String>>> {
             FIELD_ABSENT
         },
         valid: 1,
+        reason_not_specified: not_specified,
         ..kernel_offsets().drop.clone().map_err(|e| anyhow!("{e}"))?
     };
     set_offsets(ebpf, "DROP_OFFSETS", 0, offsets)?;
@@ -72,5 +80,5 @@ fn attach_drop(ebpf: &mut Ebpf) -> Result<Option<HashMap<u32, String>>> {
     prog.load()
         .map_err(|e| refused("the tracepoint program", programs::DROP, &e))?;
     prog.attach("skb", "kfree_skb").context("attach failed")?;
-    Ok(has_reason.then(|| tracefs::drop_reasons(&text)))
+    Ok(has_reason.then_some(reasons))
 }

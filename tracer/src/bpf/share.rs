@@ -4,8 +4,9 @@
 //! to look for such lookups), `EVENTS` (one ring buffer for every
 //! program, so the records of one packet's path come out in the order they were written,
 //! and one reader serves the whole node), and the maps that are the same for every site:
-//! the per-hop counts (`HOPS`), the routed interfaces (`L3_IFACES`), the counters, the
-//! traced namespaces (`NETNS_INUMS`) and the fragments' ports (`FRAGS`). Whether the TC
+//! the per-hop counts (`HOPS`), the per-VIP totals (`TOTALS`), the routed interfaces
+//! (`L3_IFACES`), the counters, the traced namespaces (`NETNS_INUMS`) and the fragments'
+//! ports (`FRAGS`). Whether the TC
 //! programs are loaded once or once per site, userspace reads each of these in one place.
 //!
 //! aya 0.14 hands an existing map to a loading object only through a pin path in bpffs
@@ -27,12 +28,13 @@ use aya::{
 };
 
 /// The shared maps, by their names in the object.
-pub const SHARED_MAPS: [&str; 9] = [
+pub const SHARED_MAPS: [&str; 10] = [
     "LAST_INGRESS",
     "LAST_LOOKUP",
     "DEFER_ARMED",
     "EVENTS",
     "HOPS",
+    "TOTALS",
     "L3_IFACES",
     "COUNTERS",
     "NETNS_INUMS",

@@ -12,6 +12,7 @@ use crate::{
     correlate::flows::FlowTable,
     discover::{self, Role},
     events::{DecodeError, Dir, Event},
+    metrics::Metrics,
     netns::kernel_state::{NeighbourUpdate, Watcher},
     output::symbols,
     output::{pcapng::Pcap, Render},
@@ -60,6 +61,8 @@ pub(super) struct Session<'a> {
     /// Kernel time of the newest event processed: flows expire against it while events
     /// wait, so a stalled reader never ends a flow whose packets are still queued.
     pub(super) watermark: u64,
+    /// `--metrics`: the series the HTTP thread serves.
+    pub(super) metrics: Option<Metrics>,
 }
 
 impl Session<'_> {
@@ -73,6 +76,10 @@ impl Session<'_> {
         let notes = std::mem::take(&mut self.attached.node.notes);
         site.probes.ready.notes.extend(notes);
         site.probes.ready.add_node_hooks(&self.attached.node.ready);
+        if let Some(m) = &self.metrics {
+            let r = &site.probes.ready;
+            m.hooks(&site.label, &r.hooks, &r.refused);
+        }
         self.out.ready(&site.probes.ready);
         self.out.flush();
         self.watchers.push(
@@ -158,6 +165,9 @@ impl Session<'_> {
                     .unwrap_or_else(|| format!("reason {}", d.reason));
                 let location = symbols::symbolize(d.location);
                 if let Some(hop) = self.flows.on_drop(d, reason, location, &site.view(index)) {
+                    if let Some(m) = &self.metrics {
+                        m.dropped(hop.flow.vip, &hop.netns, &hop.ifname, &hop.reason);
+                    }
                     self.out.dropped(&hop);
                 }
             }
@@ -283,8 +293,10 @@ pub(super) async fn stream(
                 s.forget_ended();
                 let labels = labels(&s.attached.sites);
                 for e in ended {
+                    s.count_changes(&e);
                     s.out.summary(&e, proxy_label(&labels, e.proxy_site));
                 }
+                s.publish();
             }
             _ = signals.int.recv() => break,
             _ = signals.term.recv() => break,

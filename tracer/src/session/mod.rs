@@ -6,7 +6,8 @@
 //!
 //! By stage: [`startup`] (which sites, inspected, loaded, attached), [`readers`] (the ring
 //! reader), [`event_loop`] and [`churn`] (the run), [`shutdown`] (the last drain and the
-//! summaries); [`site`] owns a site and the [`site::Attached`] guard that closes them all.
+//! summaries); [`site`] owns a site and the [`site::Attached`] guard that closes them all;
+//! [`totals`] reads the kernel's per-VIP totals for the distribution and `/metrics`.
 mod churn;
 mod event_loop;
 mod readers;
@@ -14,6 +15,7 @@ mod reorder;
 mod shutdown;
 mod site;
 mod startup;
+mod totals;
 
 use anyhow::Result;
 use futures::stream::SelectAll;
@@ -26,6 +28,7 @@ use crate::{
     cli::Args,
     correlate::flows::FlowTable,
     discover::Role,
+    metrics::Metrics,
     netns::kernel_state::Watcher,
     netns::Netns,
     output::{pcapng::Pcap, renderer},
@@ -108,6 +111,14 @@ async fn trace(
         .as_deref()
         .map(|p| Pcap::create(p, args.snap_len, stamp.clone()))
         .transpose()?;
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let m = Metrics::default();
+            crate::metrics::serve(addr, &m)?;
+            Some(m)
+        }
+        None => None,
+    };
     let (tx, mut rx) = mpsc::channel(QUEUE_BATCHES);
     let (stop_tx, stop) = watch::channel(false);
     let node_ring = attached.node.take_events()?;
@@ -115,7 +126,7 @@ async fn trace(
         args,
         attached,
         node_reader: None,
-        flows: FlowTable::new(args.vips.iter().copied()),
+        flows: FlowTable::new(args.vips.iter().copied()).with_max_flows(args.max_flows as usize),
         out: crate::draw::live(
             renderer(args.json, multi, stamp.clone()),
             args.svg.clone(),
@@ -129,6 +140,7 @@ async fn trace(
         hops_evicted: 0,
         pending: Reorder::default(),
         watermark: 0,
+        metrics,
     };
     s.node_reader = Some(spawn_reader(node_ring, s.tx.clone(), s.stop.clone())?);
     for index in 0..s.attached.sites.len() {

@@ -6,7 +6,10 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio::sync::{mpsc, watch};
 
-use crate::{correlate::flows::add_lb_tables, discover::Role};
+use crate::{
+    correlate::{flows::add_lb_tables, totals::exact_shares},
+    discover::Role,
+};
 
 use super::{
     event_loop::Session,
@@ -54,13 +57,18 @@ pub(super) async fn finish(
     if evicted > 0 {
         s.out.evicted(evicted);
     }
+    // Flows the cap took out since the last expiry first, then the live ones.
+    let early = s.flows.take_evicted(&states(&s.attached.sites));
     let summaries = s.flows.summaries(&states(&s.attached.sites));
     let labels = labels(&s.attached.sites);
-    for summary in &summaries {
+    for summary in early.iter().chain(&summaries) {
+        s.count_changes(summary);
         s.out
             .summary(summary, proxy_label(&labels, summary.proxy_site));
     }
+    s.publish();
     let mut distribution = s.flows.distribution(&summaries);
+    exact_shares(&mut distribution, &s.read_totals());
     add_lb_tables(&mut distribution, &lb_tables(&s.attached.sites));
     if distribution.iter().any(|d| d.flows > 1) {
         for d in distribution {

@@ -117,7 +117,7 @@ fn node_request(args: &Args) -> NodeRequest<'_> {
     NodeRequest {
         vips: &args.vips,
         client_port: args.port,
-        budget: args.records,
+        budget: args.record_budget(),
         fib_hook: args.fib_hook,
         hash_hook: args.hash_hook,
         hooks: &args.hooks,
@@ -232,7 +232,7 @@ pub(super) fn open_site(
             client_port: args.port,
             interfaces: &interfaces,
             l3_ifindexes: &l3_ifindexes(&state, &interfaces),
-            budget: args.records,
+            budget: args.record_budget(),
             snap_len: if args.pcap.is_some() {
                 args.snap_len
             } else {

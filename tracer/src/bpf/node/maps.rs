@@ -1,9 +1,12 @@
 //! The node object's maps every object shares, read and written here for every site at
-//! once: the traced namespaces, the routed interfaces, the ring buffer, the counters and
-//! the per-hop counts.
+//! once: the traced namespaces, the routed interfaces, the ring buffer, the counters, the
+//! per-hop counts and the per-VIP totals.
 use anyhow::{Context, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use tracer_common::{HopCount, HopKey, IfaceKey, COUNTER_HOP_NEW, COUNTER_LOST};
+use tracer_common::{
+    HopCount, HopKey, IfaceKey, TotalCount, TotalKey, COUNTER_HOP_NEW, COUNTER_LOST,
+    COUNTER_RST_CONSUMED, COUNTER_TOTALS_FULL,
+};
 
 use super::NodeProbes;
 use crate::netns::Netns;
@@ -52,6 +55,24 @@ impl NodeProbes {
     /// Records the programs could not write because the ring buffer was full.
     pub fn lost(&self) -> Result<u64> {
         self.counter(COUNTER_LOST)
+    }
+
+    /// TCP RSTs the traced namespaces' stacks consumed (freed with no drop reason): not
+    /// reported as drops.
+    pub fn rsts_consumed(&self) -> Result<u64> {
+        self.counter(COUNTER_RST_CONSUMED)
+    }
+
+    /// Packets the per-VIP totals had no room for (the map is full; it never evicts).
+    pub fn totals_full(&self) -> Result<u64> {
+        self.counter(COUNTER_TOTALS_FULL)
+    }
+
+    /// The per-VIP totals by topology of every site (`TotalKey::site`).
+    pub fn totals(&self) -> Result<Vec<(TotalKey, TotalCount)>> {
+        let map: BpfHashMap<_, TotalKey, TotalCount> =
+            BpfHashMap::try_from(self.ebpf.map("TOTALS").context("map TOTALS missing")?)?;
+        Ok(map.iter().filter_map(Result::ok).collect())
     }
 
     fn counter(&self, index: u32) -> Result<u64> {

@@ -21,6 +21,7 @@ use crate::{
     netns::kernel_state::KernelState,
 };
 
+mod cap;
 mod decide;
 mod hop;
 mod path;
@@ -63,6 +64,11 @@ pub struct FlowTable {
     ended: Vec<Distribution>,
     /// Counter-map entries of flows that ended, by site: the session deletes them.
     ended_hops: Vec<(usize, HopKey)>,
+    /// Live flows kept at most (`--max-flows`, see [`cap`]); 0 = no cap.
+    max_flows: usize,
+    /// Flows the cap took out, summarised at the next expiry.
+    evicted: Vec<(FlowKey, FlowState)>,
+    flows_evicted: u64,
 }
 
 /// A closed flow (FIN/RST seen) is summarised this long after its last packet, so late
@@ -81,6 +87,7 @@ impl FlowTable {
 
     fn flow(&mut self, key: &FlowKey, ts: u64) -> &mut FlowState {
         if !self.flows.contains_key(key) {
+            self.make_room();
             self.next_id += 1;
             let state = FlowState {
                 id: self.next_id,
@@ -124,10 +131,11 @@ impl FlowTable {
                 Some(summarize(k, &f, states))
             })
             .collect();
-        out.sort_by_key(|s| s.flow_id);
         for s in &out {
             add_share(&mut self.ended, s);
         }
+        out.extend(self.take_evicted(states));
+        out.sort_by_key(|s| s.flow_id);
         out
     }
 

@@ -1,0 +1,254 @@
+//! `--metrics`: what the tracer counts, as OpenMetrics for Prometheus (and `/healthz` for
+//! probes, see [`serve`]). Every label is a piece of the Meridio topology (VIP, pod, role,
+//! interface, direction, next-hop, drop reason, hook): their number is bounded by the pods
+//! and interfaces on the node, never by the clients, so a flood cannot grow the series. No
+//! label carries a client address or port.
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use crate::correlate::totals::Total;
+
+mod serve;
+
+pub use serve::serve;
+
+/// One VIP's packets on one interface of one pod, in one direction, toward one next-hop
+/// ("" off the routed hop).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HopLabels {
+    pub vip: String,
+    pub pod: String,
+    pub role: String,
+    pub interface: String,
+    pub direction: String,
+    pub nexthop: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    pub vip: String,
+    pub pod: String,
+    pub interface: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VipLabels {
+    pub vip: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookLabels {
+    pub pod: String,
+    pub hook: String,
+    /// `attached` or `refused`.
+    pub state: String,
+}
+
+/// The tracer's metrics; clones share the same series.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    packets: Family<HopLabels, Counter>,
+    bytes: Family<HopLabels, Counter>,
+    flows: Family<HopLabels, Counter>,
+    nexthop_changes: Family<VipLabels, Counter>,
+    drops: Family<DropLabels, Counter>,
+    records_lost: Counter,
+    counters_evicted: Counter,
+    flows_evicted: Counter,
+    rsts_consumed: Counter,
+    totals_full: Counter,
+    hooks: Family<HookLabels, Gauge>,
+    /// Seconds since the epoch of the event loop's latest turn, for `/healthz`.
+    pub(crate) alive: Arc<AtomicU64>,
+}
+
+/// Sets a counter to a cumulative value read elsewhere (the kernel's maps).
+fn set(c: &Counter, v: u64) {
+    c.inner().store(v, Ordering::Relaxed);
+}
+
+impl Metrics {
+    /// A registry that serves these metrics.
+    pub fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("meridio_tracer");
+        r.register(
+            "packets",
+            "VIP packets per pod, interface, direction and next-hop, counted in the kernel",
+            self.packets.clone(),
+        );
+        r.register("bytes", "IP bytes of those packets", self.bytes.clone());
+        r.register(
+            "flows",
+            "VIP flows per pod, interface, direction and next-hop (TCP SYNs, else each flow's first packet)",
+            self.flows.clone(),
+        );
+        r.register(
+            "nexthop_changes",
+            "Next-hop changes within a flow, per VIP, of the flows summarised",
+            self.nexthop_changes.clone(),
+        );
+        r.register(
+            "drops",
+            "Packets of VIP flows the kernel dropped, per pod, interface and reason",
+            self.drops.clone(),
+        );
+        r.register(
+            "records_lost",
+            "Records the eBPF programs could not write (ring buffer full); counts stay exact",
+            self.records_lost.clone(),
+        );
+        r.register(
+            "counters_evicted",
+            "Per-hop counter entries the kernel evicted (map full): those flows' own counts are not exact",
+            self.counters_evicted.clone(),
+        );
+        r.register(
+            "flows_evicted",
+            "Flows summarised early because the flow table was full (--max-flows)",
+            self.flows_evicted.clone(),
+        );
+        r.register(
+            "rsts_consumed",
+            "TCP RSTs a traced stack consumed (freed with no drop reason), not reported as drops",
+            self.rsts_consumed.clone(),
+        );
+        r.register(
+            "totals_full",
+            "Packets the per-VIP totals map had no room for",
+            self.totals_full.clone(),
+        );
+        r.register(
+            "hook",
+            "Hooks attached and refused, per pod (1 each)",
+            self.hooks.clone(),
+        );
+        r
+    }
+
+    /// The kernel's per-VIP totals, as last read (cumulative).
+    pub fn totals(&self, totals: &[Total]) {
+        for t in totals {
+            let l = HopLabels {
+                vip: t.vip.to_string(),
+                pod: t.pod.clone(),
+                role: t.role.as_str().to_string(),
+                interface: t.iface.clone(),
+                direction: t.dir.as_str().to_string(),
+                nexthop: match (t.routed, t.nexthop) {
+                    (true, Some(ip)) => ip.to_string(),
+                    (true, None) => "unknown".into(),
+                    (false, _) => String::new(),
+                },
+            };
+            set(&self.packets.get_or_create(&l), t.packets);
+            set(&self.bytes.get_or_create(&l), t.bytes);
+            set(&self.flows.get_or_create(&l), t.flows);
+        }
+    }
+
+    /// The node-wide counters, as last read (cumulative).
+    pub fn node(&self, lost: u64, evicted: u64, flows_evicted: u64, rsts: u64, full: u64) {
+        set(&self.records_lost, lost);
+        set(&self.counters_evicted, evicted);
+        set(&self.flows_evicted, flows_evicted);
+        set(&self.rsts_consumed, rsts);
+        set(&self.totals_full, full);
+    }
+
+    pub fn nexthop_changes(&self, vip: std::net::IpAddr, changes: u64) {
+        if changes > 0 {
+            self.nexthop_changes
+                .get_or_create(&VipLabels {
+                    vip: vip.to_string(),
+                })
+                .inc_by(changes);
+        }
+    }
+
+    pub fn dropped(&self, vip: std::net::IpAddr, pod: &str, interface: &str, reason: &str) {
+        self.drops
+            .get_or_create(&DropLabels {
+                vip: vip.to_string(),
+                pod: pod.to_string(),
+                interface: interface.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// A pod's hooks as its ready record lists them.
+    pub fn hooks(&self, pod: &str, attached: &[String], refused: &[(String, String)]) {
+        let one = |hook: &str, state: &str| {
+            self.hooks
+                .get_or_create(&HookLabels {
+                    pod: pod.to_string(),
+                    hook: hook.to_string(),
+                    state: state.to_string(),
+                })
+                .set(1);
+        };
+        for h in attached {
+            one(h, "attached");
+        }
+        for (h, _) in refused {
+            one(h, "refused");
+        }
+    }
+
+    /// The event loop took a turn now.
+    pub fn alive(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.alive.store(now, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{discover::Role, events::Dir};
+
+    #[test]
+    fn totals_become_series_labelled_by_topology_only() {
+        let m = Metrics::default();
+        let t = Total {
+            vip: "20.0.0.1".parse().unwrap(),
+            pod: "proxy-a".into(),
+            role: Role::Proxy,
+            iface: "bridge0".into(),
+            dir: Dir::Egress,
+            routed: true,
+            nexthop: Some("169.254.100.1".parse().unwrap()),
+            proto: 6,
+            packets: 42,
+            bytes: 4200,
+            flows: 3,
+        };
+        m.totals(std::slice::from_ref(&t));
+        m.totals(&[Total { packets: 50, ..t }]);
+        m.dropped(
+            "20.0.0.1".parse().unwrap(),
+            "target-a",
+            "eth0",
+            "NETFILTER_DROP",
+        );
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &m.registry()).unwrap();
+        assert!(
+            text.contains(r#"meridio_tracer_packets_total{vip="20.0.0.1",pod="proxy-a",role="proxy",interface="bridge0",direction="egress",nexthop="169.254.100.1"} 50"#),
+            "{text}"
+        );
+        assert!(text.contains("meridio_tracer_drops_total{"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "OpenMetrics: {text}");
+    }
+}
