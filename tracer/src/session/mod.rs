@@ -106,7 +106,7 @@ async fn trace(
     let pcap = args
         .pcap
         .as_deref()
-        .map(|p| Pcap::create(p, args.snap_len, stamp.clone()))
+        .map(|p| Pcap::create(p, args.snap_len, args.pcap_limits(), stamp.clone()))
         .transpose()?;
     let (tx, mut rx) = mpsc::channel(QUEUE_BATCHES);
     let (stop_tx, stop) = watch::channel(false);
