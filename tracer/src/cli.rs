@@ -78,6 +78,17 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(14..=tracer_common::SNAP_MAX as i64))]
     pub snap_len: u32,
 
+    /// With --pcap: replace FILE when it exists (a regular file only; a symbolic link is
+    /// never followed). Without it an existing FILE stops the tracer before it attaches.
+    #[arg(long, requires = "pcap")]
+    pub pcap_overwrite: bool,
+
+    /// With --pcap: once FILE holds this many MiB it is renamed FILE.1 (replacing the
+    /// previous FILE.1) and a new FILE starts, so the capture takes at most twice this.
+    #[arg(long, value_name = "MIB", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    pub pcap_max_mb: u64,
+
     /// The node's name on every JSON record (`node`), for `tracer merge` across nodes.
     /// Default: the hostname. A DaemonSet passes the Kubernetes node name.
     #[arg(long, value_name = "NAME")]
@@ -308,6 +319,14 @@ impl Args {
             (Some(b), _) => b,
             (None, Some(_)) => RecordBudget::All,
             (None, None) => RecordBudget::First(RECORDS_DEFAULT),
+        }
+    }
+
+    /// How `--pcap` may write: `--pcap-overwrite` and `--pcap-max-mb`.
+    pub(crate) fn pcap_limits(&self) -> crate::output::pcapng::Limits {
+        crate::output::pcapng::Limits {
+            overwrite: self.pcap_overwrite,
+            max_bytes: self.pcap_max_mb << 20,
         }
     }
 

@@ -12,6 +12,7 @@
 //! - `correlate`: the flow table (hops, decisions, drops, distribution) and multipath;
 //! - `session`: the run itself (sites, reader threads, ordering, churn);
 //! - `output`: text, JSON lines, pcapng;
+//! - `privilege`: the capabilities and the locked-memory limit it needs, checked at start;
 //! - `merge`: `tracer merge`, several nodes' JSON lines on one timeline;
 //! - `draw`: `tracer draw`, a flow's path (or a VIP's distribution) as an SVG picture;
 //! - [`records`]: the JSON lines as typed records, for whoever reads them.
@@ -35,6 +36,7 @@ mod merge;
 mod metrics;
 mod netns;
 mod output;
+mod privilege;
 pub mod process;
 mod session;
 
@@ -74,7 +76,7 @@ pub fn run(args: cli::Args) -> anyhow::Result<()> {
     }
     let mut args = args;
     args.validate()?;
-    check_root()?;
+    privilege::check()?;
     let roles: Vec<discover::Role> = args.roles.iter().map(|r| (*r).into()).collect();
     if args.vips.is_empty() {
         // No --vip: trace what discovery finds (of the --netns namespace, or of the roles).

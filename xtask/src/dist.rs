@@ -27,8 +27,15 @@ pub fn build(workspace: &Path, target_dir: &Path) -> Result<(PathBuf, &'static s
         GNU
     };
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(workspace)
-        .args(["build", "--release", "-p", "tracer", "--target", target]);
+    c.current_dir(workspace).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "tracer",
+        "--target",
+        target,
+    ]);
     if target == GNU {
         // Only for this target: the build script (host) stays dynamically linked.
         c.env(
@@ -100,7 +107,7 @@ pub fn elf_interpreter(elf: &[u8]) -> Result<Option<String>> {
     Ok(None)
 }
 
-pub const IMAGE: &str = "localhost/meridio-tracer:latest";
+pub const IMAGE: &str = concat!("localhost/meridio-tracer:", env!("CARGO_PKG_VERSION"));
 
 /// A container tool that can build here: podman or buildah (daemonless, preferred), else
 /// docker when its daemon answers. Returns its name, or why none can.

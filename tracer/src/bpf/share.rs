@@ -12,12 +12,21 @@
 //! aya 0.14 hands an existing map to a loading object only through a pin path in bpffs
 //! (`EbpfLoader::map_pin_path`: a pinned map is reused, not created). So the maps are
 //! pinned for the moment one object of TC programs loads, and unpinned straight after: nothing of
-//! ours stays in bpffs while the tracer runs. A pin left by a run killed in that moment is
-//! named by its pid, and the next start removes it once that pid is gone.
+//! ours stays in bpffs while the tracer runs.
+//!
+//! The pins go in a directory of the run's own ([`PinDir`]): made with a random name, 0700,
+//! and held locked (`flock`) for the whole run. A pid would not do: tracers in two pid
+//! namespaces (one per node in a pod each) can have the same pid and would adopt or remove
+//! each other's maps. A directory a killed run left is one whose lock nobody holds, whatever
+//! namespace its tracer ran in; the next start removes it. Pins named by pid, as earlier
+//! versions made them, are still removed once that pid is gone.
 use std::{
-    os::fd::AsFd,
+    ops::Deref,
+    os::fd::{AsFd, OwnedFd},
     path::{Path, PathBuf},
 };
+
+use rustix::fs::{flock, FlockOperation, Mode, OFlags};
 
 use anyhow::{bail, Context, Result};
 
@@ -43,13 +52,89 @@ pub const SHARED_MAPS: [&str; 10] = [
 const BPFFS: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
 const PIN_PREFIX: &str = "meridio-tracer-";
+/// The run directories' names: this, then random hex.
+const RUN_PREFIX: &str = "meridio-tracer-run-";
 
-/// Where bpffs is. When it is not mounted, mounts it at /sys/fs/bpf (what systemd, bpftool
-/// and every CNI using eBPF do; the mount is harmless and stays) and says so in `notes`.
-pub fn bpffs(notes: &mut Vec<String>) -> Result<PathBuf> {
+/// The run's own directory in bpffs, locked while it lives and removed with what is in it
+/// when dropped.
+pub struct PinDir {
+    path: PathBuf,
+    /// The directory open with an exclusive `flock`: released only when the run ends (or
+    /// the kernel closes it for a killed one).
+    _lock: OwnedFd,
+}
+
+impl PinDir {
+    fn create(bpffs: &Path) -> Result<PinDir> {
+        for _ in 0..8 {
+            let path = bpffs.join(format!("{RUN_PREFIX}{}", random_hex()?));
+            match rustix::fs::mkdir(&path, Mode::RWXU) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("cannot make the pin directory {}", path.display())
+                    })
+                }
+            }
+            let lock = lock(&path, FlockOperation::LockExclusive)
+                .with_context(|| format!("cannot lock the pin directory {}", path.display()))?;
+            return Ok(PinDir { path, _lock: lock });
+        }
+        bail!(
+            "cannot make a pin directory of its own in {}",
+            bpffs.display()
+        )
+    }
+}
+
+impl Deref for PinDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        empty_and_remove(&self.path);
+    }
+}
+
+/// Opens directory `dir` (never through a symlink) and takes `op` on it.
+fn lock(dir: &Path, op: FlockOperation) -> rustix::io::Result<OwnedFd> {
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    flock(&fd, op)?;
+    Ok(fd)
+}
+
+fn empty_and_remove(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// 16 random hex digits, from the kernel (a name no other run can guess or hold).
+fn random_hex() -> Result<String> {
+    let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .context("cannot read /proc/sys/kernel/random/uuid")?;
+    Ok(uuid.trim().replace('-', "")[..16].to_string())
+}
+
+/// The run's pin directory in bpffs. When bpffs is not mounted, mounts it at /sys/fs/bpf
+/// (what systemd, bpftool and every CNI using eBPF do; the mount is harmless and stays) and
+/// says so in `notes`.
+pub fn bpffs(notes: &mut Vec<String>) -> Result<PinDir> {
     let dir = PathBuf::from(BPFFS);
     if is_bpffs(&dir) {
-        return Ok(dir);
+        return PinDir::create(&dir);
     }
     let status = std::process::Command::new("mount")
         .args(["-t", "bpf", "bpf", BPFFS])
@@ -59,7 +144,7 @@ pub fn bpffs(notes: &mut Vec<String>) -> Result<PathBuf> {
         bail!("bpffs is not mounted at {BPFFS} and mounting it failed; mount it with `mount -t bpf bpf {BPFFS}`");
     }
     notes.push(format!("mounted bpffs at {BPFFS} (it was not mounted)"));
-    Ok(dir)
+    PinDir::create(&dir)
 }
 
 fn is_bpffs(dir: &Path) -> bool {
@@ -67,27 +152,49 @@ fn is_bpffs(dir: &Path) -> bool {
     rustix::fs::statfs(dir).is_ok_and(|st| st.f_type as u64 == BPF_FS_MAGIC)
 }
 
-/// Removes pins of ours whose process is gone (a run killed while an object loaded);
-/// returns how many.
-pub fn remove_stale(bpffs: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(bpffs) else {
+/// Removes what killed runs left beside `pins` (this run's directory): run directories
+/// nobody holds locked, and pins named by a pid that is gone; returns how many pins.
+pub fn remove_stale(pins: &Path) -> usize {
+    let Some(Ok(entries)) = pins.parent().map(std::fs::read_dir) else {
         return 0;
     };
     entries
         .flatten()
-        .filter(|e| {
+        .filter(|e| e.path() != pins)
+        .map(|e| {
             let name = e.file_name();
-            let Some(pid) = name
-                .to_str()
-                .and_then(|n| n.strip_prefix(PIN_PREFIX))
-                .and_then(|n| n.split('-').next())
-                .and_then(|p| p.parse::<u32>().ok())
-            else {
-                return false;
-            };
-            !Path::new(&format!("/proc/{pid}")).exists() && std::fs::remove_file(e.path()).is_ok()
+            let is_run = name.to_str().is_some_and(|n| n.starts_with(RUN_PREFIX));
+            if is_run {
+                stale_run(&e.path())
+            } else {
+                usize::from(stale_pid_pin(&e))
+            }
         })
-        .count()
+        .sum()
+}
+
+/// Empties and removes a run directory whose lock nobody holds; how many pins it held.
+fn stale_run(dir: &Path) -> usize {
+    let Ok(_held) = lock(dir, FlockOperation::NonBlockingLockExclusive) else {
+        return 0; // a running tracer's, in whatever pid namespace
+    };
+    let pins = std::fs::read_dir(dir).map_or(0, |d| d.count());
+    empty_and_remove(dir);
+    pins
+}
+
+/// Removes `e` if it is a pin named by a pid (`meridio-tracer-<pid>-...`) that is gone.
+fn stale_pid_pin(e: &std::fs::DirEntry) -> bool {
+    let name = e.file_name();
+    let Some(pid) = name
+        .to_str()
+        .and_then(|n| n.strip_prefix(PIN_PREFIX))
+        .and_then(|n| n.split('-').next())
+        .and_then(|p| p.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    !Path::new(&format!("/proc/{pid}")).exists() && std::fs::remove_file(e.path()).is_ok()
 }
 
 /// A handle of its own on one of the node object's shared maps (a duplicated fd): the
@@ -106,19 +213,13 @@ pub fn handle(map: &Map) -> Result<MapData> {
 }
 
 /// Loads an object whose shared maps are `maps` (the node object's, in `SHARED_MAPS`
-/// order): pinned for the load, unpinned after it whatever the outcome.
+/// order): pinned in the run's directory `bpffs` for the load, unpinned after it whatever the outcome.
 pub fn load_sharing(
     bpffs: &Path,
     maps: &[MapData],
     load: impl FnOnce(&mut dyn FnMut(&mut EbpfLoader)) -> Result<Ebpf>,
 ) -> Result<Ebpf> {
-    let pins = SHARED_MAPS.map(|name| {
-        bpffs.join(format!(
-            "{PIN_PREFIX}{}-{}",
-            std::process::id(),
-            name.to_lowercase()
-        ))
-    });
+    let pins = SHARED_MAPS.map(|name| bpffs.join(name.to_lowercase()));
     let pinned = pins.iter().zip(maps).try_for_each(|(path, map)| {
         let _ = std::fs::remove_file(path);
         map.pin(path)
@@ -149,7 +250,7 @@ pub fn load_sharing(
 /// a pin that lives only for the call: aya 0.14 makes a program handle from a pin path
 /// only, and a handle owns the links it attaches.
 pub fn duplicate(prog: &mut SchedClassifier, bpffs: &Path, name: &str) -> Result<SchedClassifier> {
-    let path = bpffs.join(format!("{PIN_PREFIX}{}-prog-{name}", std::process::id()));
+    let path = bpffs.join(format!("prog-{name}"));
     let _ = std::fs::remove_file(&path);
     prog.pin(&path)
         .with_context(|| format!("cannot pin {name} at {}", path.display()))?;

@@ -109,7 +109,7 @@ async fn trace(
     let pcap = args
         .pcap
         .as_deref()
-        .map(|p| Pcap::create(p, args.snap_len, stamp.clone()))
+        .map(|p| Pcap::create(p, args.snap_len, args.pcap_limits(), stamp.clone()))
         .transpose()?;
     let metrics = match args.metrics {
         Some(addr) => {

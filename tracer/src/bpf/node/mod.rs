@@ -4,7 +4,7 @@
 //! here, for every site at once. What the hooks report is tagged with the site whose
 //! packet it concerns: the TC programs put the packet's site in `LAST_INGRESS`, and the
 //! drop program finds it by netns inode in `NETNS_INUMS`.
-use std::{collections::HashMap, net::IpAddr, path::Path, path::PathBuf};
+use std::{collections::HashMap, net::IpAddr, path::Path};
 
 use anyhow::{Context, Result};
 use aya::{maps::MapData, Btf, Ebpf, EbpfLoader};
@@ -52,7 +52,8 @@ pub struct NodeProbes {
     pub notes: Vec<String>,
     /// `enum skb_drop_reason` names of this kernel.
     pub drop_reasons: HashMap<u32, String>,
-    bpffs: PathBuf,
+    /// The run's own pin directory in bpffs (removed when this is dropped).
+    bpffs: share::PinDir,
     /// Handles on the maps every object shares, in `share::SHARED_MAPS` order.
     shared: Vec<MapData>,
     /// The TC programs: one object for every site, or one per site.

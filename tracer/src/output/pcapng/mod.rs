@@ -3,12 +3,15 @@
 //! copied them, its length at the hook kept), one Interface Description Block per traced
 //! (pod, interface), named `pod/interface`, and on each packet a comment with what the
 //! tracer knows: flow, direction relative to the VIP, and on the routed hop the decision.
+//! How the file is opened and rotated is [`file`]'s.
+mod file;
+
 use std::{
     borrow::Cow,
     collections::HashMap,
     fs::File,
     io::{BufWriter, Write},
-    path::Path,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -24,6 +27,9 @@ use pcap_file::{
     DataLink,
 };
 
+use file::Counted;
+pub use file::Limits;
+
 use super::text::{decision_text, flow_title};
 use crate::{
     correlate::flows::{Hop, PathDir},
@@ -31,8 +37,12 @@ use crate::{
     output::stamp::Stamp,
 };
 
+type Writer = PcapNgWriter<Counted<BufWriter<File>>>;
+
 pub struct Pcap {
-    writer: PcapNgWriter<BufWriter<File>>,
+    writer: Writer,
+    path: PathBuf,
+    limits: Limits,
     /// (pod label, interface name) -> interface id in the file.
     ifaces: HashMap<(String, String), u32>,
     snap_len: u32,
@@ -42,13 +52,11 @@ pub struct Pcap {
 }
 
 impl Pcap {
-    pub fn create(path: &Path, snap_len: u32, stamp: Stamp) -> Result<Pcap> {
-        let file = File::create(path)
-            .with_context(|| format!("cannot create the pcap file {}", path.display()))?;
-        let writer = PcapNgWriter::new(BufWriter::with_capacity(1 << 16, file))
-            .with_context(|| format!("cannot write the pcap file {}", path.display()))?;
+    pub fn create(path: &Path, snap_len: u32, limits: Limits, stamp: Stamp) -> Result<Pcap> {
         Ok(Pcap {
-            writer,
+            writer: open(path, limits.overwrite)?,
+            path: path.to_owned(),
+            limits,
             ifaces: HashMap::new(),
             snap_len,
             stamp,
@@ -64,7 +72,24 @@ impl Pcap {
         if let Err(e) = self.write(h) {
             log::warn!("the pcap file is incomplete: writing it failed: {e}");
             self.failed = true;
+            return;
         }
+        if self.writer.get_ref().bytes >= self.limits.max_bytes {
+            if let Err(e) = self.rotate() {
+                log::warn!("the pcap file stops here: rotating it failed: {e:#}");
+                self.failed = true;
+            }
+        }
+    }
+
+    /// The full file becomes FILE.1 and a new FILE starts, with its own section and
+    /// interface descriptions (a reader of either file needs them).
+    fn rotate(&mut self) -> Result<()> {
+        self.writer.get_mut().flush()?;
+        std::fs::rename(&self.path, file::rotated(&self.path))?;
+        self.writer = open(&self.path, false)?;
+        self.ifaces.clear();
+        Ok(())
     }
 
     fn write(&mut self, h: &Hop) -> Result<(), pcap_file::PcapError> {
@@ -115,6 +140,16 @@ impl Pcap {
             let _ = self.writer.get_mut().flush();
         }
     }
+}
+
+/// A new pcapng file at `path` (see [`file::create`]), its section header written.
+fn open(path: &Path, overwrite: bool) -> Result<Writer> {
+    let file = file::create(path, overwrite)?;
+    let out = Counted {
+        inner: BufWriter::with_capacity(1 << 16, file),
+        bytes: 0,
+    };
+    PcapNgWriter::new(out).with_context(|| format!("cannot write the pcap file {}", path.display()))
 }
 
 /// What the tracer knows about the hop, on one line: "flow #1 tcp 169.254.100.150:35000
