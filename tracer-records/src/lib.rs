@@ -100,6 +100,21 @@ impl Record<'_> {
         }
     }
 
+    /// The namespace a record is about, where it names one (a flow summary of a node
+    /// without the proxy names "").
+    pub fn netns(&self) -> Option<&str> {
+        match self {
+            Record::Ready(r) => Some(&r.netns),
+            Record::Hop(r) => Some(&r.netns),
+            Record::Decision(r) => Some(&r.netns),
+            Record::Route(r) => Some(&r.netns),
+            Record::Drop(r) => Some(&r.netns),
+            Record::Change(r) => Some(&r.netns),
+            Record::Flow(r) => Some(&r.netns),
+            Record::Lost(_) | Record::Evicted(_) | Record::Distribution(_) => None,
+        }
+    }
+
     /// The kernel (CLOCK_MONOTONIC) time of a record that has one.
     pub fn ts_ns(&self) -> Option<u64> {
         match self {
