@@ -69,7 +69,7 @@ fn flood(lab: &Lab) -> u64 {
 
 #[derive(Default)]
 struct Kept {
-    summaries: Vec<records::Flow>,
+    summaries: Vec<records::Flow<'static>>,
     lost: Vec<records::Lost>,
     /// Per-packet records of the flood flow (hops), counted, not kept.
     flood_hops: u64,
@@ -82,7 +82,7 @@ fn is_flood(k: &records::FlowKey) -> bool {
 
 /// Floods through a paused tracer started with `extra` args, then compares its summary of
 /// the flood's flow with the frontends' counters.
-fn flood_counts_match(prefix: &str, extra: &[&str]) -> (records::Flow, Kept) {
+fn flood_counts_match(prefix: &str, extra: &[&str]) -> (records::Flow<'static>, Kept) {
     let lab = lab_up(prefix);
     arm_truth(&lab);
     let kept = Arc::new(Mutex::new(Kept::default()));

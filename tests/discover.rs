@@ -395,10 +395,10 @@ fn netns_without_role_takes_the_role_discovery_finds() {
     assert_eq!(ready.len(), 1, "{ready:#?}");
     let r = ready[0];
     assert_eq!(
-        (r.netns.as_str(), r.role.as_str()),
+        (r.netns.as_ref(), r.role.as_ref()),
         (fe.as_str(), "frontend")
     );
-    let mut ifaces = r.interfaces.clone();
+    let mut ifaces = r.interfaces.to_vec();
     ifaces.sort();
     let mut want = vec![n.fe_ext.to_string(), n.fea_conduit.to_string()];
     want.sort();
@@ -455,7 +455,7 @@ fn netns_without_role_takes_the_role_discovery_finds() {
     let f = tracer.stop(libc::SIGINT);
     assert!(f.status.success(), "{}", f.stderr);
     let r = f.readies()[0].clone();
-    assert_eq!((r.netns.as_str(), r.role.as_str()), (tg.as_str(), "target"));
+    assert_eq!((r.netns.as_ref(), r.role.as_ref()), (tg.as_str(), "target"));
     assert!(r.interfaces.iter().any(|i| i == n.tg_if), "{r:#?}");
     assert!(
         r.notes.iter().any(|n| n == "role target, from discovery"),

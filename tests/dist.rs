@@ -84,11 +84,7 @@ fn the_dist_binary_traces_the_lab_from_an_empty_root() {
     let f = tracer.stop(libc::SIGINT);
     assert!(f.status.success(), "{}", f.stderr);
 
-    let ready: Vec<&str> = f
-        .of_type("ready")
-        .iter()
-        .filter_map(|r| r["netns"].as_str())
-        .collect();
+    let ready: Vec<&str> = f.readies().iter().map(|r| &*r.netns).collect();
     for role in [Role::Proxy, Role::FrontendA, Role::FrontendB, Role::Target] {
         assert!(
             ready.contains(&lab.ns(role).as_str()),
@@ -101,14 +97,17 @@ fn the_dist_binary_traces_the_lab_from_an_empty_root() {
         .collect();
     assert_eq!(used.len(), 1, "{used:?}");
     let flow = f
-        .of_type("flow")
+        .flows()
         .into_iter()
-        .find(|r| r["netns"] == lab.ns(Role::Proxy) && r["client_port"] == port)
-        .unwrap_or_else(|| panic!("no proxy summary: {:?}", f.records));
+        .find(|r| r.netns == lab.ns(Role::Proxy) && r.flow.client_port == port)
+        .unwrap_or_else(|| panic!("no proxy summary: {:?}", f.lines));
     assert_eq!(
-        flow["egress"]["nexthop"],
-        lab.frontend_conduit_ip(used[0], false).to_string(),
-        "{flow}"
+        flow.egress.nexthop.map(|n| n.to_string()),
+        Some(lab.frontend_conduit_ip(used[0], false).to_string()),
+        "{flow:?}"
     );
-    assert!(f.records.iter().all(|r| r["node"] == "x2-node"));
+    assert!(f
+        .lines
+        .iter()
+        .all(|r| r.stamp.node.as_deref() == Some("x2-node")));
 }

@@ -68,7 +68,7 @@ fn the_frontend(counts: &[(Role, u64)], what: &str) -> (Role, u64) {
     *used[0]
 }
 
-fn flow(f: &Finished, vip: IpAddr, port: u16) -> &records::Flow {
+fn flow(f: &Finished, vip: IpAddr, port: u16) -> &records::Flow<'static> {
     let flows: Vec<&records::Flow> = f
         .flows()
         .into_iter()
@@ -83,7 +83,7 @@ fn flow(f: &Finished, vip: IpAddr, port: u16) -> &records::Flow {
 }
 
 /// Hops and route lookups of one flow, in the order the tracer printed them.
-fn flow_records(f: &Finished, vip: IpAddr, port: u16) -> Vec<&Record> {
+fn flow_records(f: &Finished, vip: IpAddr, port: u16) -> Vec<&Record<'static>> {
     f.lines
         .iter()
         .map(|l| &l.record)
@@ -99,7 +99,7 @@ fn flow_records(f: &Finished, vip: IpAddr, port: u16) -> Vec<&Record> {
         .collect()
 }
 
-fn hop<'a>(recs: &[&'a Record], ifname: &str, dir: &str, flags: &str) -> &'a records::Hop {
+fn hop<'a>(recs: &[&'a Record<'a>], ifname: &str, dir: &str, flags: &str) -> &'a records::Hop<'a> {
     recs.iter()
         .find_map(|r| match r {
             Record::Hop(h) if h.ifname == ifname && h.dir == dir && h.tcp_flags == flags => Some(h),
@@ -169,7 +169,7 @@ fn check_flow(lab: &Lab, f: &Finished, vip: IpAddr, port: u16, table: u32) {
     assert_eq!(lookup.table, table, "{ctx}");
     assert_eq!(lookup.dev, "bridge0", "{ctx}");
     assert_eq!(
-        lookup.rule.as_ref().map(|r| r.selector.as_str()),
+        lookup.rule.as_ref().map(|r| r.selector.as_ref()),
         Some(format!("from {vip}").as_str()),
         "{ctx}"
     );

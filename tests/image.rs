@@ -238,12 +238,8 @@ fn the_image_traces_the_lab_from_a_podman_container() {
     let f = tracer.stop(libc::SIGINT);
     assert!(f.status.success(), "{:?}: {}", f.status, f.stderr);
 
-    let ready: Vec<&str> = f
-        .of_type("ready")
-        .iter()
-        .filter_map(|r| r["netns"].as_str())
-        .collect();
-    assert_eq!(ready, [proxy.as_str()], "{:?}", f.records);
+    let ready: Vec<&str> = f.readies().iter().map(|r| &*r.netns).collect();
+    assert_eq!(ready, [proxy.as_str()], "{:?}", f.lines);
     let mut per_frontend = [0, 0];
     for port in PORTS {
         let used: Vec<Role> = [Role::FrontendA, Role::FrontendB]
@@ -253,17 +249,20 @@ fn the_image_traces_the_lab_from_a_podman_container() {
         assert_eq!(used.len(), 1, "port {port}: {used:?}");
         per_frontend[usize::from(used[0] == Role::FrontendB)] += 1;
         let flow = f
-            .of_type("flow")
+            .flows()
             .into_iter()
-            .find(|r| r["netns"] == proxy.as_str() && r["client_port"] == port)
-            .unwrap_or_else(|| panic!("no proxy summary for port {port}: {:?}", f.records));
+            .find(|r| r.netns == proxy.as_str() && r.flow.client_port == port)
+            .unwrap_or_else(|| panic!("no proxy summary for port {port}: {:?}", f.lines));
         assert_eq!(
-            flow["egress"]["nexthop"],
-            lab.frontend_conduit_ip(used[0], false).to_string(),
-            "port {port}: {flow}"
+            flow.egress.nexthop.map(|n| n.to_string()),
+            Some(lab.frontend_conduit_ip(used[0], false).to_string()),
+            "port {port}: {flow:?}"
         );
     }
-    assert!(f.records.iter().all(|r| r["node"] == "i1-node"));
+    assert!(f
+        .lines
+        .iter()
+        .all(|r| r.stamp.node.as_deref() == Some("i1-node")));
     eprintln!(
         "image built in {built:?}, tracer ready {ready_after:?} after `podman run`, \
          {} connections: {} via frontend A, {} via frontend B, whole test {:?}",

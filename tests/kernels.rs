@@ -17,6 +17,7 @@ use std::{
 use lab::{Lab, LabSpec, Role, VIP4, VIP6};
 use serde_json::{json, Value};
 use support::{root_or_skip, Tracer};
+use tracer::records::{Decision, HookReason};
 
 /// Writes `value` as `$MERIDIO_KERNEL_OUT/<name>.json` when the matrix asked for it.
 fn report(name: &str, value: &Value) {
@@ -37,19 +38,9 @@ fn kernel_version() -> (u32, u32) {
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
-fn names(ready: &Value, key: &str) -> Vec<String> {
-    ready[key]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|h| {
-                    h.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| h["hook"].as_str().unwrap_or_default().to_string())
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// The hooks a ready record names as refused or unavailable.
+fn names(reasons: &[HookReason]) -> Vec<String> {
+    reasons.iter().map(|h| h.hook.to_string()).collect()
 }
 
 /// The ready record names every hook as attached, refused (with the kernel's reason) or
@@ -66,12 +57,12 @@ fn the_ready_record_says_what_this_kernel_offers() {
     let tracer = Tracer::start(&["--netns", &proxy, "--vip", "20.0.0.1", "--vip", "2000::1"]);
     let f = tracer.stop(libc::SIGINT);
     assert!(f.status.success(), "{}", f.stderr);
-    let ready = f.of_type("ready")[0].clone();
-    report("ready", &ready);
-    let hooks = names(&ready, "hooks");
-    let refused = names(&ready, "refused");
-    let unavailable = names(&ready, "unavailable");
-    let all = format!("{ready:#}");
+    let ready = f.readies()[0].clone();
+    report("ready", &serde_json::to_value(&ready).unwrap());
+    let hooks = ready.hooks.to_vec();
+    let refused = names(&ready.refused);
+    let unavailable = names(&ready.unavailable);
+    let all = serde_json::to_string_pretty(&ready).unwrap();
 
     let (major, minor) = kernel_version();
     let tc = if (major, minor) >= (6, 6) {
@@ -130,11 +121,8 @@ fn the_ready_record_says_what_this_kernel_offers() {
             assert!(hooked, "{func}: no hash hook on a Debian kernel: {all}");
         }
     }
-    for r in ready["refused"].as_array().unwrap() {
-        assert!(
-            !r["reason"].as_str().unwrap_or_default().is_empty(),
-            "a refusal without a reason: {r}"
-        );
+    for r in ready.refused.iter() {
+        assert!(!r.reason.is_empty(), "a refusal without a reason: {r:?}");
     }
 }
 
@@ -207,30 +195,22 @@ fn hash_hook_predicts_every_routed_packet(hook: &str, prefix: &str) {
         std::thread::sleep(Duration::from_millis(500));
         let f = tracer.stop(libc::SIGINT);
         assert!(f.status.success(), "{}", f.stderr);
-        let ready = f.of_type("ready")[0];
+        let ready = f.readies()[0];
         for func in ["fib_multipath_hash", "rt6_multipath_hash"] {
             let h = format!("{hook}:{func}");
-            assert!(
-                names(ready, "hooks").contains(&h),
-                "{h} did not attach: {ready:#}"
-            );
+            assert!(ready.hooks.contains(&h), "{h} did not attach: {ready:#?}");
         }
         for vip in [IpAddr::V4(VIP4), IpAddr::V6(VIP6)] {
-            let ds: Vec<&Value> = f
-                .of_type("decision")
+            let ds: Vec<&Decision> = f
+                .decisions()
                 .into_iter()
-                .filter(|d| d["vip"] == vip.to_string())
+                .filter(|d| d.flow.vip == vip)
                 .collect();
-            let flows: BTreeSet<u64> = ds
-                .iter()
-                .filter_map(|d| d["client_port"].as_u64())
-                .collect();
-            let agree = ds.iter().filter(|d| d["agree"] == true).count();
+            let flows: BTreeSet<u64> = ds.iter().map(|d| d.flow.client_port.into()).collect();
+            let agree = ds.iter().filter(|d| d.agree == Some(true)).count();
             let mut sources: BTreeMap<String, usize> = BTreeMap::new();
             for d in &ds {
-                *sources
-                    .entry(d["hash_source"].as_str().unwrap_or("?").to_string())
-                    .or_default() += 1;
+                *sources.entry(d.hash_source.to_string()).or_default() += 1;
             }
             // Every prediction made must hold, and the hook must have given the hash. In the
             // emulated machines 1 packet in about 1200 finds no sample within the 20 ms
@@ -238,14 +218,14 @@ fn hash_hook_predicts_every_routed_packet(hook: &str, prefix: &str) {
             // on 5.10, once); it is then `unknown` (never a wrong guess), or the skb's L4
             // hash under policy 1 (the kernel's own). Up to 1% of a round may be so,
             // counted in the report; a wrong prediction fails at once.
-            let from_hook = |d: &&Value| d["hash_source"] == want_source.as_str();
-            let wrong: Vec<&&Value> = ds.iter().filter(|d| d["agree"] == false).collect();
-            let unhooked: Vec<&&Value> = ds.iter().filter(|d| !from_hook(d)).collect();
-            let excused = |d: &&&Value| {
-                d["agree"] == Value::Null
-                    || (policy == 1 && d["hash_source"] == "skb L4 hash reused by policy 1")
+            let from_hook = |d: &&Decision| d.hash_source == want_source.as_str();
+            let wrong: Vec<&&Decision> = ds.iter().filter(|d| d.agree == Some(false)).collect();
+            let unhooked: Vec<&&Decision> = ds.iter().filter(|d| !from_hook(d)).collect();
+            let excused = |d: &&&Decision| {
+                d.agree.is_none()
+                    || (policy == 1 && d.hash_source == "skb L4 hash reused by policy 1")
             };
-            let wrong: Vec<&&Value> =
+            let wrong: Vec<&&Decision> =
                 if unhooked.len() * 100 > ds.len() || !unhooked.iter().all(excused) {
                     wrong.into_iter().chain(unhooked).collect()
                 } else {
@@ -267,7 +247,7 @@ fn hash_hook_predicts_every_routed_packet(hook: &str, prefix: &str) {
             if !wrong.is_empty() {
                 failures.push(format!(
                     "policy {policy} {vip}: {} of {} decisions not from {want_source} or not \
-                     agreeing, first: {}",
+                     agreeing, first: {:?}",
                     wrong.len(),
                     ds.len(),
                     wrong[0]

@@ -39,7 +39,10 @@ fn whole_path(prefix: &str, extra: &[&str]) -> Tracer {
 
 /// Stops the tracer (it must exit cleanly) and returns its records and the distribution of
 /// `vip`.
-fn stop_with_distribution(tracer: Tracer, vip: IpAddr) -> (Finished, records::Distribution) {
+fn stop_with_distribution(
+    tracer: Tracer,
+    vip: IpAddr,
+) -> (Finished, records::Distribution<'static>) {
     let f = tracer.stop(libc::SIGINT);
     assert!(f.status.success(), "tracer failed: {}", f.stderr);
     let d = f
@@ -226,7 +229,10 @@ fn one_connection_names_its_frontend_and_the_target_nfqlb_chose() {
             .map(|fe| lab.ns(*fe))
             .collect();
         let fe_in = p.frontend_in.as_ref().expect("the frontend it entered by");
-        assert!(entered.contains(&fe_in.netns), "{entered:?} {fe_in:?}");
+        assert!(
+            entered.contains(&fe_in.netns.to_string()),
+            "{entered:?} {fe_in:?}"
+        );
         if entered.len() == 1 {
             assert_eq!(p.lb.len(), 1, "one choice for a short flow: {:?}", p.lb);
         }

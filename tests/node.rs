@@ -23,7 +23,7 @@ fn carried(lab: &Lab, name: &str) -> Role {
 }
 
 /// The proxy's flow summary of the flow from client port `port`.
-fn proxy_flow(f: &Finished, port: u16) -> &records::Flow {
+fn proxy_flow(f: &Finished, port: u16) -> &records::Flow<'static> {
     f.flows()
         .into_iter()
         .find(|s| s.flow.client_port == port && s.egress.nexthop.is_some())
@@ -55,7 +55,7 @@ fn without_arguments_every_discovered_vip_is_traced() {
     assert!(f.status.success(), "{}", f.stderr);
 
     let ready = f.readies();
-    let traced: Vec<&str> = ready.iter().map(|r| r.netns.as_str()).collect();
+    let traced: Vec<&str> = ready.iter().map(|r| r.netns.as_ref()).collect();
     for role in [Role::Proxy, Role::FrontendA, Role::FrontendB, Role::Target] {
         assert!(
             traced.contains(&lab.ns(role).as_str()),
@@ -64,7 +64,7 @@ fn without_arguments_every_discovered_vip_is_traced() {
     }
     for r in &ready {
         assert_eq!(r.vips_from, "discovery", "{r:?}");
-        let mut vips = r.vips.clone();
+        let mut vips = r.vips.to_vec();
         vips.sort();
         assert_eq!(vips, [v4, v6], "{r:?}");
     }
@@ -150,38 +150,37 @@ fn every_record_says_node_and_wall_clock() {
     assert!(read_error < 1_000_000, "{ready:?}");
     eprintln!("wall-clock offset read within {read_error} ns");
     let (mut timed, mut offset) = (0, None);
-    for r in &f.records {
-        assert_eq!(r["node"], "x1-worker-7", "{r}");
-        let Some(ts) = r["ts_ns"].as_u64() else {
-            assert!(r.get("wall_ns").is_none() && r.get("time").is_none(), "{r}");
+    for r in &f.lines {
+        let s = &r.stamp;
+        assert_eq!(s.node.as_deref(), Some("x1-worker-7"), "{r:?}");
+        let Some(ts) = r.record.ts_ns() else {
+            assert!(s.wall_ns.is_none() && s.time.is_none(), "{r:?}");
             continue;
         };
         timed += 1;
-        let wall = r["wall_ns"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("no wall_ns: {r}")) as i128;
-        let time = r["time"].as_str().unwrap();
+        let wall = s.wall_ns.unwrap_or_else(|| panic!("no wall_ns: {r:?}")) as i128;
+        let time = s.time.as_deref().unwrap();
         let parsed: jiff::Timestamp = time.parse().unwrap();
-        assert_eq!(parsed.as_nanosecond(), wall, "{r}");
-        if r["type"] == "hop" && (r["sport"] == port || r["dport"] == port) {
+        assert_eq!(parsed.as_nanosecond(), wall, "{r:?}");
+        if matches!(&r.record, records::Record::Hop(h) if h.sport == port || h.dport == port) {
             // The packets were on the wire between the two readings (1 ms of slack for
             // the conversion and the readings themselves).
             assert!(
                 wall >= before - 1_000_000 && wall <= after + 1_000_000,
-                "hop at {wall} outside [{before}, {after}]: {r}"
+                "hop at {wall} outside [{before}, {after}]: {r:?}"
             );
         }
         // One offset for the whole run.
         assert_eq!(
             wall - ts as i128,
             *offset.get_or_insert(wall - ts as i128),
-            "{r}"
+            "{r:?}"
         );
     }
     let hops = f
-        .of_type("hop")
+        .hops()
         .into_iter()
-        .filter(|r| r["sport"] == port || r["dport"] == port)
+        .filter(|h| h.sport == port || h.dport == port)
         .count();
     assert!(
         hops >= 4 && timed >= hops,
@@ -199,8 +198,8 @@ fn every_record_says_node_and_wall_clock() {
             .stdout,
     )
     .unwrap();
-    for r in &f.records {
-        assert_eq!(r["node"], host.trim(), "{r}");
+    for r in &f.lines {
+        assert_eq!(r.stamp.node.as_deref(), Some(host.trim()), "{r:?}");
     }
-    assert!(!f.records.is_empty());
+    assert!(!f.lines.is_empty());
 }

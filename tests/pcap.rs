@@ -145,7 +145,7 @@ fn check(lab: &Lab, flows: &[(IpAddr, u16)], f: &Finished, file: &str, snap: u64
     for (h, p) in hops.iter().zip(&packets) {
         let ctx = format!("hop {h:?}\npacket {p:?}");
         assert_eq!(p.iface, format!("{}/{}", h.netns, h.ifname), "{ctx}");
-        let proto = h.proto.as_str();
+        let proto = h.proto.as_ref();
         assert!(
             p.comment
                 .starts_with(&format!("flow #{} {proto} ", h.flow_id)),

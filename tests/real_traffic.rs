@@ -14,6 +14,7 @@ use std::{
 use lab::{netns::in_netns, Lab, Role, VIP4, VIP6};
 use serde_json::Value;
 use support::{lab_up, nft_counter, proc_stat, root_or_skip, view_command, Tracer};
+use tracer::records::{self, Flow, Hop};
 
 const GATEWAY4: Ipv4Addr = Ipv4Addr::new(169, 254, 100, 150);
 const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x100, 0x100, 0, 0, 0, 0, 0, 0x150);
@@ -121,45 +122,44 @@ fn a_proxy_with_empty_vip_tables_is_found_and_its_drops_named() {
     let after = no_route_drops(&lab);
     let f = tracer.stop(libc::SIGINT);
     assert!(f.status.success(), "{}", f.stderr);
-    let ready = f.of_type("ready");
+    let ready = f.readies();
     assert!(
-        ready.iter().any(|r| r["netns"] == px.as_str()),
+        ready.iter().any(|r| r.netns == px.as_str()),
         "the proxy was not traced: {ready:#?}"
     );
     let want = (after.0 - before.0, after.1 - before.1);
     eprintln!("proxy no-route drops (v4, v6): {want:?}");
     assert!(want.0 >= u64::from(N) && want.1 >= u64::from(N), "{want:?}");
 
-    let no_reasons = ready[0]["unavailable"]
-        .as_array()
-        .unwrap()
+    let no_reasons = ready[0]
+        .unavailable
         .iter()
-        .any(|u| u["hook"] == "drop reasons");
+        .any(|u| u.hook == "drop reasons");
     let reason = if no_reasons {
         "unknown (this kernel has no drop reasons)"
     } else {
         "IP_INNOROUTES"
     };
     for (port, expected) in [(9301u16, want.0), (9302, want.1)] {
-        let drops: Vec<&Value> = f
-            .of_type("drop")
+        let drops: Vec<&records::Drop> = f
+            .drops()
             .into_iter()
-            .filter(|d| d["client_port"] == port)
+            .filter(|d| d.flow.client_port == port)
             .collect();
         assert_eq!(drops.len() as u64, expected, "drop records of :{port}");
         for d in &drops {
-            assert_eq!(d["ifname"], "bridge0", "{d}");
-            assert_eq!(d["path"], "egress", "{d}");
-            assert_eq!(d["reason"], reason, "{d}");
+            assert_eq!(d.ifname, "bridge0", "{d:?}");
+            assert_eq!(d.path, "egress", "{d:?}");
+            assert_eq!(d.reason, reason, "{d:?}");
         }
-        let flows: Vec<&Value> = f
-            .of_type("flow")
+        let flows: Vec<&Flow> = f
+            .flows()
             .into_iter()
-            .filter(|s| s["client_port"] == port)
+            .filter(|s| s.flow.client_port == port)
             .collect();
         assert_eq!(flows.len(), 1, "{flows:#?}");
-        assert_eq!(flows[0]["drops"]["packets"], expected, "{}", flows[0]);
-        assert_eq!(flows[0]["egress"]["packets"], 0, "{}", flows[0]);
+        assert_eq!(flows[0].drops.packets, expected, "{:?}", flows[0]);
+        assert_eq!(flows[0].egress.packets, 0, "{:?}", flows[0]);
     }
 }
 
@@ -302,10 +302,15 @@ fn rx_packets(ns: &str, dev: &str) -> u64 {
 }
 
 /// The hops of one datagram size (`len`) at `ifname`/`dir`.
-fn hops_at<'a>(f: &'a support::Finished, ifname: &str, dir: &str, len: u64) -> Vec<&'a Value> {
-    f.of_type("hop")
+fn hops_at<'a>(
+    f: &'a support::Finished,
+    ifname: &str,
+    dir: &str,
+    len: u16,
+) -> Vec<&'a Hop<'static>> {
+    f.hops()
         .into_iter()
-        .filter(|h| h["ifname"] == ifname && h["dir"] == dir && h["len"] == len)
+        .filter(|h| h.ifname == ifname && h.dir == dir && h.len == len)
         .collect()
 }
 
@@ -368,14 +373,14 @@ fn qinq_frames_are_parsed_with_both_vlan_ids() {
     );
     assert_eq!(arrived, 2 * N as u64, "frames vb received");
 
-    let vlans = |h: &Value| {
+    let vlans = |h: &Hop| {
         (
-            h["vlan_tags"].as_u64().unwrap(),
-            h["vlan"].as_u64().unwrap(),
-            h["vlan_inner"].as_u64().unwrap(),
-            h["vlan_tpid"].as_u64().unwrap(),
-            h["vlan_pcp"].as_u64().unwrap(),
-            h["vlan_inner_pcp"].as_u64().unwrap(),
+            h.vlan_tags,
+            h.vlan,
+            h.vlan_inner,
+            h.vlan_tpid,
+            h.vlan_pcp,
+            h.vlan_inner_pcp,
         )
     };
     for (f, ifname, dir) in [(&fa, "va", "egress"), (&fb, "vb", "ingress")] {
@@ -385,10 +390,10 @@ fn qinq_frames_are_parsed_with_both_vlan_ids() {
             (48, (1, 300, 0, 0x8100, 6, 0)),
         ] {
             let hops = hops_at(f, ifname, dir, len);
-            assert_eq!(hops.len(), N, "{ifname} {dir}: {:#?}", f.of_type("hop"));
+            assert_eq!(hops.len(), N, "{ifname} {dir}: {:#?}", f.hops());
             for h in hops {
-                assert_eq!(vlans(h), want, "{ifname} {dir}: {h}");
-                assert_eq!(h["sport"], sport, "{h}");
+                assert_eq!(vlans(h), want, "{ifname} {dir}: {h:?}");
+                assert_eq!(h.sport, sport, "{h:?}");
             }
         }
     }
@@ -502,43 +507,43 @@ fn fragments_are_counted_in_their_flow_per_next_hop() {
             "{counter}: fragments at the frontends"
         );
 
-        let flows: Vec<&Value> = f
-            .of_type("flow")
+        let flows: Vec<&Flow> = f
+            .flows()
             .into_iter()
-            .filter(|s| s["client_port"] == port)
+            .filter(|s| s.flow.client_port == port)
             .collect();
         assert_eq!(flows.len(), 1, "{flows:#?}");
         let s = flows[0];
-        eprintln!("{counter}: summary {s}");
-        assert_eq!(s["egress"]["packets"], total, "{s}");
+        eprintln!("{counter}: summary {s:?}");
+        assert_eq!(s.egress.packets, total, "{s:?}");
         for (nh_ip, want) in &truth {
-            let got = s["egress"]["nexthops"]
-                .as_array()
-                .unwrap()
+            let got = s
+                .egress
+                .nexthops
                 .iter()
-                .find(|n| n["nexthop"] == nh_ip.to_string())
-                .map_or(0, |n| n["packets"].as_u64().unwrap());
-            assert_eq!(got, *want, "{counter}: next-hop {nh_ip}: {s}");
+                .find(|n| n.nexthop == Some(*nh_ip))
+                .map_or(0, |n| n.packets);
+            assert_eq!(got, *want, "{counter}: next-hop {nh_ip}: {s:?}");
         }
-        let fr = &s["fragments"];
-        assert_eq!(fr["routed"], total, "{s}");
-        assert_eq!(fr["datagrams"], u64::from(N), "{s}");
-        assert_eq!(fr["split"], 0, "{s}");
-        assert_eq!(fr["orphans"], 0, "{s}");
+        let fr = s.fragments.as_ref().unwrap_or_else(|| panic!("{s:?}"));
+        assert_eq!(fr.routed, total, "{s:?}");
+        assert_eq!(fr.datagrams, u64::from(N), "{s:?}");
+        assert_eq!(fr.split, 0, "{s:?}");
+        assert_eq!(fr.orphans, 0, "{s:?}");
         // Each fragment on the routed hop: its offset, and the next-hop it took.
-        let routed: Vec<&Value> = f
-            .of_type("hop")
+        let routed: Vec<&Hop> = f
+            .hops()
             .into_iter()
-            .filter(|h| h["ifname"] == "bridge0" && h["dir"] == "egress" && h["dport"] == port)
+            .filter(|h| h.ifname == "bridge0" && h.dir == "egress" && h.dport == port)
             .collect();
         assert_eq!(routed.len() as u64, total);
         for off in offsets {
-            let at: Vec<&&Value> = routed
+            let at: Vec<&&Hop> = routed
                 .iter()
-                .filter(|h| h["frag"]["offset"] == off)
+                .filter(|h| h.frag.as_ref().is_some_and(|f| u64::from(f.offset) == off))
                 .collect();
             assert_eq!(at.len() as u32, N, "{counter}: fragments at offset {off}");
-            assert!(at.iter().all(|h| h["nexthop"].is_string()), "{at:#?}");
+            assert!(at.iter().all(|h| h.nexthop.is_some()), "{at:#?}");
         }
     }
 }

@@ -30,7 +30,9 @@ fn lab_up(prefix: &str, table_v4: u32, table_v6: u32, hash_policy: u8) -> Lab {
 }
 
 /// A route change record's table and next-hops before and after.
-fn route_change(r: &Record) -> Option<(u32, &[records::Candidate], &[records::Candidate])> {
+fn route_change<'a>(
+    r: &'a Record<'a>,
+) -> Option<(u32, &'a [records::Candidate], &'a [records::Candidate])> {
     match r {
         Record::Change(records::Change {
             what:
@@ -47,7 +49,7 @@ fn route_change(r: &Record) -> Option<(u32, &[records::Candidate], &[records::Ca
 }
 
 /// A neighbour change record's address and MACs before and after.
-fn neighbour_change(r: &Record) -> Option<(IpAddr, Option<&str>, Option<&str>)> {
+fn neighbour_change<'a>(r: &'a Record<'a>) -> Option<(IpAddr, Option<&'a str>, Option<&'a str>)> {
     match r {
         Record::Change(records::Change {
             what: What::Neighbour { ip, before, after },
@@ -59,7 +61,7 @@ fn neighbour_change(r: &Record) -> Option<(IpAddr, Option<&str>, Option<&str>)> 
 
 /// The decisions of the test's TCP flows to `vip`: the proxy's own traffic to the VIP (an
 /// IPv6 neighbour solicitation, seen on 6.1) is a flow of the VIP too.
-fn decisions(f: &Finished, vip: IpAddr) -> Vec<&records::Decision> {
+fn decisions(f: &Finished, vip: IpAddr) -> Vec<&records::Decision<'static>> {
     f.decisions()
         .into_iter()
         .filter(|d| d.flow.vip == vip && d.flow.proto == "tcp")
@@ -114,7 +116,7 @@ fn rule_table_and_candidates_are_the_configured_ones() {
             "{flow:?}\nroutes: {routes:#?}"
         );
         assert_eq!(
-            flow.egress.rule.as_ref().map(|r| r.selector.as_str()),
+            flow.egress.rule.as_ref().map(|r| r.selector.as_ref()),
             Some(format!("from {vip}").as_str())
         );
     }
@@ -262,8 +264,8 @@ fn weighted_distribution_matches_what_the_frontends_received() {
     let dist = f.distributions();
     let Some(d) = dist.iter().find(|d| d.vip == IpAddr::V4(VIP4)) else {
         let kinds: std::collections::BTreeMap<String, usize> =
-            f.records.iter().fold(Default::default(), |mut m, r| {
-                *m.entry(r["type"].to_string()).or_default() += 1;
+            f.lines.iter().fold(Default::default(), |mut m, r| {
+                *m.entry(r.record.type_name().to_string()).or_default() += 1;
                 m
             });
         panic!(
@@ -442,7 +444,7 @@ fn a_flow_dropped_in_the_proxy_is_reported_with_a_reason() {
         assert_eq!(lab.frontend_counter(fe, "dropped").unwrap(), 0);
     }
     let drops = f.drops();
-    assert!(!drops.is_empty(), "no drop reported: {:#?}", f.records);
+    assert!(!drops.is_empty(), "no drop reported: {:#?}", f.lines);
     // Before 5.17 the kernel has no drop reasons: the ready record says so, and the drop
     // says the reason is unknown rather than guess one.
     let no_reasons = f.readies()[0]

@@ -29,10 +29,10 @@ use std::{
 };
 
 use lab::{Lab, Role, VIP4, VIP_PORT};
-use serde_json::Value;
 use support::{
     our_program_ids, root_or_skip, rss_kib, run_tracer, tc_state, PipedTracer, Tracer, TRACER,
 };
+use tracer::records::{Flow, Hop, Line, Lost, Ready, Record};
 
 const VIP: &str = "20.0.0.1";
 /// The gateway's address; the lab's replies (and the UDP flood) go there.
@@ -73,23 +73,36 @@ fn egress_truth(lab: &Lab, port: u16) -> (u64, u64) {
     (n(Role::FrontendA), n(Role::FrontendB))
 }
 
-fn summary(records: &[Value], port: u16) -> &Value {
+fn summary<'a>(records: &'a [Line], port: u16) -> &'a Flow<'a> {
     records
         .iter()
-        .find(|r| r["type"] == "flow" && r["vip"] == VIP && r["client_port"] == port)
+        .find_map(|r| match &r.record {
+            Record::Flow(f) if f.flow.vip.to_string() == VIP && f.flow.client_port == port => {
+                Some(f)
+            }
+            _ => None,
+        })
         .unwrap_or_else(|| panic!("no flow summary for port {port}"))
 }
 
 /// Hops of the TCP flow of one client port.
-fn hops_of(records: &[Value], port: u16) -> Vec<&Value> {
+fn hops_of<'a>(records: &'a [Line], port: u16) -> Vec<&'a Hop<'a>> {
     records
         .iter()
-        .filter(|r| r["type"] == "hop" && r["proto"] == "tcp")
-        .filter(|r| {
-            (r["path"] == "ingress" && r["sport"] == port)
-                || (r["path"] == "egress" && r["dport"] == port)
+        .filter_map(|r| match &r.record {
+            Record::Hop(h) if h.proto == "tcp" => Some(h),
+            _ => None,
+        })
+        .filter(|h| {
+            (h.path == "ingress" && h.sport == port) || (h.path == "egress" && h.dport == port)
         })
         .collect()
+}
+
+/// Whether the ready record names a hook containing `hook` (a hook's text goes on with
+/// how it attached, e.g. " (tcx)").
+fn has_hook(ready: &Ready, hook: &str) -> bool {
+    ready.hooks.iter().any(|h| h.contains(hook))
 }
 
 // ---- passive ----
@@ -154,16 +167,16 @@ fn a_tc_drop_filter_keeps_dropping_while_traced() {
             f.status,
             f.stderr
         );
-        let hooks = f.of_type("ready")[0]["hooks"].to_string();
+        let hooks = &f.readies()[0].hooks;
         for fe in [Role::FrontendA, Role::FrontendB] {
             let hook = format!("tc:{}/egress", lab.proxy_port_towards(fe));
             assert!(
-                hooks.contains(&hook),
-                "the tracer was not on {hook}: {hooks}"
+                hooks.iter().any(|h| h.contains(&hook)),
+                "the tracer was not on {hook}: {hooks:?}"
             );
         }
         assert!(
-            !hops_of(&f.records, open).is_empty(),
+            !hops_of(&f.lines, open).is_empty(),
             "the working flow was traced ({mode})"
         );
         // The tracer took nothing away: the same qdiscs and filters.
@@ -174,10 +187,10 @@ fn a_tc_drop_filter_keeps_dropping_while_traced() {
         );
         // Informational (reported): the dropped flow as the tracer saw it.
         let seen = f
-            .of_type("flow")
+            .flows()
             .into_iter()
-            .find(|s| s["client_port"] == dropped)
-            .map(|s| format!("egress {} drops {}", s["egress"]["packets"], s["drops"]));
+            .find(|s| s.flow.client_port == dropped)
+            .map(|s| format!("egress {} drops {:?}", s.egress.packets, s.drops));
         eprintln!("--attach {mode}: dropped flow {dropped} as traced: {seen:?}");
     }
     assert_times_out(&lab, 35992, "after the tracer exited");
@@ -404,43 +417,44 @@ fn a_tc_mark_program_keeps_steering_while_traced() {
         );
 
         for &port in &traced {
-            let hops = hops_of(&f.records, port);
-            let at_bridge: Vec<_> = hops.iter().filter(|h| h["ifname"] == "bridge0").collect();
+            let hops = hops_of(&f.lines, port);
+            let at_bridge: Vec<_> = hops.iter().filter(|h| h.ifname == "bridge0").collect();
             assert!(
                 at_bridge.len() >= 2,
                 "port {port} ({mode}): no replies at bridge0 in {hops:#?}"
             );
             for h in at_bridge {
-                assert_eq!(
-                    h["mark"], 0x77,
-                    "port {port} ({mode}): mark at bridge0: {h}"
-                );
+                assert_eq!(h.mark, 0x77, "port {port} ({mode}): mark at bridge0: {h:?}");
             }
-            let s = summary(&f.records, port);
+            let s = summary(&f.lines, port);
             let (_, b) = egress_truth(&lab, port);
-            let ctx = format!("port {port} ({mode}): {s}");
-            assert_eq!(s["egress"]["nexthop"], feb_ip.as_str(), "{ctx}");
+            let ctx = format!("port {port} ({mode}): {s:?}");
             assert_eq!(
-                s["egress"]["ifname"],
-                lab.proxy_port_towards(Role::FrontendB),
+                s.egress.nexthop.map(|n| n.to_string()).as_deref(),
+                Some(feb_ip.as_str()),
                 "{ctx}"
             );
             assert_eq!(
-                s["egress"]["packets"], b,
+                s.egress.ifname.as_deref(),
+                Some(lab.proxy_port_towards(Role::FrontendB)),
+                "{ctx}"
+            );
+            assert_eq!(
+                s.egress.packets, b,
                 "routed packets vs packets frontend B got: {ctx}"
             );
         }
         // Informational (reported): the lookup the mark redirected, and the summary.
         let first = traced[0];
         let route = f
-            .of_type("route")
+            .routes()
             .into_iter()
-            .find(|r| r["client_port"] == first && r["err"] == 0)
-            .map(|r| format!("table {} rule {}", r["table"], r["rule"]));
-        let s = summary(&f.records, first);
+            .find(|r| r.flow.client_port == first && r.err == 0)
+            .map(|r| format!("table {} rule {:?}", r.table, r.rule));
+        let s = summary(&f.lines, first);
         eprintln!(
-            "--attach {mode}: port {first}: fib lookup {route:?}; summary rule {} table {}",
-            s["egress"]["rule"], s["egress"]["table"]
+            "--attach {mode}: port {first}: fib lookup {route:?}; summary rule {:?} table {:?}",
+            s.egress.rule, s.egress.table
         );
     }
 }
@@ -552,8 +566,9 @@ fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
 /// per-packet ones (hops, lookups, decisions), which are only counted.
 #[derive(Default)]
 struct Kept {
-    records: Vec<Value>,
+    records: Vec<Line<'static>>,
     flood_records: u64,
+    /// Lines that do not read as typed records.
     not_json: Vec<String>,
 }
 
@@ -561,8 +576,13 @@ fn keep_json(kept: &Arc<Mutex<Kept>>) -> impl FnMut(&str) + Send + 'static {
     let kept = kept.clone();
     move |line| {
         let mut k = kept.lock().unwrap();
-        match serde_json::from_str::<Value>(line) {
-            Ok(v) if v["proto"] == "udp" && v["type"] != "flow" => k.flood_records += 1,
+        // The flood's per-packet records, told by their text as the soak counts them: the
+        // reader must keep up with the flood, and a typed parse of each would slow it.
+        if line.contains(r#""proto":"udp""#) && !line.contains(r#""type":"flow""#) {
+            k.flood_records += 1;
+            return;
+        }
+        match serde_json::from_str::<Line>(line) {
             Ok(v) => k.records.push(v),
             Err(_) => k.not_json.push(line.to_string()),
         }
@@ -633,7 +653,7 @@ fn overload_is_reported_and_the_tracer_catches_up() {
             .unwrap()
             .records
             .iter()
-            .any(|r| r["type"] == "lost")
+            .any(|r| matches!(r.record, Record::Lost(_)))
     };
     assert!(
         wait_for(30, lost_seen),
@@ -659,23 +679,30 @@ fn overload_is_reported_and_the_tracer_catches_up() {
         "lines that are not JSON: {:?}",
         k.not_json
     );
-    let lost: Vec<&Value> = k.records.iter().filter(|r| r["type"] == "lost").collect();
-    let counts: Vec<u64> = lost.iter().map(|r| r["count"].as_u64().unwrap()).collect();
+    let lost: Vec<&Lost> = k
+        .records
+        .iter()
+        .filter_map(|r| match &r.record {
+            Record::Lost(l) => Some(l),
+            _ => None,
+        })
+        .collect();
+    let counts: Vec<u64> = lost.iter().map(|r| r.count).collect();
     assert!(
         counts.iter().all(|&n| n > 0),
         "a lost record without loss: {lost:?}"
     );
     assert_eq!(
         counts.iter().sum::<u64>(),
-        lost.last().unwrap()["total"].as_u64().unwrap(),
+        lost.last().unwrap().total,
         "the counts add up to the total: {lost:?}"
     );
     eprintln!(
         "lost records: {lost:?}; flood records printed: {}",
         k.flood_records
     );
-    let pos = |pred: &dyn Fn(&Value) -> bool| k.records.iter().position(pred);
-    let first_lost = pos(&|r| r["type"] == "lost").unwrap();
+    let pos = |pred: &dyn Fn(&Line) -> bool| k.records.iter().position(pred);
+    let first_lost = pos(&|r| matches!(r.record, Record::Lost(_))).unwrap();
     let first_hop = pos(&|r| hops_of(std::slice::from_ref(r), port).len() == 1).unwrap();
     assert!(
         first_lost < first_hop,
@@ -684,7 +711,7 @@ fn overload_is_reported_and_the_tracer_catches_up() {
     // Nothing of that connection is missing: every reply the frontends got was traced.
     let (a, b) = egress_truth(&lab, port);
     let s = summary(&k.records, port);
-    assert_eq!(s["egress"]["packets"], a + b, "after the flood: {s}");
+    assert_eq!(s.egress.packets, a + b, "after the flood: {s:?}");
 }
 
 /// The text view says `records lost` under the same overload.
@@ -786,9 +813,8 @@ fn a_stalled_output_does_not_split_flows() {
     let slow = slow_connection(&lab);
     let fin_printed = wait_for(10, || {
         kept.lock().unwrap().records.iter().any(|r| {
-            r["type"] == "hop"
-                && r["dport"] == SLOW_PORT
-                && r["tcp_flags"].to_string().contains("FIN")
+            matches!(&r.record, Record::Hop(h)
+                if h.dport == SLOW_PORT && h.tcp_flags.contains("FIN"))
         })
     });
     assert!(fin_printed, "the slow connection's FIN was not traced");
@@ -805,23 +831,24 @@ fn a_stalled_output_does_not_split_flows() {
     assert!(status.success(), "tracer exit {status:?}: {stderr}");
 
     let k = kept.lock().unwrap();
-    let lost: Vec<_> = k.records.iter().filter(|r| r["type"] == "lost").collect();
+    let lost: Vec<_> = k
+        .records
+        .iter()
+        .filter(|r| matches!(r.record, Record::Lost(_)))
+        .collect();
     assert!(lost.is_empty(), "records lost: {lost:?}");
-    let summaries = |pred: &dyn Fn(&Value) -> bool| -> Vec<(Value, Value, Value)> {
+    let summaries = |pred: &dyn Fn(&Flow) -> bool| -> Vec<(u32, u64, u64)> {
         k.records
             .iter()
-            .filter(|r| r["type"] == "flow" && pred(r))
-            .map(|r| {
-                (
-                    r["flow_id"].clone(),
-                    r["ingress"]["packets"].clone(),
-                    r["egress"]["packets"].clone(),
-                )
+            .filter_map(|r| match &r.record {
+                Record::Flow(f) if pred(f) => Some(f),
+                _ => None,
             })
+            .map(|r| (r.flow_id, r.ingress.packets, r.egress.packets))
             .collect()
     };
     for &port in &ports {
-        let s = summaries(&|r| r["vip_port"] == VIP_PORT && r["client_port"] == port);
+        let s = summaries(&|r| r.flow.vip_port == VIP_PORT && r.flow.client_port == port);
         let truth = |dir: &str| -> u64 {
             [Role::FrontendA, Role::FrontendB]
                 .iter()
@@ -834,9 +861,9 @@ fn a_stalled_output_does_not_split_flows() {
             1,
             "port {port}: summaries (flow id, ingress, egress packets) {s:?}; truth {inp} in, {eg} out"
         );
-        assert_eq!((&s[0].1, &s[0].2), (&inp.into(), &eg.into()), "port {port}");
+        assert_eq!((s[0].1, s[0].2), (inp, eg), "port {port}");
     }
-    let slow = summaries(&|r| r["vip_port"] == SLOW_PORT);
+    let slow = summaries(&|r| r.flow.vip_port == SLOW_PORT);
     assert_eq!(
         slow.len(),
         1,
@@ -946,58 +973,52 @@ p=$1; shift; PATH=$p exec "$@""#;
         );
         let ready = records
             .iter()
-            .find(|r| r["type"] == "ready")
-            .unwrap()
-            .clone();
+            .find_map(|r| match &r.record {
+                Record::Ready(r) => Some(r.clone()),
+                _ => None,
+            })
+            .unwrap();
         (ready, stderr)
     };
 
     let (ready, stderr) = run("/usr/sbin:/usr/bin:/sbin:/bin", 36300, &[]);
     assert!(stderr.contains("mounted tracefs"), "{stderr}");
-    let hooks = ready["hooks"].to_string();
     assert!(
-        hooks.contains("raw_tracepoint:fib_table_lookup")
-            && hooks.contains("raw_tracepoint:fib6_table_lookup")
-            && hooks.contains("tracepoint:skb/kfree_skb"),
-        "{ready}"
+        has_hook(&ready, "raw_tracepoint:fib_table_lookup")
+            && has_hook(&ready, "raw_tracepoint:fib6_table_lookup")
+            && has_hook(&ready, "tracepoint:skb/kfree_skb"),
+        "{ready:?}"
     );
 
     let (ready, stderr) = run("/nonexistent", 36301, &[]);
-    let hooks = ready["hooks"].to_string();
     assert!(
-        hooks.contains("raw_tracepoint:fib_table_lookup")
-            && hooks.contains("raw_tracepoint:fib6_table_lookup"),
-        "the raw fib hooks need no tracefs: {ready}\n{stderr}"
+        has_hook(&ready, "raw_tracepoint:fib_table_lookup")
+            && has_hook(&ready, "raw_tracepoint:fib6_table_lookup"),
+        "the raw fib hooks need no tracefs: {ready:?}\n{stderr}"
     );
-    let refused = ready["refused"].as_array().unwrap();
-    let drop = refused
+    let drop = ready
+        .refused
         .iter()
-        .find(|r| r["hook"] == "tracepoint:skb/kfree_skb")
-        .unwrap_or_else(|| panic!("kfree_skb not refused: {ready}\n{stderr}"));
+        .find(|r| r.hook == "tracepoint:skb/kfree_skb")
+        .unwrap_or_else(|| panic!("kfree_skb not refused: {ready:?}\n{stderr}"));
     assert!(
-        drop["reason"].as_str().unwrap().contains("tracefs"),
-        "reason names tracefs: {drop}"
+        drop.reason.contains("tracefs"),
+        "reason names tracefs: {drop:?}"
     );
 
     let (ready, stderr) = run("/nonexistent", 36302, &["--fib-hook", "tracepoint"]);
-    let refused = ready["refused"].as_array().unwrap();
     for tp in [
         "tracepoint:fib/fib_table_lookup",
         "tracepoint:fib6/fib6_table_lookup",
     ] {
-        let r = refused
+        let r = ready
+            .refused
             .iter()
-            .find(|r| r["hook"] == tp)
-            .unwrap_or_else(|| panic!("{tp} not refused: {ready}\n{stderr}"));
-        assert!(
-            r["reason"].as_str().unwrap().contains("tracefs"),
-            "reason names tracefs: {r}"
-        );
+            .find(|r| r.hook == tp)
+            .unwrap_or_else(|| panic!("{tp} not refused: {ready:?}\n{stderr}"));
+        assert!(r.reason.contains("tracefs"), "reason names tracefs: {r:?}");
     }
-    assert!(
-        ready["hooks"].to_string().contains("tc:bridge0/egress"),
-        "{ready}"
-    );
+    assert!(has_hook(&ready, "tc:bridge0/egress"), "{ready:?}");
     assert_eq!(host_mounts(), mounts_before, "the machine's mounts changed");
 }
 
@@ -1057,20 +1078,19 @@ fn exchange_from(src: Ipv4Addr, port: u16) -> std::io::Result<()> {
 struct SoakCount {
     hops: u64,
     /// Flow summaries by client address and port: (flow id, ingress, egress packets).
-    flows: std::collections::HashMap<String, Vec<(Value, Value, Value)>>,
+    flows: std::collections::HashMap<String, Vec<(u32, u64, u64)>>,
     lost: Vec<String>,
     other: u64,
 }
 
 impl SoakCount {
     fn flow(&mut self, line: &str) {
-        let v: Value = serde_json::from_str(line).expect("a flow summary is JSON");
-        let key = format!("{}:{}", v["client"], v["client_port"]);
-        let seen = (
-            v["flow_id"].clone(),
-            v["ingress"]["packets"].clone(),
-            v["egress"]["packets"].clone(),
-        );
+        let v: Line = serde_json::from_str(line).expect("a flow summary is a typed record");
+        let Record::Flow(v) = v.record else {
+            panic!("not a flow summary: {line}")
+        };
+        let key = format!("{}:{}", v.flow.client, v.flow.client_port);
+        let seen = (v.flow_id, v.ingress.packets, v.egress.packets);
         self.flows.entry(key).or_default().push(seen);
     }
 }
@@ -1198,11 +1218,7 @@ fn soak_keeps_memory_flat_and_loses_nothing() {
     let strangers: Vec<_> = c
         .flows
         .keys()
-        .filter(|k| {
-            !SOAK_CLIENTS
-                .iter()
-                .any(|a| k.starts_with(&format!("\"{a}\":")))
-        })
+        .filter(|k| !SOAK_CLIENTS.iter().any(|a| k.starts_with(&format!("{a}:"))))
         .collect();
     assert!(
         strangers.is_empty(),

@@ -13,8 +13,8 @@ use std::{
 };
 
 use lab::{vni, wait_ready, Lab, LabSpec, Node, Role, VIP4, VIP6};
-use serde_json::Value;
 use support::{root_or_skip, TRACER};
+use tracer::records::{Hop, Line, Merged, Record};
 
 /// The tracers' output files, removed also when the test fails.
 struct OutputDir(PathBuf);
@@ -46,7 +46,7 @@ fn carried(name: &str, read: impl Fn(Role) -> u64) -> (Role, u64) {
 }
 
 /// `tracer merge --json` of `inputs`, fed `stdin` (for `-`).
-fn merge(inputs: &[&Path], stdin: Option<&str>) -> (Vec<Value>, String) {
+fn merge(inputs: &[&Path], stdin: Option<&str>) -> (Vec<Merged<'static>>, String) {
     use std::io::Write;
     let mut child = Command::new(TRACER)
         .args(["merge", "--json"])
@@ -85,23 +85,43 @@ fn as_kubectl_logs(file: &Path, pod: &str) -> Vec<String> {
     lines
 }
 
+/// The merged record's hop, if it is one.
+fn as_hop<'a>(r: &'a Merged) -> Option<&'a Hop<'a>> {
+    match &r.line.record {
+        Record::Hop(h) => Some(h),
+        _ => None,
+    }
+}
+
+/// Whether the record is of the flow of the client's `port`: a hop from or to it, or a
+/// record carrying it as `client_port`.
+fn of_port(r: &Merged, port: u16) -> bool {
+    match &r.line.record {
+        Record::Hop(h) => h.sport == port || h.dport == port,
+        Record::Decision(d) => d.flow.client_port == port,
+        Record::Route(l) => l.flow.client_port == port,
+        Record::Drop(d) => d.flow.client_port == port,
+        Record::Flow(f) => f.flow.client_port == port,
+        Record::Ready(r) => r.client_port == Some(port),
+        Record::Lost(_) | Record::Evicted(_) | Record::Change(_) | Record::Distribution(_) => false,
+    }
+}
+
 /// (netns, ifname, dir) of the flow's hops carrying `flags` from `from_vip`'s side, in the
 /// merged order, restricted to the netns in `path`.
 fn hops(
-    timeline: &[&Value],
+    timeline: &[&Merged],
     flags: &str,
     from_vip: bool,
     path: &[String],
 ) -> Vec<(String, String, String)> {
     timeline
         .iter()
-        .filter(|r| r["type"] == "hop" && r["tcp_flags"] == flags)
-        .filter(|r| (r["sport"] == 4000) == from_vip)
-        .filter(|r| path.iter().any(|n| r["netns"] == n.as_str()))
-        .map(|r| {
-            let s = |k: &str| r[k].as_str().unwrap().to_string();
-            (s("netns"), s("ifname"), s("dir"))
-        })
+        .filter_map(|r| as_hop(r))
+        .filter(|h| h.tcp_flags == flags)
+        .filter(|h| (h.sport == 4000) == from_vip)
+        .filter(|h| path.iter().any(|n| h.netns == n.as_str()))
+        .map(|h| (h.netns.to_string(), h.ifname.to_string(), h.dir.to_string()))
         .collect()
 }
 
@@ -194,12 +214,12 @@ fn two_tracers_merged_show_each_flow_across_the_vxlan() {
     for (node, _, out, _) in &tracers {
         let text = std::fs::read_to_string(out).unwrap();
         for line in text.lines() {
-            let r: Value = serde_json::from_str(line).unwrap();
-            assert_eq!(r["node"], node_name(*node), "{r}");
+            let r: Line = serde_json::from_str(line).unwrap();
+            assert_eq!(r.stamp.node.as_deref(), Some(node_name(*node)), "{r:?}");
             // A flow summary of a node without the proxy names no netns ("").
-            if let Some(ns) = r["netns"].as_str().filter(|ns| !ns.is_empty()) {
+            if let Some(ns) = r.record.netns().filter(|ns| !ns.is_empty()) {
                 let on_node = lab.pods_on(*node).iter().any(|p| lab.ns(*p) == ns);
-                assert!(on_node, "the tracer on {node:?} reports {ns}: {r}");
+                assert!(on_node, "the tracer on {node:?} reports {ns}: {r:?}");
             }
         }
     }
@@ -225,23 +245,20 @@ fn two_tracers_merged_show_each_flow_across_the_vxlan() {
     let names = lab.names();
     for (vip, port) in flows {
         let v6 = vip.is_ipv6();
-        let timeline: Vec<&Value> = merged
-            .iter()
-            .filter(|r| r["client_port"] == port || r["sport"] == port || r["dport"] == port)
-            .collect();
-        let n = timeline[0]["timeline"].clone();
+        let timeline: Vec<&Merged> = merged.iter().filter(|r| of_port(r, port)).collect();
+        let n = timeline[0].timeline;
         assert!(
-            timeline.iter().all(|r| r["timeline"] == n),
+            timeline.iter().all(|r| r.timeline == n),
             "flow {port} in several timelines"
         );
         for r in &timeline {
-            if let Some(node) = r["netns"].as_str().and_then(node_of_ns) {
-                assert_eq!(r["node"], node_name(node), "{r}");
+            if let Some(node) = r.line.record.netns().and_then(node_of_ns) {
+                assert_eq!(r.line.stamp.node.as_deref(), Some(node_name(node)), "{r:?}");
             }
         }
         let walls: Vec<i64> = timeline
             .iter()
-            .filter_map(|r| r["wall_ns"].as_i64())
+            .filter_map(|r| r.line.stamp.wall_ns)
             .collect();
         assert!(
             walls.windows(2).all(|w| w[0] <= w[1]),
@@ -251,11 +268,11 @@ fn two_tracers_merged_show_each_flow_across_the_vxlan() {
         // Every successful lookup is filed under a namespace that has its table (the
         // node-wide hooks see every namespace's lookups, node B's included): ground truth
         // is the namespace's own routing table, read with `ip`.
-        for r in timeline
-            .iter()
-            .filter(|r| r["type"] == "route" && r["err"] == 0)
-        {
-            let (ns, table) = (r["netns"].as_str().unwrap(), r["table"].to_string());
+        for r in timeline.iter().filter_map(|r| match &r.line.record {
+            Record::Route(l) if l.err == 0 => Some(l),
+            _ => None,
+        }) {
+            let (ns, table) = (&*r.netns, r.table.to_string());
             let out = std::process::Command::new("ip")
                 .args([
                     "-n",
@@ -270,7 +287,7 @@ fn two_tracers_merged_show_each_flow_across_the_vxlan() {
                 .unwrap();
             assert!(
                 out.status.success() && !out.stdout.is_empty(),
-                "flow {port}: a lookup in table {table} filed under {ns}, which has no such table: {r}"
+                "flow {port}: a lookup in table {table} filed under {ns}, which has no such table: {r:?}"
             );
         }
 
@@ -342,10 +359,11 @@ fn two_tracers_merged_show_each_flow_across_the_vxlan() {
             "flow {port}: the SYN-ACK's path in the merged timeline"
         );
         // The proxy's next-hop is the frontend the counters name.
-        let routed: Vec<&str> = timeline
+        let routed: Vec<String> = timeline
             .iter()
-            .filter(|r| r["type"] == "hop" && r["netns"] == px.as_str() && r["dir"] == "egress")
-            .filter_map(|r| r["nexthop"].as_str())
+            .filter_map(|r| as_hop(r))
+            .filter(|h| h.netns == px.as_str() && h.dir == "egress")
+            .filter_map(|h| h.nexthop.map(|n| n.to_string()))
             .collect();
         let want = lab.frontend_conduit_ip(fe, v6).to_string();
         assert!(
@@ -355,11 +373,11 @@ fn two_tracers_merged_show_each_flow_across_the_vxlan() {
         // Every reply the proxy sent toward the frontend crossed the tunnel.
         let sent = timeline
             .iter()
-            .filter(|r| {
-                r["type"] == "hop"
-                    && r["netns"] == px.as_str()
-                    && r["ifname"] == lab.proxy_port_towards(fe)
-                    && r["dir"] == "egress"
+            .filter_map(|r| as_hop(r))
+            .filter(|h| {
+                h.netns == px.as_str()
+                    && h.ifname == lab.proxy_port_towards(fe)
+                    && h.dir == "egress"
             })
             .count() as u64;
         assert_eq!(

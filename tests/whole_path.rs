@@ -27,7 +27,7 @@ fn whole_path(prefix: &str, extra: &[&str]) -> Tracer {
     Tracer::start_command(&mut view_command(prefix, false, &args))
 }
 
-fn hop<'a>(f: &'a Finished, netns: &str, ifname: &str, dir: &str, flags: &str) -> &'a Hop {
+fn hop<'a>(f: &'a Finished, netns: &str, ifname: &str, dir: &str, flags: &str) -> &'a Hop<'a> {
     f.hops()
         .into_iter()
         .find(|h| h.netns == netns && h.ifname == ifname && h.dir == dir && h.tcp_flags == flags)
@@ -112,7 +112,7 @@ fn one_flow(prefix: &str, extra: &[&str]) {
             "one copy of the TC programs for every site: {programs:?}"
         );
     }
-    let ready: Vec<&str> = f.readies().iter().map(|r| r.netns.as_str()).collect();
+    let ready: Vec<&str> = f.readies().iter().map(|r| r.netns.as_ref()).collect();
     for role in ["proxy-a", "lbfe-a", "lbfe-b", "target-a-1"] {
         let want = format!("{prefix}{role}");
         assert!(
@@ -188,14 +188,17 @@ fn one_flow(prefix: &str, extra: &[&str]) {
     // The whole path in the summary: the frontends the counters name, the target.
     let p = &flow.path;
     assert_eq!(
-        p.frontend_in.as_ref().map(|a| &a.netns),
-        Some(&lab.ns(fe_in))
+        p.frontend_in.as_ref().map(|a| a.netns.as_ref()),
+        Some(lab.ns(fe_in).as_str())
     );
     assert_eq!(
-        p.frontend_out.as_ref().map(|a| &a.netns),
-        Some(&lab.ns(fe_eg))
+        p.frontend_out.as_ref().map(|a| a.netns.as_ref()),
+        Some(lab.ns(fe_eg).as_str())
     );
-    assert_eq!(p.target.as_ref().map(|t| &t.netns), Some(&tg));
+    assert_eq!(
+        p.target.as_ref().map(|t| t.netns.as_ref()),
+        Some(tg.as_str())
+    );
     assert_eq!(p.asymmetric, fe_in != fe_eg);
     // The lab's frontends mark VIP traffic 5001 in nftables' prerouting, after the TC
     // ingress hook: where the raw fib hooks read the lookup's own mark, the ingress
@@ -282,9 +285,12 @@ fn a_third_frontend_coming_and_going_is_followed() {
         .is_none()
     {
         let f = tracer.stop(libc::SIGINT);
-        let seen: std::collections::BTreeSet<String> = f.records[mark..]
+        let seen: std::collections::BTreeSet<String> = f.lines[mark..]
             .iter()
-            .map(|r| format!("{} {} {}", r["type"], r["ifname"], r["dir"]))
+            .map(|r| match &r.record {
+                Record::Hop(h) => format!("hop {} {}", h.ifname, h.dir),
+                other => other.type_name().to_string(),
+            })
             .collect();
         panic!(
             "no traffic through the new port; seen after it came: {seen:?}\n{}",
@@ -371,7 +377,7 @@ fn a_vanishing_frontend_is_reported_and_dropped_without_errors() {
     else {
         unreachable!("the predicate matched a netns change")
     };
-    assert_eq!((added, role.as_str()), (false, "frontend"));
+    assert_eq!((added, role.as_ref()), (false, "frontend"));
     // With our last fd on it closed the namespace is gone, and so is the proxy's port to it.
     let port = lab.proxy_port_towards(Role::FrontendB);
     let px = lab.ns(Role::Proxy);

@@ -58,34 +58,32 @@ pub fn root_or_skip(test: &str) -> Option<MutexGuard<'static, ()>> {
 
 pub struct Tracer {
     child: Child,
-    records: Arc<Mutex<Vec<Value>>>,
-    /// The same records typed, index for index (`None` for a line that would not read as
-    /// one), and those lines: a test fails on them at [`Tracer::stop`], since the typed
-    /// records must describe all the tracer writes. Locked after `records`.
+    /// The records read, typed (`None` for a line that would not read as one), and those
+    /// lines: a test fails on them at [`Tracer::stop`], since the typed records must
+    /// describe all the tracer writes.
     lines: Arc<Mutex<Typed>>,
-    /// When each record was read, index for index with `records`.
+    /// When each record was read, index for index with `lines`; locked after it.
     arrivals: Arc<Mutex<Vec<Instant>>>,
     stderr: Arc<Mutex<String>>,
     /// The stdout and stderr reader threads: they end at EOF, after the tracer exits.
     readers: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// The typed records read so far, index for index with the JSON ones (`None` where a line
-/// did not read), and the lines that did not.
-type Typed = (Vec<Option<Line>>, Vec<String>);
+/// The typed records read so far, line for line (`None` where a line did not read), and
+/// the lines that did not.
+type Typed = (Vec<Option<Line<'static>>>, Vec<String>);
 
 pub struct Finished {
     pub status: ExitStatus,
-    pub records: Vec<Value>,
-    /// `records` as typed records, line for line.
-    pub lines: Vec<Line>,
+    /// The tracer's lines as typed records, line for line.
+    pub lines: Vec<Line<'static>>,
     pub stderr: String,
 }
 
 /// `Finished::$name()`: the records of one type, typed.
 macro_rules! typed {
     ($($name:ident: $variant:ident,)*) => {
-        $(pub fn $name(&self) -> Vec<&records::$variant> {
+        $(pub fn $name(&self) -> Vec<&records::$variant<'static>> {
             self.lines
                 .iter()
                 .filter_map(|l| match &l.record {
@@ -98,8 +96,11 @@ macro_rules! typed {
 }
 
 impl Finished {
-    pub fn of_type(&self, t: &str) -> Vec<&Value> {
-        self.records.iter().filter(|r| r["type"] == t).collect()
+    pub fn of_type(&self, t: &str) -> Vec<&Line<'static>> {
+        self.lines
+            .iter()
+            .filter(|l| l.record.type_name() == t)
+            .collect()
     }
 
     typed! {
@@ -127,36 +128,32 @@ impl Tracer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn tracer");
-        let records = Arc::new(Mutex::new(Vec::new()));
         let lines = Arc::new(Mutex::new((Vec::new(), Vec::new())));
         let arrivals = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let out = child.stdout.take().unwrap();
-        let recs = records.clone();
         let typed = lines.clone();
         let times = arrivals.clone();
         let out_reader = std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-                    panic!("tracer printed a line that is not JSON ({e}): {line}")
-                });
-                if v["type"] == "ready" {
-                    let _ = ready_tx.send(());
-                }
-                // One index in all three, under the `records` lock (see `wait_for`).
-                let mut recs = recs.lock().unwrap();
-                {
-                    let (typed, refused) = &mut *typed.lock().unwrap();
-                    match serde_json::from_str::<Line>(&line) {
-                        Ok(l) => typed.push(Some(l)),
-                        Err(e) => {
-                            typed.push(None);
-                            refused.push(format!("{e}: {line}"));
+                // One index in both, under the `lines` lock (see `wait_for`).
+                let (typed, refused) = &mut *typed.lock().unwrap();
+                match serde_json::from_str::<Line>(&line) {
+                    Ok(l) => {
+                        if matches!(l.record, Record::Ready(_)) {
+                            let _ = ready_tx.send(());
                         }
+                        typed.push(Some(l));
+                    }
+                    Err(e) => {
+                        if let Err(e) = serde_json::from_str::<Value>(&line) {
+                            panic!("tracer printed a line that is not JSON ({e}): {line}");
+                        }
+                        typed.push(None);
+                        refused.push(format!("{e}: {line}"));
                     }
                 }
-                recs.push(v);
                 times.lock().unwrap().push(Instant::now());
             }
         });
@@ -171,7 +168,6 @@ impl Tracer {
         });
         let t = Tracer {
             child,
-            records,
             lines,
             arrivals,
             stderr,
@@ -198,13 +194,12 @@ impl Tracer {
         &self,
         skip: usize,
         timeout: Duration,
-        pred: impl Fn(&Record) -> bool,
-    ) -> Option<(Record, usize, Instant)> {
+        pred: impl Fn(&Record<'static>) -> bool,
+    ) -> Option<(Record<'static>, usize, Instant)> {
         let deadline = Instant::now() + timeout;
         loop {
             {
-                // The reader pushes to all three under this lock: index i is in each.
-                let _recs = self.records.lock().unwrap();
+                // The reader pushes to both under this lock: index i is in each.
                 let typed = &self.lines.lock().unwrap().0;
                 let found = typed.iter().enumerate().skip(skip).find_map(|(i, l)| {
                     l.as_ref()
@@ -225,7 +220,7 @@ impl Tracer {
 
     /// How many records have been read so far.
     pub fn count(&self) -> usize {
-        self.records.lock().unwrap().len()
+        self.lines.lock().unwrap().0.len()
     }
 
     /// Sends `signal` and waits for the exit (at most 10 s times [`slowdown`], then SIGKILL
@@ -241,7 +236,7 @@ impl Tracer {
             let _ = r.join();
         }
         let (lines, refused) = std::mem::take(&mut *self.lines.lock().unwrap());
-        let lines: Vec<Line> = lines.into_iter().flatten().collect();
+        let lines: Vec<Line<'static>> = lines.into_iter().flatten().collect();
         assert!(
             refused.is_empty(),
             "{} line(s) do not read as typed records (tracer::records), the first: {}",
@@ -250,7 +245,6 @@ impl Tracer {
         );
         Finished {
             status,
-            records: std::mem::take(&mut *self.records.lock().unwrap()),
             lines,
             stderr: self.stderr.lock().unwrap().clone(),
         }

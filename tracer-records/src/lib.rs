@@ -1,119 +1,203 @@
-//! The tracer's JSON lines as a reader gets them: owned, typed records for the end-to-end
-//! tests, the bench and users' Rust tools
-//! (`serde_json::from_str::<tracer_records::Line>(line)`).
+//! The tracer's JSON lines as typed records: the one set of types the tracer writes (its
+//! `output::json` serialises these very types, borrowing what its flow table holds) and
+//! readers parse (`serde_json::from_str::<tracer_records::Line>(line)`): the end-to-end
+//! tests, `tracer merge`, the bench and users' Rust tools.
 //!
-//! The writer (the tracer's `output::json`) has its own borrowing record types on purpose: it serialises
-//! what the flow table holds without an allocation per record (the 1 million records/s
-//! target), which owned types cannot do. The two describe one format, and the record-form
-//! tests of `output::json` keep them so: every line they write must read back into a
-//! [`Line`] and serialise again to the very same JSON (no field missed, none renamed).
+//! Strings (and lists the writer has at hand) are [`Cow`]s: the writer borrows them, so a
+//! hop costs no allocation (the 1 million records/s target); a reader always gets them
+//! owned (no `#[serde(borrow)]`), so a record read is a `Line<'static>` that outlives its
+//! text.
 //!
 //! Field names are the output's interface: add fields, do not rename them.
-use std::net::IpAddr;
+use std::{borrow::Cow, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
 /// One line of `tracer --json`: the record and what every record carries.
+///
+/// ```
+/// let l: tracer_records::Line = serde_json::from_str(
+///     r#"{"type":"lost","count":3,"total":5,"node":"worker-1"}"#,
+/// )
+/// .unwrap();
+/// assert_eq!(l.record.type_name(), "lost");
+/// assert_eq!(l.stamp.node.as_deref(), Some("worker-1"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Line {
+pub struct Line<'a> {
     #[serde(flatten)]
-    pub record: Record,
+    pub record: Record<'a>,
     #[serde(flatten)]
-    pub stamp: Stamp,
+    pub stamp: Stamp<'a>,
 }
 
-/// Where and when: `node` on every record, the wall clock next to every `ts_ns`.
+/// A line of `tracer merge --json`: a node's line, and on a flow's record the number of
+/// its timeline (and `late` under --follow when newer records went out before it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Merged<'a> {
+    #[serde(flatten)]
+    pub line: Line<'a>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late: Option<bool>,
+}
+
+/// Where and when: `node` on every record, and next to a `ts_ns` the same instant on the
+/// wall clock (`wall_ns` since the Unix epoch, `time` in RFC 3339), what `tracer merge`
+/// orders several nodes' records by.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct Stamp {
+pub struct Stamp<'a> {
     /// Absent only in the writer's own record-form tests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
+    pub node: Option<Cow<'a, str>>,
     /// Nanoseconds since the Unix epoch (an i64 holds them until 2262; the writer's i128
     /// would not read back through serde's buffering of flattened fields).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wall_ns: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub time: Option<String>,
-    /// On the ready record.
+    pub time: Option<Cow<'a, str>>,
+    /// On the ready record: how far the tracer's MONOTONIC -> REALTIME offset can be off
+    /// from the reading alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_read_error_ns: Option<u64>,
 }
 
-/// Every record, by its `"type"`.
-// A `flow` record is several times a hop's size; readers hold one line at a time, so the
-// variants stay unboxed for plain matching.
+/// Every record, by its `"type"` (written first).
+// A `flow` record is several times a hop's size; the writer builds one on the stack at a
+// time and readers hold one line at a time, so the variants stay unboxed for plain
+// matching.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum Record {
-    Ready(Ready),
-    Hop(Hop),
-    Decision(Decision),
-    Route(Route),
+pub enum Record<'a> {
+    Ready(Ready<'a>),
+    Hop(Hop<'a>),
+    Decision(Decision<'a>),
+    Route(Route<'a>),
     Lost(Lost),
     Evicted(Evicted),
-    Drop(Drop),
-    Change(Change),
-    Distribution(Distribution),
-    Flow(Flow),
+    Drop(Drop<'a>),
+    Change(Change<'a>),
+    Distribution(Distribution<'a>),
+    Flow(Flow<'a>),
+}
+
+impl Record<'_> {
+    /// The record's `"type"`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Record::Ready(_) => "ready",
+            Record::Hop(_) => "hop",
+            Record::Decision(_) => "decision",
+            Record::Route(_) => "route",
+            Record::Lost(_) => "lost",
+            Record::Evicted(_) => "evicted",
+            Record::Drop(_) => "drop",
+            Record::Change(_) => "change",
+            Record::Distribution(_) => "distribution",
+            Record::Flow(_) => "flow",
+        }
+    }
+
+    /// The namespace a record is about, where it names one (a flow summary of a node
+    /// without the proxy names "").
+    pub fn netns(&self) -> Option<&str> {
+        match self {
+            Record::Ready(r) => Some(&r.netns),
+            Record::Hop(r) => Some(&r.netns),
+            Record::Decision(r) => Some(&r.netns),
+            Record::Route(r) => Some(&r.netns),
+            Record::Drop(r) => Some(&r.netns),
+            Record::Change(r) => Some(&r.netns),
+            Record::Flow(r) => Some(&r.netns),
+            Record::Lost(_) | Record::Evicted(_) | Record::Distribution(_) => None,
+        }
+    }
+
+    /// The kernel (CLOCK_MONOTONIC) time of a record that has one.
+    pub fn ts_ns(&self) -> Option<u64> {
+        match self {
+            Record::Hop(Hop { ts_ns, .. })
+            | Record::Decision(Decision { ts_ns, .. })
+            | Record::Route(Route { ts_ns, .. })
+            | Record::Drop(Drop { ts_ns, .. })
+            | Record::Change(Change { ts_ns, .. }) => Some(*ts_ns),
+            Record::Ready(_)
+            | Record::Lost(_)
+            | Record::Evicted(_)
+            | Record::Distribution(_)
+            | Record::Flow(_) => None,
+        }
+    }
 }
 
 /// The tracer is attached (one per traced namespace).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Ready {
-    pub netns: String,
-    pub role: String,
-    pub vips: Vec<IpAddr>,
-    /// "--vip", or "discovery".
-    pub vips_from: String,
+pub struct Ready<'a> {
+    pub netns: Cow<'a, str>,
+    pub role: Cow<'a, str>,
+    pub vips: Cow<'a, [IpAddr]>,
+    /// "--vip", or "discovery" (no --vip given).
+    pub vips_from: Cow<'a, str>,
     pub client_port: Option<u16>,
-    pub interfaces: Vec<String>,
-    pub hooks: Vec<String>,
-    pub refused: Vec<HookReason>,
-    pub unavailable: Vec<HookReason>,
-    pub notes: Vec<String>,
+    pub interfaces: Cow<'a, [String]>,
+    pub hooks: Cow<'a, [String]>,
+    pub refused: Vec<HookReason<'a>>,
+    pub unavailable: Vec<HookReason<'a>>,
+    pub notes: Cow<'a, [String]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HookReason {
-    pub hook: String,
-    pub reason: String,
+pub struct HookReason<'a> {
+    pub hook: Cow<'a, str>,
+    pub reason: Cow<'a, str>,
 }
 
 /// A packet seen on an interface.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Hop {
+pub struct Hop<'a> {
     pub flow_id: u32,
     pub ts_ns: u64,
     pub rel_ns: u64,
-    pub netns: String,
-    pub role: String,
-    pub ifname: String,
+    pub netns: Cow<'a, str>,
+    pub role: Cow<'a, str>,
+    pub ifname: Cow<'a, str>,
     /// "ingress" or "egress": the packet's direction on the interface.
-    pub dir: String,
+    pub dir: Cow<'a, str>,
     /// "ingress" (gateway towards target) or "egress" (target towards gateway): the
     /// packet's direction on the Meridio path.
-    pub path: String,
-    pub proto: String,
+    pub path: Cow<'a, str>,
+    pub proto: Cow<'a, str>,
     pub src: IpAddr,
     pub sport: u16,
     pub dst: IpAddr,
     pub dport: u16,
     pub vip: IpAddr,
     pub len: u16,
-    pub tcp_flags: String,
-    pub eth_src: String,
-    pub eth_dst: String,
+    pub tcp_flags: Cow<'a, str>,
+    pub eth_src: Cow<'a, str>,
+    pub eth_dst: Cow<'a, str>,
     pub mark: u32,
     pub hash: u32,
+    /// The outer VLAN id (802.1Q, or the 802.1ad tag of a QinQ frame), 0 without a tag.
     pub vlan: u16,
+    /// Tags seen (0 to 2); the outer tag's priority and TPID; the inner (QinQ) tag's id
+    /// and priority, 0 without (and absent in lines of tracers before them).
+    #[serde(default)]
     pub vlan_tags: u8,
+    #[serde(default)]
     pub vlan_pcp: u8,
+    #[serde(default)]
     pub vlan_tpid: u16,
+    #[serde(default)]
     pub vlan_inner: u16,
+    #[serde(default)]
     pub vlan_inner_pcp: u8,
+    /// Null unless the packet is an IP fragment.
     pub frag: Option<Frag>,
     pub routed: bool,
+    /// Only on a hop that names its next-hop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nexthop: Option<IpAddr>,
 }
@@ -128,8 +212,8 @@ pub struct Frag {
 
 /// A flow's key, as every flow-level record carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct FlowKey {
-    pub proto: String,
+pub struct FlowKey<'a> {
+    pub proto: Cow<'a, str>,
     pub vip: IpAddr,
     pub vip_port: u16,
     pub client: IpAddr,
@@ -138,29 +222,30 @@ pub struct FlowKey {
 
 /// The routing decision of a routed hop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Decision {
+pub struct Decision<'a> {
     #[serde(flatten)]
-    pub flow: FlowKey,
+    pub flow: FlowKey<'a>,
     pub flow_id: u32,
     pub ts_ns: u64,
-    pub netns: String,
-    pub ifname: String,
-    pub rule: Option<Rule>,
+    pub netns: Cow<'a, str>,
+    pub ifname: Cow<'a, str>,
+    pub rule: Option<Rule<'a>>,
     pub table: Option<u32>,
     pub candidates: Vec<Candidate>,
     pub candidates_changed: bool,
     pub skb_hash: u32,
     pub hash: Option<u32>,
-    pub hash_source: String,
+    pub hash_source: Cow<'a, str>,
     pub predicted: Option<IpAddr>,
     pub actual: Option<IpAddr>,
+    /// Null when the hash is unknowable.
     pub agree: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Rule {
+pub struct Rule<'a> {
     pub priority: u32,
-    pub selector: String,
+    pub selector: Cow<'a, str>,
     pub table: Option<u32>,
 }
 
@@ -174,22 +259,23 @@ pub struct Candidate {
 
 /// A route lookup of the flow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Route {
+pub struct Route<'a> {
     #[serde(flatten)]
-    pub flow: FlowKey,
+    pub flow: FlowKey<'a>,
     pub flow_id: u32,
     pub ts_ns: u64,
     pub rel_ns: u64,
-    pub netns: String,
-    pub role: String,
-    pub path: String,
+    pub netns: Cow<'a, str>,
+    pub role: Cow<'a, str>,
+    pub path: Cow<'a, str>,
     pub table: u32,
     pub gw: IpAddr,
-    pub dev: String,
+    pub dev: Cow<'a, str>,
     pub err: i32,
     pub iif: i32,
+    /// Only when a rule selected the table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule: Option<Rule>,
+    pub rule: Option<Rule<'a>>,
     /// The mark the lookup used (what fwmark rules select on).
     #[serde(default)]
     pub mark: u32,
@@ -218,89 +304,90 @@ pub struct Evicted {
 
 /// A packet of the flow the kernel freed as a drop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Drop {
+pub struct Drop<'a> {
     #[serde(flatten)]
-    pub flow: FlowKey,
+    pub flow: FlowKey<'a>,
     pub flow_id: u32,
     pub ts_ns: u64,
     pub rel_ns: u64,
-    pub netns: String,
-    pub role: String,
-    pub ifname: String,
-    pub path: String,
-    pub reason: String,
-    pub location: String,
+    pub netns: Cow<'a, str>,
+    pub role: Cow<'a, str>,
+    pub ifname: Cow<'a, str>,
+    pub path: Cow<'a, str>,
+    pub reason: Cow<'a, str>,
+    pub location: Cow<'a, str>,
     pub mark: u32,
 }
 
 /// A change of a traced namespace's routing state, links or neighbours.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Change {
+pub struct Change<'a> {
     pub ts_ns: u64,
-    pub netns: String,
+    pub netns: Cow<'a, str>,
     #[serde(flatten)]
-    pub what: What,
-    pub text: String,
+    pub what: What<'a>,
+    pub text: Cow<'a, str>,
 }
 
+/// A change's own fields, after `"what"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "what", rename_all = "snake_case")]
-pub enum What {
+pub enum What<'a> {
     Route {
         table: u32,
-        family: String,
+        family: Cow<'a, str>,
         before: Vec<Candidate>,
         after: Vec<Candidate>,
     },
     Rule {
         added: bool,
-        rule: Rule,
+        rule: Rule<'a>,
     },
     Link {
         added: bool,
-        ifname: String,
+        ifname: Cow<'a, str>,
     },
     Neighbour {
         ip: IpAddr,
-        before: Option<String>,
-        after: Option<String>,
+        before: Option<Cow<'a, str>>,
+        after: Option<Cow<'a, str>>,
     },
     Attached {
         added: bool,
-        ifname: String,
+        ifname: Cow<'a, str>,
     },
     Netns {
         added: bool,
-        role: String,
-        name: String,
+        role: Cow<'a, str>,
+        name: Cow<'a, str>,
     },
 }
 
 /// How a VIP's flows spread over the next-hops (at the end of a run).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Distribution {
+pub struct Distribution<'a> {
     pub vip: IpAddr,
     pub flows: u64,
-    pub nexthops: Vec<Share>,
+    pub nexthops: Vec<Share<'a>>,
     /// Per target pod the flows reached.
     #[serde(default)]
-    pub targets: Vec<TargetShare>,
+    pub targets: Vec<TargetShare<'a>>,
     /// The frontends' load-balancer tables (nfqlb's Maglev table) that name these targets.
     #[serde(default)]
-    pub lb_tables: Vec<LbTable>,
+    pub lb_tables: Vec<LbTable<'a>>,
 }
 
 /// A frontend's load-balancer table beside the flows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LbTable {
+pub struct LbTable<'a> {
     /// The frontend pod and the table's name (nfqlb's shared memory).
-    pub netns: String,
-    pub name: String,
+    pub netns: Cow<'a, str>,
+    pub name: Cow<'a, str>,
     /// Lookup table size.
     pub m: u32,
     pub active: Vec<LbSlot>,
     /// Marks this VIP's flows went to that the table has no active target for.
-    pub not_in_table: Vec<u32>,
+    pub not_in_table: Cow<'a, [u32]>,
 }
 
 /// An active target of a load-balancer table.
@@ -316,15 +403,15 @@ pub struct LbSlot {
 /// The flows (and requests) one target pod got, and the address and mark the frontends'
 /// load balancer sent them to and with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TargetShare {
-    pub netns: String,
+pub struct TargetShare<'a> {
+    pub netns: Cow<'a, str>,
     pub target_ip: Option<IpAddr>,
     pub mark: Option<u32>,
     pub flows: u64,
     pub packets: u64,
 }
 
-impl Distribution {
+impl Distribution<'_> {
     /// The flows that reached the target pod `netns` (0 when none did).
     pub fn flows_to(&self, netns: &str) -> u64 {
         self.targets
@@ -343,62 +430,63 @@ impl Distribution {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Share {
+pub struct Share<'a> {
     pub nexthop: Option<IpAddr>,
-    pub ifname: Option<String>,
+    pub ifname: Option<Cow<'a, str>>,
     pub flows: u64,
     pub packets: u64,
 }
 
 /// A flow's summary: exact counts from the kernel, the next-hop(s) it took, the verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Flow {
+pub struct Flow<'a> {
     #[serde(flatten)]
-    pub flow: FlowKey,
+    pub flow: FlowKey<'a>,
     pub flow_id: u32,
-    pub netns: String,
-    pub egress: Egress,
-    pub ingress: Ingress,
+    pub netns: Cow<'a, str>,
+    pub egress: Egress<'a>,
+    pub ingress: Ingress<'a>,
     pub counted: bool,
-    pub drops: Drops,
-    pub prediction: Prediction,
-    pub fragments: Option<Fragments>,
+    pub drops: Drops<'a>,
+    pub prediction: Prediction<'a>,
+    /// Null unless the flow had fragments.
+    pub fragments: Option<Fragments<'a>>,
     /// The pods the flow crossed (absent in lines of tracers before it).
     #[serde(default)]
-    pub path: FlowPath,
+    pub path: FlowPath<'a>,
 }
 
 /// A flow's whole path: the frontend it entered by, the load balancer's choice(s), the
 /// proxy port toward the target, the target pod, and the frontend its replies left by.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct FlowPath {
-    pub frontend_in: Option<At>,
-    pub lb: Vec<LbChoice>,
-    pub proxy_to_target: Option<At>,
-    pub target: Option<TargetAt>,
-    pub frontend_out: Option<LeftBy>,
+pub struct FlowPath<'a> {
+    pub frontend_in: Option<At<'a>>,
+    pub lb: Vec<LbChoice<'a>>,
+    pub proxy_to_target: Option<At<'a>>,
+    pub target: Option<TargetAt<'a>>,
+    pub frontend_out: Option<LeftBy<'a>>,
     /// The replies left by another frontend than the requests entered by.
     pub asymmetric: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct At {
-    pub netns: String,
-    pub ifname: String,
+pub struct At<'a> {
+    pub netns: Cow<'a, str>,
+    pub ifname: Cow<'a, str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TargetAt {
-    pub netns: String,
-    pub ifname: String,
+pub struct TargetAt<'a> {
+    pub netns: Cow<'a, str>,
+    pub ifname: Cow<'a, str>,
     /// Requests that reached it (the kernel's count where read).
     pub packets: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LeftBy {
-    pub netns: String,
-    pub ifname: String,
+pub struct LeftBy<'a> {
+    pub netns: Cow<'a, str>,
+    pub ifname: Cow<'a, str>,
     /// The frontend's next-hop toward the gateway.
     pub nexthop: Option<IpAddr>,
 }
@@ -406,79 +494,82 @@ pub struct LeftBy {
 /// A frontend's choice of target: the route lookup of the flow's request after the load
 /// balancer set the mark.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LbChoice {
-    pub netns: String,
+pub struct LbChoice<'a> {
+    pub netns: Cow<'a, str>,
     pub ts_ns: u64,
     pub mark: u32,
     /// The fwmark rule that selected the table.
-    pub rule: Option<Rule>,
+    pub rule: Option<Rule<'a>>,
     pub table: u32,
     pub target_ip: IpAddr,
-    pub dev: String,
+    pub dev: Cow<'a, str>,
     /// From the request entering the frontend to its lookup (the time in nfqlb's queue).
     pub queued_ns: Option<u64>,
     /// The mark was set after the TC ingress hook (by netfilter: nfqlb's NFQUEUE verdict).
     pub marked_after_ingress: bool,
 }
 
+/// A flow summary's egress: the next-hop when there was one, and every one taken.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Egress {
+pub struct Egress<'a> {
     pub nexthop: Option<IpAddr>,
-    pub ifname: Option<String>,
+    pub ifname: Option<Cow<'a, str>>,
     pub flooded: bool,
     pub packets: u64,
     pub records: u64,
     pub consistent: bool,
     pub nexthop_in_route: Option<bool>,
-    pub nexthops: Vec<NextHopTaken>,
-    pub rule: Option<Rule>,
+    pub nexthops: Vec<NextHopTaken<'a>>,
+    pub rule: Option<Rule<'a>>,
     pub table: Option<u32>,
     pub candidates: Vec<Candidate>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NextHopTaken {
+pub struct NextHopTaken<'a> {
     pub nexthop: Option<IpAddr>,
-    pub eth_dst: String,
-    pub ifname: Option<String>,
+    pub eth_dst: Cow<'a, str>,
+    pub ifname: Option<Cow<'a, str>>,
     pub flooded: bool,
     pub packets: u64,
     pub first_rel_ns: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Ingress {
-    pub ifname: Option<String>,
+pub struct Ingress<'a> {
+    pub ifname: Option<Cow<'a, str>>,
     pub packets: u64,
     pub records: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Drops {
+pub struct Drops<'a> {
     pub packets: u64,
-    pub last: Option<LastDrop>,
+    pub last: Option<LastDrop<'a>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LastDrop {
-    pub ifname: String,
-    pub reason: String,
-    pub location: String,
+pub struct LastDrop<'a> {
+    pub ifname: Cow<'a, str>,
+    pub reason: Cow<'a, str>,
+    pub location: Cow<'a, str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Prediction {
+pub struct Prediction<'a> {
     pub agree: u64,
     pub disagree: u64,
     pub unknown: u64,
-    pub hash_source: Option<String>,
+    pub hash_source: Option<Cow<'a, str>>,
 }
 
+/// A flow's fragments (from its records): fragment records on the routed hop, datagrams,
+/// datagrams split over next-hops (and the first few ids), fragments of unknown flow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Fragments {
+pub struct Fragments<'a> {
     pub routed: u64,
     pub datagrams: u64,
     pub split: u64,
-    pub split_ids: Vec<u32>,
+    pub split_ids: Cow<'a, [u32]>,
     pub orphans: u64,
 }

@@ -10,7 +10,7 @@ pub struct Lines {
     /// Sum of the `count` of every `lost` record.
     pub lost: u64,
     /// The `ready` records (one per traced namespace; the first READY_KEEP).
-    pub ready: Vec<tracer_records::Ready>,
+    pub ready: Vec<tracer_records::Ready<'static>>,
 }
 
 impl Lines {

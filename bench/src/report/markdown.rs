@@ -349,7 +349,7 @@ impl Report {
             .map(String::as_str)
             .filter(|h| !h.starts_with("tc:"))
             .collect();
-        let refused: Vec<&str> = ready.refused.iter().map(|h| h.hook.as_str()).collect();
+        let refused: Vec<&str> = ready.refused.iter().map(|h| &*h.hook).collect();
         let mut text = if attached.is_empty() {
             "none".to_string()
         } else {

@@ -7,7 +7,6 @@ use std::{
 };
 
 use anyhow::{bail, Result};
-use serde_json::Value;
 
 use super::{flow_line, node_line, unmatched_lookup, with_timeline, FlowKey, Options, Reader, Rec};
 
@@ -158,30 +157,30 @@ impl Merger {
             self.released = self.released.max(r.key);
         }
         self.printed += 1;
-        let Some(k) = FlowKey::of(&r.value) else {
+        let Some(k) = FlowKey::of(r) else {
             return if self.json {
-                writeln!(out, "{}", r.value)
+                writeln!(out, "{}", r.text)
+            } else if let Some(l) = node_line(r) {
+                writeln!(out, "{l}")
             } else {
-                writeln!(out, "{}", node_line(r))
+                Ok(())
             };
         };
         let n = self.timelines.len() + 1;
         let n = *self.timelines.entry(k.clone()).or_insert(n);
         if self.json {
-            let mut v = with_timeline(&r.value, n);
-            if late {
-                v["late"] = Value::Bool(true);
-            }
-            return writeln!(out, "{v}");
+            return writeln!(out, "{}", with_timeline(r, n, late));
         }
-        if unmatched_lookup(&r.value) {
+        if unmatched_lookup(r) {
             return Ok(());
         }
         let start = *self.starts.entry(n).or_insert_with(|| {
             let _ = writeln!(out, "timeline {n} {}", k.text());
             r.key
         });
-        let mut line = flow_line(n, r, start);
+        let Some(mut line) = flow_line(n, r, start) else {
+            return Ok(());
+        };
         if late {
             line += "  (late)";
         }

@@ -1,6 +1,8 @@
 //! The text view of merged records: a line per node-level record, a line per record of a
 //! flow's timeline.
-use serde_json::Value;
+use std::fmt::Display;
+
+use tracer_records::Record;
 
 use crate::output::stamp::rfc3339;
 
@@ -8,15 +10,16 @@ use super::{addr, Rec};
 
 /// A lookup in a table that did not match (the lookup goes on to the next rule): the
 /// tracer's text view leaves them out too; --json keeps them.
-pub(super) fn unmatched_lookup(v: &Value) -> bool {
-    v["type"] == "route"
-        && (v["err"] == -(libc::EAGAIN as i64) || (v["err"] != 0 && v["table"] == 255))
+pub(super) fn unmatched_lookup(r: &Rec) -> bool {
+    matches!(r.record(), Some(Record::Route(l))
+        if l.err == -libc::EAGAIN || (l.err != 0 && l.table == 255))
 }
 
-pub(super) fn with_timeline(v: &Value, n: usize) -> Value {
-    let mut v = v.clone();
-    v["timeline"] = Value::from(n);
-    v
+/// The record's line with its timeline's number (and `late` when --follow printed newer
+/// records before it): the line as read, the members added at its end.
+pub(super) fn with_timeline(r: &Rec, n: usize, late: bool) -> String {
+    let late = if late { r#","late":true"# } else { "" };
+    r.text_with(&format!(r#","timeline":{n}{late}"#))
 }
 
 pub(super) fn time_of_day(wall: i128) -> String {
@@ -24,57 +27,61 @@ pub(super) fn time_of_day(wall: i128) -> String {
     t.get(11..t.len() - 1).unwrap_or(&t).to_string()
 }
 
-pub(super) fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v[k].as_str().unwrap_or("")
+/// A number that may be absent, as JSON writes it.
+fn or_null<T: Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "null".to_string(), |v| v.to_string())
 }
 
-/// A record that belongs to no flow: what a node traces, changes, losses.
-pub(super) fn node_line(r: &Rec) -> String {
-    let v = &r.value;
-    match s(v, "type") {
-        "ready" => format!(
+/// A record that belongs to no flow: what a node traces, changes, losses. `None` for a
+/// record of a type this tracer does not know.
+pub(super) fn node_line(r: &Rec) -> Option<String> {
+    Some(match r.record()? {
+        Record::Ready(v) => format!(
             "node {}: ready {} {} (VIPs {})",
             r.node,
-            s(v, "role"),
-            s(v, "netns"),
-            list(&v["vips"])
+            v.role,
+            v.netns,
+            list(&v.vips)
         ),
-        "change" => format!(
+        Record::Change(v) => format!(
             "{}  node {} {}: change: {}",
             time_of_day(r.key),
             r.node,
-            s(v, "netns"),
-            s(v, "text")
+            v.netns,
+            v.text
         ),
-        "lost" => format!("node {}: WARNING: {} records lost", r.node, v["count"]),
-        "evicted" => format!(
+        Record::Lost(v) => format!("node {}: WARNING: {} records lost", r.node, v.count),
+        Record::Evicted(v) => format!(
             "node {}: WARNING: {} per-hop counters evicted",
-            r.node, v["count"]
+            r.node, v.count
         ),
-        "distribution" => format!(
+        // The shares as a JSON value writes them (keys in order of name).
+        Record::Distribution(v) => format!(
             "node {}: distribution of {}: {}",
             r.node,
-            s(v, "vip"),
-            v["nexthops"]
+            v.vip,
+            serde_json::to_value(&v.nexthops).unwrap_or_default()
         ),
-        other => format!("node {}: {other} {v}", r.node),
-    }
+        // Flow records are in their timelines.
+        Record::Hop(_)
+        | Record::Decision(_)
+        | Record::Route(_)
+        | Record::Drop(_)
+        | Record::Flow(_) => return None,
+    })
 }
 
-pub(super) fn list(v: &Value) -> String {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default()
+pub(super) fn list(v: &[impl Display]) -> String {
+    v.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// One line of a timeline: when, where (node, netns, interface) and what.
-pub(super) fn flow_line(n: usize, r: &Rec, start: i128) -> String {
-    let v = &r.value;
+/// One line of a timeline: when, where (node, netns, interface) and what. `None` for a
+/// record of a type this tracer does not know.
+pub(super) fn flow_line(n: usize, r: &Rec, start: i128) -> Option<String> {
+    let record = r.record()?;
     let at = if r.timed {
         format!(
             "{}  +{:>9.3} ms",
@@ -84,74 +91,82 @@ pub(super) fn flow_line(n: usize, r: &Rec, start: i128) -> String {
     } else {
         format!("{:>18}  {:>12}", "", "")
     };
-    let place = format!("{} {}", r.node, s(v, "netns"));
-    let what = match s(v, "type") {
-        "hop" => {
+    let (netns, what) = match record {
+        Record::Hop(v) => {
             let mut w = format!(
-                "{:<16} {:<7} {}  {:<8} {:>5} B  {} > {}",
-                s(v, "ifname"),
-                s(v, "dir"),
-                if s(v, "path") == "egress" {
+                "{:<16} {:<7} {}  {:<8} {} B  {} > {}",
+                v.ifname,
+                v.dir,
+                if v.path == "egress" {
                     "from VIP"
                 } else {
                     "to VIP  "
                 },
-                if s(v, "proto") == "tcp" {
-                    s(v, "tcp_flags")
+                if v.proto == "tcp" {
+                    &v.tcp_flags
                 } else {
-                    s(v, "proto")
+                    &v.proto
                 },
-                v["len"],
-                addr(s(v, "src"), v["sport"].as_u64().unwrap_or(0)),
-                addr(s(v, "dst"), v["dport"].as_u64().unwrap_or(0)),
+                v.len,
+                addr(&v.src.to_string(), v.sport.into()),
+                addr(&v.dst.to_string(), v.dport.into()),
             );
-            if let Some(nh) = v["nexthop"].as_str() {
-                w += &format!("  next-hop {nh} ({})", s(v, "eth_dst"));
+            if let Some(nh) = v.nexthop {
+                w += &format!("  next-hop {nh} ({})", v.eth_dst);
             }
-            w
+            (&v.netns, w)
         }
-        "route" => format!(
-            "fib lookup table {}: first usable gw {} dev {}{}",
-            v["table"],
-            s(v, "gw"),
-            s(v, "dev"),
-            if v["err"] != 0 {
-                format!(" (error {})", v["err"])
-            } else {
-                String::new()
-            }
-        ),
-        "decision" => format!(
-            "decision: table {}, hash {} ({}), predicted {}, actual {}",
-            v["table"],
-            v["hash"],
-            s(v, "hash_source"),
-            v["predicted"].as_str().unwrap_or("unknown"),
-            v["actual"].as_str().unwrap_or("unknown")
-        ),
-        "drop" => format!(
-            "DROPPED on {}: {} at {}",
-            s(v, "ifname"),
-            s(v, "reason"),
-            s(v, "location")
-        ),
-        "flow" => {
-            let e = &v["egress"];
+        Record::Route(v) => (
+            &v.netns,
             format!(
-                "summary: ingress {} packets on {}; egress {} packets to next-hop {} via {}{}",
-                v["ingress"]["packets"],
-                s(&v["ingress"], "ifname"),
-                e["packets"],
-                e["nexthop"].as_str().unwrap_or("-"),
-                e["ifname"].as_str().unwrap_or("-"),
-                if e["consistent"] == false {
-                    " INCONSISTENT"
+                "fib lookup table {}: first usable gw {} dev {}{}",
+                v.table,
+                v.gw,
+                v.dev,
+                if v.err != 0 {
+                    format!(" (error {})", v.err)
                 } else {
-                    ""
+                    String::new()
                 }
+            ),
+        ),
+        Record::Decision(v) => (
+            &v.netns,
+            format!(
+                "decision: table {}, hash {} ({}), predicted {}, actual {}",
+                or_null(v.table),
+                or_null(v.hash),
+                v.hash_source,
+                v.predicted.map_or("unknown".into(), |a| a.to_string()),
+                v.actual.map_or("unknown".into(), |a| a.to_string())
+            ),
+        ),
+        Record::Drop(v) => (
+            &v.netns,
+            format!("DROPPED on {}: {} at {}", v.ifname, v.reason, v.location),
+        ),
+        Record::Flow(v) => {
+            let e = &v.egress;
+            (
+                &v.netns,
+                format!(
+                    "summary: ingress {} packets on {}; egress {} packets to next-hop {} via {}{}",
+                    v.ingress.packets,
+                    v.ingress.ifname.as_deref().unwrap_or(""),
+                    e.packets,
+                    e.nexthop.map_or("-".into(), |a| a.to_string()),
+                    e.ifname.as_deref().unwrap_or("-"),
+                    if e.consistent { "" } else { " INCONSISTENT" }
+                ),
             )
         }
-        other => format!("{other} {v}"),
+        // Records of no flow have no timeline (`FlowKey::of`).
+        Record::Ready(_)
+        | Record::Lost(_)
+        | Record::Evicted(_)
+        | Record::Change(_)
+        | Record::Distribution(_) => return None,
     };
-    format!("  #{n} {at}  {place:<28} {what}")
+    let place = format!("{} {}", r.node, netns);
+    Some(format!("  #{n} {at}  {place:<28} {what}"))
 }

@@ -12,6 +12,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use tracer_records::Record;
 
 pub struct Options {
     pub inputs: Vec<String>,
@@ -73,7 +74,7 @@ fn timelines(recs: &[Rec]) -> (Vec<&Rec>, Vec<(FlowKey, Vec<&Rec>)>) {
     let mut node_level = Vec::new();
     let mut flows: HashMap<FlowKey, Vec<&Rec>> = HashMap::new();
     for r in recs {
-        match FlowKey::of(&r.value) {
+        match FlowKey::of(r) {
             Some(k) => flows.entry(k).or_default().push(r),
             None => node_level.push(r),
         }
@@ -97,18 +98,19 @@ fn write_batch(recs: &[Rec], json: bool, out: &mut impl Write) -> std::io::Resul
     let (node_level, flows) = timelines(recs);
     if json {
         for r in &node_level {
-            writeln!(out, "{}", r.value)?;
+            writeln!(out, "{}", r.text)?;
         }
         for (i, (_, t)) in flows.iter().enumerate() {
             for r in t {
-                writeln!(out, "{}", with_timeline(&r.value, i + 1))?;
+                writeln!(out, "{}", with_timeline(r, i + 1, false))?;
             }
         }
         return out.flush();
     }
-    for r in &node_level {
-        if r.value["type"] != "change" {
-            writeln!(out, "{}", node_line(r))?;
+    let change = |r: &&&Rec| matches!(r.record(), Some(Record::Change(_)));
+    for r in node_level.iter().filter(|r| !change(r)) {
+        if let Some(l) = node_line(r) {
+            writeln!(out, "{l}")?;
         }
     }
     for (i, (k, t)) in flows.iter().enumerate() {
@@ -126,12 +128,16 @@ fn write_batch(recs: &[Rec], json: bool, out: &mut impl Write) -> std::io::Resul
             nodes.join(", ")
         )?;
         let start = t.iter().find(|r| r.timed).map_or(0, |r| r.key);
-        for r in t.iter().filter(|r| !unmatched_lookup(&r.value)) {
-            writeln!(out, "{}", flow_line(i + 1, r, start))?;
+        for r in t.iter().filter(|r| !unmatched_lookup(r)) {
+            if let Some(l) = flow_line(i + 1, r, start) {
+                writeln!(out, "{l}")?;
+            }
         }
     }
-    for r in node_level.iter().filter(|r| r.value["type"] == "change") {
-        writeln!(out, "{}", node_line(r))?;
+    for r in node_level.iter().filter(change) {
+        if let Some(l) = node_line(r) {
+            writeln!(out, "{l}")?;
+        }
     }
     out.flush()
 }

@@ -3,11 +3,17 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
+use tracer_records::{self as records, Line, Record};
 
 /// One input line that is a tracer record.
 #[derive(Debug, Clone)]
 pub(super) struct Rec {
-    pub(super) value: Value,
+    /// The line as the tracer wrote it (without a `kubectl logs --prefix`): what --json
+    /// writes back, so a node's bytes come out as they went in.
+    pub(super) text: String,
+    /// The record, or `None` for a JSON object whose `"type"` these types do not know (a
+    /// newer tracer on another node): --json passes it through, the text view skips it.
+    pub(super) line: Option<Line<'static>>,
     pub(super) node: String,
     /// Wall clock of the record; an untimed one (ready, flow summary, ...) takes the last
     /// wall time of its stream, so it stays where its stream put it.
@@ -15,6 +21,18 @@ pub(super) struct Rec {
     pub(super) timed: bool,
     /// Order of reading, to keep equal keys stable.
     pub(super) seq: u64,
+}
+
+impl Rec {
+    pub(super) fn record(&self) -> Option<&Record<'static>> {
+        self.line.as_ref().map(|l| &l.record)
+    }
+
+    /// The text with `extra` members added at its end (`,"timeline":1`).
+    pub(super) fn text_with(&self, extra: &str) -> String {
+        let body = self.text.strip_suffix('}').unwrap_or(&self.text);
+        format!("{body}{extra}}}")
+    }
 }
 
 /// The 5-tuple from the client's side, as every flow-level record can give it.
@@ -28,36 +46,40 @@ pub(super) struct FlowKey {
 }
 
 impl FlowKey {
-    pub(super) fn of(v: &Value) -> Option<FlowKey> {
-        let s = |k: &str| v[k].as_str().map(str::to_string);
-        let n = |k: &str| v[k].as_u64();
-        let proto = s("proto")?;
-        if let (Some(client), Some(vip)) = (s("client"), s("vip")) {
-            if let (Some(client_port), Some(vip_port)) = (n("client_port"), n("vip_port")) {
-                return Some(FlowKey {
-                    proto,
-                    client,
-                    client_port,
-                    vip,
-                    vip_port,
-                });
-            }
-        }
-        // A hop carries the packet's addresses: the VIP side is the one that is the VIP.
-        let (vip, src, dst) = (s("vip")?, s("src")?, s("dst")?);
-        let (sport, dport) = (n("sport")?, n("dport")?);
-        let (client, client_port, vip_port) = if dst == vip {
-            (src, sport, dport)
-        } else {
-            (dst, dport, sport)
+    pub(super) fn of(r: &Rec) -> Option<FlowKey> {
+        let of = |k: &records::FlowKey| FlowKey {
+            proto: k.proto.to_string(),
+            client: k.client.to_string(),
+            client_port: k.client_port.into(),
+            vip: k.vip.to_string(),
+            vip_port: k.vip_port.into(),
         };
-        Some(FlowKey {
-            proto,
-            client,
-            client_port,
-            vip,
-            vip_port,
-        })
+        match r.record()? {
+            Record::Decision(d) => Some(of(&d.flow)),
+            Record::Route(l) => Some(of(&l.flow)),
+            Record::Drop(d) => Some(of(&d.flow)),
+            Record::Flow(f) => Some(of(&f.flow)),
+            // A hop carries the packet's addresses: the VIP side is the one that is the VIP.
+            Record::Hop(h) => {
+                let (client, client_port, vip_port) = if h.dst == h.vip {
+                    (h.src, h.sport, h.dport)
+                } else {
+                    (h.dst, h.dport, h.sport)
+                };
+                Some(FlowKey {
+                    proto: h.proto.to_string(),
+                    client: client.to_string(),
+                    client_port: client_port.into(),
+                    vip: h.vip.to_string(),
+                    vip_port: vip_port.into(),
+                })
+            }
+            Record::Ready(_)
+            | Record::Lost(_)
+            | Record::Evicted(_)
+            | Record::Change(_)
+            | Record::Distribution(_) => None,
+        }
     }
 
     pub(super) fn text(&self) -> String {
@@ -122,20 +144,30 @@ impl Reader {
             return None;
         }
         let (pod, body) = strip_prefix(line);
-        let value: Value = match serde_json::from_str(body) {
-            Ok(v @ Value::Object(_)) if v["type"].is_string() => v,
-            _ => {
-                self.skipped += 1;
-                self.first_skipped.get_or_insert(self.line_no);
-                return None;
+        let (line, node, wall) = match serde_json::from_str::<Line>(body) {
+            Ok(l) => {
+                let node = l.stamp.node.as_deref().map(str::to_string);
+                let wall = l.stamp.wall_ns;
+                (Some(l), node, wall)
             }
+            // Not a record of these types: kept if it is one of a type they do not know.
+            Err(_) => match serde_json::from_str::<Value>(body) {
+                Ok(v @ Value::Object(_)) if v["type"].is_string() => (
+                    None,
+                    v["node"].as_str().map(str::to_string),
+                    v["wall_ns"].as_i64(),
+                ),
+                _ => {
+                    self.skipped += 1;
+                    self.first_skipped.get_or_insert(self.line_no);
+                    return None;
+                }
+            },
         };
-        let node = value["node"]
-            .as_str()
-            .or(pod)
-            .unwrap_or(&self.name)
-            .to_string();
-        let wall = value["wall_ns"].as_i64().map(i128::from);
+        let node = node
+            .or(pod.map(str::to_string))
+            .unwrap_or_else(|| self.name.clone());
+        let wall = wall.map(i128::from);
         let last = self
             .last_wall
             .entry(pod.unwrap_or("").to_string())
@@ -144,11 +176,12 @@ impl Reader {
             *last = (*last).max(w);
         }
         Some(Rec {
+            text: body.to_string(),
+            line,
             node,
             key: wall.unwrap_or(*last),
             timed: wall.is_some(),
             seq,
-            value,
         })
     }
 

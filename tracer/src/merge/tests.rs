@@ -2,7 +2,7 @@
 //! two tracers on the namespace lab, one playing node "worker-a" (`--role proxy --role
 //! target`) and one "worker-b" (`--role frontend`), while one IPv4 (client port 35981) and
 //! one IPv6 (35982) connection crossed the path.
-use serde_json::Value;
+use tracer_records::{Hop, Line, Merged, Record};
 
 use super::{
     follow::{Merger, MAX_HELD},
@@ -31,18 +31,28 @@ fn batch(recs: &[Rec], json: bool) -> String {
     String::from_utf8(out).unwrap()
 }
 
+fn hop(r: &Rec) -> Option<&Hop<'static>> {
+    match r.record()? {
+        Record::Hop(h) => Some(h),
+        _ => None,
+    }
+}
+
+fn is_type(r: &Rec, t: &str) -> bool {
+    r.record().is_some_and(|v| v.type_name() == t)
+}
+
 /// (node, netns, ifname, dir, tcp_flags) of a timeline's hops, in the merged order.
 fn hops(t: &[&Rec]) -> Vec<(String, String, String, String, String)> {
     t.iter()
-        .filter(|r| r.value["type"] == "hop")
-        .map(|r| {
-            let v = &r.value;
+        .filter_map(|r| Some((r, hop(r)?)))
+        .map(|(r, v)| {
             (
                 r.node.clone(),
-                s(v, "netns").into(),
-                s(v, "ifname").into(),
-                s(v, "dir").into(),
-                s(v, "tcp_flags").into(),
+                v.netns.to_string(),
+                v.ifname.to_string(),
+                v.dir.to_string(),
+                v.tcp_flags.to_string(),
             )
         })
         .collect()
@@ -80,13 +90,7 @@ fn two_nodes_make_one_timeline_per_flow_in_path_order() {
         "flows in order of their first record"
     );
     assert_eq!(flows[1].0.client_port, 35982);
-    assert_eq!(
-        node_level
-            .iter()
-            .filter(|r| r.value["type"] == "ready")
-            .count(),
-        4
-    );
+    assert_eq!(node_level.iter().filter(|r| is_type(r, "ready")).count(), 4);
     for (key, t) in &flows {
         // Both nodes' records, in wall-clock order, summaries at the end.
         let timed: Vec<i128> = t.iter().filter(|r| r.timed).map(|r| r.key).collect();
@@ -95,7 +99,7 @@ fn two_nodes_make_one_timeline_per_flow_in_path_order() {
             "{key:?} not in wall-clock order"
         );
         assert!(t.iter().any(|r| r.node == "worker-a") && t.iter().any(|r| r.node == "worker-b"));
-        assert!(t.last().unwrap().value["type"] == "flow");
+        assert!(is_type(t.last().unwrap(), "flow"));
         let h = hops(t);
         // The SYN: gateway side of a frontend (worker-b) -> proxy -> target (worker-a).
         let fe_in = h
@@ -117,26 +121,32 @@ fn two_nodes_make_one_timeline_per_flow_in_path_order() {
         // the frontend owning that next-hop (worker-b) -> the gateway.
         let routed = t
             .iter()
-            .find(|r| {
-                r.value["type"] == "hop"
-                    && r.value["ifname"] == "bridge0"
-                    && r.value["dir"] == "egress"
-                    && r.value["tcp_flags"] == "SYN,ACK"
-            })
+            .filter_map(|r| hop(r))
+            .find(|h| h.ifname == "bridge0" && h.dir == "egress" && h.tcp_flags == "SYN,ACK")
             .expect("routed SYN-ACK");
-        let nexthop = s(&routed.value, "nexthop");
+        let nexthop = routed.nexthop.map(|n| n.to_string()).unwrap_or_default();
         let v6 = key.vip.contains(':');
         let fe_out = if nexthop == (if v6 { "fd00::3" } else { "172.16.0.3" }) {
             "x1-lbfe-a"
         } else {
             "x1-lbfe-b"
         };
-        let summary = &t
+        let summary = t
             .iter()
-            .find(|r| r.value["type"] == "flow" && r.value["netns"] == "x1-proxy-a")
-            .expect("the proxy's summary")
-            .value;
-        assert_eq!(s(&summary["egress"], "nexthop"), nexthop, "{summary}");
+            .find_map(|r| match r.record() {
+                Some(Record::Flow(f)) if f.netns == "x1-proxy-a" => Some(f),
+                _ => None,
+            })
+            .expect("the proxy's summary");
+        assert_eq!(
+            summary
+                .egress
+                .nexthop
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+            nexthop,
+            "{summary:?}"
+        );
         let sa = [
             pos(
                 &h,
@@ -169,8 +179,9 @@ fn two_nodes_make_one_timeline_per_flow_in_path_order() {
     let json = batch(&recs, true);
     assert_eq!(json.lines().count(), recs.len());
     for l in json.lines() {
-        let v: Value = serde_json::from_str(l).unwrap();
-        assert_eq!(v["timeline"].is_u64(), FlowKey::of(&v).is_some(), "{l}");
+        let v: Merged = serde_json::from_str(l).unwrap();
+        let rec = Reader::new("-").parse(l, 1).unwrap();
+        assert_eq!(v.timeline.is_some(), FlowKey::of(&rec).is_some(), "{l}");
     }
 }
 
@@ -207,8 +218,9 @@ fn kubectl_prefixed_logs_merge_like_the_files() {
         .lines()
         .find(|l| l.contains(r#""type":"hop""#))
         .unwrap();
-    let mut v: Value = serde_json::from_str(line).unwrap();
-    v.as_object_mut().unwrap().remove("node");
+    let mut v: Line = serde_json::from_str(line).unwrap();
+    v.stamp.node = None;
+    let v = serde_json::to_string(&v).unwrap();
     let rec = Reader::new("-")
         .parse(&format!("[pod/meridio-tracer-7x2kq/tracer] {v}"), 1)
         .unwrap();
@@ -235,7 +247,7 @@ fn follow_holds_back_and_orders_across_streams() {
     m.release(t0 + 500_000_000, &mut out).unwrap();
     assert!(out.is_empty(), "nothing is older than the window yet");
     m.release(i128::MAX, &mut out).unwrap();
-    let lines: Vec<Value> = String::from_utf8(out)
+    let lines: Vec<Merged> = String::from_utf8(out)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -243,16 +255,16 @@ fn follow_holds_back_and_orders_across_streams() {
     assert_eq!(lines.len(), timed.len());
     let walls: Vec<i64> = lines
         .iter()
-        .map(|v| v["wall_ns"].as_i64().unwrap())
+        .map(|v| v.line.stamp.wall_ns.unwrap())
         .collect();
     assert!(walls.windows(2).all(|w| w[0] <= w[1]), "wall-clock order");
-    assert!(lines.iter().all(|v| v.get("late").is_none()));
+    assert!(lines.iter().all(|v| v.late.is_none()));
     // A record that comes after newer ones went out is still printed, marked late.
     let mut out = Vec::new();
     m.push(timed[0].clone());
     m.release(i128::MAX, &mut out).unwrap();
-    let v: Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!(v["late"], true);
+    let v: Merged = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v.late, Some(true));
     // Bounded: past MAX_HELD the oldest go out early.
     let mut m = Merger::new(i128::MAX / 4, true);
     let mut sink = Vec::new();
