@@ -137,7 +137,7 @@ fn sum(
 
 #[derive(Default)]
 struct Kept {
-    distribution: Vec<records::Distribution>,
+    distribution: Vec<records::Distribution<'static>>,
     evicted: u64,
     summaries: u64,
     /// Drops of the flood's flows at a target with no reason: consumed RSTs reported.

@@ -122,7 +122,7 @@ fn well_formed(svg_path: &Path) -> String {
     svg
 }
 
-fn hops_of(lines: &[Line], client: SocketAddr) -> Vec<&Hop> {
+fn hops_of<'a>(lines: &'a [Line<'static>], client: SocketAddr) -> Vec<&'a Hop<'static>> {
     lines
         .iter()
         .filter_map(|l| match &l.record {
@@ -139,7 +139,7 @@ fn hops_of(lines: &[Line], client: SocketAddr) -> Vec<&Hop> {
 
 /// Pods, ports and arrows of the picture against the hop records it was drawn from.
 fn matches_its_hops(doc: &roxmltree::Document, hops: &[&Hop]) {
-    let pods: BTreeSet<&str> = hops.iter().map(|h| h.netns.as_str()).collect();
+    let pods: BTreeSet<&str> = hops.iter().map(|h| &*h.netns).collect();
     let boxes = texts_of(doc, "pod");
     assert_eq!(boxes.len(), pods.len(), "one box per pod: {pods:?}");
     for pod in &pods {
@@ -148,7 +148,7 @@ fn matches_its_hops(doc: &roxmltree::Document, hops: &[&Hop]) {
         let ports: BTreeSet<&str> = hops
             .iter()
             .filter(|h| h.netns == *pod)
-            .map(|h| h.ifname.as_str())
+            .map(|h| &*h.ifname)
             .collect();
         for port in &ports {
             assert!(b.iter().any(|s| s == port), "{pod}: no port {port}");
@@ -205,7 +205,12 @@ fn one_flow_through_the_load_balancer_drawn() {
 
     let dir = Scratch::new("one");
     let input = dir.0.join("trace.jsonl");
-    let text: Vec<String> = f.records.iter().map(|r| r.to_string()).collect();
+    // The records as the tracer wrote them (they read back and serialise to the same JSON).
+    let text: Vec<String> = f
+        .lines
+        .iter()
+        .map(|l| serde_json::to_string(l).unwrap())
+        .collect();
     std::fs::write(&input, text.join("\n") + "\n").unwrap();
     let flow = f
         .flows()
@@ -387,7 +392,7 @@ fn two_nodes_merged_drawn() {
                 .unwrap_or_else(|| panic!("{} is on no node of the lab", h.netns));
             let b = texts_of(&doc, "pod")
                 .into_iter()
-                .find(|t| t.contains(&h.netns))
+                .find(|t| t.contains(&h.netns.to_string()))
                 .unwrap();
             let want = format!("node {}", node_name(node));
             assert!(b.contains(&want), "{}: {b:?}, not {want}", h.netns);

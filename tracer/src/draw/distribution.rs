@@ -9,7 +9,7 @@ use svg::{
     Document,
 };
 
-use crate::records::{Candidate, Distribution, Line, Record};
+use super::records::{Candidate, Distribution, Line, Record};
 
 use super::style::{self, LINE, MARGIN, REPLY, REQUEST};
 

@@ -4,7 +4,7 @@ use std::{collections::HashMap, net::SocketAddr};
 
 use anyhow::{bail, Result};
 
-use crate::records::{Decision, Drop, Flow, FlowKey, Hop, Line, Record, Route};
+use super::records::{Decision, Drop, Flow, FlowKey, Hop, Line, Record, Route};
 
 /// Which flow to draw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +59,7 @@ fn flow_id(r: &Record) -> Option<u32> {
 pub fn nodes(lines: &[Line]) -> Vec<String> {
     let mut nodes: Vec<String> = Vec::new();
     for l in lines {
-        let n = l.stamp.node.clone().unwrap_or_default();
+        let n = l.stamp.node.as_deref().unwrap_or_default().to_string();
         if !nodes.contains(&n) {
             nodes.push(n);
         }
@@ -264,13 +264,13 @@ pub fn view(lines: &[Line], key: &FlowKey) -> FlowView {
             Record::Drop(d) => (&d.netns, &d.role, Some(&d.ifname), Side::Inside),
             _ => continue,
         };
-        let pod_key = (node_of(l), netns.clone());
+        let pod_key = (node_of(l).to_string(), netns.to_string());
         if !first_seen.contains_key(&pod_key) {
             first_seen.insert(pod_key.clone(), i);
             pods.push(Pod {
                 node: pod_key.0.clone(),
-                netns: netns.clone(),
-                role: role.clone(),
+                netns: netns.to_string(),
+                role: role.to_string(),
                 ports: Vec::new(),
             });
         }
@@ -281,13 +281,13 @@ pub fn view(lines: &[Line], key: &FlowKey) -> FlowView {
                 .expect("pod added above");
             if !pod.ports.iter().any(|p| p.ifname == *ifname) {
                 pod.ports.push(Port {
-                    ifname: ifname.clone(),
+                    ifname: ifname.to_string(),
                     side,
                 });
             }
             if matches!(l.record, Record::Hop(_)) {
                 sides
-                    .entry((pod_key.0, netns.clone(), ifname.clone()))
+                    .entry((pod_key.0, netns.to_string(), ifname.to_string()))
                     .or_default()
                     .push(side);
             }
@@ -342,7 +342,7 @@ pub fn view(lines: &[Line], key: &FlowKey) -> FlowView {
                 last_choice.insert(r.netns.clone(), choice);
             }
             Record::Decision(d) => {
-                let changed = last_decision.get(&d.netns).is_none_or(|before| {
+                let changed = last_decision.get(&*d.netns).is_none_or(|before| {
                     before.candidates != d.candidates
                         || before.actual != d.actual
                         || before.predicted != d.predicted
@@ -354,7 +354,7 @@ pub fn view(lines: &[Line], key: &FlowKey) -> FlowView {
                         rel_ns,
                     });
                 }
-                last_decision.insert(d.netns.clone(), d.clone());
+                last_decision.insert(d.netns.to_string(), d.clone());
             }
             Record::Drop(d) => events.push(Event::Drop {
                 drop: d.clone(),

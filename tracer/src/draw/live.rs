@@ -7,12 +7,12 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use super::records::Line;
 use crate::{
     bpf::Ready,
     correlate::flows::{Distribution, DropHop, FlowSummary, Hop, RouteHop},
     netns::changes::Change,
     output::{self, stamp::Stamp, Render},
-    records::Line,
 };
 
 use super::{flow, picture, write_file};

@@ -8,6 +8,7 @@ mod flow;
 mod live;
 mod notes;
 mod picture;
+mod records;
 mod style;
 #[cfg(test)]
 mod tests;
@@ -20,7 +21,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::records::Line;
+use records::Line;
 
 pub use flow::Pick;
 pub use live::renderer as live;

@@ -2,7 +2,7 @@
 //! where they were taken.
 use std::net::{IpAddr, SocketAddr};
 
-use crate::records::{Decision, Drop, Flow, Route, Rule};
+use super::records::{Decision, Drop, Flow, Route, Rule};
 
 use super::flow::FlowView;
 

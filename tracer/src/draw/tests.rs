@@ -1,8 +1,8 @@
 //! The picture from recorded lines of the lab (`cargo xtask demo`'s: one node with nfqlb,
 //! two connections; and `cargo xtask demo --nodes 2`'s two tracers merged): what the
 //! records say is in the SVG, once, and nothing outside its view box.
+use super::records::{Line, Record};
 use super::{flow, picture, read};
-use crate::records::{Line, Record};
 
 const ONE_NODE: &str = include_str!("testdata/one-node.jsonl");
 const TWO_NODES: &str = include_str!("testdata/two-nodes.jsonl");
@@ -35,7 +35,7 @@ fn one_box_per_pod_one_port_per_interface_one_arrow_per_hop() {
         .collect();
     assert!(!hops.is_empty());
     assert_eq!(count(&svg, "<g class=\"hop "), hops.len());
-    let mut pods: Vec<&str> = hops.iter().map(|h| h.netns.as_str()).collect();
+    let mut pods: Vec<&str> = hops.iter().map(|h| &*h.netns).collect();
     pods.sort_unstable();
     pods.dedup();
     assert_eq!(count(&svg, "<g class=\"pod\""), pods.len(), "{pods:?}");
@@ -156,7 +156,7 @@ fn distribution_has_a_bar_per_next_hop_target_and_their_weights() {
     for t in &d.targets {
         let flows = format!("{} flows", t.flows);
         assert!(
-            svg.contains(&t.netns) && svg.contains(&flows),
+            svg.contains(&*t.netns) && svg.contains(&flows),
             "{}",
             t.netns
         );
