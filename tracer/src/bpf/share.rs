@@ -136,7 +136,10 @@ pub fn bpffs(notes: &mut Vec<String>) -> Result<PinDir> {
     if is_bpffs(&dir) {
         return PinDir::create(&dir);
     }
-    let status = std::process::Command::new("mount")
+    let mount = crate::privilege::tools::find("mount").with_context(|| {
+        format!("bpffs is not mounted at {BPFFS} and no `mount` is in a PATH directory only root can write")
+    })?;
+    let status = std::process::Command::new(mount)
         .args(["-t", "bpf", "bpf", BPFFS])
         .status()
         .context("bpffs is not mounted and `mount` could not be run")?;

@@ -21,7 +21,10 @@ pub fn ensure_mounted() -> Result<PathBuf> {
         return Ok(p);
     }
     let target = PathBuf::from(CANDIDATES[0]);
-    let status = std::process::Command::new("mount")
+    let mount = crate::privilege::tools::find("mount").context(
+        "tracefs is not mounted and no `mount` is in a PATH directory only root can write",
+    )?;
+    let status = std::process::Command::new(mount)
         .args(["-t", "tracefs", "tracefs"])
         .arg(&target)
         .status()

@@ -173,11 +173,11 @@ fn environ_hostname(pid: u32) -> Option<String> {
     })
 }
 
-/// `pod UID -> namespace/name` from `crictl pods -o json`, when crictl is installed and
-/// answers within 5 s; empty otherwise.
+/// `pod UID -> namespace/name` from `crictl pods -o json`, when crictl is installed (where
+/// only root can change it) and answers within 5 s; empty otherwise.
 pub(super) fn crictl_pods() -> BTreeMap<String, String> {
     let mut pods = BTreeMap::new();
-    let Some(crictl) = which("crictl") else {
+    let Some(crictl) = crate::privilege::tools::find("crictl") else {
         return pods;
     };
     let Some(out) = output_within(Command::new(crictl).args(["pods", "-o", "json"])) else {
@@ -198,13 +198,6 @@ pub(super) fn crictl_pods() -> BTreeMap<String, String> {
         }
     }
     pods
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
 }
 
 /// Stdout of a successful command that ends within [`CRICTL_TIMEOUT`].

@@ -16,7 +16,10 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use rustix::thread::{move_into_link_name_space, LinkNameSpaceType::Network};
+use rustix::{
+    fs::{Mode, OFlags},
+    thread::{move_into_link_name_space, LinkNameSpaceType::Network},
+};
 
 pub const NETNS_DIRS: [&str; 2] = ["/var/run/netns", "/run/netns"];
 
@@ -32,22 +35,21 @@ impl Netns {
     /// file (such as /proc/<pid>/ns/net), or a pid.
     pub fn open(spec: &str) -> Result<Netns> {
         let path = resolve(spec)?;
-        let file = File::open(&path)
-            .with_context(|| format!("cannot open network namespace {}", path.display()))?;
-        if !is_netns(&file) {
-            bail!("{} is not a network namespace file", path.display());
-        }
-        Ok(Netns {
-            label: spec.to_string(),
-            file,
-        })
+        Self::open_path(&path, spec)
     }
 
     /// Opens a namespace file found by discovery (a file under /var/run/netns or a
     /// /proc/<pid>/ns/net); `label` is how output names it.
     pub fn open_path(path: &Path, label: &str) -> Result<Netns> {
-        let file = File::open(path)
-            .with_context(|| format!("cannot open network namespace {}", path.display()))?;
+        // Non-blocking: a FIFO or a device someone put under /run/netns opens at once
+        // instead of hanging discovery, and is then refused as no nsfs file.
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("cannot open network namespace {}", path.display()))?;
+        let file = File::from(fd);
         if !is_netns(&file) {
             bail!("{} is not a network namespace file", path.display());
         }
@@ -119,7 +121,14 @@ fn resolve(spec: &str) -> Result<PathBuf> {
 }
 
 /// True when `file` is a network namespace (nsfs inode whose NS_GET_NSTYPE is NEWNET).
+/// The file system is checked first: the ioctl is only asked of an nsfs file, never of a
+/// device whose driver would read its number as something else.
 fn is_netns(file: &File) -> bool {
+    const NSFS_MAGIC: u64 = 0x6e73_6673;
+    // `f_type` is signed on some targets: compared as the magic's bits.
+    if !rustix::fs::fstatfs(file).is_ok_and(|st| st.f_type as u64 == NSFS_MAGIC) {
+        return false;
+    }
     // _IO(0xb7, 0x3). rustix has no safe call for it (its ioctl is as unsafe as libc's).
     const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
     // SAFETY: ioctl on an open fd with no argument.
@@ -157,5 +166,25 @@ mod tests {
         assert_eq!(by_path.label, "self");
         let e = Netns::open_path(Path::new("/etc/hostname"), "x").unwrap_err();
         assert!(e.to_string().contains("not a network namespace"), "{e}");
+    }
+
+    #[test]
+    fn a_fifo_or_a_device_is_refused_without_blocking() {
+        // A blocking open of a FIFO waits for a writer forever; this one must return.
+        let fifo = std::env::temp_dir().join(format!("netns-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_file(&fifo);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            Mode::RUSR | Mode::WUSR,
+            0,
+        )
+        .unwrap();
+        let e = Netns::open_path(&fifo, "fifo").unwrap_err().to_string();
+        assert!(e.contains("not a network namespace"), "{e}");
+        std::fs::remove_file(&fifo).unwrap();
+        let e = Netns::open("/dev/null").unwrap_err().to_string();
+        assert!(e.contains("not a network namespace"), "{e}");
     }
 }

@@ -12,6 +12,7 @@
 //! On kernels before 5.11 maps are charged to `RLIMIT_MEMLOCK` ([`memlock`]), which
 //! may need `CAP_SYS_RESOURCE` to raise.
 pub mod memlock;
+pub mod tools;
 
 use anyhow::{bail, Result};
 use rustix::thread::{capabilities, CapabilitySet};

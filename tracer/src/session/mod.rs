@@ -99,13 +99,12 @@ async fn trace(
     signals: &mut Signals,
     started: std::time::Instant,
 ) -> Result<()> {
-    startup::open_and_attach(args, inspected, attached, started)?;
-    let multi = attached.sites.len() > 1 || roles.is_some();
     let node_name = args
         .node
         .clone()
         .unwrap_or_else(crate::output::stamp::hostname);
     let stamp = crate::output::stamp::Stamp::measure(node_name);
+    // Before the attach: a --pcap that is refused stops the tracer with nothing attached.
     let pcap = args
         .pcap
         .as_deref()
@@ -119,6 +118,8 @@ async fn trace(
         }
         None => None,
     };
+    startup::open_and_attach(args, inspected, attached, started)?;
+    let multi = attached.sites.len() > 1 || roles.is_some();
     let (tx, mut rx) = mpsc::channel(QUEUE_BATCHES);
     let (stop_tx, stop) = watch::channel(false);
     let node_ring = attached.node.take_events()?;
