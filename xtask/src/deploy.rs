@@ -9,11 +9,6 @@ use crate::toolchain::ensure_host_tools;
 
 pub const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
-/// The validator inside the virtualenv under `target_dir`.
-pub fn validator(target_dir: &Path) -> PathBuf {
-    target_dir.join("kubernetes-validate/bin/kubernetes-validate")
-}
-
 /// Installs kubernetes-validate into `target_dir/kubernetes-validate` when missing.
 pub fn ensure_validator(target_dir: &Path) -> Result<PathBuf> {
     ensure_pip_tool(
