@@ -132,7 +132,7 @@ fn tarball(dir: &Path, name: &str, sha256: &str) -> Result<PathBuf> {
         .collect();
     if got != sha256 {
         bail!(
-            "{} has sha256 {got}, not the {sha256} that shared/vendor/README.md gives",
+            "{} has sha256 {got}, not the {sha256} the vendored release is pinned to",
             path.display()
         );
     }
