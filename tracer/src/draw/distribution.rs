@@ -204,18 +204,7 @@ pub fn picture(lines: &[Line]) -> Result<Document> {
     right = right.max(MARGIN + style::width(&legend));
     let width = (right + MARGIN).ceil();
     let height = (y + MARGIN).ceil();
-    let mut doc = Document::new()
-        .set("viewBox", (0, 0, width, height))
-        .set("width", width)
-        .set("height", height)
-        .add(style_el)
-        .add(defs)
-        .add(
-            Rectangle::new()
-                .set("width", width)
-                .set("height", height)
-                .set("fill", "#ffffff"),
-        );
+    let mut doc = style::page(width, height, style_el, defs);
     for g in groups {
         doc = doc.add(g);
     }

@@ -370,18 +370,7 @@ pub fn flow(v: &FlowView) -> Document {
 
     let width = (right + MARGIN).ceil();
     let height = (legend_y + MARGIN).ceil();
-    let mut doc = Document::new()
-        .set("viewBox", (0, 0, width, height))
-        .set("width", width)
-        .set("height", height)
-        .add(style)
-        .add(defs)
-        .add(
-            Rectangle::new()
-                .set("width", width)
-                .set("height", height)
-                .set("fill", "#ffffff"),
-        );
+    let mut doc = style::page(width, height, style, defs);
     for n in out {
         doc = doc.add(n);
     }

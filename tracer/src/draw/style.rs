@@ -1,6 +1,7 @@
 //! The picture's look in one place: fonts, their widths (a monospace font, so the layout
 //! can size boxes from the text it holds), colours and spacing.
-use svg::node::element::{Definitions, Marker, Path, Style};
+use svg::node::element::{Definitions, Marker, Path, Rectangle, Style};
+use svg::{Document, Node};
 
 /// Text sizes in px and the advance of one character at that size (DejaVu Sans Mono, the
 /// monospace font Debian ships with librsvg, advances 0.602 em; a little margin on top).
@@ -66,4 +67,26 @@ fn arrowhead(id: &str, colour: &str) -> Marker {
 /// Milliseconds with microsecond precision, as the text view prints them.
 pub fn ms(ns: u64) -> String {
     format!("+{:.3} ms", ns as f64 / 1e6)
+}
+
+/// A page of `width` x `height` px: its style and definitions, then a white background (a
+/// PNG rendering would be transparent without it).
+pub fn page(
+    width: f64,
+    height: f64,
+    style: impl Into<Box<dyn Node>>,
+    defs: impl Into<Box<dyn Node>>,
+) -> Document {
+    Document::new()
+        .set("viewBox", (0, 0, width, height))
+        .set("width", width)
+        .set("height", height)
+        .add(style)
+        .add(defs)
+        .add(
+            Rectangle::new()
+                .set("width", width)
+                .set("height", height)
+                .set("fill", "#ffffff"),
+        )
 }
