@@ -53,7 +53,11 @@ fn the_daemonset_validates_offline_and_a_broken_one_does_not() {
     for (from, to) in [
         ("hostPID: true", "hostPID: \"yes\""),
         ("hostNetwork: true", "hostNetwrok: true"),
-        ("privileged: true", "privileged: \"true\""),
+        ("privileged: false", "privileged: \"false\""),
+        (
+            "readOnlyRootFilesystem: true",
+            "readOnlyRootFilesystem: \"yes\"",
+        ),
     ] {
         assert!(yaml.contains(from), "{from}");
         let broken = std::env::temp_dir().join(format!("x-daemonset-{}.yaml", std::process::id()));

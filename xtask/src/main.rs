@@ -505,6 +505,13 @@ fn test() -> Result<()> {
     crate::deploy::ensure_validator(&target_dir())?;
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(workspace_root())
-        .args(["test", "--workspace", "--", "--test-threads=1"]);
+        // --no-fail-fast: every test file runs and every failure is listed, not only the first.
+        .args([
+            "test",
+            "--workspace",
+            "--no-fail-fast",
+            "--",
+            "--test-threads=1",
+        ]);
     run_visible(c).context("the tests failed")
 }
