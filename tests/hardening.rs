@@ -104,7 +104,10 @@ fn the_pcap_size_cap_rotates_and_both_files_hold_every_hop() {
     let file = dir.join("trace.pcapng");
     let rotated = dir.join("trace.pcapng.1");
     let proxy = lab.ns(Role::Proxy);
+    // Every packet recorded (and captured), so both files add up to the frontends' counters.
     let tracer = Tracer::start(&[
+        "--records",
+        "all",
         "--netns",
         &proxy,
         "--vip",

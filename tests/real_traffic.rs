@@ -462,7 +462,17 @@ fn fragments_are_counted_in_their_flow_per_next_hop() {
     std::thread::sleep(Duration::from_millis(300));
     let counters = arm_fragment_counters(&lab);
     let px = lab.ns(Role::Proxy);
-    let tracer = Tracer::start(&["--netns", &px, "--vip", "20.0.0.1", "--vip", "2000::1"]);
+    // Every packet recorded: the test counts each fragment's record.
+    let tracer = Tracer::start(&[
+        "--records",
+        "all",
+        "--netns",
+        &px,
+        "--vip",
+        "20.0.0.1",
+        "--vip",
+        "2000::1",
+    ]);
     const N: u32 = 50;
     send_from_vip(
         &lab,

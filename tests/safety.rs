@@ -612,7 +612,16 @@ fn overload_is_reported_and_the_tracer_catches_up() {
 
     let kept = Arc::new(Mutex::new(Kept::default()));
     let tracer = PipedTracer::start(
-        &["--json", "--netns", &proxy, "--vip", VIP],
+        // Every packet recorded: the flood must overrun the ring (the default budget would not).
+        &[
+            "--json",
+            "--records",
+            "all",
+            "--netns",
+            &proxy,
+            "--vip",
+            VIP,
+        ],
         keep_json(&kept),
     );
     tracer.pause();
@@ -724,11 +733,15 @@ fn overload_in_text_mode_says_records_lost() {
     let proxy = lab.ns(Role::Proxy);
     let warnings = Arc::new(Mutex::new(Vec::<String>::new()));
     let w = warnings.clone();
-    let tracer = PipedTracer::start(&["--netns", &proxy, "--vip", VIP], move |line| {
-        if line.contains("lost") {
-            w.lock().unwrap().push(line.to_string());
-        }
-    });
+    // Every packet recorded: the flood must overrun the ring (the default budget would not).
+    let tracer = PipedTracer::start(
+        &["--records", "all", "--netns", &proxy, "--vip", VIP],
+        move |line| {
+            if line.contains("lost") {
+                w.lock().unwrap().push(line.to_string());
+            }
+        },
+    );
     tracer.pause();
     arm_gateway_counter(&lab, "text", 9002);
     let flood = Flood::start(&lab, 9002, FLOOD_THREADS);
