@@ -14,8 +14,8 @@ use std::{
     time::Duration,
 };
 
-use lab::{wait_ready, Lab, LabSpec, Lb, Node, Role, VIP4};
-use support::{root_or_skip, view_command, Tracer, TRACER};
+use lab::{Lab, LabSpec, Lb, Node, VIP4};
+use support::{root_or_skip, start_node_tracers, view_command, Tracer, TRACER};
 use tracer::records::{Hop, Line, Record};
 
 /// A scratch directory, removed also when the test fails.
@@ -314,44 +314,18 @@ fn two_nodes_merged_drawn() {
     let _listener = lab.listen().unwrap();
     let dir = Scratch::new("two");
     let node_name = |n: Node| format!("dr2-{n:?}").to_lowercase();
-    let mut tracers = Vec::new();
-    for node in Node::ALL {
-        let out = dir.0.join(format!("{}.jsonl", node_name(node)));
-        let err = dir.0.join(format!("{}.err", node_name(node)));
-        let mut on = lab
-            .spawn_on_node(
-                node,
-                Path::new(TRACER),
-                &["--json", "--node", &node_name(node)],
-                std::fs::File::create(&out).unwrap().into(),
-                std::fs::File::create(&err).unwrap().into(),
-            )
-            .unwrap();
-        let traced: Vec<String> = lab
-            .pods_on(node)
-            .into_iter()
-            .filter(|r| *r != Role::Gateway)
-            .map(|r| lab.ns(r))
-            .collect();
-        if let Err(e) = wait_ready(&out, &traced, &mut on, Duration::from_secs(60)) {
-            panic!(
-                "tracer on {node:?}: {e:#}\n{}",
-                std::fs::read_to_string(&err).unwrap_or_default()
-            );
-        }
-        tracers.push((on, out));
-    }
+    let mut tracers = start_node_tracers(&lab, &dir.0, node_name);
     let echoed = lab
         .connect(IpAddr::V4(VIP4), 35020, b"two nodes\n")
         .unwrap();
     assert_eq!(echoed, b"two nodes\n");
     std::thread::sleep(Duration::from_millis(300));
-    for (on, _) in &mut tracers {
+    for (_, on, _, _) in &mut tracers {
         assert!(on.interrupt(Duration::from_secs(10)).unwrap().success());
     }
     let merged = Command::new(TRACER)
         .args(["merge", "--json"])
-        .args(tracers.iter().map(|(_, out)| out))
+        .args(tracers.iter().map(|(_, _, out, _)| out))
         .output()
         .unwrap();
     assert!(merged.status.success());

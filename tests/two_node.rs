@@ -12,8 +12,8 @@ use std::{
     time::Duration,
 };
 
-use lab::{vni, wait_ready, Lab, LabSpec, Node, Role, VIP4, VIP6};
-use support::{root_or_skip, TRACER};
+use lab::{vni, Lab, LabSpec, Node, Role, VIP4, VIP6};
+use support::{root_or_skip, start_node_tracers, TRACER};
 use tracer::records::{Hop, Line, Merged, Record};
 
 /// The tracers' output files, removed also when the test fails.
@@ -167,34 +167,7 @@ fn two_tracers_merged_show_each_flow_across_the_vxlan() {
     )));
     std::fs::create_dir_all(&dir.0).unwrap();
     let dir = &dir.0;
-    let mut tracers = Vec::new();
-    for node in Node::ALL {
-        let out = dir.join(format!("{}.jsonl", node_name(node)));
-        let err = dir.join(format!("{}.err", node_name(node)));
-        let mut on = lab
-            .spawn_on_node(
-                node,
-                Path::new(TRACER),
-                &["--json", "--node", node_name(node)],
-                std::fs::File::create(&out).unwrap().into(),
-                std::fs::File::create(&err).unwrap().into(),
-            )
-            .unwrap();
-        // The pods discovery must find on this node: all with VIPs or VIP rules.
-        let traced: Vec<String> = lab
-            .pods_on(node)
-            .into_iter()
-            .filter(|r| *r != Role::Gateway)
-            .map(|r| lab.ns(r))
-            .collect();
-        if let Err(e) = wait_ready(&out, &traced, &mut on, Duration::from_secs(60)) {
-            panic!(
-                "tracer on {node:?}: {e:#}\n{}",
-                std::fs::read_to_string(&err).unwrap_or_default()
-            );
-        }
-        tracers.push((node, on, out, err));
-    }
+    let mut tracers = start_node_tracers(&lab, dir, |n| node_name(n).to_string());
     for (vip, port) in flows {
         let echoed = lab.connect(vip, port, b"two nodes\n").unwrap();
         assert_eq!(echoed, b"two nodes\n");

@@ -787,3 +787,47 @@ pub fn proc_stat(ns: &str, file: &str, group: &str, name: &str) -> u64 {
     let i = names.iter().position(|n| *n == name).unwrap();
     values[i].parse().unwrap()
 }
+
+/// A tracer on each node of a two-node lab, as the DaemonSet runs it (`--json --node
+/// NAME`, whole path): its lines in `dir/NAME.jsonl`, its stderr in `dir/NAME.err`.
+/// Returns once each is ready on every pod of its node (all carry a VIP or VIP rules).
+pub fn start_node_tracers(
+    lab: &lab::Lab,
+    dir: &std::path::Path,
+    name: impl Fn(lab::Node) -> String,
+) -> Vec<(
+    lab::Node,
+    lab::OnNode,
+    std::path::PathBuf,
+    std::path::PathBuf,
+)> {
+    let mut tracers = Vec::new();
+    for node in lab::Node::ALL {
+        let node_name = name(node);
+        let out = dir.join(format!("{node_name}.jsonl"));
+        let err = dir.join(format!("{node_name}.err"));
+        let mut on = lab
+            .spawn_on_node(
+                node,
+                std::path::Path::new(TRACER),
+                &["--json", "--node", &node_name],
+                std::fs::File::create(&out).unwrap().into(),
+                std::fs::File::create(&err).unwrap().into(),
+            )
+            .unwrap();
+        let traced: Vec<String> = lab
+            .pods_on(node)
+            .into_iter()
+            .filter(|r| *r != lab::Role::Gateway)
+            .map(|r| lab.ns(r))
+            .collect();
+        if let Err(e) = lab::wait_ready(&out, &traced, &mut on, Duration::from_secs(60)) {
+            panic!(
+                "tracer on {node:?}: {e:#}\n{}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        tracers.push((node, on, out, err));
+    }
+    tracers
+}
