@@ -20,7 +20,7 @@ use super::{
 pub(super) const MAX_HELD: usize = 100_000;
 
 /// What the held records may weigh at most ([`Rec::weight`]).
-pub(super) const MAX_HELD_BYTES: usize = 128 << 20;
+pub(super) const MAX_HELD_BYTES: usize = 256 << 20;
 
 /// Records on their way from the readers to the merger, at most (each line at most
 /// [`MAX_LINE`](super::input::MAX_LINE)).
@@ -52,7 +52,9 @@ pub(super) fn follow(sources: Vec<Source>, o: &Options, out: &mut impl Write) ->
     let mut threads = Vec::new();
     for source in sources {
         let tx = tx.clone();
-        threads.push(std::thread::spawn(move || read_source(source, &tx)));
+        threads.push(std::thread::spawn(move || {
+            read_source(source, &tx);
+        }));
     }
     drop(tx);
     let mut m = Merger::new(o.hold.as_nanos() as i128, o.json);
@@ -65,8 +67,7 @@ pub(super) fn follow(sources: Vec<Source>, o: &Options, out: &mut impl Write) ->
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         let _ = m.release(now_wall_ns(), out);
-        if (m.early, m.forgotten) != said && last_said.is_none_or(|t| t.elapsed() >= REPORT_EVERY)
-        {
+        if (m.early, m.forgotten) != said && last_said.is_none_or(|t| t.elapsed() >= REPORT_EVERY) {
             said = (m.early, m.forgotten);
             last_said = Some(Instant::now());
             m.report();
@@ -84,8 +85,9 @@ pub(super) fn follow(sources: Vec<Source>, o: &Options, out: &mut impl Write) ->
 
 /// One input's reader: its records to the merger until it ends (a pipe closed, a read
 /// error); a regular file is followed as it grows, and read again from its start when it
-/// was truncated or rotated. A bad line is skipped and counted, never the end.
-fn read_source(mut s: Source, tx: &mpsc::SyncSender<Rec>) {
+/// was truncated or rotated. A bad line is skipped and counted, never the end. Returns
+/// the reader's counts.
+pub(super) fn read_source(mut s: Source, tx: &mpsc::SyncSender<Rec>) -> Reader {
     let tail = s.id.is_some();
     let mut r = Reader::new(&s.name);
     let mut seq = 0u64;
@@ -139,6 +141,7 @@ fn read_source(mut s: Source, tx: &mpsc::SyncSender<Rec>) {
         }
     }
     r.report();
+    r
 }
 
 pub(super) fn now_wall_ns() -> i128 {
@@ -307,7 +310,7 @@ impl Merger {
         let mut parts = Vec::new();
         if self.early > 0 {
             parts.push(format!(
-                "{} records went out before their hold-back window ended (more than {MAX_HELD} records or 128 MiB waiting)",
+                "{} records went out before their hold-back window ended (more than {MAX_HELD} records or 256 MiB waiting)",
                 self.early
             ));
         }

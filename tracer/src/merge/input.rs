@@ -29,7 +29,7 @@ pub(super) enum Next {
 pub(super) struct LineReader<R> {
     inner: R,
     /// The line so far (never more than `MAX_LINE` bytes).
-    buf: Vec<u8>,
+    pub(super) buf: Vec<u8>,
     /// In a line already too long: its bytes are dropped until its newline.
     discarding: bool,
     /// Bytes consumed from `inner`: where a file's reader is (truncation shows as a file

@@ -43,7 +43,11 @@ pub fn run(o: Options) -> Result<()> {
         for mut s in sources {
             let mut r = Reader::new(&s.name);
             loop {
-                let next = match s.lines.next().with_context(|| format!("reading {}", s.name))? {
+                let next = match s
+                    .lines
+                    .next()
+                    .with_context(|| format!("reading {}", s.name))?
+                {
                     Next::Pending => match s.lines.finish() {
                         Some(last) => last,
                         None => break,
@@ -131,7 +135,12 @@ fn write_batch(recs: &[Rec], json: bool, out: &mut impl Write) -> std::io::Resul
         }
         put(
             out,
-            &format!("timeline {} {}  (nodes: {})", i + 1, k.text(), nodes.join(", ")),
+            &format!(
+                "timeline {} {}  (nodes: {})",
+                i + 1,
+                k.text(),
+                nodes.join(", ")
+            ),
         )?;
         let start = t.iter().find(|r| r.timed).map_or(0, |r| r.key);
         for r in t.iter().filter(|r| !unmatched_lookup(r)) {
@@ -153,6 +162,9 @@ mod tests;
 
 #[cfg(test)]
 mod props;
+
+#[cfg(test)]
+mod input_tests;
 
 mod escape;
 mod follow;
