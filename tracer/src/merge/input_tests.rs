@@ -461,3 +461,24 @@ fn follow_text_escapes_control_characters() {
         "{text}"
     );
 }
+
+/// A batch merge holds every record: past its bound it stops with one sentence.
+#[test]
+fn a_batch_merge_is_bounded() {
+    let source = || Source {
+        name: "a".into(),
+        lines: LineReader::new(Box::new(Cursor::new(NODE_A.as_bytes().to_vec()))),
+        id: None,
+    };
+    let (all, _) = read_bytes(NODE_A.as_bytes());
+    let weight: usize = all.iter().map(Rec::weight).sum();
+    let got = read_all(vec![source()], weight).unwrap();
+    assert_eq!(texts(&got), node_a_lines());
+    let err = read_all(vec![source()], weight - 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("more records than a batch merge keeps in memory"),
+        "{err}"
+    );
+}

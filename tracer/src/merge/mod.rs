@@ -38,39 +38,7 @@ pub fn run(o: Options) -> Result<()> {
     if o.follow {
         follow(sources, &o, &mut out)
     } else {
-        let mut recs = Vec::new();
-        let (mut seq, mut weight) = (0, 0);
-        for mut s in sources {
-            let mut r = Reader::new(&s.name);
-            loop {
-                let next = match s
-                    .lines
-                    .next()
-                    .with_context(|| format!("reading {}", s.name))?
-                {
-                    Next::Pending => match s.lines.finish() {
-                        Some(last) => last,
-                        None => break,
-                    },
-                    next => next,
-                };
-                let Next::Line(line) = &next else {
-                    r.skip(&next);
-                    continue;
-                };
-                seq += 1;
-                if let Some(rec) = r.parse(line, seq) {
-                    weight += rec.weight();
-                    if weight > MAX_BATCH_BYTES {
-                        bail!(
-                            "the inputs hold more records than a batch merge keeps in memory (1 GiB): merge a shorter time span, e.g. fewer or shorter files"
-                        );
-                    }
-                    recs.push(rec);
-                }
-            }
-            r.report();
-        }
+        let recs = read_all(sources, MAX_BATCH_BYTES)?;
         if recs.is_empty() {
             bail!(
                 "no tracer JSON records in {} (run the tracers with --json)",
@@ -80,6 +48,46 @@ pub fn run(o: Options) -> Result<()> {
         let _ = write_batch(&recs, o.json, &mut out);
         Ok(())
     }
+}
+
+/// Every record of the inputs, for a batch merge; an error beyond `max_weight` of them
+/// ([`Rec::weight`]).
+fn read_all(sources: Vec<Source>, max_weight: usize) -> Result<Vec<Rec>> {
+    let mut recs = Vec::new();
+    let (mut seq, mut weight) = (0, 0);
+    for mut s in sources {
+        let mut r = Reader::new(&s.name);
+        loop {
+            let next = match s
+                .lines
+                .next()
+                .with_context(|| format!("reading {}", s.name))?
+            {
+                Next::Pending => match s.lines.finish() {
+                    Some(last) => last,
+                    None => break,
+                },
+                next => next,
+            };
+            let Next::Line(line) = &next else {
+                r.skip(&next);
+                continue;
+            };
+            seq += 1;
+            if let Some(rec) = r.parse(line, seq) {
+                weight += rec.weight();
+                if weight > max_weight {
+                    bail!(
+                        "the inputs hold more records than a batch merge keeps in memory ({} MiB): merge a shorter time span, e.g. fewer or shorter files",
+                        max_weight >> 20
+                    );
+                }
+                recs.push(rec);
+            }
+        }
+        r.report();
+    }
+    Ok(recs)
 }
 
 /// The timelines of `recs` (all of them read), flows in order of their first record.
