@@ -482,3 +482,21 @@ fn a_batch_merge_is_bounded() {
         "{err}"
     );
 }
+
+/// --follow says the counts again only when they changed (and the caller rate-limits).
+#[test]
+fn counts_are_said_again_only_when_they_change() {
+    let mut r = Reader::new("a");
+    assert!(!r.report(), "nothing to say");
+    r.skip(&Next::InvalidUtf8);
+    assert!(r.report());
+    assert!(!r.report(), "said already");
+    assert!(r.parse("not JSON", 2).is_none());
+    r.reopened += 1;
+    assert!(r.report());
+    assert_eq!(
+        r.summary(),
+        "a: skipped 2 line(s) (1 not tracer JSON records, 1 not UTF-8; the first is line 1); \
+         read again from the start 1 time(s) (truncated or rotated)"
+    );
+}
