@@ -197,6 +197,8 @@ pub enum Command {
     /// Merge the JSON lines of tracers on several nodes into one timeline per flow, joined
     /// by the flow's 5-tuple and ordered by wall clock. Reads files, or `-` (the default)
     /// for standard input, e.g. `kubectl logs --prefix -l app=meridio-tracer | tracer merge`.
+    /// Lines longer than 1 MiB, not UTF-8 or not tracer JSON records are skipped and
+    /// counted on stderr; control characters from the inputs are shown escaped (`\x1b`).
     Merge(MergeArgs),
     /// Draw one flow's path across the pods as an SVG picture (or, with --distribution, how
     /// each VIP's flows spread), from the JSON lines of `tracer --json` or of `tracer merge
@@ -240,8 +242,10 @@ pub struct MergeArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Live streams (e.g. `kubectl logs -f --prefix ...`; files are followed as they grow):
-    /// print records as they come, in wall-clock order within the hold-back window.
+    /// Live streams (e.g. `kubectl logs -f --prefix ...`; files are followed as they grow,
+    /// and read again from the start when truncated or rotated): print records as they
+    /// come, in wall-clock order within the hold-back window (at most 100 000 records or
+    /// 256 MiB wait; beyond, the oldest go out early, counted on stderr).
     #[arg(long)]
     pub follow: bool,
 

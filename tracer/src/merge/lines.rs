@@ -6,7 +6,13 @@ use tracer_records::Record;
 
 use crate::output::stamp::rfc3339;
 
-use super::{addr, Rec};
+use super::{addr, escape, Rec};
+
+/// Writes a line of the text view, with the control characters the inputs put in it
+/// escaped (they would reach the terminal).
+pub(super) fn put(out: &mut impl std::io::Write, line: &str) -> std::io::Result<()> {
+    writeln!(out, "{}", escape::text(line))
+}
 
 /// A lookup in a table that did not match (the lookup goes on to the next rule): the
 /// tracer's text view leaves them out too; --json keeps them.

@@ -4,12 +4,7 @@
 //! node). With `--follow` the inputs are live streams and records wait a bounded hold-back
 //! window for slower streams before they are printed. Kubernetes logs or files carry the
 //! streams; this reads them, nothing more.
-use std::{
-    collections::HashMap,
-    fs::File,
-    io::{BufRead, BufReader, Write},
-    time::Duration,
-};
+use std::{collections::HashMap, io::Write, time::Duration};
 
 use anyhow::{bail, Context, Result};
 use tracer_records::Record;
@@ -21,13 +16,9 @@ pub struct Options {
     pub hold: Duration,
 }
 
-fn open(input: &str) -> Result<Box<dyn BufRead + Send>> {
-    if input == "-" {
-        return Ok(Box::new(BufReader::new(std::io::stdin())));
-    }
-    let f = File::open(input).with_context(|| format!("cannot read {input}"))?;
-    Ok(Box::new(BufReader::new(f)))
-}
+/// What the records a batch merge holds may weigh at most ([`Rec::weight`]): it sorts
+/// them all in memory, so beyond this it stops and says so.
+pub(super) const MAX_BATCH_BYTES: usize = 1 << 30;
 
 pub fn run(o: Options) -> Result<()> {
     let inputs = if o.inputs.is_empty() {
@@ -40,24 +31,14 @@ pub fn run(o: Options) -> Result<()> {
     }
     let mut sources = Vec::new();
     for i in &inputs {
-        sources.push((i.clone(), open(i)?));
+        sources.push(Source::open(i)?);
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if o.follow {
         follow(sources, &o, &mut out)
     } else {
-        let mut recs = Vec::new();
-        let mut seq = 0;
-        for (name, input) in sources {
-            let mut r = Reader::new(&name);
-            for line in input.lines() {
-                let line = line.with_context(|| format!("reading {name}"))?;
-                seq += 1;
-                recs.extend(r.parse(&line, seq));
-            }
-            r.report();
-        }
+        let recs = read_all(sources, MAX_BATCH_BYTES)?;
         if recs.is_empty() {
             bail!(
                 "no tracer JSON records in {} (run the tracers with --json)",
@@ -67,6 +48,46 @@ pub fn run(o: Options) -> Result<()> {
         let _ = write_batch(&recs, o.json, &mut out);
         Ok(())
     }
+}
+
+/// Every record of the inputs, for a batch merge; an error beyond `max_weight` of them
+/// ([`Rec::weight`]).
+fn read_all(sources: Vec<Source>, max_weight: usize) -> Result<Vec<Rec>> {
+    let mut recs = Vec::new();
+    let (mut seq, mut weight) = (0, 0);
+    for mut s in sources {
+        let mut r = Reader::new(&s.name);
+        loop {
+            let next = match s
+                .lines
+                .next()
+                .with_context(|| format!("reading {}", s.name))?
+            {
+                Next::Pending => match s.lines.finish() {
+                    Some(last) => last,
+                    None => break,
+                },
+                next => next,
+            };
+            let Next::Line(line) = &next else {
+                r.skip(&next);
+                continue;
+            };
+            seq += 1;
+            if let Some(rec) = r.parse(line, seq) {
+                weight += rec.weight();
+                if weight > max_weight {
+                    bail!(
+                        "the inputs hold more records than a batch merge keeps in memory ({} MiB): merge a shorter time span, e.g. fewer or shorter files",
+                        max_weight >> 20
+                    );
+                }
+                recs.push(rec);
+            }
+        }
+        r.report();
+    }
+    Ok(recs)
 }
 
 /// The timelines of `recs` (all of them read), flows in order of their first record.
@@ -110,7 +131,7 @@ fn write_batch(recs: &[Rec], json: bool, out: &mut impl Write) -> std::io::Resul
     let change = |r: &&&Rec| matches!(r.record(), Some(Record::Change(_)));
     for r in node_level.iter().filter(|r| !change(r)) {
         if let Some(l) = node_line(r) {
-            writeln!(out, "{l}")?;
+            put(out, &l)?;
         }
     }
     for (i, (k, t)) in flows.iter().enumerate() {
@@ -120,23 +141,25 @@ fn write_batch(recs: &[Rec], json: bool, out: &mut impl Write) -> std::io::Resul
                 nodes.push(&r.node);
             }
         }
-        writeln!(
+        put(
             out,
-            "timeline {} {}  (nodes: {})",
-            i + 1,
-            k.text(),
-            nodes.join(", ")
+            &format!(
+                "timeline {} {}  (nodes: {})",
+                i + 1,
+                k.text(),
+                nodes.join(", ")
+            ),
         )?;
         let start = t.iter().find(|r| r.timed).map_or(0, |r| r.key);
         for r in t.iter().filter(|r| !unmatched_lookup(r)) {
             if let Some(l) = flow_line(i + 1, r, start) {
-                writeln!(out, "{l}")?;
+                put(out, &l)?;
             }
         }
     }
     for r in node_level.iter().filter(change) {
         if let Some(l) = node_line(r) {
-            writeln!(out, "{l}")?;
+            put(out, &l)?;
         }
     }
     out.flush()
@@ -148,10 +171,16 @@ mod tests;
 #[cfg(test)]
 mod props;
 
+#[cfg(test)]
+mod input_tests;
+
+mod escape;
 mod follow;
+mod input;
 mod lines;
 mod read;
 
 use follow::follow;
+use input::{Next, Source};
 use lines::*;
 use read::*;

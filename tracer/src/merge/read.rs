@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 use tracer_records::{self as records, Line, Record};
 
+use super::escape;
+
 /// One input line that is a tracer record.
 #[derive(Debug, Clone)]
 pub(super) struct Rec {
@@ -26,6 +28,12 @@ pub(super) struct Rec {
 impl Rec {
     pub(super) fn record(&self) -> Option<&Record<'static>> {
         self.line.as_ref().map(|l| &l.record)
+    }
+
+    /// About what holding the record costs: its text, the strings parsed out of it (no
+    /// longer than the text) and the record itself.
+    pub(super) fn weight(&self) -> usize {
+        2 * self.text.len() + std::mem::size_of::<Rec>()
     }
 
     /// The text with `extra` members added at its end (`,"timeline":1`).
@@ -114,16 +122,43 @@ pub(super) fn strip_prefix(line: &str) -> (Option<&str>, &str) {
     (None, line)
 }
 
-/// Reads one input's lines into records. Lines that are not tracer records (the tracer's
-/// own warnings share a pod's log) are counted, not fatal.
+/// Streams of one input whose newest wall time is kept (a `kubectl logs` input holds one
+/// per pod): beyond it the half that went quiet longest is forgotten (counted).
+pub(super) const MAX_STREAMS: usize = 1024;
+
+/// An input's lines that were skipped, by why.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Skipped {
+    /// Not JSON, or JSON but not an object with a `"type"` (the tracer's own warnings
+    /// share a pod's log).
+    pub(super) not_record: u64,
+    pub(super) invalid_utf8: u64,
+    /// Longer than [`MAX_LINE`](super::input::MAX_LINE).
+    pub(super) oversized: u64,
+}
+
+impl Skipped {
+    pub(super) fn total(&self) -> u64 {
+        self.not_record + self.invalid_utf8 + self.oversized
+    }
+}
+
+/// Reads one input's lines into records. Lines that are not tracer records are skipped and
+/// counted, never fatal: a stream goes on.
 pub(super) struct Reader {
     /// The input's name, the node of records that do not say theirs.
     pub(super) name: String,
     /// Per stream (a `kubectl logs` input holds one per pod): its newest wall time.
     pub(super) last_wall: HashMap<String, i128>,
-    pub(super) skipped: u64,
+    pub(super) skipped: Skipped,
     pub(super) first_skipped: Option<u64>,
     pub(super) line_no: u64,
+    /// Times a followed file was read again from its start (truncated or rotated).
+    pub(super) reopened: u64,
+    /// Streams forgotten beyond [`MAX_STREAMS`].
+    pub(super) forgotten_streams: u64,
+    /// What [`Reader::report`] last said, so a follow stream repeats only what changed.
+    reported: (Skipped, u64, u64),
 }
 
 impl Reader {
@@ -131,12 +166,28 @@ impl Reader {
         Reader {
             name: name.to_string(),
             last_wall: HashMap::new(),
-            skipped: 0,
+            skipped: Skipped::default(),
             first_skipped: None,
             line_no: 0,
+            reopened: 0,
+            forgotten_streams: 0,
+            reported: Default::default(),
         }
     }
 
+    /// A line the [`LineReader`](super::input::LineReader) skipped (too long, not UTF-8).
+    pub(super) fn skip(&mut self, why: &super::input::Next) {
+        use super::input::Next;
+        self.line_no += 1;
+        match why {
+            Next::Oversized => self.skipped.oversized += 1,
+            Next::InvalidUtf8 => self.skipped.invalid_utf8 += 1,
+            Next::Line(_) | Next::Pending => return,
+        }
+        self.first_skipped.get_or_insert(self.line_no);
+    }
+
+    /// The record a line holds, or `None` (counted) for one that holds none.
     pub(super) fn parse(&mut self, line: &str, seq: u64) -> Option<Rec> {
         self.line_no += 1;
         let line = line.trim_end();
@@ -158,7 +209,7 @@ impl Reader {
                     v["wall_ns"].as_i64(),
                 ),
                 _ => {
-                    self.skipped += 1;
+                    self.skipped.not_record += 1;
                     self.first_skipped.get_or_insert(self.line_no);
                     return None;
                 }
@@ -168,15 +219,18 @@ impl Reader {
             .or(pod.map(str::to_string))
             .unwrap_or_else(|| self.name.clone());
         let wall = wall.map(i128::from);
-        let last = self
-            .last_wall
-            .entry(pod.unwrap_or("").to_string())
-            .or_insert(0);
+        let stream = pod.unwrap_or("");
+        if !self.last_wall.contains_key(stream) && self.last_wall.len() >= MAX_STREAMS {
+            self.forget_quiet_streams();
+        }
+        let last = self.last_wall.entry(stream.to_string()).or_insert(0);
         if let Some(w) = wall {
             *last = (*last).max(w);
         }
         Some(Rec {
-            text: body.to_string(),
+            // Valid JSON, but it may still carry raw DEL or C1 in a string, or a tab or CR
+            // between members: --json writes it back with those escaped.
+            text: escape::json(body).into_owned(),
             line,
             node,
             key: wall.unwrap_or(*last),
@@ -185,12 +239,62 @@ impl Reader {
         })
     }
 
-    pub(super) fn report(&self) {
-        if let Some(first) = self.first_skipped {
-            eprintln!(
-                "tracer merge: {}: skipped {} line(s) that are not tracer JSON records (the first is line {first})",
-                self.name, self.skipped
-            );
+    /// Drops the half of the streams whose newest wall time is oldest.
+    fn forget_quiet_streams(&mut self) {
+        let mut walls: Vec<i128> = self.last_wall.values().copied().collect();
+        let mid = walls.len() / 2;
+        let cut = *walls.select_nth_unstable(mid).1;
+        let before = self.last_wall.len();
+        self.last_wall.retain(|_, w| *w > cut);
+        self.forgotten_streams += (before - self.last_wall.len()) as u64;
+    }
+
+    /// Says on stderr what was skipped, re-opened or forgotten, if anything changed since
+    /// it last said so (and then returns true).
+    pub(super) fn report(&mut self) -> bool {
+        let now = (self.skipped, self.reopened, self.forgotten_streams);
+        if now == self.reported {
+            return false;
         }
+        self.reported = now;
+        eprintln!("tracer merge: {}", self.summary());
+        true
+    }
+
+    /// One sentence of the counts: `NAME: skipped 3 line(s) (2 not tracer JSON records, 1
+    /// not UTF-8; the first is line 4)`.
+    pub(super) fn summary(&self) -> String {
+        let s = &self.skipped;
+        let mut parts = Vec::new();
+        if s.total() > 0 {
+            let kinds: Vec<String> = [
+                (s.not_record, "not tracer JSON records"),
+                (s.invalid_utf8, "not UTF-8"),
+                (s.oversized, "longer than 1 MiB"),
+            ]
+            .into_iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect();
+            parts.push(format!(
+                "skipped {} line(s) ({}; the first is line {})",
+                s.total(),
+                kinds.join(", "),
+                self.first_skipped.unwrap_or(0)
+            ));
+        }
+        if self.reopened > 0 {
+            parts.push(format!(
+                "read again from the start {} time(s) (truncated or rotated)",
+                self.reopened
+            ));
+        }
+        if self.forgotten_streams > 0 {
+            parts.push(format!(
+                "forgot the wall time of {} quiet stream(s) (more than {MAX_STREAMS} pods)",
+                self.forgotten_streams
+            ));
+        }
+        escape::text(&format!("{}: {}", self.name, parts.join("; "))).into_owned()
     }
 }

@@ -208,7 +208,7 @@ fn kubectl_prefixed_logs_merge_like_the_files() {
         .enumerate()
         .filter_map(|(i, l)| r.parse(l, i as u64))
         .collect();
-    assert_eq!(r.skipped, 2, "the two stderr lines");
+    assert_eq!(r.skipped.not_record, 2, "the two stderr lines");
     assert_eq!(r.first_skipped, Some(1));
     let files = read(&[("a", NODE_A), ("b", NODE_B)]);
     assert_eq!(batch(&recs, false), batch(&files, false));
