@@ -94,7 +94,7 @@ fn timelines(recs: &[Rec]) -> (Vec<&Rec>, Vec<(FlowKey, Vec<&Rec>)>) {
     (node_level, flows)
 }
 
-fn write_batch(recs: &[Rec], json: bool, out: &mut impl Write) -> std::io::Result<()> {
+pub(crate) fn write_batch(recs: &[Rec], json: bool, out: &mut impl Write) -> std::io::Result<()> {
     let (node_level, flows) = timelines(recs);
     if json {
         for r in &node_level {
@@ -148,9 +148,9 @@ mod tests;
 #[cfg(test)]
 mod props;
 
-mod follow;
+pub(crate) mod follow;
 mod lines;
-mod read;
+pub(crate) mod read;
 
 use follow::follow;
 use lines::*;

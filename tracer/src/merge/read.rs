@@ -7,7 +7,7 @@ use tracer_records::{self as records, Line, Record};
 
 /// One input line that is a tracer record.
 #[derive(Debug, Clone)]
-pub(super) struct Rec {
+pub(crate) struct Rec {
     /// The line as the tracer wrote it (without a `kubectl logs --prefix`): what --json
     /// writes back, so a node's bytes come out as they went in.
     pub(super) text: String,
@@ -17,7 +17,7 @@ pub(super) struct Rec {
     pub(super) node: String,
     /// Wall clock of the record; an untimed one (ready, flow summary, ...) takes the last
     /// wall time of its stream, so it stays where its stream put it.
-    pub(super) key: i128,
+    pub(crate) key: i128,
     pub(super) timed: bool,
     /// Order of reading, to keep equal keys stable.
     pub(super) seq: u64,
@@ -116,7 +116,7 @@ pub(super) fn strip_prefix(line: &str) -> (Option<&str>, &str) {
 
 /// Reads one input's lines into records. Lines that are not tracer records (the tracer's
 /// own warnings share a pod's log) are counted, not fatal.
-pub(super) struct Reader {
+pub(crate) struct Reader {
     /// The input's name, the node of records that do not say theirs.
     pub(super) name: String,
     /// Per stream (a `kubectl logs` input holds one per pod): its newest wall time.
@@ -127,7 +127,7 @@ pub(super) struct Reader {
 }
 
 impl Reader {
-    pub(super) fn new(name: &str) -> Reader {
+    pub(crate) fn new(name: &str) -> Reader {
         Reader {
             name: name.to_string(),
             last_wall: HashMap::new(),
@@ -137,7 +137,7 @@ impl Reader {
         }
     }
 
-    pub(super) fn parse(&mut self, line: &str, seq: u64) -> Option<Rec> {
+    pub(crate) fn parse(&mut self, line: &str, seq: u64) -> Option<Rec> {
         self.line_no += 1;
         let line = line.trim_end();
         if line.is_empty() {

@@ -71,7 +71,7 @@ impl Layout {
         Layout::parse(data)
     }
 
-    fn parse(data: Vec<u8>) -> Result<Layout> {
+    pub fn parse(data: Vec<u8>) -> Result<Layout> {
         let magic = data.get(..2).context("the kernel BTF is empty")?;
         ensure!(
             u16::from_ne_bytes(magic.try_into().unwrap()) == MAGIC,

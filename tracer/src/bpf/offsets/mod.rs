@@ -49,7 +49,7 @@ fn net_ns_inum(layout: &Layout) -> Result<u16> {
     Ok(layout.offset("net", "ns")? + layout.offset("ns_common", "inum")?)
 }
 
-fn drop_offsets(layout: &Layout) -> Result<DropOffsets> {
+pub(crate) fn drop_offsets(layout: &Layout) -> Result<DropOffsets> {
     Ok(DropOffsets {
         skb_head: layout.offset("sk_buff", "head")?,
         skb_network_header: layout.offset("sk_buff", "network_header")?,
@@ -63,7 +63,7 @@ fn drop_offsets(layout: &Layout) -> Result<DropOffsets> {
     })
 }
 
-fn fib_raw_offsets(layout: &Layout) -> Result<FibRawOffsets> {
+pub(crate) fn fib_raw_offsets(layout: &Layout) -> Result<FibRawOffsets> {
     let common4 = layout.offset("flowi4", "__fl_common")?;
     let common6 = layout.offset("flowi6", "__fl_common")?;
     let iif = layout.offset("flowi_common", "flowic_iif")?;
