@@ -40,6 +40,11 @@ mod privilege;
 pub mod process;
 mod session;
 
+/// Bytes to the parsers of untrusted input, for the `fuzz/` targets (not an interface).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// The JSON output rate workload of `benches/json_rate.rs` (not an interface).
 #[doc(hidden)]
 pub use output::rate as json_rate;

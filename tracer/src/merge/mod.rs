@@ -52,7 +52,7 @@ pub fn run(o: Options) -> Result<()> {
 
 /// Every record of the inputs, for a batch merge; an error beyond `max_weight` of them
 /// ([`Rec::weight`]).
-fn read_all(sources: Vec<Source>, max_weight: usize) -> Result<Vec<Rec>> {
+pub(crate) fn read_all(sources: Vec<Source>, max_weight: usize) -> Result<Vec<Rec>> {
     let mut recs = Vec::new();
     let (mut seq, mut weight) = (0, 0);
     for mut s in sources {
@@ -115,7 +115,7 @@ fn timelines(recs: &[Rec]) -> (Vec<&Rec>, Vec<(FlowKey, Vec<&Rec>)>) {
     (node_level, flows)
 }
 
-fn write_batch(recs: &[Rec], json: bool, out: &mut impl Write) -> std::io::Result<()> {
+pub(crate) fn write_batch(recs: &[Rec], json: bool, out: &mut impl Write) -> std::io::Result<()> {
     let (node_level, flows) = timelines(recs);
     if json {
         for r in &node_level {
@@ -175,10 +175,10 @@ mod props;
 mod input_tests;
 
 mod escape;
-mod follow;
-mod input;
+pub(crate) mod follow;
+pub(crate) mod input;
 mod lines;
-mod read;
+pub(crate) mod read;
 
 use follow::follow;
 use input::{Next, Source};

@@ -9,7 +9,7 @@ use super::escape;
 
 /// One input line that is a tracer record.
 #[derive(Debug, Clone)]
-pub(super) struct Rec {
+pub(crate) struct Rec {
     /// The line as the tracer wrote it (without a `kubectl logs --prefix`): what --json
     /// writes back, so a node's bytes come out as they went in.
     pub(super) text: String,
@@ -19,7 +19,7 @@ pub(super) struct Rec {
     pub(super) node: String,
     /// Wall clock of the record; an untimed one (ready, flow summary, ...) takes the last
     /// wall time of its stream, so it stays where its stream put it.
-    pub(super) key: i128,
+    pub(crate) key: i128,
     pub(super) timed: bool,
     /// Order of reading, to keep equal keys stable.
     pub(super) seq: u64,
@@ -145,7 +145,7 @@ impl Skipped {
 
 /// Reads one input's lines into records. Lines that are not tracer records are skipped and
 /// counted, never fatal: a stream goes on.
-pub(super) struct Reader {
+pub(crate) struct Reader {
     /// The input's name, the node of records that do not say theirs.
     pub(super) name: String,
     /// Per stream (a `kubectl logs` input holds one per pod): its newest wall time.
@@ -162,7 +162,7 @@ pub(super) struct Reader {
 }
 
 impl Reader {
-    pub(super) fn new(name: &str) -> Reader {
+    pub(crate) fn new(name: &str) -> Reader {
         Reader {
             name: name.to_string(),
             last_wall: HashMap::new(),
@@ -188,7 +188,7 @@ impl Reader {
     }
 
     /// The record a line holds, or `None` (counted) for one that holds none.
-    pub(super) fn parse(&mut self, line: &str, seq: u64) -> Option<Rec> {
+    pub(crate) fn parse(&mut self, line: &str, seq: u64) -> Option<Rec> {
         self.line_no += 1;
         let line = line.trim_end();
         if line.is_empty() {

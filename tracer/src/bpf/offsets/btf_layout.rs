@@ -71,7 +71,7 @@ impl Layout {
         Layout::parse(data)
     }
 
-    fn parse(data: Vec<u8>) -> Result<Layout> {
+    pub fn parse(data: Vec<u8>) -> Result<Layout> {
         let magic = data.get(..2).context("the kernel BTF is empty")?;
         ensure!(
             u16::from_ne_bytes(magic.try_into().unwrap()) == MAGIC,
@@ -169,7 +169,7 @@ impl Layout {
             if s.kind != KIND_STRUCT {
                 continue;
             }
-            if let Some(bits) = self.find(&s, field.as_bytes(), 0)? {
+            if let Some(bits) = self.find(&s, field.as_bytes(), 0, 0)? {
                 if bits % 8 != 0 {
                     bail!("{strukt}.{field} is a bitfield");
                 }
@@ -183,8 +183,20 @@ impl Layout {
         bail!("struct {strukt} has no member {field} in this kernel")
     }
 
-    /// The bit offset of `field` in the struct or union `s`, itself at `base_bits`.
-    fn find(&self, s: &TypeRef<'_>, field: &[u8], base_bits: u32) -> Result<Option<u32>> {
+    /// The bit offset of `field` in the struct or union `s`, itself at `base_bits`, `depth`
+    /// anonymous members down (bounded: a BTF whose anonymous member holds its own struct
+    /// would recurse until the stack overflows).
+    fn find(
+        &self,
+        s: &TypeRef<'_>,
+        field: &[u8],
+        base_bits: u32,
+        depth: u32,
+    ) -> Result<Option<u32>> {
+        ensure!(
+            depth < 32,
+            "the kernel BTF nests anonymous members too deep to follow"
+        );
         for m in 0..s.vlen {
             // `struct btf_member`: name_off, type, offset (with kind_flag, the bit offset
             // is the low 24 bits and the bitfield size the high 8).
@@ -192,11 +204,12 @@ impl Layout {
             let ty = u32_at(s.extra, 12 * m + 4)?;
             let offset = u32_at(s.extra, 12 * m + 8)?;
             let bits = base_bits
-                + if s.kind_flag {
+                .checked_add(if s.kind_flag {
                     offset & 0xff_ffff
                 } else {
                     offset
-                };
+                })
+                .context("the kernel BTF has a member offset past 4 Gbit")?;
             if name == field {
                 return Ok(Some(bits));
             }
@@ -204,7 +217,7 @@ impl Layout {
                 // Anonymous struct or union: its members belong to the outer struct.
                 let inner = self.resolve(ty)?;
                 if matches!(inner.kind, KIND_STRUCT | KIND_UNION) {
-                    if let Some(found) = self.find(&inner, field, bits)? {
+                    if let Some(found) = self.find(&inner, field, bits, depth + 1)? {
                         return Ok(Some(found));
                     }
                 }
@@ -278,6 +291,83 @@ mod tests {
         truncated[4..8].copy_from_slice(&24u32.to_ne_bytes());
         truncated[12..16].copy_from_slice(&100u32.to_ne_bytes());
         assert!(Layout::parse(truncated).is_err());
+    }
+
+    /// A BTF blob from its types (`btf_type` words and what follows each) and strings.
+    fn blob(types: &[u32], strings: &[u8]) -> Vec<u8> {
+        let mut b = MAGIC.to_ne_bytes().to_vec();
+        b.extend([1, 0]);
+        let len = 4 * types.len() as u32;
+        for w in [24, 0, len, len, strings.len() as u32].iter().chain(types) {
+            b.extend(w.to_ne_bytes());
+        }
+        b.extend(strings);
+        b
+    }
+
+    fn info(kind: u32, vlen: u32) -> u32 {
+        (kind << 24) | vlen
+    }
+
+    // Found by the btf_layout fuzz target: an anonymous member's bit offset plus its own
+    // member's overflowed u32 (a panic in a debug build).
+    #[test]
+    fn refuses_a_member_offset_past_4_gbit() {
+        let types = [
+            // 1: struct s { union { f at bit 0x20 } at bit 0xffff_fff0 }
+            1,
+            info(KIND_STRUCT, 1),
+            8,
+            0,
+            2,
+            0xffff_fff0,
+            // 2: the anonymous union
+            0,
+            info(KIND_UNION, 1),
+            8,
+            3,
+            0,
+            0x20,
+        ];
+        let layout = Layout::parse(blob(&types, b"\0s\0f\0")).unwrap();
+        let err = layout.offset("s", "f").unwrap_err();
+        assert!(err.to_string().contains("past 4 Gbit"), "{err}");
+    }
+
+    // An anonymous member whose type is its own struct: followed, it recursed until the
+    // stack overflowed.
+    #[test]
+    fn refuses_an_anonymous_member_that_holds_its_own_struct() {
+        let types = [1, info(KIND_STRUCT, 1), 8, 0, 1, 0];
+        let layout = Layout::parse(blob(&types, b"\0s\0f\0")).unwrap();
+        let err = layout.offset("s", "f").unwrap_err();
+        assert!(err.to_string().contains("too deep"), "{err}");
+    }
+
+    // Two offsets that each fit in u16 but not their sum (`net_device.nd_net` +
+    // `possible_net_t.net`): added unchecked, a panic in a debug build, a wrapped offset
+    // the drop program would read at in a release one.
+    #[test]
+    fn refuses_a_nested_member_past_64_kib() {
+        let strings = b"\0net_device\0nd_net\0possible_net_t\0net\0";
+        let types = [
+            1,
+            info(KIND_STRUCT, 1),
+            0x1_0000,
+            12,
+            0,
+            0xfff0 * 8,
+            19,
+            info(KIND_STRUCT, 1),
+            8,
+            34,
+            0,
+            0x20 * 8,
+        ];
+        let layout = Layout::parse(blob(&types, strings)).unwrap();
+        assert_eq!(layout.offset("net_device", "nd_net").unwrap(), 0xfff0);
+        let err = super::super::dev_nd_net(&layout).unwrap_err();
+        assert!(err.to_string().contains("64 KiB"), "{err}");
     }
 
     /// `strukt.field` by `btf-rs`, through anonymous members and typedefs.

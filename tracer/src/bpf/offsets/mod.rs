@@ -39,17 +39,31 @@ pub(in crate::bpf) fn kernel_offsets() -> &'static KernelOffsets {
     })
 }
 
+/// `outer + inner`: a member's offset through the struct that holds it (checked: a
+/// corrupt BTF must not wrap to an offset the programs would then read).
+fn nested(outer: u16, inner: u16) -> Result<u16> {
+    outer
+        .checked_add(inner)
+        .context("a kernel struct member is more than 64 KiB into its struct")
+}
+
 /// `net_device.nd_net.net`: where a device's namespace is.
 fn dev_nd_net(layout: &Layout) -> Result<u16> {
-    Ok(layout.offset("net_device", "nd_net")? + layout.offset("possible_net_t", "net")?)
+    nested(
+        layout.offset("net_device", "nd_net")?,
+        layout.offset("possible_net_t", "net")?,
+    )
 }
 
 /// `net.ns.inum`: the namespace's inode number.
 fn net_ns_inum(layout: &Layout) -> Result<u16> {
-    Ok(layout.offset("net", "ns")? + layout.offset("ns_common", "inum")?)
+    nested(
+        layout.offset("net", "ns")?,
+        layout.offset("ns_common", "inum")?,
+    )
 }
 
-fn drop_offsets(layout: &Layout) -> Result<DropOffsets> {
+pub(crate) fn drop_offsets(layout: &Layout) -> Result<DropOffsets> {
     Ok(DropOffsets {
         skb_head: layout.offset("sk_buff", "head")?,
         skb_network_header: layout.offset("sk_buff", "network_header")?,
@@ -63,23 +77,23 @@ fn drop_offsets(layout: &Layout) -> Result<DropOffsets> {
     })
 }
 
-fn fib_raw_offsets(layout: &Layout) -> Result<FibRawOffsets> {
+pub(crate) fn fib_raw_offsets(layout: &Layout) -> Result<FibRawOffsets> {
     let common4 = layout.offset("flowi4", "__fl_common")?;
     let common6 = layout.offset("flowi6", "__fl_common")?;
     let iif = layout.offset("flowi_common", "flowic_iif")?;
     let oif = layout.offset("flowi_common", "flowic_oif")?;
     let mark = layout.offset("flowi_common", "flowic_mark")?;
     Ok(FibRawOffsets {
-        fl4_iif: common4 + iif,
-        fl4_oif: common4 + oif,
+        fl4_iif: nested(common4, iif)?,
+        fl4_oif: nested(common4, oif)?,
         fl4_saddr: layout.offset("flowi4", "saddr")?,
         fl4_daddr: layout.offset("flowi4", "daddr")?,
-        fl6_iif: common6 + iif,
-        fl6_oif: common6 + oif,
+        fl6_iif: nested(common6, iif)?,
+        fl6_oif: nested(common6, oif)?,
         fl6_saddr: layout.offset("flowi6", "saddr")?,
         fl6_daddr: layout.offset("flowi6", "daddr")?,
-        fl4_mark: common4 + mark,
-        fl6_mark: common6 + mark,
+        fl4_mark: nested(common4, mark)?,
+        fl6_mark: nested(common6, mark)?,
         nhc_dev: layout.offset("fib_nh_common", "nhc_dev")?,
         nhc_gw_family: layout.offset("fib_nh_common", "nhc_gw_family")?,
         nhc_gw: layout.offset("fib_nh_common", "nhc_gw")?,
