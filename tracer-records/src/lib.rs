@@ -454,6 +454,52 @@ pub struct Flow<'a> {
     /// The pods the flow crossed (absent in lines of tracers before it).
     #[serde(default)]
     pub path: FlowPath<'a>,
+    /// False when a per-flow figure above is not exact any more, `not_exact` saying why;
+    /// both absent for an exact flow (its line is as before they existed).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub exact: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_exact: Vec<Inexact>,
+}
+
+/// Why a flow summary's own figures are not exact (the per-VIP distribution stays exact:
+/// it is read from the kernel's totals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Inexact {
+    /// The kernel's per-hop counter map (LRU, `--hop-entries`) evicted entries while the
+    /// flow was live: its packet counts may be short.
+    CountersEvicted,
+    /// `--max-flows` was reached and the flow, idle longest, was summarised early: packets
+    /// after this summary start a new flow.
+    FlowEvictedEarly,
+    /// The ring buffer lost records while the flow was live: the figures taken from
+    /// records (records, predictions, fragments, the path, counts when not `counted`) may
+    /// be short.
+    RecordsLost,
+}
+
+impl Inexact {
+    /// In words, for the text view.
+    pub fn words(self) -> &'static str {
+        match self {
+            Inexact::CountersEvicted => {
+                "per-hop counters were evicted while it was live (raise --hop-entries)"
+            }
+            Inexact::FlowEvictedEarly => {
+                "summarised early, the flow table being full (--max-flows)"
+            }
+            Inexact::RecordsLost => "records were lost while it was live (ring buffer full)",
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// A flow's whole path: the frontend it entered by, the load balancer's choice(s), the

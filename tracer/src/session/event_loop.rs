@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     cli::Args,
-    correlate::flows::FlowTable,
+    correlate::flows::{FlowTable, Loss},
     discover::{self, Role},
     events::{DecodeError, Dir, Event},
     metrics::Metrics,
@@ -186,6 +186,10 @@ impl Session<'_> {
             }
         };
         self.hops_evicted = counts.evicted;
+        self.flows.note_loss(Loss {
+            records_lost: self.lost_reported,
+            counters_evicted: self.hops_evicted,
+        });
         let mut by_site: BTreeMap<u16, Vec<_>> = BTreeMap::new();
         for hop in counts.hops {
             by_site.entry(hop.0.site).or_default().push(hop);
@@ -221,6 +225,10 @@ impl Session<'_> {
         if total > self.lost_reported {
             self.out.lost(total - self.lost_reported, total);
             self.lost_reported = total;
+            self.flows.note_loss(Loss {
+                records_lost: total,
+                counters_evicted: self.hops_evicted,
+            });
         }
         Ok(())
     }

@@ -30,6 +30,7 @@ mod summary;
 
 use decide::decide;
 pub use hop::*;
+pub use state::Loss;
 use state::*;
 
 pub use path::{LbChoice, PathSeen};
@@ -69,6 +70,8 @@ pub struct FlowTable {
     /// Flows the cap took out, summarised at the next expiry.
     evicted: Vec<(FlowKey, FlowState)>,
     flows_evicted: u64,
+    /// The node's losses as last read ([`FlowTable::note_loss`]).
+    loss: Loss,
 }
 
 /// A closed flow (FIN/RST seen) is summarised this long after its last packet, so late
@@ -92,6 +95,7 @@ impl FlowTable {
             let state = FlowState {
                 id: self.next_id,
                 first_ts: ts,
+                loss_at_start: self.loss,
                 ..Default::default()
             };
             self.flows.insert(key.clone(), state);
@@ -103,6 +107,12 @@ impl FlowTable {
         // relative times are from the earliest packet, whichever came in first.
         flow.first_ts = flow.first_ts.min(ts);
         flow
+    }
+
+    /// The node's records lost and counter entries evicted so far: a flow live while
+    /// either grew says its own figures may be short.
+    pub fn note_loss(&mut self, loss: Loss) {
+        self.loss = loss;
     }
 
     /// Removes flows that ended (closed and quiet for a while) or stayed idle longer than
@@ -128,7 +138,7 @@ impl FlowTable {
             .filter_map(|k| {
                 let f = self.flows.remove(k)?;
                 self.ended_hops.extend_from_slice(&f.hop_keys);
-                Some(summarize(k, &f, states))
+                Some(summarize(k, &f, states, self.loss))
             })
             .collect();
         for s in &out {
@@ -396,7 +406,7 @@ impl FlowTable {
         let mut out: Vec<FlowSummary> = self
             .flows
             .iter()
-            .map(|(key, f)| summarize(key, f, states))
+            .map(|(key, f)| summarize(key, f, states, self.loss))
             .collect();
         out.sort_by_key(|s| s.flow_id);
         out

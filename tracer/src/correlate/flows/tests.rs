@@ -696,3 +696,57 @@ fn load_balancer_tables_are_set_beside_the_flows_per_target() {
     assert_eq!(slots, [(5001, 5, 2), (5002, 5, 0)]);
     assert_eq!(t.not_in_table, [5003]);
 }
+
+#[test]
+fn a_flow_reset_by_the_other_side_ends_after_the_linger() {
+    let s = proxy();
+    let mut t = FlowTable::new([ip("20.0.0.1")]);
+    // The client's SYN toward the VIP, the target's SYN-ACK routed out, the client's RST.
+    let mut syn = pkt(1_000, TO_A, Dir::Ingress, false, MAC_BR);
+    syn.tcp_flags = 0x02;
+    t.on_packet(syn, &at(&s));
+    let mut syn_ack = pkt(2_000, BR, Dir::Egress, true, MAC_A);
+    syn_ack.tcp_flags = 0x12;
+    t.on_packet(syn_ack, &at(&s));
+    let mut rst = pkt(3_000, TO_A, Dir::Ingress, false, MAC_BR);
+    rst.tcp_flags = TCP_RST;
+    t.on_packet(rst, &at(&s));
+    let idle = 60 * CLOSED_LINGER_NS;
+    assert!(t.expire(3_000 + CLOSED_LINGER_NS, idle, &[&s]).is_empty());
+    let [ended] = t
+        .expire(3_001 + CLOSED_LINGER_NS, idle, &[&s])
+        .try_into()
+        .unwrap();
+    assert_eq!((ended.ingress_packets, ended.egress_packets), (2, 1));
+    assert!(t.flows.is_empty());
+}
+
+#[test]
+fn a_flow_live_while_the_node_lost_records_or_counters_says_it_is_not_exact() {
+    let s = proxy();
+    let mut t = FlowTable::new([ip("20.0.0.1")]);
+    egress(&mut t, &s, 100, MAC_A, TO_A);
+    let [before] = t.summaries(&[&s]).try_into().unwrap();
+    assert!(before.inexact.is_empty(), "{:?}", before.inexact);
+    t.note_loss(Loss {
+        records_lost: 3,
+        counters_evicted: 0,
+    });
+    let mut late = pkt(200, BR, Dir::Egress, true, MAC_A);
+    late.dport = 40000;
+    t.on_packet(late, &at(&s));
+    t.note_loss(Loss {
+        records_lost: 3,
+        counters_evicted: 5,
+    });
+    let [first, second] = t.summaries(&[&s]).try_into().unwrap();
+    assert_eq!(
+        first.inexact,
+        [
+            tracer_records::Inexact::CountersEvicted,
+            tracer_records::Inexact::RecordsLost
+        ]
+    );
+    // Seen first after the loss was known: only the eviction since then counts.
+    assert_eq!(second.inexact, [tracer_records::Inexact::CountersEvicted]);
+}

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use serde_json::{json, Value};
+use tracer_records::Inexact;
 
 use super::*;
 use crate::{
@@ -707,6 +708,7 @@ fn flow_summaries_one_next_hop_and_several() {
         )),
         fragments: None,
         path: whole_path(),
+        inexact: vec![],
     };
     assert_eq!(
         one(|j| j.summary(&s, "proxy-a")),
@@ -777,6 +779,7 @@ fn flow_summaries_one_next_hop_and_several() {
             split_ids: vec![0x1234],
             orphans: 1,
         }),
+        inexact: vec![Inexact::CountersEvicted, Inexact::FlowEvictedEarly],
         ..s
     };
     let v = one(|j| j.summary(&split, ""));
@@ -813,5 +816,13 @@ fn flow_summaries_one_next_hop_and_several() {
     assert_eq!(
         (&v["proto"], &v["vip"], &v["client"]),
         (&json!("udp"), &json!("2000::1"), &json!("100:100::150"))
+    );
+    // An exact flow's line has neither field (above); this one says why it is not.
+    assert_eq!(
+        (&v["exact"], &v["not_exact"]),
+        (
+            &json!(false),
+            &json!(["counters_evicted", "flow_evicted_early"])
+        )
     );
 }

@@ -86,6 +86,14 @@ impl Text {
             flow_title(&s.flow)
         );
         self.whole_path(s);
+        if !s.inexact.is_empty() {
+            let why: Vec<&str> = s.inexact.iter().map(|i| i.words()).collect();
+            say!(
+                self.out,
+                "  NOT EXACT: this flow's own figures may be short: {}",
+                why.join("; ")
+            );
+        }
         match &s.ingress_port {
             Some(port) => say!(
                 self.out,
