@@ -146,6 +146,10 @@ pub struct Ready<'a> {
     pub refused: Vec<HookReason<'a>>,
     pub unavailable: Vec<HookReason<'a>>,
     pub notes: Cow<'a, [String]>,
+    /// The record budget in force: "all", "all (--port)", "none" or "first N per hop"
+    /// (the kernel counts every packet whatever it is; "" in lines of older tracers).
+    #[serde(default)]
+    pub records: Cow<'a, str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

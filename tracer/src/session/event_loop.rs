@@ -8,6 +8,7 @@ use futures::{stream::SelectAll, FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
+    bpf::RecordBudget,
     cli::Args,
     correlate::flows::{FlowTable, Loss},
     discover::{self, Role},
@@ -76,6 +77,7 @@ impl Session<'_> {
         let notes = std::mem::take(&mut self.attached.node.notes);
         site.probes.ready.notes.extend(notes);
         site.probes.ready.add_node_hooks(&self.attached.node.ready);
+        site.probes.ready.records = budget_words(self.args.record_budget(), self.args.records);
         if let Some(m) = &self.metrics {
             let r = &site.probes.ready;
             m.hooks(&site.label, &r.hooks, &r.refused);
@@ -319,4 +321,40 @@ pub(super) async fn stream(
         task.abort();
     }
     Ok(())
+}
+
+/// The record budget in force as the ready record names it: a reader of a log knows what
+/// was sampled (`asked`: `--records`, absent when the default applied).
+pub(super) fn budget_words(budget: RecordBudget, asked: Option<RecordBudget>) -> String {
+    match (budget, asked) {
+        (RecordBudget::All, None) => "all (--port)".into(),
+        (RecordBudget::All, Some(_)) => "all".into(),
+        (RecordBudget::First(0), _) => "none".into(),
+        (RecordBudget::First(n), _) => format!("first {n} per hop"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Args, RECORDS_DEFAULT};
+    use clap::Parser;
+
+    fn words(args: &[&str]) -> String {
+        let a =
+            Args::try_parse_from(std::iter::once("tracer").chain(args.iter().copied())).unwrap();
+        budget_words(a.record_budget(), a.records)
+    }
+
+    #[test]
+    fn the_ready_record_names_the_budget_in_force() {
+        assert_eq!(words(&[]), format!("first {RECORDS_DEFAULT} per hop"));
+        assert_eq!(words(&["--port", "4000"]), "all (--port)");
+        assert_eq!(words(&["--records", "all"]), "all");
+        assert_eq!(words(&["--records", "none"]), "none");
+        assert_eq!(
+            words(&["--port", "4000", "--records", "3"]),
+            "first 3 per hop"
+        );
+    }
 }

@@ -94,6 +94,7 @@ impl<W: Write> Render for Json<W> {
             refused: r.refused.iter().map(hook_reason).collect(),
             unavailable: r.unavailable.iter().map(hook_reason).collect(),
             notes: Cow::Borrowed(&r.notes),
+            records: Cow::Borrowed(&r.records),
         }));
     }
 

@@ -432,6 +432,7 @@ fn ready_record() {
         refused: vec![("fexit:fib_multipath_hash".into(), "EPERM".into())],
         unavailable: vec![("kprobe:fib_select_path".into(), "no kprobes".into())],
         notes: vec![],
+        records: "first 8 per hop".into(),
     };
     assert_eq!(
         one(|j| j.ready(&r)),
@@ -442,7 +443,7 @@ fn ready_record() {
             "hooks": ["tc:bridge0/ingress (tcx)"],
             "refused": [{"hook": "fexit:fib_multipath_hash", "reason": "EPERM"}],
             "unavailable": [{"hook": "kprobe:fib_select_path", "reason": "no kprobes"}],
-            "notes": [],
+            "notes": [], "records": "first 8 per hop",
         })
     );
     let r = Ready {

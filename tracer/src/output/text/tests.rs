@@ -125,3 +125,21 @@ fn a_different_node_wide_set_is_said_again() {
         "{lines:#?}"
     );
 }
+
+#[test]
+fn the_ready_line_names_the_record_budget_and_an_inexact_flow_says_why() {
+    let mut r = ready("proxy-a", "proxy", &[], &node());
+    r.records = "first 8 per hop".into();
+    let lines = ready_lines(&r, &mut None);
+    assert!(
+        lines[0].ends_with(", records: first 8 per hop (every packet counted)"),
+        "{lines:?}"
+    );
+    assert_eq!(summary::not_exact_line(&[]), None);
+    let line = summary::not_exact_line(&[
+        tracer_records::Inexact::FlowEvictedEarly,
+        tracer_records::Inexact::RecordsLost,
+    ])
+    .unwrap();
+    assert!(line.contains("NOT EXACT") && line.contains("--max-flows") && line.contains("lost"));
+}
