@@ -300,10 +300,34 @@ pub struct Lost {
     pub total: u64,
 }
 
-/// Per-hop counters the kernel's LRU map evicted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What the run's bounds left out, at the end of a run where any did: `count`, per-hop
+/// counters the kernel's LRU map evicted (`--hop-entries`); the rest, each absent when 0,
+/// one per other bound (docs/limits.md).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Evicted {
     pub count: u64,
+    /// Flows summarised early, the table of live flows full (`--max-flows`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub flows: u64,
+    /// Packets the kernel's per-VIP totals map had no room for.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub totals_full: u64,
+    /// Kernel multipath hash samples dropped, a flow's queue of them full.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hash_samples: u64,
+    /// Fragmented datagrams not followed for the split check, past a flow's bound.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub datagrams: u64,
+    /// Requests in a load balancer's queue forgotten, past a flow's bound.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub queued: u64,
+    /// Load balancer changes of a flow not kept, past its bound.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lb_changes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A packet of the flow the kernel freed as a drop.

@@ -347,6 +347,26 @@ mod tests {
     }
 
     #[test]
+    fn the_help_names_the_sessions_bounds() {
+        use super::super::{readers, reorder};
+        let help = crate::cli::help_text();
+        for bound in [
+            format!(
+                "{} ms, {} records",
+                reorder::WINDOW_NS / 1_000_000,
+                readers::MAX_PENDING
+            ),
+            format!(
+                "{} batches of {} records",
+                readers::QUEUE_BATCHES,
+                readers::BATCH_RECORDS
+            ),
+        ] {
+            assert!(help.contains(&bound), "{bound:?} not in --help:\n{help}");
+        }
+    }
+
+    #[test]
     fn the_ready_record_names_the_budget_in_force() {
         assert_eq!(words(&[]), format!("first {RECORDS_DEFAULT} per hop"));
         assert_eq!(words(&["--port", "4000"]), "all (--port)");

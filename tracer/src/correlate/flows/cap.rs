@@ -46,10 +46,13 @@ impl FlowTable {
     /// The summaries of the flows the cap took out since the last call; they count in the
     /// distribution as ended flows do.
     pub fn take_evicted(&mut self, states: &[&KernelState]) -> Vec<FlowSummary> {
-        let out: Vec<FlowSummary> = self
-            .evicted
-            .drain(..)
-            .map(|(k, f)| summarize(&k, &f, states, self.loss))
+        let evicted = std::mem::take(&mut self.evicted);
+        let out: Vec<FlowSummary> = evicted
+            .into_iter()
+            .map(|(k, f)| {
+                self.count_ended(&f);
+                summarize(&k, &f, states, self.loss)
+            })
             .collect();
         for s in &out {
             add_share(&mut self.ended, s);

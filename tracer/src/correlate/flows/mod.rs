@@ -24,12 +24,14 @@ use crate::{
 mod cap;
 mod decide;
 mod hop;
+mod overflow;
 mod path;
 mod state;
 mod summary;
 
 use decide::decide;
 pub use hop::*;
+pub use overflow::Overflow;
 pub use state::Loss;
 use state::*;
 
@@ -72,6 +74,8 @@ pub struct FlowTable {
     flows_evicted: u64,
     /// The node's losses as last read ([`FlowTable::note_loss`]).
     loss: Loss,
+    /// The per-flow bounds' overflows of flows that left the table.
+    overflow_ended: Overflow,
 }
 
 /// A closed flow (FIN/RST seen) is summarised this long after its last packet, so late
@@ -137,6 +141,7 @@ impl FlowTable {
             .iter()
             .filter_map(|k| {
                 let f = self.flows.remove(k)?;
+                self.count_ended(&f);
                 self.ended_hops.extend_from_slice(&f.hop_keys);
                 Some(summarize(k, &f, states, self.loss))
             })
@@ -297,7 +302,7 @@ impl FlowTable {
                         None if kept => {
                             flow.frags.datagrams.insert(fr.id, vec![p.eth_dst]);
                         }
-                        None => {}
+                        None => flow.frags.datagrams_not_followed += 1,
                     }
                 }
             }
@@ -358,11 +363,12 @@ impl FlowTable {
         if let Some((key, PathDir::Egress)) =
             FlowKey::classify(&self.vips, h.proto, h.src, h.sport, h.dst, h.dport)
         {
-            let samples = &mut self.flow(&key, h.ts_ns).kernel_hash;
-            if samples.len() == KERNEL_HASH_SAMPLES {
-                samples.pop_front();
+            let flow = self.flow(&key, h.ts_ns);
+            if flow.kernel_hash.len() == KERNEL_HASH_SAMPLES {
+                flow.kernel_hash.pop_front();
+                flow.hash_samples_dropped += 1;
             }
-            samples.push_back((h.ts_ns, h.hash, h.hook));
+            flow.kernel_hash.push_back((h.ts_ns, h.hash, h.hook));
         }
     }
 

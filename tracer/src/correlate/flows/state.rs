@@ -67,6 +67,8 @@ pub(super) struct FlowState {
     pub(super) loss_at_start: Loss,
     /// Summarised early by the cap on live flows (`--max-flows`).
     pub(super) evicted_early: bool,
+    /// Kernel hash samples dropped, `kernel_hash` full.
+    pub(super) hash_samples_dropped: u64,
 }
 
 /// What the node lost so far: records (ring buffer full) and per-hop counter entries (LRU
@@ -89,6 +91,8 @@ pub(super) struct FragState {
     pub(super) orphans: u64,
     /// Per datagram id: the next-hop MACs its fragments took, first one first.
     pub(super) datagrams: BTreeMap<u32, Vec<Mac>>,
+    /// Datagrams past `FRAG_DATAGRAMS_KEPT`, not followed.
+    pub(super) datagrams_not_followed: u64,
 }
 
 impl FlowState {

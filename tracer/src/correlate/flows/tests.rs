@@ -750,3 +750,44 @@ fn a_flow_live_while_the_node_lost_records_or_counters_says_it_is_not_exact() {
     // Seen first after the loss was known: only the eviction since then counts.
     assert_eq!(second.inexact, [tracer_records::Inexact::CountersEvicted]);
 }
+
+#[test]
+fn what_the_per_flow_bounds_leave_out_is_counted_past_the_flows_end() {
+    let s = proxy();
+    let mut t = FlowTable::new([ip("20.0.0.1")]);
+    // Three samples more than a flow keeps, none taken by a routed hop.
+    for i in 0..KERNEL_HASH_SAMPLES as u64 + 3 {
+        t.on_hash(HashSample {
+            ts_ns: 10 + i,
+            hash: 1,
+            src: ip("20.0.0.1"),
+            dst: ip("169.254.100.150"),
+            sport: 4000,
+            dport: 35000,
+            proto: 6,
+            hook: "fexit",
+        });
+    }
+    assert_eq!(t.overflow().hash_samples, 3, "while the flow is live");
+    let ended = t.expire(u64::MAX / 2, 1, &[&s]);
+    assert_eq!((ended.len(), t.flows.len()), (1, 0));
+    assert_eq!(
+        t.overflow(),
+        Overflow {
+            hash_samples: 3,
+            ..Default::default()
+        },
+        "and after it ended"
+    );
+}
+
+#[test]
+fn the_help_names_the_per_flow_bounds() {
+    let help = crate::cli::help_text();
+    let bounds = format!(
+        "{KERNEL_HASH_SAMPLES} hash samples, {FRAG_DATAGRAMS_KEPT} datagrams, {} queued requests, {} load",
+        path::QUEUED_KEPT,
+        path::LB_CHANGES_KEPT
+    );
+    assert!(help.contains(&bounds), "{bounds:?} not in --help:\n{help}");
+}

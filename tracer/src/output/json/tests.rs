@@ -386,6 +386,17 @@ fn drop_lost_and_evicted_records() {
         one(|j| j.evicted(4)),
         json!({"type": "evicted", "count": 4})
     );
+    // Every bound's overflow on the one record, each absent when 0.
+    let o = crate::correlate::flows::Overflow {
+        hop_counters: 4,
+        flows: 30_000,
+        hash_samples: 2,
+        ..Default::default()
+    };
+    assert_eq!(
+        one(|j| j.overflowed(&o)),
+        json!({"type": "evicted", "count": 4, "flows": 30000, "hash_samples": 2})
+    );
 }
 
 #[test]

@@ -143,3 +143,20 @@ fn the_ready_line_names_the_record_budget_and_an_inexact_flow_says_why() {
     .unwrap();
     assert!(line.contains("NOT EXACT") && line.contains("--max-flows") && line.contains("lost"));
 }
+
+#[test]
+fn each_bound_that_left_something_out_is_a_warning() {
+    let o = Overflow {
+        flows: 3,
+        lb_changes: 1,
+        ..Default::default()
+    };
+    let lines = overflow_lines(&o);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with("WARNING: 3 flows summarised early")
+            && lines[0].contains("--max-flows")
+    );
+    assert!(lines[1].starts_with("WARNING: 1 load balancer changes"));
+    assert!(overflow_lines(&Overflow::default()).is_empty());
+}
