@@ -187,7 +187,8 @@ impl Session<'_> {
                 return;
             }
         };
-        self.hops_evicted = counts.evicted;
+        // Each read is a lower bound (entries created during the walk): keep the highest.
+        self.hops_evicted = self.hops_evicted.max(counts.evicted);
         self.flows.note_loss(Loss {
             records_lost: self.lost_reported,
             counters_evicted: self.hops_evicted,
@@ -203,6 +204,7 @@ impl Session<'_> {
                 self.flows.absorb(&site.view(index), &hops);
             }
         }
+        self.flows.counts_read();
     }
 
     /// Deletes the counter entries of flows that were summarised.

@@ -36,6 +36,7 @@ impl FlowTable {
         for (_, key) in by_age {
             if let Some(mut f) = self.flows.remove(&key) {
                 f.evicted_early = true;
+                self.ended_at.insert(key.clone(), f.last_ts);
                 self.ended_hops.extend_from_slice(&f.hop_keys);
                 self.evicted.push((key, f));
                 self.flows_evicted += 1;

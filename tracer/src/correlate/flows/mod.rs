@@ -76,6 +76,11 @@ pub struct FlowTable {
     loss: Loss,
     /// The per-flow bounds' overflows of flows that left the table.
     overflow_ended: Overflow,
+    /// Flows summarised since the last full read of the counters, and their last packet's
+    /// time: a counter entry of theirs no newer is what they already had (its deletion
+    /// queued), not a new flow. Emptied after each full read ([`FlowTable::counts_read`]),
+    /// so it holds at most the flows that ended between two reads.
+    ended_at: HashMap<FlowKey, u64>,
 }
 
 /// A closed flow (FIN/RST seen) is summarised this long after its last packet, so late
@@ -142,6 +147,7 @@ impl FlowTable {
             .filter_map(|k| {
                 let f = self.flows.remove(k)?;
                 self.count_ended(&f);
+                self.ended_at.insert(k.clone(), f.last_ts);
                 self.ended_hops.extend_from_slice(&f.hop_keys);
                 Some(summarize(k, &f, states, self.loss))
             })
@@ -173,6 +179,12 @@ impl FlowTable {
             else {
                 continue;
             };
+            // A summarised flow's own counts, read before their deletion: not a new flow
+            // (recreating it would push a live one out of a full table, and so on).
+            if self.ended_at.get(&key).is_some_and(|&end| h.last_ns <= end) {
+                self.ended_hops.push((site.index, *raw));
+                continue;
+            }
             let flow = self.flow(&key, h.first_ns);
             flow.last_ts = flow.last_ts.max(h.last_ns);
             if !flow.hop_keys.contains(&(site.index, *raw)) {
@@ -207,6 +219,13 @@ impl FlowTable {
                 f.counted = Some(c);
             }
         }
+    }
+
+    /// Every site's counters were read (after [`FlowTable::absorb`] for each): the ended
+    /// flows' entries in them are queued for deletion, so they need not be told apart any
+    /// more.
+    pub fn counts_read(&mut self) {
+        self.ended_at.clear();
     }
 
     /// Next-hop distribution per VIP over every flow seen, expired ones included.

@@ -791,3 +791,24 @@ fn the_help_names_the_per_flow_bounds() {
     );
     assert!(help.contains(&bounds), "{bounds:?} not in --help:\n{help}");
 }
+
+#[test]
+fn a_summarised_flows_own_counts_do_not_bring_it_back() {
+    let s = proxy();
+    let mut t = FlowTable::new([ip("20.0.0.1")]);
+    // Seen by its records only, summarised before any read of the counters.
+    t.on_packet(pkt(9_000, TO_A, Dir::Ingress, false, MAC_BR), &at(&s));
+    assert_eq!(t.expire(u64::MAX / 2, 1, &[&s]).len(), 1);
+    let _ = t.take_ended_hops();
+    // Its counter entry, no newer than its last packet: queued for deletion, no new flow.
+    let stale = counted(TO_A, tracer_common::DIR_INGRESS, false, MAC_BR, 1);
+    t.absorb(&at(&s), &[stale]);
+    assert!(t.flows.is_empty(), "the summarised flow came back");
+    assert_eq!(t.take_ended_hops(), [(0, stale.0)]);
+    // A packet after its summary is a new flow.
+    let (key, mut newer) = stale;
+    newer.last_ns = 9_001;
+    t.absorb(&at(&s), &[(key, newer)]);
+    assert_eq!(t.flows.len(), 1);
+    t.counts_read();
+}
