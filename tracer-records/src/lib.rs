@@ -146,6 +146,10 @@ pub struct Ready<'a> {
     pub refused: Vec<HookReason<'a>>,
     pub unavailable: Vec<HookReason<'a>>,
     pub notes: Cow<'a, [String]>,
+    /// The record budget in force: "all", "all (--port)", "none" or "first N per hop"
+    /// (the kernel counts every packet whatever it is; "" in lines of older tracers).
+    #[serde(default)]
+    pub records: Cow<'a, str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -296,10 +300,34 @@ pub struct Lost {
     pub total: u64,
 }
 
-/// Per-hop counters the kernel's LRU map evicted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What the run's bounds left out, at the end of a run where any did: `count`, per-hop
+/// counters the kernel's LRU map evicted (`--hop-entries`); the rest, each absent when 0,
+/// one per other bound (docs/limits.md).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Evicted {
     pub count: u64,
+    /// Flows summarised early, the table of live flows full (`--max-flows`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub flows: u64,
+    /// Packets the kernel's per-VIP totals map had no room for.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub totals_full: u64,
+    /// Kernel multipath hash samples dropped, a flow's queue of them full.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hash_samples: u64,
+    /// Fragmented datagrams not followed for the split check, past a flow's bound.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub datagrams: u64,
+    /// Requests in a load balancer's queue forgotten, past a flow's bound.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub queued: u64,
+    /// Load balancer changes of a flow not kept, past its bound.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lb_changes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A packet of the flow the kernel freed as a drop.
@@ -454,6 +482,52 @@ pub struct Flow<'a> {
     /// The pods the flow crossed (absent in lines of tracers before it).
     #[serde(default)]
     pub path: FlowPath<'a>,
+    /// False when a per-flow figure above is not exact any more, `not_exact` saying why;
+    /// both absent for an exact flow (its line is as before they existed).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub exact: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_exact: Vec<Inexact>,
+}
+
+/// Why a flow summary's own figures are not exact (the per-VIP distribution stays exact:
+/// it is read from the kernel's totals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Inexact {
+    /// The kernel's per-hop counter map (LRU, `--hop-entries`) evicted entries while the
+    /// flow was live: its packet counts may be short.
+    CountersEvicted,
+    /// `--max-flows` was reached and the flow, idle longest, was summarised early: packets
+    /// after this summary start a new flow.
+    FlowEvictedEarly,
+    /// The ring buffer lost records while the flow was live: the figures taken from
+    /// records (records, predictions, fragments, the path, counts when not `counted`) may
+    /// be short.
+    RecordsLost,
+}
+
+impl Inexact {
+    /// In words, for the text view.
+    pub fn words(self) -> &'static str {
+        match self {
+            Inexact::CountersEvicted => {
+                "per-hop counters were evicted while it was live (raise --hop-entries)"
+            }
+            Inexact::FlowEvictedEarly => {
+                "summarised early, the flow table being full (--max-flows)"
+            }
+            Inexact::RecordsLost => "records were lost while it was live (ring buffer full)",
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// A flow's whole path: the frontend it entered by, the load balancer's choice(s), the

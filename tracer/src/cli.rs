@@ -15,9 +15,7 @@ pub use crate::bpf::{AttachMode, FibHook, HashHook, HookFamily, RecordBudget, Tc
     version,
     subcommand_negates_reqs = true,
     args_conflicts_with_subcommands = true,
-    after_help = "Example (on a node; `tracer discover` lists the Meridio pods' namespaces):\n  \
-                  tracer --vip 20.0.0.1 --vip 2000::1 --port 35000\n\
-                  then start one connection, e.g. `nc 20.0.0.1 4000 -p 35000` from the gateway."
+    after_help = AFTER_HELP
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -286,6 +284,31 @@ fn parse_budget(s: &str) -> Result<RecordBudget, String> {
     }
 }
 
+/// The example, and every bound of a run with what its overflow becomes in the output
+/// (docs/limits.md has the same table).
+const AFTER_HELP: &str = "\
+Example (on a node; `tracer discover` lists the Meridio pods' namespaces):
+  tracer --vip 20.0.0.1 --vip 2000::1 --port 35000
+then start one connection, e.g. `nc 20.0.0.1 4000 -p 35000` from the gateway.
+
+Bounds (each overflow is counted: JSON `lost` and `evicted` records and a flow's
+`not_exact`, the text view's WARNING lines, /metrics where it has the counter):
+  ring buffer        2 MiB for every namespace     full: records lost (`lost`)
+  per-hop counters   --hop-entries, LRU            evicted (`evicted.count`)
+  per-VIP totals     16384 entries, never evicted  no room: `evicted.totals_full`
+  live flows         --max-flows                   summarised early (`evicted.flows`)
+  flow lifetime      --flow-timeout; closed: 2 s   summarised, not an overflow
+  records per hop    --records                     counted, not recorded
+  reorder window     100 ms, 32768 records         the reader waits, the ring fills
+  reader queue       4 batches of 4096 records     the reader waits, the ring fills
+  fragment ports     4096 datagrams, LRU           later fragments orphans (per flow)
+  per flow           8 hash samples, 4096 datagrams, 32 queued requests, 8 load
+                     balancer changes: `evicted.hash_samples`, `.datagrams`, `.queued`,
+                     `.lb_changes`
+  VIPs 256, traced namespaces 256, routed interfaces 1024: past them the kernel refuses
+                     the insert and the tracer says so (nothing is dropped silently)
+  --pcap FILE        --pcap-max-mb, then one rotation to FILE.1";
+
 /// Record budget per hop without --port and without --records: the first packets of each
 /// hop show the path, the kernel counts the rest.
 pub const RECORDS_DEFAULT: u32 = 8;
@@ -313,6 +336,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("the duration must be more than 0 seconds".into());
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// `tracer --help` as printed: the bounds' tests check it names theirs.
+#[cfg(test)]
+pub fn help_text() -> String {
+    use clap::CommandFactory;
+    Args::command().render_long_help().to_string()
 }
 
 impl Args {
@@ -534,6 +564,21 @@ mod tests {
         ] {
             let e = parse(args).unwrap_err();
             assert!(e.contains(needle), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_help_names_the_kernels_bounds() {
+        let help = help_text();
+        for bound in [
+            format!("{} MiB", tracer_common::RING_BYTES >> 20),
+            format!("{} entries, never evicted", tracer_common::TOTALS_ENTRIES),
+            format!("{} datagrams, LRU", tracer_common::FRAGS_ENTRIES),
+            "--hop-entries, LRU".into(),
+            "--max-flows ".into(),
+            "--pcap-max-mb, then".into(),
+        ] {
+            assert!(help.contains(&bound), "{bound:?} not in --help:\n{help}");
         }
     }
 }

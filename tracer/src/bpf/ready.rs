@@ -20,6 +20,8 @@ pub struct Ready {
     pub unavailable: Vec<(String, String)>,
     /// What the loader did beyond attaching, e.g. removing an earlier run's leftovers.
     pub notes: Vec<String>,
+    /// The record budget in force, in words (set by the session): what was sampled.
+    pub records: String,
 }
 
 impl Ready {

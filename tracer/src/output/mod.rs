@@ -4,7 +4,7 @@
 //! worked out by the flow table or the loader.
 use crate::{
     bpf::Ready,
-    correlate::flows::{Distribution, DropHop, FlowSummary, Hop, RouteHop},
+    correlate::flows::{Distribution, DropHop, FlowSummary, Hop, Overflow, RouteHop},
     netns::changes::Change,
 };
 
@@ -18,6 +18,13 @@ pub trait Render {
     /// Per-hop counters the kernel's LRU map evicted (it was full): those hops' counts
     /// restarted, so the flows' exact counts are short by what they had.
     fn evicted(&mut self, count: u64);
+    /// What every bound left out, at the end of a run where any did; by default the
+    /// per-hop counters alone, as [`Render::evicted`].
+    fn overflowed(&mut self, o: &Overflow) {
+        if o.hop_counters > 0 {
+            self.evicted(o.hop_counters);
+        }
+    }
     fn dropped(&mut self, d: &DropHop);
     fn change(&mut self, ts_ns: u64, netns: &str, c: &Change);
     /// `netns` names the proxy the routing verdict is about ("" when none saw the flow).

@@ -8,8 +8,9 @@ use futures::{stream::SelectAll, FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
+    bpf::RecordBudget,
     cli::Args,
-    correlate::flows::FlowTable,
+    correlate::flows::{FlowTable, Loss},
     discover::{self, Role},
     events::{DecodeError, Dir, Event},
     metrics::Metrics,
@@ -76,6 +77,7 @@ impl Session<'_> {
         let notes = std::mem::take(&mut self.attached.node.notes);
         site.probes.ready.notes.extend(notes);
         site.probes.ready.add_node_hooks(&self.attached.node.ready);
+        site.probes.ready.records = budget_words(self.args.record_budget(), self.args.records);
         if let Some(m) = &self.metrics {
             let r = &site.probes.ready;
             m.hooks(&site.label, &r.hooks, &r.refused);
@@ -185,7 +187,12 @@ impl Session<'_> {
                 return;
             }
         };
-        self.hops_evicted = counts.evicted;
+        // Each read is a lower bound (entries created during the walk): keep the highest.
+        self.hops_evicted = self.hops_evicted.max(counts.evicted);
+        self.flows.note_loss(Loss {
+            records_lost: self.lost_reported,
+            counters_evicted: self.hops_evicted,
+        });
         let mut by_site: BTreeMap<u16, Vec<_>> = BTreeMap::new();
         for hop in counts.hops {
             by_site.entry(hop.0.site).or_default().push(hop);
@@ -197,6 +204,7 @@ impl Session<'_> {
                 self.flows.absorb(&site.view(index), &hops);
             }
         }
+        self.flows.counts_read();
     }
 
     /// Deletes the counter entries of flows that were summarised.
@@ -221,6 +229,10 @@ impl Session<'_> {
         if total > self.lost_reported {
             self.out.lost(total - self.lost_reported, total);
             self.lost_reported = total;
+            self.flows.note_loss(Loss {
+                records_lost: total,
+                counters_evicted: self.hops_evicted,
+            });
         }
         Ok(())
     }
@@ -311,4 +323,60 @@ pub(super) async fn stream(
         task.abort();
     }
     Ok(())
+}
+
+/// The record budget in force as the ready record names it: a reader of a log knows what
+/// was sampled (`asked`: `--records`, absent when the default applied).
+pub(super) fn budget_words(budget: RecordBudget, asked: Option<RecordBudget>) -> String {
+    match (budget, asked) {
+        (RecordBudget::All, None) => "all (--port)".into(),
+        (RecordBudget::All, Some(_)) => "all".into(),
+        (RecordBudget::First(0), _) => "none".into(),
+        (RecordBudget::First(n), _) => format!("first {n} per hop"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Args, RECORDS_DEFAULT};
+    use clap::Parser;
+
+    fn words(args: &[&str]) -> String {
+        let a =
+            Args::try_parse_from(std::iter::once("tracer").chain(args.iter().copied())).unwrap();
+        budget_words(a.record_budget(), a.records)
+    }
+
+    #[test]
+    fn the_help_names_the_sessions_bounds() {
+        use super::super::{readers, reorder};
+        let help = crate::cli::help_text();
+        for bound in [
+            format!(
+                "{} ms, {} records",
+                reorder::WINDOW_NS / 1_000_000,
+                readers::MAX_PENDING
+            ),
+            format!(
+                "{} batches of {} records",
+                readers::QUEUE_BATCHES,
+                readers::BATCH_RECORDS
+            ),
+        ] {
+            assert!(help.contains(&bound), "{bound:?} not in --help:\n{help}");
+        }
+    }
+
+    #[test]
+    fn the_ready_record_names_the_budget_in_force() {
+        assert_eq!(words(&[]), format!("first {RECORDS_DEFAULT} per hop"));
+        assert_eq!(words(&["--port", "4000"]), "all (--port)");
+        assert_eq!(words(&["--records", "all"]), "all");
+        assert_eq!(words(&["--records", "none"]), "none");
+        assert_eq!(
+            words(&["--port", "4000", "--records", "3"]),
+            "first 3 per hop"
+        );
+    }
 }

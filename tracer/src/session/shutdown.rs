@@ -7,7 +7,10 @@ use anyhow::Result;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    correlate::{flows::add_lb_tables, totals::exact_shares},
+    correlate::{
+        flows::{add_lb_tables, Overflow},
+        totals::exact_shares,
+    },
     discover::Role,
 };
 
@@ -53,9 +56,13 @@ pub(super) async fn finish(
             log::warn!("could not re-read {} for the summary: {e:#}", site.label);
         }
     }
-    let evicted = s.hops_evicted;
-    if evicted > 0 {
-        s.out.evicted(evicted);
+    let overflow = Overflow {
+        hop_counters: s.hops_evicted,
+        totals_full: s.attached.node.totals_full().unwrap_or(0),
+        ..s.flows.overflow()
+    };
+    if overflow.any() {
+        s.out.overflowed(&overflow);
     }
     // Flows the cap took out since the last expiry first, then the live ones.
     let early = s.flows.take_evicted(&states(&s.attached.sites));

@@ -37,6 +37,9 @@ pub struct Kernel {
     pub suffix: &'static str,
     /// Tests that need a hook only some kernels allow, run here too.
     pub fexit: bool,
+    /// The low-`RLIMIT_MEMLOCK` tests run here: kernels that charge maps to it (before
+    /// 5.11) and one that does not, where the same start must trace.
+    pub memlock: bool,
 }
 
 pub const KERNELS: [Kernel; 3] = [
@@ -47,6 +50,7 @@ pub const KERNELS: [Kernel; 3] = [
         prefix: "linux-image-5.10.0-",
         suffix: "-amd64-unsigned",
         fexit: false,
+        memlock: true,
     },
     Kernel {
         name: "6.1",
@@ -55,6 +59,7 @@ pub const KERNELS: [Kernel; 3] = [
         prefix: "linux-image-6.1.0-",
         suffix: "-amd64-unsigned",
         fexit: true,
+        memlock: true,
     },
     Kernel {
         name: "6.12",
@@ -63,6 +68,7 @@ pub const KERNELS: [Kernel; 3] = [
         prefix: "linux-image-6.12.",
         suffix: "+deb13-amd64-unsigned",
         fexit: true,
+        memlock: false,
     },
 ];
 
@@ -88,8 +94,9 @@ const fn t(binary: &'static str, name: &'static str, ignored: bool) -> TestRef {
 /// (or saying there is none), what the ready record says, the hash hooks, and the TC
 /// parser on fragments (IPv4, and IPv6's extension header walk: a verifier-sensitive loop),
 /// the `--pcap` capture path, and the whole path (a frontend's lookup with a mark netfilter
-/// set, tied to its packet at the egress hook: `LAST_LOOKUP` through every verifier).
-pub const TESTS: [TestRef; 10] = [
+/// set, tied to its packet at the egress hook: `LAST_LOOKUP` through every verifier), and
+/// a start under a 64 KiB `RLIMIT_MEMLOCK` with and without `CAP_SYS_RESOURCE`.
+pub const TESTS: [TestRef; 12] = [
     t(
         "kernels",
         "the_ready_record_says_what_this_kernel_offers",
@@ -134,6 +141,16 @@ pub const TESTS: [TestRef; 10] = [
     ),
     t(
         "kernels",
+        "a_low_memlock_limit_is_raised_where_maps_are_charged_to_it",
+        false,
+    ),
+    t(
+        "kernels",
+        "a_low_hard_memlock_limit_without_cap_sys_resource_is_one_sentence_where_it_matters",
+        false,
+    ),
+    t(
+        "kernels",
         "fexit_hash_hook_predicts_every_routed_packet",
         true,
     ),
@@ -145,11 +162,13 @@ pub const TESTS: [TestRef; 10] = [
 ];
 
 impl Kernel {
-    /// The tests this kernel runs: all, but the fexit one only where fexit loads.
+    /// The tests this kernel runs: all, but the fexit one only where fexit loads and the
+    /// memlock ones only where `memlock`.
     pub fn tests(&self, filter: Option<&str>) -> Vec<TestRef> {
         TESTS
             .iter()
             .filter(|t| self.fexit || !t.name.starts_with("fexit"))
+            .filter(|t| self.memlock || !t.name.contains("memlock"))
             .filter(|t| filter.is_none_or(|f| t.name.contains(f)))
             .copied()
             .collect()

@@ -85,9 +85,11 @@ impl NodeProbes {
     pub fn hop_counts(&self) -> Result<HopCounts> {
         let map: BpfHashMap<_, HopKey, HopCount> =
             BpfHashMap::try_from(self.ebpf.map("HOPS").context("map HOPS missing")?)?;
+        // Entries created before the walk, so those created during it make the estimate
+        // low for a moment, never high (read after, they looked evicted).
+        let created = self.counter(COUNTER_HOP_NEW)?;
         let hops: Vec<_> = map.iter().filter_map(Result::ok).collect();
-        let evicted = self
-            .counter(COUNTER_HOP_NEW)?
+        let evicted = created
             .saturating_sub(self.hops_forgotten)
             .saturating_sub(hops.len() as u64);
         Ok(HopCounts { hops, evicted })

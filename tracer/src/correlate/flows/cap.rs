@@ -34,7 +34,9 @@ impl FlowTable {
             by_age.truncate(n);
         }
         for (_, key) in by_age {
-            if let Some(f) = self.flows.remove(&key) {
+            if let Some(mut f) = self.flows.remove(&key) {
+                f.evicted_early = true;
+                self.ended_at.insert(key.clone(), f.last_ts);
                 self.ended_hops.extend_from_slice(&f.hop_keys);
                 self.evicted.push((key, f));
                 self.flows_evicted += 1;
@@ -45,10 +47,13 @@ impl FlowTable {
     /// The summaries of the flows the cap took out since the last call; they count in the
     /// distribution as ended flows do.
     pub fn take_evicted(&mut self, states: &[&KernelState]) -> Vec<FlowSummary> {
-        let out: Vec<FlowSummary> = self
-            .evicted
-            .drain(..)
-            .map(|(k, f)| summarize(&k, &f, states))
+        let evicted = std::mem::take(&mut self.evicted);
+        let out: Vec<FlowSummary> = evicted
+            .into_iter()
+            .map(|(k, f)| {
+                self.count_ended(&f);
+                summarize(&k, &f, states, self.loss)
+            })
             .collect();
         for s in &out {
             add_share(&mut self.ended, s);
@@ -117,6 +122,13 @@ mod tests {
             early.iter().all(|f| f.flow.client_port != 1),
             "the busy flow is never the one idle longest"
         );
+        assert!(
+            early
+                .iter()
+                .all(|f| f.inexact == [tracer_records::Inexact::FlowEvictedEarly]),
+            "a flow summarised early says so"
+        );
+        assert!(t.summaries(&[&s]).iter().all(|f| f.inexact.is_empty()));
         assert!(t.take_evicted(&[&s]).is_empty(), "summarised once");
         // Nothing more is taken out while there is room.
         let live = t.flows.len();

@@ -24,12 +24,15 @@ use crate::{
 mod cap;
 mod decide;
 mod hop;
+mod overflow;
 mod path;
 mod state;
 mod summary;
 
 use decide::decide;
 pub use hop::*;
+pub use overflow::Overflow;
+pub use state::Loss;
 use state::*;
 
 pub use path::{LbChoice, PathSeen};
@@ -69,6 +72,15 @@ pub struct FlowTable {
     /// Flows the cap took out, summarised at the next expiry.
     evicted: Vec<(FlowKey, FlowState)>,
     flows_evicted: u64,
+    /// The node's losses as last read ([`FlowTable::note_loss`]).
+    loss: Loss,
+    /// The per-flow bounds' overflows of flows that left the table.
+    overflow_ended: Overflow,
+    /// Flows summarised since the last full read of the counters, and their last packet's
+    /// time: a counter entry of theirs no newer is what they already had (its deletion
+    /// queued), not a new flow. Emptied after each full read ([`FlowTable::counts_read`]),
+    /// so it holds at most the flows that ended between two reads.
+    ended_at: HashMap<FlowKey, u64>,
 }
 
 /// A closed flow (FIN/RST seen) is summarised this long after its last packet, so late
@@ -92,6 +104,7 @@ impl FlowTable {
             let state = FlowState {
                 id: self.next_id,
                 first_ts: ts,
+                loss_at_start: self.loss,
                 ..Default::default()
             };
             self.flows.insert(key.clone(), state);
@@ -103,6 +116,12 @@ impl FlowTable {
         // relative times are from the earliest packet, whichever came in first.
         flow.first_ts = flow.first_ts.min(ts);
         flow
+    }
+
+    /// The node's records lost and counter entries evicted so far: a flow live while
+    /// either grew says its own figures may be short.
+    pub fn note_loss(&mut self, loss: Loss) {
+        self.loss = loss;
     }
 
     /// Removes flows that ended (closed and quiet for a while) or stayed idle longer than
@@ -127,8 +146,10 @@ impl FlowTable {
             .iter()
             .filter_map(|k| {
                 let f = self.flows.remove(k)?;
+                self.count_ended(&f);
+                self.ended_at.insert(k.clone(), f.last_ts);
                 self.ended_hops.extend_from_slice(&f.hop_keys);
-                Some(summarize(k, &f, states))
+                Some(summarize(k, &f, states, self.loss))
             })
             .collect();
         for s in &out {
@@ -158,6 +179,12 @@ impl FlowTable {
             else {
                 continue;
             };
+            // A summarised flow's own counts, read before their deletion: not a new flow
+            // (recreating it would push a live one out of a full table, and so on).
+            if self.ended_at.get(&key).is_some_and(|&end| h.last_ns <= end) {
+                self.ended_hops.push((site.index, *raw));
+                continue;
+            }
             let flow = self.flow(&key, h.first_ns);
             flow.last_ts = flow.last_ts.max(h.last_ns);
             if !flow.hop_keys.contains(&(site.index, *raw)) {
@@ -192,6 +219,13 @@ impl FlowTable {
                 f.counted = Some(c);
             }
         }
+    }
+
+    /// Every site's counters were read (after [`FlowTable::absorb`] for each): the ended
+    /// flows' entries in them are queued for deletion, so they need not be told apart any
+    /// more.
+    pub fn counts_read(&mut self) {
+        self.ended_at.clear();
     }
 
     /// Next-hop distribution per VIP over every flow seen, expired ones included.
@@ -287,7 +321,7 @@ impl FlowTable {
                         None if kept => {
                             flow.frags.datagrams.insert(fr.id, vec![p.eth_dst]);
                         }
-                        None => {}
+                        None => flow.frags.datagrams_not_followed += 1,
                     }
                 }
             }
@@ -348,11 +382,12 @@ impl FlowTable {
         if let Some((key, PathDir::Egress)) =
             FlowKey::classify(&self.vips, h.proto, h.src, h.sport, h.dst, h.dport)
         {
-            let samples = &mut self.flow(&key, h.ts_ns).kernel_hash;
-            if samples.len() == KERNEL_HASH_SAMPLES {
-                samples.pop_front();
+            let flow = self.flow(&key, h.ts_ns);
+            if flow.kernel_hash.len() == KERNEL_HASH_SAMPLES {
+                flow.kernel_hash.pop_front();
+                flow.hash_samples_dropped += 1;
             }
-            samples.push_back((h.ts_ns, h.hash, h.hook));
+            flow.kernel_hash.push_back((h.ts_ns, h.hash, h.hook));
         }
     }
 
@@ -396,7 +431,7 @@ impl FlowTable {
         let mut out: Vec<FlowSummary> = self
             .flows
             .iter()
-            .map(|(key, f)| summarize(key, f, states))
+            .map(|(key, f)| summarize(key, f, states, self.loss))
             .collect();
         out.sort_by_key(|s| s.flow_id);
         out

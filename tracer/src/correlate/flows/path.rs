@@ -16,10 +16,10 @@ use super::{HopKind, PathDir};
 
 /// Marks a flow's load-balancer decisions may change through before the rest is not kept
 /// (a target leaving moves a flow once; each change is one entry).
-const LB_CHANGES_KEPT: usize = 8;
+pub(super) const LB_CHANGES_KEPT: usize = 8;
 /// Requests of one flow waiting in the load balancer's queue that are followed; nfqlb
 /// returns a queue's packets in order, several at once when they pile up.
-const QUEUED_KEPT: usize = 32;
+pub(super) const QUEUED_KEPT: usize = 32;
 
 /// Where the flow was seen, by pod (labels as the output names the namespaces).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -43,6 +43,10 @@ pub struct PathSeen {
     pub target_records: u64,
     /// The frontend the replies left by, its interface and the next-hop toward the gateway.
     pub frontend_out: Option<(String, String, Option<IpAddr>)>,
+    /// What the bounds above left out: queued requests forgotten (`QUEUED_KEPT`) and load
+    /// balancer changes not kept (`LB_CHANGES_KEPT`).
+    pub(super) queued_dropped: u64,
+    pub(super) lb_not_kept: u64,
 }
 
 /// A frontend's choice of target for the flow: the route lookup of its request, after the
@@ -89,6 +93,7 @@ impl PathSeen {
                 if first.0 == label {
                     if self.queued.len() == QUEUED_KEPT {
                         self.queued.pop_front();
+                        self.queued_dropped += 1;
                     }
                     self.queued.push_back(ts_ns);
                 }
@@ -152,6 +157,8 @@ impl PathSeen {
                 queued_ns,
                 marked_after_ingress: f.after_ingress,
             });
+        } else if !known {
+            self.lb_not_kept += 1;
         }
         queued_ns
     }

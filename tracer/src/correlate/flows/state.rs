@@ -2,6 +2,7 @@
 use std::collections::BTreeMap;
 
 use tracer_common::HopKey;
+use tracer_records::Inexact;
 
 use crate::{
     events::Mac,
@@ -61,6 +62,21 @@ pub(super) struct FlowState {
     pub(super) frags: FragState,
     /// The pods the flow crossed (frontends, load balancer, target), beyond the proxy.
     pub(super) path: PathSeen,
+    /// The node's losses as known when the flow was first seen: more by its summary and
+    /// its own figures may be short.
+    pub(super) loss_at_start: Loss,
+    /// Summarised early by the cap on live flows (`--max-flows`).
+    pub(super) evicted_early: bool,
+    /// Kernel hash samples dropped, `kernel_hash` full.
+    pub(super) hash_samples_dropped: u64,
+}
+
+/// What the node lost so far: records (ring buffer full) and per-hop counter entries (LRU
+/// map full), as last read from the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Loss {
+    pub records_lost: u64,
+    pub counters_evicted: u64,
 }
 
 /// Datagrams followed per flow for the split check; beyond it new ones are not.
@@ -75,10 +91,27 @@ pub(super) struct FragState {
     pub(super) orphans: u64,
     /// Per datagram id: the next-hop MACs its fragments took, first one first.
     pub(super) datagrams: BTreeMap<u32, Vec<Mac>>,
+    /// Datagrams past `FRAG_DATAGRAMS_KEPT`, not followed.
+    pub(super) datagrams_not_followed: u64,
 }
 
 impl FlowState {
     pub(super) fn closed(&self) -> bool {
         self.rst || (self.fin_in && self.fin_out)
+    }
+
+    /// Why its figures are not exact, given the node's losses now (none: exact).
+    pub(super) fn inexact(&self, now: Loss) -> Vec<Inexact> {
+        let mut why = Vec::new();
+        if now.counters_evicted > self.loss_at_start.counters_evicted {
+            why.push(Inexact::CountersEvicted);
+        }
+        if self.evicted_early {
+            why.push(Inexact::FlowEvictedEarly);
+        }
+        if now.records_lost > self.loss_at_start.records_lost {
+            why.push(Inexact::RecordsLost);
+        }
+        why
     }
 }

@@ -2,7 +2,9 @@
 //! drops, fragments) and, per VIP, how the flows spread over the next-hops.
 use std::{collections::BTreeMap, net::IpAddr};
 
-use super::{Counted, FlowKey, FlowState, FragState, NextHopUse, PathSeen, PredictionStats};
+use tracer_records::Inexact;
+
+use super::{Counted, FlowKey, FlowState, FragState, Loss, NextHopUse, PathSeen, PredictionStats};
 use crate::{
     discover::nfqlb::MaglevTable,
     netns::kernel_state::{KernelState, NextHop, Rule},
@@ -53,6 +55,8 @@ pub struct FlowSummary {
     pub fragments: Option<FragSummary>,
     /// The pods it crossed: frontends in and out, the load balancer's choice, the target.
     pub path: PathSeen,
+    /// Why its own figures are not exact any more (empty: they are).
+    pub inexact: Vec<Inexact>,
 }
 
 impl FlowSummary {
@@ -66,7 +70,12 @@ impl FlowSummary {
 }
 
 /// `states` is indexed by site; a flow no proxy saw is judged by site 0's state.
-pub(super) fn summarize(key: &FlowKey, f: &FlowState, states: &[&KernelState]) -> FlowSummary {
+pub(super) fn summarize(
+    key: &FlowKey,
+    f: &FlowState,
+    states: &[&KernelState],
+    loss: Loss,
+) -> FlowSummary {
     let empty = KernelState::default();
     let state = states
         .get(f.proxy_site.unwrap_or(0))
@@ -129,6 +138,7 @@ pub(super) fn summarize(key: &FlowKey, f: &FlowState, states: &[&KernelState]) -
         last_drop: f.last_drop.clone(),
         fragments: frag_summary(&f.frags),
         path: f.path.clone(),
+        inexact: f.inexact(loss),
     }
 }
 

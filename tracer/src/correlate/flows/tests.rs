@@ -696,3 +696,119 @@ fn load_balancer_tables_are_set_beside_the_flows_per_target() {
     assert_eq!(slots, [(5001, 5, 2), (5002, 5, 0)]);
     assert_eq!(t.not_in_table, [5003]);
 }
+
+#[test]
+fn a_flow_reset_by_the_other_side_ends_after_the_linger() {
+    let s = proxy();
+    let mut t = FlowTable::new([ip("20.0.0.1")]);
+    // The client's SYN toward the VIP, the target's SYN-ACK routed out, the client's RST.
+    let mut syn = pkt(1_000, TO_A, Dir::Ingress, false, MAC_BR);
+    syn.tcp_flags = 0x02;
+    t.on_packet(syn, &at(&s));
+    let mut syn_ack = pkt(2_000, BR, Dir::Egress, true, MAC_A);
+    syn_ack.tcp_flags = 0x12;
+    t.on_packet(syn_ack, &at(&s));
+    let mut rst = pkt(3_000, TO_A, Dir::Ingress, false, MAC_BR);
+    rst.tcp_flags = TCP_RST;
+    t.on_packet(rst, &at(&s));
+    let idle = 60 * CLOSED_LINGER_NS;
+    assert!(t.expire(3_000 + CLOSED_LINGER_NS, idle, &[&s]).is_empty());
+    let [ended] = t
+        .expire(3_001 + CLOSED_LINGER_NS, idle, &[&s])
+        .try_into()
+        .unwrap();
+    assert_eq!((ended.ingress_packets, ended.egress_packets), (2, 1));
+    assert!(t.flows.is_empty());
+}
+
+#[test]
+fn a_flow_live_while_the_node_lost_records_or_counters_says_it_is_not_exact() {
+    let s = proxy();
+    let mut t = FlowTable::new([ip("20.0.0.1")]);
+    egress(&mut t, &s, 100, MAC_A, TO_A);
+    let [before] = t.summaries(&[&s]).try_into().unwrap();
+    assert!(before.inexact.is_empty(), "{:?}", before.inexact);
+    t.note_loss(Loss {
+        records_lost: 3,
+        counters_evicted: 0,
+    });
+    let mut late = pkt(200, BR, Dir::Egress, true, MAC_A);
+    late.dport = 40000;
+    t.on_packet(late, &at(&s));
+    t.note_loss(Loss {
+        records_lost: 3,
+        counters_evicted: 5,
+    });
+    let [first, second] = t.summaries(&[&s]).try_into().unwrap();
+    assert_eq!(
+        first.inexact,
+        [
+            tracer_records::Inexact::CountersEvicted,
+            tracer_records::Inexact::RecordsLost
+        ]
+    );
+    // Seen first after the loss was known: only the eviction since then counts.
+    assert_eq!(second.inexact, [tracer_records::Inexact::CountersEvicted]);
+}
+
+#[test]
+fn what_the_per_flow_bounds_leave_out_is_counted_past_the_flows_end() {
+    let s = proxy();
+    let mut t = FlowTable::new([ip("20.0.0.1")]);
+    // Three samples more than a flow keeps, none taken by a routed hop.
+    for i in 0..KERNEL_HASH_SAMPLES as u64 + 3 {
+        t.on_hash(HashSample {
+            ts_ns: 10 + i,
+            hash: 1,
+            src: ip("20.0.0.1"),
+            dst: ip("169.254.100.150"),
+            sport: 4000,
+            dport: 35000,
+            proto: 6,
+            hook: "fexit",
+        });
+    }
+    assert_eq!(t.overflow().hash_samples, 3, "while the flow is live");
+    let ended = t.expire(u64::MAX / 2, 1, &[&s]);
+    assert_eq!((ended.len(), t.flows.len()), (1, 0));
+    assert_eq!(
+        t.overflow(),
+        Overflow {
+            hash_samples: 3,
+            ..Default::default()
+        },
+        "and after it ended"
+    );
+}
+
+#[test]
+fn the_help_names_the_per_flow_bounds() {
+    let help = crate::cli::help_text();
+    let bounds = format!(
+        "{KERNEL_HASH_SAMPLES} hash samples, {FRAG_DATAGRAMS_KEPT} datagrams, {} queued requests, {} load",
+        path::QUEUED_KEPT,
+        path::LB_CHANGES_KEPT
+    );
+    assert!(help.contains(&bounds), "{bounds:?} not in --help:\n{help}");
+}
+
+#[test]
+fn a_summarised_flows_own_counts_do_not_bring_it_back() {
+    let s = proxy();
+    let mut t = FlowTable::new([ip("20.0.0.1")]);
+    // Seen by its records only, summarised before any read of the counters.
+    t.on_packet(pkt(9_000, TO_A, Dir::Ingress, false, MAC_BR), &at(&s));
+    assert_eq!(t.expire(u64::MAX / 2, 1, &[&s]).len(), 1);
+    let _ = t.take_ended_hops();
+    // Its counter entry, no newer than its last packet: queued for deletion, no new flow.
+    let stale = counted(TO_A, tracer_common::DIR_INGRESS, false, MAC_BR, 1);
+    t.absorb(&at(&s), &[stale]);
+    assert!(t.flows.is_empty(), "the summarised flow came back");
+    assert_eq!(t.take_ended_hops(), [(0, stale.0)]);
+    // A packet after its summary is a new flow.
+    let (key, mut newer) = stale;
+    newer.last_ns = 9_001;
+    t.absorb(&at(&s), &[(key, newer)]);
+    assert_eq!(t.flows.len(), 1);
+    t.counts_read();
+}

@@ -13,7 +13,7 @@ use tracer_records::{self as rec, Line, Record};
 use super::{text::change_text, Render};
 use crate::{
     bpf::Ready,
-    correlate::flows::{Distribution, DropHop, FlowSummary, Hop, RouteHop},
+    correlate::flows::{Distribution, DropHop, FlowSummary, Hop, Overflow, RouteHop},
     events::{proto_name, FlagsText, MacText},
     netns::changes::Change,
     output::stamp::{rfc3339, Stamp},
@@ -94,6 +94,7 @@ impl<W: Write> Render for Json<W> {
             refused: r.refused.iter().map(hook_reason).collect(),
             unavailable: r.unavailable.iter().map(hook_reason).collect(),
             notes: Cow::Borrowed(&r.notes),
+            records: Cow::Borrowed(&r.records),
         }));
     }
 
@@ -188,7 +189,22 @@ impl<W: Write> Render for Json<W> {
     }
 
     fn evicted(&mut self, count: u64) {
-        self.write(Record::Evicted(rec::Evicted { count }));
+        self.write(Record::Evicted(rec::Evicted {
+            count,
+            ..Default::default()
+        }));
+    }
+
+    fn overflowed(&mut self, o: &Overflow) {
+        self.write(Record::Evicted(rec::Evicted {
+            count: o.hop_counters,
+            flows: o.flows,
+            totals_full: o.totals_full,
+            hash_samples: o.hash_samples,
+            datagrams: o.datagrams,
+            queued: o.queued,
+            lb_changes: o.lb_changes,
+        }));
     }
 
     fn dropped(&mut self, d: &DropHop) {

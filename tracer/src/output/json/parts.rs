@@ -241,5 +241,7 @@ pub(super) fn flow_summary<'a>(s: &'a FlowSummary, netns: &'a str) -> rec::Flow<
             orphans: f.orphans,
         }),
         path: flow_path(&s.path),
+        exact: s.inexact.is_empty(),
+        not_exact: s.inexact.clone(),
     }
 }

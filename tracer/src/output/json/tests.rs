@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use serde_json::{json, Value};
+use tracer_records::Inexact;
 
 use super::*;
 use crate::{
@@ -385,6 +386,17 @@ fn drop_lost_and_evicted_records() {
         one(|j| j.evicted(4)),
         json!({"type": "evicted", "count": 4})
     );
+    // Every bound's overflow on the one record, each absent when 0.
+    let o = crate::correlate::flows::Overflow {
+        hop_counters: 4,
+        flows: 30_000,
+        hash_samples: 2,
+        ..Default::default()
+    };
+    assert_eq!(
+        one(|j| j.overflowed(&o)),
+        json!({"type": "evicted", "count": 4, "flows": 30000, "hash_samples": 2})
+    );
 }
 
 #[test]
@@ -431,6 +443,7 @@ fn ready_record() {
         refused: vec![("fexit:fib_multipath_hash".into(), "EPERM".into())],
         unavailable: vec![("kprobe:fib_select_path".into(), "no kprobes".into())],
         notes: vec![],
+        records: "first 8 per hop".into(),
     };
     assert_eq!(
         one(|j| j.ready(&r)),
@@ -441,7 +454,7 @@ fn ready_record() {
             "hooks": ["tc:bridge0/ingress (tcx)"],
             "refused": [{"hook": "fexit:fib_multipath_hash", "reason": "EPERM"}],
             "unavailable": [{"hook": "kprobe:fib_select_path", "reason": "no kprobes"}],
-            "notes": [],
+            "notes": [], "records": "first 8 per hop",
         })
     );
     let r = Ready {
@@ -707,6 +720,7 @@ fn flow_summaries_one_next_hop_and_several() {
         )),
         fragments: None,
         path: whole_path(),
+        inexact: vec![],
     };
     assert_eq!(
         one(|j| j.summary(&s, "proxy-a")),
@@ -777,6 +791,7 @@ fn flow_summaries_one_next_hop_and_several() {
             split_ids: vec![0x1234],
             orphans: 1,
         }),
+        inexact: vec![Inexact::CountersEvicted, Inexact::FlowEvictedEarly],
         ..s
     };
     let v = one(|j| j.summary(&split, ""));
@@ -813,5 +828,13 @@ fn flow_summaries_one_next_hop_and_several() {
     assert_eq!(
         (&v["proto"], &v["vip"], &v["client"]),
         (&json!("udp"), &json!("2000::1"), &json!("100:100::150"))
+    );
+    // An exact flow's line has neither field (above); this one says why it is not.
+    assert_eq!(
+        (&v["exact"], &v["not_exact"]),
+        (
+            &json!(false),
+            &json!(["counters_evicted", "flow_evicted_early"])
+        )
     );
 }

@@ -5,7 +5,7 @@ use super::{Out, Render};
 use crate::{
     bpf::Ready,
     correlate::flows::{
-        Distribution, DropHop, FlowKey, FlowSummary, Hop, HopKind, PathDir, RouteHop,
+        Distribution, DropHop, FlowKey, FlowSummary, Hop, HopKind, Overflow, PathDir, RouteHop,
     },
     discover::Role,
     events::{fmt_mac, fmt_tcp_flags, proto_name},
@@ -166,6 +166,15 @@ impl Render for Text {
         say!(self.out, "WARNING: {count} per-hop counters evicted (the counter map was full; raise --hop-entries): some flows' counts are short");
     }
 
+    fn overflowed(&mut self, o: &Overflow) {
+        if o.hop_counters > 0 {
+            self.evicted(o.hop_counters);
+        }
+        for line in overflow_lines(o) {
+            say!(self.out, "{line}");
+        }
+    }
+
     fn dropped(&mut self, d: &DropHop) {
         self.head(d.flow_id, &d.flow);
         say!(
@@ -258,7 +267,25 @@ impl Render for Text {
 
     fn summary(&mut self, s: &FlowSummary, netns: &str) {
         self.flow_summary(s, netns);
+        // Its header is not needed again: the set stays as small as the live flows.
+        self.headed.remove(&s.flow_id);
     }
+}
+
+/// The bounds other than the per-hop counters that left something out, in words.
+fn overflow_lines(o: &Overflow) -> Vec<String> {
+    [
+        (o.flows, "flows summarised early, the table of live flows being full (raise --max-flows)"),
+        (o.totals_full, "packets not in the per-VIP totals (their map was full): the distribution is short by them"),
+        (o.hash_samples, "kernel hash samples dropped (a flow's 8 waiting were not taken yet)"),
+        (o.datagrams, "fragmented datagrams not followed for the split check (past 4096 in a flow)"),
+        (o.queued, "requests in a load balancer's queue forgotten (past 32 in a flow): their queue time is unknown"),
+        (o.lb_changes, "load balancer changes not kept (past 8 in a flow)"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("WARNING: {n} {what}"))
+    .collect()
 }
 
 mod phrases;

@@ -30,8 +30,13 @@ pub(super) fn ready_lines(r: &Ready, said: &mut Option<NodeWide>) -> Vec<String>
     } else {
         ""
     };
+    let records = if r.records.is_empty() {
+        String::new()
+    } else {
+        format!(", records: {} (every packet counted)", r.records)
+    };
     let mut lines = vec![format!(
-        "ready: {} {}, VIPs {}{found}, {port}",
+        "ready: {} {}, VIPs {}{found}, {port}{records}",
         r.role,
         r.netns,
         vips.join(", ")

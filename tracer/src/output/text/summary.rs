@@ -1,6 +1,8 @@
 //! A flow's verdict at the end of a run: the proxy's routing, the whole path around it.
 use std::io::Write;
 
+use tracer_records::Inexact;
+
 use crate::correlate::flows::FlowSummary;
 
 use super::{phrases::*, Text};
@@ -86,6 +88,9 @@ impl Text {
             flow_title(&s.flow)
         );
         self.whole_path(s);
+        if let Some(line) = not_exact_line(&s.inexact) {
+            say!(self.out, "{line}");
+        }
         match &s.ingress_port {
             Some(port) => say!(
                 self.out,
@@ -195,4 +200,16 @@ impl Text {
         }
         say!(self.out, "  verdict: {verdict}");
     }
+}
+
+/// Why a flow's own figures are not exact, in words; `None` when they are.
+pub(super) fn not_exact_line(why: &[Inexact]) -> Option<String> {
+    if why.is_empty() {
+        return None;
+    }
+    let words: Vec<&str> = why.iter().map(|i| i.words()).collect();
+    Some(format!(
+        "  NOT EXACT: this flow's own figures may be short: {}",
+        words.join("; ")
+    ))
 }

@@ -125,3 +125,38 @@ fn a_different_node_wide_set_is_said_again() {
         "{lines:#?}"
     );
 }
+
+#[test]
+fn the_ready_line_names_the_record_budget_and_an_inexact_flow_says_why() {
+    let mut r = ready("proxy-a", "proxy", &[], &node());
+    r.records = "first 8 per hop".into();
+    let lines = ready_lines(&r, &mut None);
+    assert!(
+        lines[0].ends_with(", records: first 8 per hop (every packet counted)"),
+        "{lines:?}"
+    );
+    assert_eq!(summary::not_exact_line(&[]), None);
+    let line = summary::not_exact_line(&[
+        tracer_records::Inexact::FlowEvictedEarly,
+        tracer_records::Inexact::RecordsLost,
+    ])
+    .unwrap();
+    assert!(line.contains("NOT EXACT") && line.contains("--max-flows") && line.contains("lost"));
+}
+
+#[test]
+fn each_bound_that_left_something_out_is_a_warning() {
+    let o = Overflow {
+        flows: 3,
+        lb_changes: 1,
+        ..Default::default()
+    };
+    let lines = overflow_lines(&o);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with("WARNING: 3 flows summarised early")
+            && lines[0].contains("--max-flows")
+    );
+    assert!(lines[1].starts_with("WARNING: 1 load balancer changes"));
+    assert!(overflow_lines(&Overflow::default()).is_empty());
+}
