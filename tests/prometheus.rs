@@ -201,6 +201,30 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
+/// The container's `args` in deploy/daemonset.yaml, with this node's name for
+/// `$(NODE_NAME)` and `metrics` for the port `--metrics` is given.
+fn daemonset_args(node: &str, metrics: &str) -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/daemonset.yaml");
+    let yaml = std::fs::read_to_string(path).unwrap();
+    let args: Vec<String> = yaml
+        .lines()
+        .skip_while(|l| l.trim() != "args:")
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .map_while(|l| l.strip_prefix("- "))
+        .map(|a| {
+            a.replace("$(NODE_NAME)", node)
+                .replace("--metrics=9464", &format!("--metrics={metrics}"))
+        })
+        .collect();
+    assert!(
+        args.contains(&"--json".to_string()) && args.contains(&format!("--metrics={metrics}")),
+        "the DaemonSet's args in {path}: {args:?}"
+    );
+    args
+}
+
 /// Ground truth: in each frontend, counters of the replies the proxy sends it per VIP (the
 /// proxy's ECMP next-hop) and of the SYNs at each target; in the gateway, the set of
 /// source ports its connections to the VIPs used.
@@ -292,18 +316,17 @@ fn prometheus_scrapes_exact_next_hops_and_targets_and_no_client() {
     let targets = lab.targets();
     arm_truth(&lab);
 
-    // The DaemonSet's arguments (deploy/daemonset.yaml), the metrics port on loopback.
+    // The DaemonSet's arguments, the metrics port on loopback.
     let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let metrics = format!("--metrics={metrics_addr}");
-    let node = format!("--node={PREFIX}node");
-    let tracer = Tracer::start_command(&mut view_command(
-        PREFIX,
-        false,
-        &["--json", &node, &metrics],
-    ));
+    let args = daemonset_args(&format!("{PREFIX}node"), &metrics_addr);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let tracer = Tracer::start_command(&mut view_command(PREFIX, false, &args));
     let prom = Prometheus::start(&metrics_addr);
     prom.scraped_after(now());
-    eprintln!("pm1: lab, tracer and prometheus up in {:?}", t0.elapsed());
+    eprintln!(
+        "pm1: lab, tracer ({args:?}) and prometheus up in {:?}",
+        t0.elapsed()
+    );
 
     let mut reports = Vec::new();
     for vip in [IpAddr::from(VIP4), IpAddr::from(VIP6)] {
