@@ -11,8 +11,6 @@ mod support;
 
 use std::{
     collections::HashMap,
-    io::{Read, Write},
-    net::TcpStream,
     process::Command,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -80,16 +78,9 @@ fn peak_kib(pid: i32) -> u64 {
         .expect("VmHWM")
 }
 
-/// One plain HTTP GET; the status line's code and the body.
+/// One plain HTTP GET of the tracer's metrics port.
 fn get(path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(METRICS).expect("the metrics port answers");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, body.to_string())
+    support::http_get(METRICS, path)
 }
 
 /// A /metrics scrape, parsed: every sample as (name, labels, value).

@@ -831,3 +831,21 @@ pub fn start_node_tracers(
     }
     tracers
 }
+
+/// One plain HTTP/1.0 GET of `path` (with its query, already encoded) from `addr`: the
+/// status line's code and the body. A server that does not answer within 5 s fails the test.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)
+        .unwrap_or_else(|e| panic!("nothing answers on {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"));
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("GET {path} from {addr}: not an HTTP response: {text}"));
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, body.to_string())
+}

@@ -509,6 +509,8 @@ fn test() -> Result<()> {
         ensure_host_tools(&[("rsvg-convert", "librsvg2-bin")])?;
         // The SYN flood of tests/always_on.rs.
         ensure_host_tools(&[("hping3", "hping3")])?;
+        // The Prometheus server of tests/prometheus.rs (the test runs it on a port of its own).
+        ensure_host_tools(&[("prometheus", "prometheus")])?;
         ensure_tracefs()?;
     } else if std::env::var_os("CI").is_some() {
         bail!("end-to-end tests need root; run `cargo xtask test` as root in CI");

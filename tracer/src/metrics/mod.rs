@@ -3,9 +3,12 @@
 //! interface, direction, next-hop, drop reason, hook): their number is bounded by the pods
 //! and interfaces on the node, never by the clients, so a flood cannot grow the series. No
 //! label carries a client address or port.
-use std::sync::{
-    atomic::{AtomicU64, Ordering},
-    Arc,
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
 };
 
 use prometheus_client::{
@@ -14,14 +17,14 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::correlate::totals::Total;
+use crate::{correlate::totals::Total, events::proto_name};
 
 mod serve;
 
 pub use serve::serve;
 
-/// One VIP's packets on one interface of one pod, in one direction, toward one next-hop
-/// ("" off the routed hop).
+/// One VIP's packets of one protocol on one interface of one pod, in one direction, toward
+/// one next-hop ("" off the routed hop).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HopLabels {
     pub vip: String,
@@ -30,6 +33,27 @@ pub struct HopLabels {
     pub interface: String,
     pub direction: String,
     pub nexthop: String,
+    /// `tcp`, `udp`, `icmp`, `icmpv6` or `ip`: without it an IPv6 VIP's neighbour
+    /// discovery would share the TCP series.
+    pub proto: String,
+}
+
+impl HopLabels {
+    fn of(t: &Total) -> HopLabels {
+        HopLabels {
+            vip: t.vip.to_string(),
+            pod: t.pod.clone(),
+            role: t.role.as_str().to_string(),
+            interface: t.iface.clone(),
+            direction: t.dir.as_str().to_string(),
+            nexthop: match (t.routed, t.nexthop) {
+                (true, Some(ip)) => ip.to_string(),
+                (true, None) => "unknown".into(),
+                (false, _) => String::new(),
+            },
+            proto: proto_name(t.proto).to_string(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -134,24 +158,21 @@ impl Metrics {
         r
     }
 
-    /// The kernel's per-VIP totals, as last read (cumulative).
+    /// The kernel's per-VIP totals, as last read (cumulative): all of them, every time.
     pub fn totals(&self, totals: &[Total]) {
+        // Kernel keys that share a label set (next-hop MACs the neighbour table does not
+        // know, all "unknown") add up; set one by one, the last would hide the others.
+        let mut sums: HashMap<HopLabels, [u64; 3]> = HashMap::new();
         for t in totals {
-            let l = HopLabels {
-                vip: t.vip.to_string(),
-                pod: t.pod.clone(),
-                role: t.role.as_str().to_string(),
-                interface: t.iface.clone(),
-                direction: t.dir.as_str().to_string(),
-                nexthop: match (t.routed, t.nexthop) {
-                    (true, Some(ip)) => ip.to_string(),
-                    (true, None) => "unknown".into(),
-                    (false, _) => String::new(),
-                },
-            };
-            set(&self.packets.get_or_create(&l), t.packets);
-            set(&self.bytes.get_or_create(&l), t.bytes);
-            set(&self.flows.get_or_create(&l), t.flows);
+            let s = sums.entry(HopLabels::of(t)).or_default();
+            s[0] += t.packets;
+            s[1] += t.bytes;
+            s[2] += t.flows;
+        }
+        for (l, [packets, bytes, flows]) in sums {
+            set(&self.packets.get_or_create(&l), packets);
+            set(&self.bytes.get_or_create(&l), bytes);
+            set(&self.flows.get_or_create(&l), flows);
         }
     }
 
@@ -245,10 +266,80 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &m.registry()).unwrap();
         assert!(
-            text.contains(r#"meridio_tracer_packets_total{vip="20.0.0.1",pod="proxy-a",role="proxy",interface="bridge0",direction="egress",nexthop="169.254.100.1"} 50"#),
+            text.contains(r#"meridio_tracer_packets_total{vip="20.0.0.1",pod="proxy-a",role="proxy",interface="bridge0",direction="egress",nexthop="169.254.100.1",proto="tcp"} 50"#),
             "{text}"
         );
         assert!(text.contains("meridio_tracer_drops_total{"), "{text}");
         assert!(text.ends_with("# EOF\n"), "OpenMetrics: {text}");
+    }
+
+    /// An IPv6 VIP's TCP and its neighbour discovery on the same hop are two series, and
+    /// two next-hop MACs the neighbour table does not know add up in one: no count hides
+    /// another (each used to overwrite the series the other had set).
+    #[test]
+    fn totals_sharing_labels_add_up_and_protocols_stay_apart() {
+        let m = Metrics::default();
+        let tcp = Total {
+            vip: "2000::1".parse().unwrap(),
+            pod: "target-a-2".into(),
+            role: Role::Target,
+            iface: "nsm-0".into(),
+            dir: Dir::Ingress,
+            routed: false,
+            nexthop: None,
+            proto: 6,
+            packets: 170,
+            bytes: 13_000,
+            flows: 34,
+        };
+        let icmpv6 = Total {
+            proto: 58,
+            packets: 1,
+            bytes: 72,
+            flows: 1,
+            ..tcp.clone()
+        };
+        let unknown = Total {
+            pod: "proxy-a".into(),
+            role: Role::Proxy,
+            iface: "bridge0".into(),
+            dir: Dir::Egress,
+            routed: true,
+            ..tcp.clone()
+        };
+        m.totals(&[
+            tcp,
+            icmpv6,
+            unknown.clone(),
+            Total {
+                packets: 30,
+                ..unknown
+            },
+        ]);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &m.registry()).unwrap();
+        let sample = |name: &str, labels: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}{{{labels}}} ")))
+                .unwrap_or_else(|| panic!("no {name}{{{labels}}}: {text}"))
+                .to_string()
+        };
+        let hop = r#"vip="2000::1",pod="target-a-2",role="target",interface="nsm-0",direction="ingress",nexthop="""#;
+        assert_eq!(
+            sample(
+                "meridio_tracer_flows_total",
+                &format!(r#"{hop},proto="tcp""#)
+            ),
+            "34"
+        );
+        assert_eq!(
+            sample(
+                "meridio_tracer_flows_total",
+                &format!(r#"{hop},proto="icmpv6""#)
+            ),
+            "1"
+        );
+        let routed = r#"vip="2000::1",pod="proxy-a",role="proxy",interface="bridge0",direction="egress",nexthop="unknown",proto="tcp""#;
+        assert_eq!(sample("meridio_tracer_packets_total", routed), "200");
     }
 }
