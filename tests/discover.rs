@@ -7,8 +7,11 @@ mod support;
 use std::{os::unix::fs::MetadataExt, path::Path, process::ExitStatus};
 
 use lab::{Lab, LabNames, LabSpec, Role};
-use serde_json::{json, Value};
 use support::{root_or_skip, run_tracer, view_command, Tracer};
+use tracer_records::{
+    discover::{DiscoverLine, Namespace as Netns},
+    Line, Ready, Record,
+};
 
 const VIPS: [&str; 2] = ["20.0.0.1", "2000::1"];
 
@@ -23,35 +26,44 @@ fn lab_up(prefix: &str, names: LabNames, processes: bool) -> Lab {
     .expect("lab up")
 }
 
-/// `tracer discover --json --all`: every namespace record, then the summary.
-fn discover_all() -> Vec<Value> {
+/// `tracer discover --json --all`: every namespace record (the summary must come last).
+fn discover_all() -> Vec<Netns<'static>> {
     let (status, out, err) = run_tracer(&["discover", "--json", "--all"]);
     assert!(status.success(), "tracer discover failed: {err}");
-    let recs: Vec<Value> = out
+    let mut recs: Vec<DiscoverLine> = out
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a discover line ({e}): {l}"))
+        })
         .collect();
-    assert_eq!(
-        recs.last().map(|r| r["type"].clone()),
-        Some(json!("summary")),
-        "{out}"
+    assert!(
+        matches!(recs.pop(), Some(DiscoverLine::Summary(_))),
+        "the summary is not last: {out}"
     );
-    recs.into_iter().filter(|r| r["type"] == "netns").collect()
+    recs.into_iter()
+        .map(|r| match r {
+            DiscoverLine::Netns(n) => n,
+            other => panic!("a second summary: {other:?}"),
+        })
+        .collect()
 }
 
-fn has_file(r: &Value, ns_name: &str) -> bool {
-    r["files"].as_array().into_iter().flatten().any(|f| {
-        f == &json!(format!("/var/run/netns/{ns_name}"))
-            || f == &json!(format!("/run/netns/{ns_name}"))
-    })
+fn has_file(r: &Netns, ns_name: &str) -> bool {
+    r.files
+        .iter()
+        .any(|f| *f == format!("/var/run/netns/{ns_name}") || *f == format!("/run/netns/{ns_name}"))
 }
 
-fn has_pid(r: &Value, pid: u32) -> bool {
-    r["pids"].as_array().into_iter().flatten().any(|p| p == pid)
+fn has_pid(r: &Netns, pid: u32) -> bool {
+    r.pids.contains(&pid)
 }
 
-fn one<'a>(recs: &'a [Value], what: &str, f: impl Fn(&Value) -> bool) -> &'a Value {
-    let found: Vec<&Value> = recs.iter().filter(|r| f(r)).collect();
+fn one<'a>(
+    recs: &'a [Netns<'static>],
+    what: &str,
+    f: impl Fn(&Netns) -> bool,
+) -> &'a Netns<'static> {
+    let found: Vec<&Netns<'static>> = recs.iter().filter(|r| f(r)).collect();
     assert_eq!(
         found.len(),
         1,
@@ -60,17 +72,27 @@ fn one<'a>(recs: &'a [Value], what: &str, f: impl Fn(&Value) -> bool) -> &'a Val
     found[0]
 }
 
-fn interfaces(r: &Value) -> Vec<(String, String)> {
-    r["interfaces"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|i| {
-            (
-                i["name"].as_str().unwrap().to_string(),
-                i["kind"].as_str().unwrap().to_string(),
-            )
+/// The ready records of a `tracer --json` run's output, every line read as a record.
+fn readies(out: &str) -> Vec<Ready<'static>> {
+    out.lines()
+        .filter_map(|l| {
+            let l: Line = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            match l.record {
+                Record::Ready(r) => Some(r),
+                _ => None,
+            }
         })
+        .collect()
+}
+
+fn vips(r: &Netns) -> Vec<String> {
+    r.vips.iter().map(|v| v.to_string()).collect()
+}
+
+fn interfaces(r: &Netns) -> Vec<(String, String)> {
+    r.interfaces
+        .iter()
+        .map(|i| (i.name.to_string(), i.kind.to_string()))
         .collect()
 }
 
@@ -128,40 +150,40 @@ fn every_lab_namespace_is_found_once_and_classified_by_structure() {
             .expect("a long-lived process per namespace");
         // Found by its name and by its process, as one namespace.
         let r = one(&recs, &ns, |r| has_file(r, &ns));
-        assert!(has_pid(r, holder), "{ns}: pid {holder} not listed: {r}");
+        assert!(has_pid(r, holder), "{ns}: pid {holder} not listed: {r:?}");
         assert_eq!(
-            r["inode"].as_u64(),
-            Some(inode(&format!("/proc/{holder}/ns/net"))),
-            "{ns}: {r}"
+            r.inode,
+            inode(&format!("/proc/{holder}/ns/net")),
+            "{ns}: {r:?}"
         );
         one(&recs, &format!("{ns} by pid"), |r| has_pid(r, holder));
-        assert_eq!(r["role"], want_role, "{ns}: {r}");
-        assert_eq!(r["name"], ns.as_str(), "{ns}: {r}");
-        assert_eq!(r["path"], format!("/var/run/netns/{ns}"), "{ns}: {r}");
+        assert_eq!(r.role, want_role, "{ns}: {r:?}");
+        assert_eq!(r.name, ns.as_str(), "{ns}: {r:?}");
+        assert_eq!(r.path, format!("/var/run/netns/{ns}"), "{ns}: {r:?}");
         if want_role == "other" {
-            assert_eq!(r["vips"], json!([]), "{ns}: {r}");
+            assert!(r.vips.is_empty(), "{ns}: {r:?}");
         } else {
-            assert_eq!(r["vips"], json!(VIPS), "{ns}: {r}");
+            assert_eq!(vips(r), VIPS, "{ns}: {r:?}");
         }
-        assert_eq!(interfaces(r), want_ifaces, "{ns}: {r}");
+        assert_eq!(interfaces(r), want_ifaces, "{ns}: {r:?}");
     }
 
     // The second target: no netns name, only /proc/<pid>/ns/net leads to it.
     let pid = lab.proc_only_target_pid().expect("the proc-only target");
     let path = format!("/proc/{pid}/ns/net");
     let r = one(&recs, "the proc-only target", |r| has_pid(r, pid));
-    assert_eq!(r["path"], path.as_str(), "{r}");
-    assert_eq!(r["files"], json!([]), "{r}");
-    assert_eq!(r["inode"].as_u64(), Some(inode(&path)), "{r}");
-    assert_eq!(r["role"], "target", "{r}");
-    assert_eq!(r["vips"], json!(VIPS), "{r}");
-    assert_eq!(interfaces(r), ifs(&[(n.tg2_if, "vip")]), "{r}");
+    assert_eq!(r.path, path.as_str(), "{r:?}");
+    assert!(r.files.is_empty(), "{r:?}");
+    assert_eq!(r.inode, inode(&path), "{r:?}");
+    assert_eq!(r.role, "target", "{r:?}");
+    assert_eq!(vips(r), VIPS, "{r:?}");
+    assert_eq!(interfaces(r), ifs(&[(n.tg2_if, "vip")]), "{r:?}");
     // Named by its hostname, as a pod's namespace is by the pod's.
-    assert_eq!(r["name"], "d1-target-a-2", "{r}");
-    assert_eq!(r["hostname"], "d1-target-a-2", "{r}");
+    assert_eq!(r.name, "d1-target-a-2", "{r:?}");
+    assert_eq!(r.hostname.as_deref(), Some("d1-target-a-2"), "{r:?}");
 
     // No namespace is listed twice.
-    let mut inodes: Vec<u64> = recs.iter().filter_map(|r| r["inode"].as_u64()).collect();
+    let mut inodes: Vec<u64> = recs.iter().map(|r| r.inode).collect();
     let all = inodes.len();
     inodes.sort_unstable();
     inodes.dedup();
@@ -244,12 +266,8 @@ fn without_netns_the_whole_path_carrying_the_vip_is_traced() {
     ];
     let (status, out, err) = run_tracer_in_view("d1-", false, &args);
     assert!(status.success(), "tracer failed: {err}");
-    let ready: Vec<Value> = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|r| r["type"] == "ready")
-        .collect();
-    let names: Vec<&str> = ready.iter().map(|r| r["netns"].as_str().unwrap()).collect();
+    let ready = readies(&out);
+    let names: Vec<&str> = ready.iter().map(|r| r.netns.as_ref()).collect();
     for want in [
         "d1-proxy-a",
         "d1-lbfe-a",
@@ -290,16 +308,12 @@ fn several_proxies_are_traced_and_an_unknown_vip_gets_one_sentence() {
         "--json",
     ]);
     assert!(status.success(), "{err}");
-    let ready: Vec<Value> = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|r| r["type"] == "ready")
-        .collect();
+    let ready = readies(&out);
     for want in ["d1-proxy-a", "d2-proxy-a"] {
-        assert!(ready.iter().any(|r| r["netns"] == want), "{want}: {out}");
+        assert!(ready.iter().any(|r| r.netns == want), "{want}: {out}");
     }
     assert!(
-        ready.iter().all(|r| r["role"] == "proxy"),
+        ready.iter().all(|r| r.role == "proxy"),
         "--role proxy traces proxies only: {out}"
     );
     // With --netns only that namespace is traced (its role is discovery's: a proxy).
@@ -313,13 +327,7 @@ fn several_proxies_are_traced_and_an_unknown_vip_gets_one_sentence() {
         "--json",
     ]);
     assert!(status.success(), "{err}");
-    assert_eq!(
-        out.lines()
-            .filter(|l| l.contains(r#""type":"ready""#))
-            .count(),
-        1,
-        "{out}"
-    );
+    assert_eq!(readies(&out).len(), 1, "{out}");
     // An unknown role is refused by name.
     let (status, _, err) = run_tracer(&["--vip", "20.0.0.1", "--role", "gateway"]);
     assert!(!status.success());
@@ -343,10 +351,9 @@ fn a_node_without_meridio_pods_gets_clear_messages() {
     );
     let (status, out, err) = run_tracer_in_view("no-such-lab-", true, &["discover", "--json"]);
     assert!(status.success(), "{err}");
-    let v: Value = serde_json::from_str(out.trim()).expect("one summary object");
-    assert_eq!(
-        (v["type"].as_str(), v["proxies"].as_u64()),
-        (Some("summary"), Some(0)),
+    let v: DiscoverLine = serde_json::from_str(out.trim()).expect("one summary line");
+    assert!(
+        matches!(&v, DiscoverLine::Summary(s) if s.proxies == 0 && s.namespaces == 1),
         "{out}"
     );
     let (status, out, err) = run_tracer_in_view("no-such-lab-", true, &["--vip", "20.0.0.1"]);

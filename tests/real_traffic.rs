@@ -14,7 +14,11 @@ use std::{
 use lab::{netns::in_netns, Lab, Role, VIP4, VIP6};
 use serde_json::Value;
 use support::{lab_up, nft_counter, proc_stat, root_or_skip, view_command, Tracer};
-use tracer::records::{self, Flow, Hop};
+use tracer::records::{
+    self,
+    discover::{self, DiscoverLine},
+    Flow, Hop,
+};
 
 const GATEWAY4: Ipv4Addr = Ipv4Addr::new(169, 254, 100, 150);
 const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x100, 0x100, 0, 0, 0, 0, 0, 0x150);
@@ -43,7 +47,7 @@ fn send_from_vip(lab: &Lab, vip: IpAddr, sport: u16, to: IpAddr, dport: u16, n: 
     .unwrap();
 }
 
-fn discover_json(prefix: &str) -> Vec<Value> {
+fn discover_json(prefix: &str) -> Vec<DiscoverLine<'static>> {
     let out = view_command(prefix, true, &["discover", "--json"])
         .output()
         .unwrap();
@@ -54,7 +58,7 @@ fn discover_json(prefix: &str) -> Vec<Value> {
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
 }
 
@@ -79,14 +83,21 @@ fn a_proxy_with_empty_vip_tables_is_found_and_its_drops_named() {
     }
 
     let recs = discover_json("f1-");
-    let proxy: Vec<&Value> = recs.iter().filter(|r| r["role"] == "proxy").collect();
+    let proxy: Vec<&discover::Namespace> = recs
+        .iter()
+        .filter_map(|r| match r {
+            DiscoverLine::Netns(n) if n.role == "proxy" => Some(n),
+            _ => None,
+        })
+        .collect();
     assert_eq!(proxy.len(), 1, "{recs:#?}");
     let proxy = proxy[0];
-    assert_eq!(proxy["name"], px.as_str(), "{proxy}");
-    assert_eq!(proxy["vips"], serde_json::json!(["20.0.0.1", "2000::1"]));
-    assert_eq!(proxy["interfaces"][0]["kind"], "bridge", "{proxy}");
-    let note = proxy["note"].as_str().unwrap_or_default();
-    assert!(note.starts_with("no next-hops"), "{proxy}");
+    assert_eq!(proxy.name, px.as_str(), "{proxy:?}");
+    let vips: Vec<String> = proxy.vips.iter().map(|v| v.to_string()).collect();
+    assert_eq!(vips, ["20.0.0.1", "2000::1"]);
+    assert_eq!(proxy.interfaces[0].kind, "bridge", "{proxy:?}");
+    let note = proxy.note.as_deref().unwrap_or_default();
+    assert!(note.starts_with("no next-hops"), "{proxy:?}");
     assert!(note.contains("table 1 (from 20.0.0.1)") && note.contains("table 2 (from 2000::1)"));
 
     // Whole path, proxies only: the tracer finds the proxy through discovery.

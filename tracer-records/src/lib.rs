@@ -13,6 +13,8 @@ use std::{borrow::Cow, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
+pub mod discover;
+
 /// One line of `tracer --json`: the record and what every record carries.
 ///
 /// ```

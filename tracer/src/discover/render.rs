@@ -1,5 +1,5 @@
 //! `tracer discover`'s output: a table, or JSON lines.
-use serde_json::json;
+use tracer_records::discover::{self, DiscoverLine, Summary};
 
 use super::{plural, Class, Discovery, IfaceKind, Namespace, Role};
 
@@ -71,7 +71,7 @@ fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
-fn summary_sentence(d: &Discovery, all: bool) -> String {
+pub(super) fn summary_sentence(d: &Discovery, all: bool) -> String {
     let looked = plural(d.namespaces.len(), "namespace", "namespaces");
     let other = d.count(Role::Other);
     if d.meridio().next().is_none() {
@@ -137,39 +137,53 @@ pub fn render_json(d: &Discovery, all: bool) -> String {
         .iter()
         .filter(|n| all || n.class.role != Role::Other)
     {
-        let v = json!({
-            "type": "netns",
-            "role": n.class.role.as_str(),
-            "name": n.name,
-            "path": n.path.display().to_string(),
-            "inode": n.inode,
-            "files": n.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
-            "pids": n.pids,
-            "pid_count": n.pid_count,
-            "host": n.host,
-            "pod": n.pod,
-            "pod_uid": n.pod_uid,
-            "hostname": n.hostname,
-            "vips": n.class.vips.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
-            "interfaces": n.class.interfaces.iter()
-                .map(|i| json!({"name": i.name, "kind": i.kind.as_str()}))
-                .collect::<Vec<_>>(),
-            "note": n.class.note,
-            "error": n.error,
-        });
-        out.push_str(&v.to_string());
-        out.push('\n');
+        push_line(&mut out, &DiscoverLine::Netns(netns_line(n)));
     }
-    let v = json!({
-        "type": "summary",
-        "namespaces": d.namespaces.len(),
-        "proxies": d.count(Role::Proxy),
-        "frontends": d.count(Role::Frontend),
-        "targets": d.count(Role::Target),
-        "other": d.count(Role::Other),
-        "message": summary_sentence(d, all),
-    });
+    let summary = Summary {
+        namespaces: d.namespaces.len() as u64,
+        proxies: d.count(Role::Proxy) as u64,
+        frontends: d.count(Role::Frontend) as u64,
+        targets: d.count(Role::Target) as u64,
+        other: d.count(Role::Other) as u64,
+        message: summary_sentence(d, all).into(),
+    };
+    push_line(&mut out, &DiscoverLine::Summary(summary));
+    out
+}
+
+fn netns_line(n: &Namespace) -> discover::Namespace<'_> {
+    let lossy = |p: &std::path::Path| p.to_string_lossy().into_owned().into();
+    discover::Namespace {
+        role: n.class.role.as_str().into(),
+        name: n.name.as_str().into(),
+        path: lossy(&n.path),
+        inode: n.inode,
+        files: n.files.iter().map(|f| lossy(f)).collect(),
+        pids: n.pids.clone(),
+        pid_count: n.pid_count as u64,
+        host: n.host,
+        pod: n.pod.as_deref().map(Into::into),
+        pod_uid: n.pod_uid.as_deref().map(Into::into),
+        hostname: n.hostname.as_deref().map(Into::into),
+        vips: n.class.vips.clone(),
+        interfaces: n
+            .class
+            .interfaces
+            .iter()
+            .map(|i| discover::Interface {
+                name: i.name.as_str().into(),
+                kind: i.kind.as_str().into(),
+            })
+            .collect(),
+        note: n.class.note.as_deref().map(Into::into),
+        error: n.error.as_deref().map(Into::into),
+    }
+}
+
+/// Through a `Value`, whose keys are sorted: the bytes `discover --json` has always
+/// written (a few lines per node, so the detour costs nothing that matters).
+fn push_line(out: &mut String, line: &DiscoverLine) {
+    let v = serde_json::to_value(line).expect("discover records serialise");
     out.push_str(&v.to_string());
     out.push('\n');
-    out
 }

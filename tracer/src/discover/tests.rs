@@ -1,7 +1,8 @@
 use std::{net::IpAddr, time::Instant};
 
+use super::classify::Iface;
 use super::enumerate::parse_pod_uid;
-use super::render::interfaces_text;
+use super::render::{interfaces_text, summary_sentence};
 use super::rounds::inspection_due;
 use super::*;
 use crate::netns::kernel_state::host_len;
@@ -451,4 +452,82 @@ fn a_namespace_is_inspected_while_young_then_every_recheck() {
     assert!(!inspection_due(t0, at(31), at(32)));
     assert!(!inspection_due(t0, at(31), at(40)));
     assert!(inspection_due(t0, at(31), at(41)));
+}
+
+/// The typed lines write the same bytes the hand-built `json!` objects did (sorted keys,
+/// `null` for what is absent), and read back as the same records.
+#[test]
+fn json_lines_keep_their_bytes_and_read_back_typed() {
+    use tracer_records::discover::DiscoverLine;
+    let mut n = ns(
+        "proxy-a",
+        Class {
+            role: Role::Proxy,
+            vips: vec![ip("20.0.0.1"), ip("2000::1")],
+            interfaces: vec![
+                Iface {
+                    name: "bridge0".into(),
+                    kind: IfaceKind::Bridge,
+                },
+                Iface {
+                    name: "pa-1".into(),
+                    kind: IfaceKind::Port,
+                },
+            ],
+            note: Some("no next-hops".into()),
+        },
+    );
+    n.files = vec![PathBuf::from("/var/run/netns/proxy-a")];
+    n.pids = vec![7, 9];
+    n.pid_count = 2;
+    n.pod = Some("red/proxy-a".into());
+    n.hostname = Some("proxy-a".into());
+    let other = ns("x", Class::other());
+    let d = Discovery {
+        namespaces: vec![n.clone(), other],
+    };
+    let old = serde_json::json!({
+        "type": "netns",
+        "role": "proxy",
+        "name": n.name,
+        "path": n.path.display().to_string(),
+        "inode": n.inode,
+        "files": ["/var/run/netns/proxy-a"],
+        "pids": [7, 9],
+        "pid_count": 2,
+        "host": false,
+        "pod": "red/proxy-a",
+        "pod_uid": null,
+        "hostname": "proxy-a",
+        "vips": ["20.0.0.1", "2000::1"],
+        "interfaces": [{"name": "bridge0", "kind": "bridge"}, {"name": "pa-1", "kind": "port"}],
+        "note": "no next-hops",
+        "error": null,
+    });
+    let summary = serde_json::json!({
+        "type": "summary",
+        "namespaces": 2,
+        "proxies": 1,
+        "frontends": 0,
+        "targets": 0,
+        "other": 1,
+        "message": summary_sentence(&d, false),
+    });
+    assert_eq!(render_json(&d, false), format!("{old}\n{summary}\n"));
+
+    let typed: Vec<DiscoverLine> = render_json(&d, true)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        typed.len(),
+        3,
+        "two namespaces with --all, then the summary"
+    );
+    let DiscoverLine::Netns(p) = &typed[0] else {
+        panic!("{typed:?}")
+    };
+    assert_eq!((p.role.as_ref(), p.pid_count), ("proxy", 2));
+    assert_eq!(p.interfaces[1].kind, "port");
+    assert!(matches!(&typed[2], DiscoverLine::Summary(s) if s.other == 1));
 }
