@@ -23,72 +23,63 @@ pub fn write<const L3: usize>(
     eth_dst: [u8; 6],
     ts_ns: u64,
 ) -> Result<(), ()> {
-    let vlans = vlans::<L3>(ctx)?;
-    let eth_src: [u8; 6] = rd(ctx, 6)?;
-    // A macro, not a closure: a closure may be left a call, and no call may pass `ctx`.
-    macro_rules! fill {
-        ($r:expr, $kind:expr) => {
-            fill_packet(
-                ctx, $r, $kind, key, ip, tcp_flags, &vlans, eth_src, eth_dst, ts_ns,
-            )
-        };
-    }
-    let snap = global(&SNAP_LEN);
-    if snap != 0 {
-        // --pcap: its own record kind, so the default path below is the same as without it.
-        if snap as usize <= SNAP_SMALL {
-            let Some(mut entry) = EVENTS.reserve::<CaptureRecord<SNAP_SMALL>>(0) else {
-                bump(COUNTER_LOST);
-                return Ok(());
-            };
-            let c = entry.as_mut_ptr();
-            // SAFETY: `c` points at a reserved, exclusively owned capture record.
-            fill!(
-                unsafe { core::ptr::addr_of_mut!((*c).head.packet) },
-                KIND_CAPTURE
-            );
-            capture_bytes(ctx, c, snap);
-            entry.submit(wakeup());
-        } else {
-            let Some(mut entry) = EVENTS.reserve::<CaptureRecord<SNAP_MAX>>(0) else {
-                bump(COUNTER_LOST);
-                return Ok(());
-            };
-            let c = entry.as_mut_ptr();
-            // SAFETY: as above.
-            fill!(
-                unsafe { core::ptr::addr_of_mut!((*c).head.packet) },
-                KIND_CAPTURE
-            );
-            capture_bytes(ctx, c, snap);
-            entry.submit(wakeup());
-        }
-        return Ok(());
-    }
-    let Some(mut entry) = EVENTS.reserve::<PacketRecord>(0) else {
-        bump(COUNTER_LOST);
-        return Ok(());
+    let fields = Fields {
+        key,
+        ip,
+        tcp_flags,
+        vlans: vlans::<L3>(ctx)?,
+        eth_src: rd(ctx, 6)?,
+        eth_dst,
+        ts_ns,
     };
-    fill!(entry.as_mut_ptr(), KIND_PACKET);
-    entry.submit(wakeup());
+    let snap = global(&SNAP_LEN);
+    if snap == 0 {
+        let Some(mut entry) = EVENTS.reserve::<PacketRecord>(0) else {
+            bump(COUNTER_LOST);
+            return Ok(());
+        };
+        fill_packet(ctx, entry.as_mut_ptr(), KIND_PACKET, &fields);
+        entry.submit(wakeup());
+    } else if snap as usize <= SNAP_SMALL {
+        // --pcap: a record kind of its own, so the default path above is the same as
+        // without it; a small snap length takes a small ring slot.
+        write_capture::<SNAP_SMALL>(ctx, snap, &fields);
+    } else {
+        write_capture::<SNAP_MAX>(ctx, snap, &fields);
+    }
     Ok(())
 }
 
-/// Fills a packet record at `r`, a reserved, exclusively owned `PacketRecord`-sized slot.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn fill_packet(
-    ctx: &TcContext,
-    r: *mut PacketRecord,
-    kind: u32,
-    key: &HopKey,
-    ip: &Ip,
+/// What a record says about the packet besides the skb's own fields.
+struct Fields<'a> {
+    key: &'a HopKey,
+    ip: &'a Ip,
     tcp_flags: u8,
-    vlans: &Vlans,
+    vlans: Vlans,
     eth_src: [u8; 6],
     eth_dst: [u8; 6],
     ts_ns: u64,
-) {
+}
+
+/// A capture record with room for `N` bytes of the frame.
+#[inline(always)]
+fn write_capture<const N: usize>(ctx: &TcContext, snap: u32, f: &Fields) {
+    let Some(mut entry) = EVENTS.reserve::<CaptureRecord<N>>(0) else {
+        bump(COUNTER_LOST);
+        return;
+    };
+    let c = entry.as_mut_ptr();
+    // SAFETY: `c` points at a reserved, exclusively owned capture record.
+    let head = unsafe { core::ptr::addr_of_mut!((*c).head.packet) };
+    fill_packet(ctx, head, KIND_CAPTURE, f);
+    capture_bytes(ctx, c, snap);
+    entry.submit(wakeup());
+}
+
+/// Fills a packet record at `r`, a reserved, exclusively owned `PacketRecord`-sized slot.
+#[inline(always)]
+fn fill_packet(ctx: &TcContext, r: *mut PacketRecord, kind: u32, f: &Fields) {
+    let (key, ip, vlans) = (f.key, f.ip, &f.vlans);
     // SAFETY: ctx.skb.skb is the valid __sk_buff the program was called with.
     let skb = unsafe { &*ctx.skb.skb };
     let (outer, inner) = (vlans.outer, vlans.inner);
@@ -96,11 +87,11 @@ fn fill_packet(
     unsafe {
         (*r).kind = kind;
         (*r).ifindex = key.ifindex;
-        (*r).ts_ns = ts_ns;
+        (*r).ts_ns = f.ts_ns;
         (*r).src = key.src;
         (*r).dst = key.dst;
-        (*r).eth_src = eth_src;
-        (*r).eth_dst = eth_dst;
+        (*r).eth_src = f.eth_src;
+        (*r).eth_dst = f.eth_dst;
         (*r).sport = key.sport;
         (*r).dport = key.dport;
         (*r).ip_len = ip.len;
@@ -119,7 +110,7 @@ fn fill_packet(
         (*r).dir = key.dir;
         (*r).family = ip.family;
         (*r).proto = key.proto;
-        (*r).tcp_flags = tcp_flags;
+        (*r).tcp_flags = f.tcp_flags;
     }
 }
 
