@@ -20,7 +20,9 @@ use lab::{Lab, Role, VIP4};
 use support::{lab_up, root_or_skip, view_command, PipedTracer};
 use tracer::records::{self, Record};
 
-/// SYNs sent: four times the default `--max-flows`, so the flow cap is reached.
+/// SYNs sent: four times the default `--max-flows`. Half their connections stay half-open
+/// ([`half_open`]), twice the cap, so the cap is reached however fast the machine ends the
+/// others.
 const SYNS: u32 = 40_000;
 const METRICS: &str = "127.0.0.1:19464";
 /// The client: the lab's gateway.
@@ -62,6 +64,35 @@ add chain inet ao pre {{ type filter hook prerouting priority -300; policy accep
         )
         .unwrap();
     }
+}
+
+/// Every second RST the gateway's stack answers a SYN-ACK with is dropped on its way out,
+/// so that connection stays half-open at the target (a flow that never closes, as a real
+/// flood's spoofed sources leave them), and the target sends no SYN-ACK again (which would
+/// move the frontends' counters after they are read).
+fn half_open(lab: &Lab) {
+    let script = "add table inet ao_half
+add chain inet ao_half out { type filter hook output priority 0; policy accept; }
+add rule inet ao_half out tcp flags & rst == rst numgen inc mod 2 == 0 drop
+";
+    lab::cmd::run_with_stdin(
+        "ip",
+        &["netns", "exec", &lab.ns(Role::Gateway), "nft", "-f", "-"],
+        Some(script),
+    )
+    .unwrap();
+    lab::cmd::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &lab.ns(Role::Target),
+            "sysctl",
+            "-qw",
+            "net.ipv4.tcp_synack_retries=0",
+        ],
+    )
+    .unwrap();
 }
 
 fn truth(lab: &Lab, role: Role, counter: &str) -> u64 {
@@ -144,6 +175,7 @@ fn a_syn_flood_keeps_memory_bounded_and_totals_exact() {
     let _listener = lab.listen().unwrap();
     let port = lab.echo_port();
     arm_truth(&lab, port);
+    half_open(&lab);
     let kept = Arc::new(Mutex::new(Kept::default()));
     let k = kept.clone();
     // The DaemonSet's arguments (deploy/daemonset.yaml), the metrics port on loopback.
