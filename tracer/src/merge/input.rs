@@ -134,6 +134,7 @@ impl Source {
     }
 
     /// An input already in memory (the fuzz targets' cases).
+    #[cfg(feature = "fuzzing")]
     pub(crate) fn from_bytes(name: &str, bytes: Vec<u8>) -> Source {
         Source {
             name: name.to_string(),
