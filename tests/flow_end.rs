@@ -236,32 +236,7 @@ fn a_steady_syn_stream_ends_each_flow_by_its_linger_and_exactly() {
     let lab = support::lab_up("l4-");
     let _listener = lab.listen().unwrap();
     let tracer = Tracer::start(&["--vip", "20.0.0.1", "--max-flows", "2000"]);
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns(Role::Gateway),
-            "hping3",
-            "-q",
-            "-S",
-        ])
-        .args([
-            "-p",
-            &VIP_PORT.to_string(),
-            "-i",
-            "u2000",
-            "-c",
-            &SYNS.to_string(),
-        ])
-        .arg("20.0.0.1")
-        .output()
-        .expect("hping3 (Debian package hping3) runs");
-    let said =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        said.contains(&format!("{SYNS} packets transmitted")),
-        "hping3: {said}"
-    );
+    support::syn_flood(&lab, "20.0.0.1".parse().unwrap(), VIP_PORT, SYNS, 2000);
     std::thread::sleep(PROMPT * support::slowdown());
     let f = tracer.stop(libc::SIGINT);
     assert!(f.status.success(), "{}", f.stderr);

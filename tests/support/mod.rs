@@ -309,6 +309,25 @@ impl Drop for Tracer {
     }
 }
 
+/// `count` TCP SYNs from the lab's gateway to `vip`:`port`, one every `interval_us`, each
+/// from a new source port (hping3 counts them up from a random base); the gateway's stack
+/// answers each SYN-ACK with a RST. Returns once hping3 says it sent them all.
+pub fn syn_flood(lab: &lab::Lab, vip: std::net::IpAddr, port: u16, count: usize, interval_us: u32) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.ns(lab::Role::Gateway)])
+        .args(["hping3", "-q", "-S", "-p", &port.to_string()])
+        .args(["-i", &format!("u{interval_us}"), "-c", &count.to_string()])
+        .arg(vip.to_string())
+        .output()
+        .expect("hping3 (Debian package hping3) runs");
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("{count} packets transmitted")),
+        "hping3: {said}"
+    );
+}
+
 /// The default lab (the tutorial's names and tables) with netns prefix `prefix`.
 pub fn lab_up(prefix: &str) -> lab::Lab {
     lab::Lab::up(lab::LabSpec {
