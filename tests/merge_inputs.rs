@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
+use tracer_records::{Line, Merged, Record};
 
 const TRACER: &str = env!("CARGO_BIN_EXE_tracer-under-test");
 const NODE_A: &str = include_str!("../tracer/src/merge/testdata/node-a.jsonl");
@@ -44,18 +44,21 @@ fn merge(args: &[&str], stdin: Option<&[u8]>) -> Output {
     out
 }
 
-/// A merged --json line as the node wrote it: without the members merge adds.
-fn as_written(line: &str) -> Value {
-    let mut v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-    let o = v.as_object_mut().unwrap();
-    o.remove("timeline");
-    o.remove("late");
-    v
+/// A merged --json line as the node wrote it: its record without the members merge adds
+/// (a node's own line reads the same way).
+fn as_written(line: &str) -> Line<'static> {
+    let m: Merged = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    m.line
 }
 
-fn values(text: &str) -> Vec<Value> {
-    let mut v: Vec<Value> = text.lines().map(as_written).collect();
-    v.sort_by_key(|v| v.to_string());
+/// Records in an order that does not depend on the order they came in.
+fn sort(v: &mut [Line<'static>]) {
+    v.sort_by_cached_key(|l| serde_json::to_string(l).unwrap());
+}
+
+fn values(text: &str) -> Vec<Line<'static>> {
+    let mut v: Vec<Line> = text.lines().map(as_written).collect();
+    sort(&mut v);
     v
 }
 
@@ -156,7 +159,7 @@ impl Following {
     }
 
     /// The next `n` records, as written.
-    fn take(&self, n: usize) -> Vec<Value> {
+    fn take(&self, n: usize) -> Vec<Line<'static>> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut got = Vec::new();
         while got.len() < n {
@@ -166,7 +169,7 @@ impl Following {
                 Err(e) => panic!("{e}: {} of {n} records came", got.len()),
             }
         }
-        got.sort_by_key(|v| v.to_string());
+        sort(&mut got);
         got
     }
 
@@ -188,9 +191,9 @@ fn write_lines(path: &Path, lines: &[&str]) {
     }
 }
 
-fn sorted(lines: &[&str]) -> Vec<Value> {
-    let mut v: Vec<Value> = lines.iter().map(|l| as_written(l)).collect();
-    v.sort_by_key(|v| v.to_string());
+fn sorted(lines: &[&str]) -> Vec<Line<'static>> {
+    let mut v: Vec<Line> = lines.iter().map(|l| as_written(l)).collect();
+    sort(&mut v);
     v
 }
 
@@ -225,8 +228,11 @@ fn an_interface_name_with_esc_is_printed_escaped() {
         .lines()
         .find(|l| l.contains(r#""type":"hop""#))
         .unwrap();
-    let mut v: Value = serde_json::from_str(hop).unwrap();
-    v["ifname"] = "eth0\u{1b}[2J\u{1b}]0;title\u{7}".into();
+    let mut v: Line = serde_json::from_str(hop).unwrap();
+    let Record::Hop(h) = &mut v.record else {
+        unreachable!("a hop line")
+    };
+    h.ifname = "eth0\u{1b}[2J\u{1b}]0;title\u{7}".into();
     let path = d.join("node.jsonl");
     std::fs::write(&path, serde_json::to_string(&v).unwrap() + "\n").unwrap();
     let out = merge(&[path.to_str().unwrap()], None);
