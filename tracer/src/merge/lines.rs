@@ -2,8 +2,9 @@
 //! flow's timeline.
 use std::fmt::Display;
 
-use tracer_records::Record;
+use tracer_records::{self as records, Record};
 
+use crate::correlate::flows::Overflow;
 use crate::output::stamp::rfc3339;
 
 use super::{addr, escape, Rec};
@@ -58,8 +59,9 @@ pub(super) fn node_line(r: &Rec) -> Option<String> {
         ),
         Record::Lost(v) => format!("node {}: WARNING: {} records lost", r.node, v.count),
         Record::Evicted(v) => format!(
-            "node {}: WARNING: {} per-hop counters evicted",
-            r.node, v.count
+            "node {}: {}",
+            r.node,
+            crate::output::overflow_warnings(&Overflow::from(v)).join("; ")
         ),
         // The shares as a JSON value writes them (keys in order of name).
         Record::Distribution(v) => format!(
@@ -75,6 +77,15 @@ pub(super) fn node_line(r: &Rec) -> Option<String> {
         | Record::Drop(_)
         | Record::Flow(_) => return None,
     })
+}
+
+/// A summary's own figures that may be short, and why (empty for an exact one).
+fn not_exact(f: &records::Flow) -> String {
+    if f.exact {
+        return String::new();
+    }
+    let why: Vec<&str> = f.not_exact.iter().map(|i| i.words()).collect();
+    format!("; NOT EXACT: {}", why.join("; "))
 }
 
 pub(super) fn list(v: &[impl Display]) -> String {
@@ -163,7 +174,7 @@ pub(super) fn flow_line(n: usize, r: &Rec, start: i128) -> Option<String> {
                     e.nexthop.map_or("-".into(), |a| a.to_string()),
                     e.ifname.as_deref().unwrap_or("-"),
                     if e.consistent { "" } else { " INCONSISTENT" }
-                ),
+                ) + &not_exact(v),
             )
         }
         // Records of no flow have no timeline (`FlowKey::of`).

@@ -277,3 +277,40 @@ fn follow_holds_back_and_orders_across_streams() {
     assert_eq!(m.held.len(), MAX_HELD);
     assert_eq!(m.early, 10);
 }
+
+/// The text view says every bound a node's `evicted` record names, as the tracer's own
+/// text does, and that a flow summary is not exact and why.
+#[test]
+fn overflows_and_inexact_flows_are_said_in_words() {
+    let flow = NODE_A
+        .lines()
+        .find(|l| l.contains(r#""type":"flow""#))
+        .unwrap();
+    let inexact = flow.replacen(
+        r#""type":"flow","#,
+        r#""type":"flow","exact":false,"not_exact":["flow_evicted_early","records_lost"],"#,
+        1,
+    );
+    let evicted = r#"{"type":"evicted","count":0,"flows":7,"queued":2,"node":"worker-a"}"#;
+    let text = batch(
+        &read(&[("a", &format!("{inexact}\n{evicted}\n{flow}\n"))]),
+        false,
+    );
+    let warning = text.lines().find(|l| l.contains("WARNING")).unwrap();
+    assert!(
+        warning.contains("7 flows summarised early")
+            && warning.contains("2 requests in a load balancer's queue forgotten")
+            && !warning.contains("per-hop counters"),
+        "{warning}"
+    );
+    let summaries: Vec<&str> = text.lines().filter(|l| l.contains("summary:")).collect();
+    assert_eq!(
+        summaries
+            .iter()
+            .filter(|l| l.contains("NOT EXACT: summarised early")
+                && l.contains("records were lost"))
+            .count(),
+        1,
+        "{text}"
+    );
+}

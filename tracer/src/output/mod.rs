@@ -74,3 +74,5 @@ pub mod rate;
 pub mod stamp;
 pub mod symbols;
 mod text;
+
+pub(crate) use text::overflow_warnings;

@@ -29,6 +29,21 @@ impl Overflow {
     }
 }
 
+/// What a node's `evicted` record says (`tracer merge` reads it back).
+impl From<&tracer_records::Evicted> for Overflow {
+    fn from(e: &tracer_records::Evicted) -> Overflow {
+        Overflow {
+            hop_counters: e.count,
+            totals_full: e.totals_full,
+            flows: e.flows,
+            hash_samples: e.hash_samples,
+            datagrams: e.datagrams,
+            queued: e.queued,
+            lb_changes: e.lb_changes,
+        }
+    }
+}
+
 impl FlowTable {
     /// The table's overflows so far, ended flows' and live ones' (the kernel's fields 0).
     pub fn overflow(&self) -> Overflow {

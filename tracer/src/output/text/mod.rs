@@ -163,14 +163,11 @@ impl Render for Text {
     }
 
     fn evicted(&mut self, count: u64) {
-        say!(self.out, "WARNING: {count} per-hop counters evicted (the counter map was full; raise --hop-entries): some flows' counts are short");
+        say!(self.out, "{}", hop_counters_line(count));
     }
 
     fn overflowed(&mut self, o: &Overflow) {
-        if o.hop_counters > 0 {
-            self.evicted(o.hop_counters);
-        }
-        for line in overflow_lines(o) {
+        for line in overflow_warnings(o) {
             say!(self.out, "{line}");
         }
     }
@@ -270,6 +267,16 @@ impl Render for Text {
         // Its header is not needed again: the set stays as small as the live flows.
         self.headed.remove(&s.flow_id);
     }
+}
+
+fn hop_counters_line(count: u64) -> String {
+    format!("WARNING: {count} per-hop counters evicted (the counter map was full; raise --hop-entries): some flows' counts are short")
+}
+
+/// Every bound that left something out, in words (`tracer merge` says them the same way).
+pub(crate) fn overflow_warnings(o: &Overflow) -> Vec<String> {
+    let hop = (o.hop_counters > 0).then(|| hop_counters_line(o.hop_counters));
+    hop.into_iter().chain(overflow_lines(o)).collect()
 }
 
 /// The bounds other than the per-hop counters that left something out, in words.
