@@ -17,7 +17,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{correlate::totals::Total, events::proto_name};
+use crate::{
+    correlate::{flows::Overflow, totals::Total},
+    events::proto_name,
+};
 
 mod serve;
 
@@ -69,6 +72,13 @@ pub struct VipLabels {
     pub vip: String,
 }
 
+/// One of the flow table's per-flow bounds (docs/limits.md).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BoundLabels {
+    /// `hash_samples`, `datagrams`, `queued` or `lb_changes`.
+    pub bound: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HookLabels {
     pub pod: String,
@@ -90,6 +100,7 @@ pub struct Metrics {
     flows_evicted: Counter,
     rsts_consumed: Counter,
     totals_full: Counter,
+    overflows: Family<BoundLabels, Counter>,
     hooks: Family<HookLabels, Gauge>,
     /// Seconds since the epoch of the event loop's latest turn, for `/healthz`.
     pub(crate) alive: Arc<AtomicU64>,
@@ -151,6 +162,11 @@ impl Metrics {
             self.totals_full.clone(),
         );
         r.register(
+            "overflows",
+            "What a flow's own bounds left out, per bound: hash samples dropped, fragmented datagrams not followed, load balancer queue entries forgotten, load balancer changes not kept",
+            self.overflows.clone(),
+        );
+        r.register(
             "hook",
             "Hooks attached and refused, per pod (1 each)",
             self.hooks.clone(),
@@ -176,13 +192,22 @@ impl Metrics {
         }
     }
 
-    /// The node-wide counters, as last read (cumulative).
-    pub fn node(&self, lost: u64, evicted: u64, flows_evicted: u64, rsts: u64, full: u64) {
+    /// The node-wide counters, as last read (cumulative): records lost, RSTs consumed,
+    /// and every bound's overflow.
+    pub fn node(&self, lost: u64, rsts: u64, o: &Overflow) {
         set(&self.records_lost, lost);
-        set(&self.counters_evicted, evicted);
-        set(&self.flows_evicted, flows_evicted);
         set(&self.rsts_consumed, rsts);
-        set(&self.totals_full, full);
+        set(&self.counters_evicted, o.hop_counters);
+        set(&self.flows_evicted, o.flows);
+        set(&self.totals_full, o.totals_full);
+        for (bound, n) in [
+            ("hash_samples", o.hash_samples),
+            ("datagrams", o.datagrams),
+            ("queued", o.queued),
+            ("lb_changes", o.lb_changes),
+        ] {
+            set(&self.overflows.get_or_create(&BoundLabels { bound }), n);
+        }
     }
 
     pub fn nexthop_changes(&self, vip: std::net::IpAddr, changes: u64) {
@@ -271,6 +296,36 @@ mod tests {
         );
         assert!(text.contains("meridio_tracer_drops_total{"), "{text}");
         assert!(text.ends_with("# EOF\n"), "OpenMetrics: {text}");
+    }
+
+    #[test]
+    fn every_bound_overflow_is_a_counter() {
+        let m = Metrics::default();
+        let o = Overflow {
+            hop_counters: 1,
+            totals_full: 2,
+            flows: 3,
+            hash_samples: 4,
+            datagrams: 5,
+            queued: 6,
+            lb_changes: 7,
+        };
+        m.node(8, 9, &o);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &m.registry()).unwrap();
+        for line in [
+            "meridio_tracer_counters_evicted_total 1",
+            "meridio_tracer_totals_full_total 2",
+            "meridio_tracer_flows_evicted_total 3",
+            r#"meridio_tracer_overflows_total{bound="hash_samples"} 4"#,
+            r#"meridio_tracer_overflows_total{bound="datagrams"} 5"#,
+            r#"meridio_tracer_overflows_total{bound="queued"} 6"#,
+            r#"meridio_tracer_overflows_total{bound="lb_changes"} 7"#,
+            "meridio_tracer_records_lost_total 8",
+            "meridio_tracer_rsts_consumed_total 9",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
     }
 
     /// An IPv6 VIP's TCP and its neighbour discovery on the same hop are two series, and

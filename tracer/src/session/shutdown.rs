@@ -7,10 +7,7 @@ use anyhow::Result;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    correlate::{
-        flows::{add_lb_tables, Overflow},
-        totals::exact_shares,
-    },
+    correlate::{flows::add_lb_tables, totals::exact_shares},
     discover::Role,
 };
 
@@ -56,11 +53,7 @@ pub(super) async fn finish(
             log::warn!("could not re-read {} for the summary: {e:#}", site.label);
         }
     }
-    let overflow = Overflow {
-        hop_counters: s.hops_evicted,
-        totals_full: s.attached.node.totals_full().unwrap_or(0),
-        ..s.flows.overflow()
-    };
+    let overflow = s.overflow();
     if overflow.any() {
         s.out.overflowed(&overflow);
     }

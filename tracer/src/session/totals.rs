@@ -1,7 +1,7 @@
 //! The kernel's per-VIP totals and node-wide counters, read for the distribution (exact
 //! whatever the flows) and for `/metrics`.
 use crate::correlate::{
-    flows::FlowSummary,
+    flows::{FlowSummary, Overflow},
     totals::{self, Total},
 };
 
@@ -36,12 +36,19 @@ impl Session<'_> {
         let node = &self.attached.node;
         m.node(
             node.lost().unwrap_or(0),
-            self.hops_evicted,
-            self.flows.flows_evicted(),
             node.rsts_consumed().unwrap_or(0),
-            node.totals_full().unwrap_or(0),
+            &self.overflow(),
         );
         m.alive();
+    }
+
+    /// Every bound's overflow so far: the flow table's and the kernel's.
+    pub(super) fn overflow(&self) -> Overflow {
+        Overflow {
+            hop_counters: self.hops_evicted,
+            totals_full: self.attached.node.totals_full().unwrap_or(0),
+            ..self.flows.overflow()
+        }
     }
 
     /// Counts a summarised flow's next-hop changes.

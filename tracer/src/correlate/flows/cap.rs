@@ -12,11 +12,6 @@ impl FlowTable {
         self
     }
 
-    /// Flows summarised early because the table was full, since the start.
-    pub fn flows_evicted(&self) -> u64 {
-        self.flows_evicted
-    }
-
     /// Makes room before a new flow goes into a full table: an eighth of it at once, the
     /// flows idle longest, so a flood pays for the selection once per many new flows.
     pub(super) fn make_room(&mut self) {
@@ -110,7 +105,7 @@ mod tests {
             t.on_packet(syn(u64::from(i) * 10 + 5, 1), &view);
             assert!(t.flows.len() <= 16, "{} live flows", t.flows.len());
         }
-        let evicted = t.flows_evicted();
+        let evicted = t.overflow().flows;
         assert!(evicted >= 100 + 1 - 16, "{evicted} evicted");
         let early = t.take_evicted(&[&s]);
         assert_eq!(
@@ -136,7 +131,7 @@ mod tests {
         for i in 0..100u16 {
             roomy.on_packet(syn(u64::from(i), 2000 + i), &view);
         }
-        assert_eq!(roomy.flows_evicted(), 0);
+        assert_eq!(roomy.overflow().flows, 0);
         assert!(live <= 16);
     }
 }
