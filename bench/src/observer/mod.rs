@@ -9,6 +9,7 @@ mod output;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -94,6 +95,16 @@ impl Observer {
                 Stdio::null()
             })
             .stderr(Stdio::piped());
+        // SIGINT is how an observer is stopped: a harness started in the background of a
+        // non-interactive shell has it ignored, and an ignored signal stays ignored across
+        // exec, so it is set back to its default in the child.
+        // SAFETY: signal() is async-signal-safe, as pre_exec requires.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
         let started = Instant::now();
         let mut child = cmd
             .spawn()
