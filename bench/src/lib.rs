@@ -95,6 +95,8 @@ pub enum Variant {
     WholeOtherFlow,
     /// The DaemonSet's arguments: whole path, discovery's VIPs, the default record budget.
     DaemonSet,
+    /// tcpdump on every interface of the whole path the tracer attaches to.
+    TcpdumpWholePath,
     HooksTc,
     HooksTcFib,
     HooksTcDrop,
@@ -102,7 +104,7 @@ pub enum Variant {
 }
 
 /// The variants compared with the baseline, in their first repetition's order.
-pub const VARIANTS: [Variant; 11] = [
+pub const VARIANTS: [Variant; 12] = [
     Variant::NoMatch,
     Variant::OtherFlow,
     Variant::AllVip,
@@ -110,6 +112,7 @@ pub const VARIANTS: [Variant; 11] = [
     Variant::WholeNoMatch,
     Variant::WholeOtherFlow,
     Variant::DaemonSet,
+    Variant::TcpdumpWholePath,
     Variant::HooksTc,
     Variant::HooksTcFib,
     Variant::HooksTcDrop,
@@ -138,6 +141,7 @@ impl Variant {
             Variant::WholeNoMatch => "whole_path_no_match",
             Variant::WholeOtherFlow => "whole_path_other_flow",
             Variant::DaemonSet => "daemonset",
+            Variant::TcpdumpWholePath => "tcpdump_whole_path",
             Variant::HooksTc => "hooks_tc",
             Variant::HooksTcFib => "hooks_tc_fib",
             Variant::HooksTcDrop => "hooks_tc_drop",
@@ -156,6 +160,9 @@ impl Variant {
                 format!("tracer, every VIP packet a record (`--vip {VIP4} --records all`)")
             }
             Variant::Tcpdump => "tcpdump on the same 4 interfaces (`host 20.0.0.1`)".into(),
+            Variant::TcpdumpWholePath => {
+                "tcpdump on the whole path's 9 interfaces, one process each (`host 20.0.0.1`)".into()
+            }
             Variant::WholeNoMatch => format!(
                 "tracer, whole path, matching nothing (no `--netns`, `--vip {VIP6}`: IPv4 traffic)"
             ),
@@ -184,7 +191,10 @@ impl Variant {
             | Variant::OtherFlow
             | Variant::AllVip
             | Variant::Tcpdump => Part::Observers,
-            Variant::WholeNoMatch | Variant::WholeOtherFlow | Variant::DaemonSet => Part::WholePath,
+            Variant::WholeNoMatch
+            | Variant::WholeOtherFlow
+            | Variant::DaemonSet
+            | Variant::TcpdumpWholePath => Part::WholePath,
             Variant::HooksTc
             | Variant::HooksTcFib
             | Variant::HooksTcDrop
@@ -207,7 +217,7 @@ impl Variant {
     pub fn tracer(self) -> Option<(Mode, Vec<String>)> {
         let (vip4, vip6, port) = (VIP4.to_string(), VIP6.to_string(), OTHER_PORT.to_string());
         let args: Vec<&str> = match self {
-            Variant::Baseline | Variant::Tcpdump => return None,
+            Variant::Baseline | Variant::Tcpdump | Variant::TcpdumpWholePath => return None,
             Variant::NoMatch => vec!["--vip", NO_MATCH_VIP],
             Variant::OtherFlow => vec!["--vip", &vip4, "--port", &port],
             Variant::AllVip => vec!["--vip", &vip4, "--records", "all"],
@@ -250,6 +260,26 @@ impl Ctx {
     pub fn proxy_ifaces(&self) -> [&'static str; 4] {
         let n = self.lab.names();
         [n.px_port_fea, n.px_port_feb, n.px_port_tg, n.px_bridge]
+    }
+
+    /// The interfaces the whole-path tracer attaches to, by namespace: the proxy's bridge
+    /// and ports, each frontend's external and conduit interfaces, the target's VIP one.
+    pub fn whole_path_ifaces(&self) -> Vec<(String, &'static str)> {
+        let n = self.lab.names();
+        let mut all: Vec<(String, &str)> = self
+            .proxy_ifaces()
+            .into_iter()
+            .map(|i| (self.proxy(), i))
+            .collect();
+        for (role, conduit) in [
+            (Role::FrontendA, n.fea_conduit),
+            (Role::FrontendB, n.feb_conduit),
+        ] {
+            all.push((self.lab.ns(role), n.fe_ext));
+            all.push((self.lab.ns(role), conduit));
+        }
+        all.push((self.lab.ns(Role::Target), n.tg_if));
+        all
     }
 
     /// Starts the tracer in --json mode on the proxy, its stdout read (counted and
@@ -526,16 +556,20 @@ fn start_observers(ctx: &Ctx, variant: Variant) -> Result<Vec<Observer>> {
     let vip = VIP4.to_string();
     Ok(match variant {
         Variant::Baseline => Vec::new(),
-        Variant::Tcpdump => {
+        Variant::Tcpdump | Variant::TcpdumpWholePath => {
             // tcpdump takes one -i per process: one per interface the tracer watches,
             // as an operator capturing the proxy's bridge and ports runs it today.
+            let ifaces = match variant {
+                Variant::Tcpdump => ctx.proxy_ifaces().map(|i| (ctx.proxy(), i)).to_vec(),
+                _ => ctx.whole_path_ifaces(),
+            };
             let mut all = Vec::new();
-            for iface in ctx.proxy_ifaces() {
+            for (ns, iface) in ifaces {
                 let mut c = lab::cmd::command("ip");
-                c.args(["netns", "exec", &ctx.proxy(), "tcpdump", "-n", "-i", iface])
+                c.args(["netns", "exec", &ns, "tcpdump", "-n", "-i", iface])
                     .args(["-w", "/dev/null", "host", &vip]);
                 all.push(Observer::start(
-                    &format!("tcpdump -i {iface}"),
+                    &format!("tcpdump -i {iface} in {ns}"),
                     c,
                     ReadyOn::StderrContains("listening on"),
                 )?);

@@ -15,7 +15,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "Method: every figure is a median over the repetitions; tracer variants trace the proxy (`--netns b-proxy-a`) unless they say *whole path*. Each variant's slot runs right after a baseline slot of its own (baseline, variant, baseline, variant, ...; the variants' order rotates between repetitions), and its ratio is median(variant) / median(the baselines measured right before it); ± is the noise of that ratio, the median absolute deviation of the per-pair ratios variant / baseline. A target is *inconclusive* when the figure is nearer its goal than that noise. Traffic is egress through the proxy: sent from 20.0.0.1 in the target to a sink at 169.254.100.150 in the gateway, and rates are what the sink received. TCP: one bulk stream. UDP: one flow of {}-byte datagrams, sendmmsg from one thread, unpaced. The tracer runs with `--json` and its stdout is a pipe read by the bench harness (lines counted, then discarded). tcpdump runs as 4 processes, `ip netns exec b-proxy-a tcpdump -n -i <iface> -w /dev/null host 20.0.0.1`, one per interface the tracer attaches to (conduit-a.-3150, conduit-a.-6496, proxy.cond-0a85, bridge0).\n",
+            "Method: every figure is a median over the repetitions; tracer variants trace the proxy (`--netns b-proxy-a`) unless they say *whole path*. Each variant's slot runs right after a baseline slot of its own (baseline, variant, baseline, variant, ...; the variants' order rotates between repetitions), and its ratio is median(variant) / median(the baselines measured right before it); ± is the noise of that ratio, the median absolute deviation of the per-pair ratios variant / baseline. A target is *inconclusive* when the figure is nearer its goal than that noise. Traffic is egress through the proxy: sent from 20.0.0.1 in the target to a sink at 169.254.100.150 in the gateway, and rates are what the sink received. TCP: one bulk stream. UDP: one flow of {}-byte datagrams, sendmmsg from one thread, unpaced. The tracer runs with `--json` and its stdout is a pipe read by the bench harness (lines counted, then discarded). tcpdump runs as 4 processes, `ip netns exec b-proxy-a tcpdump -n -i <iface> -w /dev/null host 20.0.0.1`, one per interface the tracer attaches to (conduit-a.-3150, conduit-a.-6496, proxy.cond-0a85, bridge0); on the whole path as 9, those and each frontend's external and conduit interfaces and the target's VIP interface.\n",
             crate::traffic::UDP_PAYLOAD
         );
 
@@ -230,7 +230,7 @@ impl Report {
         let cpu: Vec<f64> = slots.iter().map(|s| s.observer_cpu_s()).collect();
         let extra = match v {
             Variant::Baseline => "–".to_string(),
-            Variant::Tcpdump => format!(
+            Variant::Tcpdump | Variant::TcpdumpWholePath => format!(
                 "{:.0} dropped by kernel",
                 median(
                     &slots

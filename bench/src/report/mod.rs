@@ -259,18 +259,20 @@ impl Report {
                 verdict: Verdict::all(&[judge(&tcp), judge(&udp)]),
             });
         }
-        for (v, goal) in [
+        for (v, dump, goal) in [
             (
                 Variant::AllVip,
+                Variant::Tcpdump,
                 "tracing every VIP packet costs less than tcpdump on the same interfaces",
             ),
             (
                 Variant::DaemonSet,
-                "the DaemonSet's default (whole path) costs no more than tcpdump on the proxy's interfaces",
+                Variant::TcpdumpWholePath,
+                "the DaemonSet's default (whole path) costs no more than tcpdump on the same interfaces",
             ),
         ] {
-            if self.measured(v) && self.measured(Variant::Tcpdump) {
-                self.tcpdump_target(&mut t, v, goal);
+            if self.measured(v) && self.measured(dump) {
+                self.tcpdump_target(&mut t, v, dump, goal);
             }
         }
         if let Some(ladder) = &self.ladder {
@@ -319,12 +321,18 @@ impl Report {
         t
     }
 
-    fn tcpdump_target(&self, t: &mut Vec<Target>, v: Variant, goal: &'static str) {
+    fn tcpdump_target(
+        &self,
+        t: &mut Vec<Target>,
+        v: Variant,
+        tcpdump: Variant,
+        goal: &'static str,
+    ) {
         let mut parts = Vec::new();
         let mut texts = Vec::new();
         for (name, metric) in [("TCP", Metric::TcpGbit), ("UDP", Metric::UdpKpps)] {
             let all = self.series(v, metric);
-            let dump = self.series(Variant::Tcpdump, metric);
+            let dump = self.series(tcpdump, metric);
             // A higher ratio is the smaller cost.
             parts.push(Verdict::judge(
                 all.ratio() - dump.ratio(),
