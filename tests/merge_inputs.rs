@@ -2,17 +2,19 @@
 //! not UTF-8 or not JSON among a node's records, a followed pipe with a bad line in it, a
 //! followed file truncated and then rotated, an interface name holding ESC. What comes out
 //! is checked against the records written in. No lab, no root.
+mod support;
+
 use std::{
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
 
+use support::{tracer_merge as merge, TRACER};
 use tracer_records::{Line, Merged, Record};
 
-const TRACER: &str = env!("CARGO_BIN_EXE_tracer-under-test");
 const NODE_A: &str = include_str!("../tracer/src/merge/testdata/node-a.jsonl");
 const NODE_B: &str = include_str!("../tracer/src/merge/testdata/node-b.jsonl");
 
@@ -21,27 +23,6 @@ fn dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn merge(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(TRACER)
-        .arg("merge")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.map(<[u8]>::to_vec);
-    let writer = std::thread::spawn(move || {
-        if let Some(b) = stdin {
-            let _ = input.write_all(&b);
-        }
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out
 }
 
 /// A merged --json line as the node wrote it: its record without the members merge adds

@@ -8,12 +8,11 @@ mod support;
 use std::{
     net::IpAddr,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     time::Duration,
 };
 
 use lab::{vni, Lab, LabSpec, Node, Role, VIP4, VIP6};
-use support::{root_or_skip, start_node_tracers, TRACER};
+use support::{root_or_skip, start_node_tracers};
 use tracer::records::{Hop, Line, Merged, Record};
 
 /// The tracers' output files, removed also when the test fails.
@@ -47,21 +46,9 @@ fn carried(name: &str, read: impl Fn(Role) -> u64) -> (Role, u64) {
 
 /// `tracer merge --json` of `inputs`, fed `stdin` (for `-`).
 fn merge(inputs: &[&Path], stdin: Option<&str>) -> (Vec<Merged<'static>>, String) {
-    use std::io::Write;
-    let mut child = Command::new(TRACER)
-        .args(["merge", "--json"])
-        .args(inputs)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .unwrap();
-    drop(input);
-    let out = child.wait_with_output().unwrap();
+    let mut args = vec!["--json"];
+    args.extend(inputs.iter().map(|p| p.to_str().unwrap()));
+    let out = support::tracer_merge(&args, stdin.map(str::as_bytes));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "tracer merge: {stderr}");
     let recs = String::from_utf8(out.stdout)

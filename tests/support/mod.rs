@@ -328,6 +328,30 @@ pub fn syn_flood(lab: &lab::Lab, vip: std::net::IpAddr, port: u16, count: usize,
     );
 }
 
+/// `tracer merge ARGS`, fed `stdin` (for `-`) from a thread of its own so a large input
+/// cannot block on a full output pipe.
+pub fn tracer_merge(args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(TRACER)
+        .arg("merge")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.map(<[u8]>::to_vec);
+    let writer = std::thread::spawn(move || {
+        if let Some(b) = stdin {
+            let _ = input.write_all(&b);
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
 /// The default lab (the tutorial's names and tables) with netns prefix `prefix`.
 pub fn lab_up(prefix: &str) -> lab::Lab {
     lab::Lab::up(lab::LabSpec {
