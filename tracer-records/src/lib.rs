@@ -102,6 +102,36 @@ impl Record<'_> {
         }
     }
 
+    /// The flow a flow-level record belongs to, from the client's side; a hop's is read
+    /// from its addresses (the VIP side is the one that is the VIP).
+    pub fn flow_key(&self) -> Option<FlowKey<'_>> {
+        match self {
+            Record::Hop(h) => {
+                let (client, client_port, vip_port) = if h.dst == h.vip {
+                    (h.src, h.sport, h.dport)
+                } else {
+                    (h.dst, h.dport, h.sport)
+                };
+                Some(FlowKey {
+                    proto: Cow::Borrowed(&h.proto),
+                    vip: h.vip,
+                    vip_port,
+                    client,
+                    client_port,
+                })
+            }
+            Record::Decision(d) => Some(d.flow.borrowed()),
+            Record::Route(r) => Some(r.flow.borrowed()),
+            Record::Drop(d) => Some(d.flow.borrowed()),
+            Record::Flow(f) => Some(f.flow.borrowed()),
+            Record::Ready(_)
+            | Record::Lost(_)
+            | Record::Evicted(_)
+            | Record::Change(_)
+            | Record::Distribution(_) => None,
+        }
+    }
+
     /// The namespace a record is about, where it names one (a flow summary of a node
     /// without the proxy names "").
     pub fn netns(&self) -> Option<&str> {
@@ -224,6 +254,16 @@ pub struct FlowKey<'a> {
     pub vip_port: u16,
     pub client: IpAddr,
     pub client_port: u16,
+}
+
+impl FlowKey<'_> {
+    /// The same key, borrowing its protocol.
+    pub fn borrowed(&self) -> FlowKey<'_> {
+        FlowKey {
+            proto: Cow::Borrowed(&self.proto),
+            ..*self
+        }
+    }
 }
 
 /// The routing decision of a routed hop.

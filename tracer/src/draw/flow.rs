@@ -18,30 +18,12 @@ pub enum Pick {
     Client(SocketAddr),
 }
 
-/// The flow key of any flow-level record; a hop's is read from its addresses (the VIP side
-/// is the one that is the VIP).
+/// The flow key of any flow-level record, owned (the picture keeps it past the line).
 pub fn key_of(r: &Record) -> Option<FlowKey> {
-    match r {
-        Record::Hop(h) => {
-            let (client, client_port, vip_port) = if h.dst == h.vip {
-                (h.src, h.sport, h.dport)
-            } else {
-                (h.dst, h.dport, h.sport)
-            };
-            Some(FlowKey {
-                proto: h.proto.clone(),
-                vip: h.vip,
-                vip_port,
-                client,
-                client_port,
-            })
-        }
-        Record::Decision(d) => Some(d.flow.clone()),
-        Record::Route(r) => Some(r.flow.clone()),
-        Record::Drop(d) => Some(d.flow.clone()),
-        Record::Flow(f) => Some(f.flow.clone()),
-        _ => None,
-    }
+    r.flow_key().map(|k| FlowKey {
+        proto: k.proto.into_owned().into(),
+        ..k
+    })
 }
 
 fn flow_id(r: &Record) -> Option<u32> {

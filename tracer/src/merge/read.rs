@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
-use tracer_records::{self as records, Line, Record};
+use tracer_records::{Line, Record};
 
 use super::escape;
 
@@ -55,39 +55,14 @@ pub(super) struct FlowKey {
 
 impl FlowKey {
     pub(super) fn of(r: &Rec) -> Option<FlowKey> {
-        let of = |k: &records::FlowKey| FlowKey {
-            proto: k.proto.to_string(),
+        let k = r.record()?.flow_key()?;
+        Some(FlowKey {
+            proto: k.proto.into_owned(),
             client: k.client.to_string(),
             client_port: k.client_port.into(),
             vip: k.vip.to_string(),
             vip_port: k.vip_port.into(),
-        };
-        match r.record()? {
-            Record::Decision(d) => Some(of(&d.flow)),
-            Record::Route(l) => Some(of(&l.flow)),
-            Record::Drop(d) => Some(of(&d.flow)),
-            Record::Flow(f) => Some(of(&f.flow)),
-            // A hop carries the packet's addresses: the VIP side is the one that is the VIP.
-            Record::Hop(h) => {
-                let (client, client_port, vip_port) = if h.dst == h.vip {
-                    (h.src, h.sport, h.dport)
-                } else {
-                    (h.dst, h.dport, h.sport)
-                };
-                Some(FlowKey {
-                    proto: h.proto.to_string(),
-                    client: client.to_string(),
-                    client_port: client_port.into(),
-                    vip: h.vip.to_string(),
-                    vip_port: vip_port.into(),
-                })
-            }
-            Record::Ready(_)
-            | Record::Lost(_)
-            | Record::Evicted(_)
-            | Record::Change(_)
-            | Record::Distribution(_) => None,
-        }
+        })
     }
 
     pub(super) fn text(&self) -> String {
