@@ -26,12 +26,13 @@ pub const IDLE: Duration = Duration::from_secs(1);
 const SINK_QUIET: Duration = Duration::from_millis(200);
 
 /// The tracer variants whose programs are timed.
-pub const VARIANTS: [Variant; 5] = [
+pub const VARIANTS: [Variant; 6] = [
     Variant::NoMatch,
     Variant::OtherFlow,
     Variant::AllVip,
     Variant::WholeNoMatch,
     Variant::WholeOtherFlow,
+    Variant::DaemonSet,
 ];
 
 /// The tracer's programs, in report order (bpftool and the kernel keep 15 chars).

@@ -57,7 +57,12 @@ pub const COUNTER_TOTALS_FULL: u32 = 4;
 /// TCP RSTs freed by `kfree_skb` with no drop reason: the stack consuming a reset, not a
 /// lost packet; counted here instead of reported as drops.
 pub const COUNTER_RST_CONSUMED: u32 = 5;
-pub const COUNTERS_LEN: u32 = 6;
+/// Packets a traced stack discarded because their Ethernet destination was another host's
+/// (`OTHERHOST`): a bridge floods a frame whose destination it has not learned to every
+/// port, and the hosts it was not for discard their copies. The flow's own copy goes on;
+/// counted here instead of reported as drops.
+pub const COUNTER_NOT_FOR_HOST: u32 = 6;
+pub const COUNTERS_LEN: u32 = 7;
 
 /// VIPs per family the TC programs compare inline (read-only globals); with more, they
 /// look the VIP set up in the `VIPS` map instead.
@@ -261,6 +266,9 @@ pub struct DropOffsets {
     /// freed with it is the stack consuming a reset, counted (`COUNTER_RST_CONSUMED`), not
     /// reported as a drop.
     pub reason_not_specified: u16,
+    /// The number of the `OTHERHOST` drop reason on this kernel (0: none): see
+    /// `COUNTER_NOT_FOR_HOST`.
+    pub reason_otherhost: u16,
 }
 
 /// Key of the `HOPS` map: one packet direction of one flow on one interface of one
@@ -325,6 +333,24 @@ pub struct IfaceKey {
     pub _pad: u16,
 }
 
+/// Value of the `DEVICES` map, keyed by the address of a traced device's `net_device`:
+/// which traced namespace (site) it is in, whether it routes (as in `L3_IFACES`), and its
+/// ifindex, checked on every use (an address the kernel gave to a new device since fails
+/// it, or userspace has cleared the map by then: it does whenever a site's interfaces
+/// change).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceSite {
+    pub ifindex: u32,
+    pub site: u16,
+    pub l3: u8,
+    pub _pad: u8,
+}
+
+/// Entries of the `DEVICES` map: traced interfaces of every namespace on a node, with room;
+/// an interface past it is still traced, its namespace read from the device each time.
+pub const DEVICES_ENTRIES: u32 = 4_096;
+
 /// Key of the `FRAGS` map: one IP datagram (IPv4: source, destination, protocol and IP ID;
 /// IPv6: the fragment header's identification, with the addresses and next header).
 #[repr(C)]
@@ -342,7 +368,8 @@ pub const FRAGS_ENTRIES: u32 = 4_096;
 
 /// Value of the `HOPS` map, counted in the kernel for every packet whatever the record
 /// budget or ring buffer loss. `packets` and `bytes` are atomic adds; the times are the
-/// first and latest packet's (`bpf_ktime_get_ns`).
+/// first packet's (`bpf_ktime_get_ns`) and the latest packet's within a clock tick
+/// (`bpf_ktime_get_coarse_ns` from 5.11: what idle flows are told by).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HopCount {
@@ -428,6 +455,7 @@ mod pod {
     // SAFETY: plain-old-data structs with explicit padding and no invalid bit patterns.
     unsafe impl aya::Pod for super::HopKey {}
     unsafe impl aya::Pod for super::IfaceKey {}
+    unsafe impl aya::Pod for super::DeviceSite {}
     unsafe impl aya::Pod for super::HopCount {}
     unsafe impl aya::Pod for super::TotalKey {}
     unsafe impl aya::Pod for super::TotalCount {}

@@ -1,13 +1,14 @@
 //! `skb:kfree_skb`: a packet of a traced flow freed as a drop in a traced namespace. The
 //! headers are read from the freed skb in kernel memory, at offsets from BTF.
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 use tracer_common::{
-    v4_mapped, DropRecord, AF_INET, AF_INET6, COUNTER_LOST, COUNTER_RST_CONSUMED, FIELD_ABSENT,
-    KIND_DROP, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+    v4_mapped, DropRecord, AF_INET, AF_INET6, COUNTER_LOST, COUNTER_NOT_FOR_HOST,
+    COUNTER_RST_CONSUMED, FIELD_ABSENT, KIND_DROP, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
 
 use crate::{
+    clock::now_ns,
     events::{bump, wakeup},
     kernel::{dev_site, kread, read},
     maps::{DROP_OFFSETS, EVENTS, LAST_INGRESS},
@@ -109,10 +110,16 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), ()> {
             return Ok(());
         }
     }
+    // A copy a bridge flooded, discarded by a host it was not for (see
+    // `COUNTER_NOT_FOR_HOST`).
+    if off.reason_otherhost != 0 && reason == u32::from(off.reason_otherhost) {
+        bump(COUNTER_NOT_FOR_HOST);
+        return Ok(());
+    }
     let record = DropRecord {
         kind: KIND_DROP,
         ifindex: kread::<i32>(dev, off.dev_ifindex)? as u32,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns: now_ns(),
         location: read(ctx, off.tp_location)?,
         src,
         dst,

@@ -1,7 +1,6 @@
 //! The multipath hash of the packet being routed on this CPU, from the hash function's
 //! return value. Loaded only where the kernel allows fexit (or kretprobes).
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
     macros::{fexit, kretprobe},
     programs::{FExitContext, RetProbeContext},
 };
@@ -10,6 +9,7 @@ use tracer_common::{
 };
 
 use crate::{
+    clock::now_ns,
     events::{bump, wakeup},
     maps::{EVENTS, LAST_INGRESS},
     tie::LAST_INGRESS_MAX_AGE_NS,
@@ -46,7 +46,7 @@ pub fn meridio_mph6_kr(ctx: RetProbeContext) -> u32 {
 /// The hash is the routed packet's: the one whose lookup matched on this CPU (`routed`).
 fn emit_hash(hash: u32, family: u8, hook: u8) -> Result<(), ()> {
     let last = LAST_INGRESS.get(0).ok_or(())?;
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now_ns();
     if last.ts_ns == 0
         || last.routed == 0
         || last.family != family

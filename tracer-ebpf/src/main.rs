@@ -26,6 +26,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod clock;
 mod drop;
 mod events;
 mod fib;

@@ -5,9 +5,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    DropOffsets, FibOffsets, FibRawOffsets, FragKey, HopCount, HopKey, IfaceKey, TotalCount,
-    TotalKey, BUDGET_ALL, COUNTERS_LEN, FRAGS_ENTRIES, HOPS_DEFAULT_ENTRIES, INLINE_VIPS,
-    RING_BYTES, TOTALS_ENTRIES,
+    DeviceSite, DropOffsets, FibOffsets, FibRawOffsets, FragKey, HopCount, HopKey, IfaceKey,
+    TotalCount, TotalKey, BUDGET_ALL, COUNTERS_LEN, DEVICES_ENTRIES, FRAGS_ENTRIES,
+    HOPS_DEFAULT_ENTRIES, INLINE_VIPS, RING_BYTES, TOTALS_ENTRIES,
 };
 
 // Read-only globals, set by the loader (`EbpfLoader::set_global`) before the programs
@@ -44,6 +44,9 @@ pub static SITE: u16 = 0;
 /// TC program shared by every site reads the namespace of the device it runs on.
 #[no_mangle]
 pub static NETNS_OFFSETS: [u16; 3] = [0; 3];
+/// 1: the kernel has `bpf_ktime_get_coarse_ns` (5.11 and later; see `clock`).
+#[no_mangle]
+pub static COARSE_CLOCK: u8 = 0;
 /// `--pcap`: frame bytes to copy into each record (a `CaptureRecord`), 0 = no capture.
 #[no_mangle]
 pub static SNAP_LEN: u32 = 0;
@@ -91,6 +94,14 @@ pub static FRAGS: LruHashMap<FragKey, [u16; 2]> = LruHashMap::with_max_entries(F
 /// routing. Bridge ports are L2 and are not listed.
 #[map]
 pub static L3_IFACES: HashMap<IfaceKey, u8> = HashMap::with_max_entries(1024, 0);
+
+/// The traced devices the TC programs every site shares have seen (see `DeviceSite`), by
+/// `net_device` address: the site and whether it routes in one kernel read and one lookup.
+/// Reading the namespace from the device each time took three reads and a lookup, a third
+/// of a traced packet's time in the program. Interface indexes would not do: each namespace
+/// numbers its own from 1.
+#[map]
+pub static DEVICES: HashMap<u64, DeviceSite> = HashMap::with_max_entries(DEVICES_ENTRIES, 0);
 
 /// Namespace inode numbers (`ns.inum`) of the traced namespaces -> their site number: drops
 /// and route lookups elsewhere are not ours even when they carry a VIP.

@@ -2,10 +2,10 @@
 //! ingress hook leaves the packet in `LAST_INGRESS` for the lookup that follows on its CPU,
 //! and a lookup made later (after the load balancer's queue) waits in `LAST_LOOKUP` for the
 //! TC egress hook its packet reaches next.
-use aya_ebpf::helpers::bpf_ktime_get_ns;
 use tracer_common::{FibRecord, HopKey, COUNTER_LOST, KIND_FIB, TIE_EGRESS};
 
 use crate::{
+    clock::now_ns,
     events::{bump, wakeup},
     maps::{LastIngress, DEFER_ARMED, EVENTS, LAST_INGRESS, LAST_LOOKUP},
 };
@@ -32,7 +32,7 @@ pub fn arm_deferred_lookups(now: u64) {
 #[inline(always)]
 pub fn deferred_lookups_armed() -> bool {
     match DEFER_ARMED.get(0) {
-        Some(&t) if t != 0 => unsafe { bpf_ktime_get_ns() }.wrapping_sub(t) < DEFER_ARMED_NS,
+        Some(&t) if t != 0 => now_ns().wrapping_sub(t) < DEFER_ARMED_NS,
         _ => false,
     }
 }
@@ -86,7 +86,7 @@ pub fn pending_lookup(family: u8) -> Option<(&'static LastIngress, u64)> {
     if last.ts_ns == 0 || last.routed != 0 || last.family != family {
         return None;
     }
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now_ns();
     if now.wrapping_sub(last.ts_ns) > LAST_INGRESS_MAX_AGE_NS {
         return None;
     }
@@ -95,9 +95,9 @@ pub fn pending_lookup(family: u8) -> Option<(&'static LastIngress, u64)> {
 
 /// The egress side of `LAST_LOOKUP`: a routed packet with the waiting lookup's addresses
 /// and mark, in its namespace, takes the lookup (written only when the packet is recorded,
-/// as a lookup tied at ingress is).
+/// `now` not 0, as a lookup tied at ingress is).
 #[inline(always)]
-pub fn tie_lookup(key: &HopKey, family: u8, mark: u32, now: u64, record: bool) {
+pub fn tie_lookup(key: &HopKey, family: u8, mark: u32, now: u64) {
     let Some(l) = LAST_LOOKUP.get_ptr_mut(0) else {
         return;
     };
@@ -114,7 +114,7 @@ pub fn tie_lookup(key: &HopKey, family: u8, mark: u32, now: u64, record: bool) {
     }
     let ts = l.ts_ns;
     l.ts_ns = 0;
-    if !record || now.wrapping_sub(ts) > LAST_INGRESS_MAX_AGE_NS {
+    if now == 0 || now.wrapping_sub(ts) > LAST_INGRESS_MAX_AGE_NS {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<FibRecord>(0) else {

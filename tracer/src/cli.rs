@@ -302,6 +302,7 @@ Bounds (each overflow is counted: JSON `lost` and `evicted` records and a flow's
   reorder window     100 ms, 32768 records         the reader waits, the ring fills
   reader queue       4 batches of 4096 records     the reader waits, the ring fills
   fragment ports     4096 datagrams, LRU           later fragments orphans (per flow)
+  devices' sites     4096 devices                  read from the device: slower, not lost
   per flow           8 hash samples, 4096 datagrams, 32 queued requests, 8 load
                      balancer changes: `evicted.hash_samples`, `.datagrams`, `.queued`,
                      `.lb_changes`
@@ -574,6 +575,7 @@ mod tests {
             format!("{} MiB", tracer_common::RING_BYTES >> 20),
             format!("{} entries, never evicted", tracer_common::TOTALS_ENTRIES),
             format!("{} datagrams, LRU", tracer_common::FRAGS_ENTRIES),
+            format!("{} devices", tracer_common::DEVICES_ENTRIES),
             "--hop-entries, LRU".into(),
             "--max-flows ".into(),
             "--pcap-max-mb, then".into(),

@@ -3,11 +3,12 @@
 //! packet waits for costs one per-CPU map read. Each family reads its own arguments into a
 //! [`Lookup`] (the table id and gateway read once, before either use); what follows (tie it to the waiting packet, or leave it for the packet's
 //! egress hook) is the same for both.
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use tracer_common::{v4_mapped, FibRawOffsets, AF_INET, AF_INET6};
 
 use super::{start_fib, submit_fib};
 use crate::{
+    clock::now_ns,
     kernel::{dev_site, kread},
     maps::{LastIngress, FIB_RAW_OFFSETS, LAST_LOOKUP},
     tie::{deferred_lookups_armed, pending_lookup},
@@ -228,7 +229,7 @@ fn defer_lookup(off: &FibRawOffsets, l: &Lookup) {
     };
     // SAFETY: per-CPU slot, only this CPU reads and writes it.
     unsafe {
-        (*slot).ts_ns = bpf_ktime_get_ns();
+        (*slot).ts_ns = now_ns();
         (*slot).src = l.src;
         (*slot).dst = l.dst;
         (*slot).gw = l.gw;

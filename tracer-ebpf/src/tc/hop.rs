@@ -6,6 +6,7 @@ use aya_ebpf::bindings::BPF_NOEXIST;
 use tracer_common::{HopCount, HopKey, TotalCount, TotalKey, COUNTER_HOP_NEW, COUNTER_TOTALS_FULL};
 
 use crate::{
+    clock::now_ns,
     events::bump,
     maps::{HOPS, TOTALS},
 };
@@ -19,27 +20,44 @@ fn add(counter: *mut u64, n: u64) {
     }
 }
 
-/// Counts one packet of a hop; returns whether it created the entry, and the hop's
-/// packet count after it (read back racily: close enough for the record budget).
+/// What counting a packet found.
+pub struct Counted {
+    /// The packet made the hop's entry: its time (precise), else 0.
+    pub first_ns: u64,
+    /// The hop's packets with this one (read back racily: close enough for the budget).
+    pub packets: u64,
+}
+
+/// Counts one packet of a hop, seen at `seen_ns` (coarse: see `clock`); the packet that
+/// makes the entry stamps it with the precise time.
 #[inline(always)]
-pub fn count(key: &HopKey, ip_len: u16, ts_ns: u64) -> (bool, u64) {
+pub fn count(key: &HopKey, ip_len: u16, seen_ns: u64) -> Counted {
     let c = match HOPS.get_ptr_mut(key) {
         Some(c) => c,
         None => {
+            let now = now_ns();
             let fresh = HopCount {
                 packets: 1,
                 bytes: u64::from(ip_len),
-                first_ns: ts_ns,
-                last_ns: ts_ns,
+                first_ns: now,
+                last_ns: now,
             };
             if HOPS.insert(key, fresh, BPF_NOEXIST as u64).is_ok() {
                 bump(COUNTER_HOP_NEW);
-                return (true, 1);
+                return Counted {
+                    first_ns: now,
+                    packets: 1,
+                };
             }
             // Another CPU created it meanwhile.
             match HOPS.get_ptr_mut(key) {
                 Some(c) => c,
-                None => return (false, 0),
+                None => {
+                    return Counted {
+                        first_ns: 0,
+                        packets: 0,
+                    }
+                }
             }
         }
     };
@@ -47,8 +65,11 @@ pub fn count(key: &HopKey, ip_len: u16, ts_ns: u64) -> (bool, u64) {
     unsafe {
         add(core::ptr::addr_of_mut!((*c).packets), 1);
         add(core::ptr::addr_of_mut!((*c).bytes), u64::from(ip_len));
-        (*c).last_ns = ts_ns;
-        (false, (*c).packets)
+        (*c).last_ns = seen_ns;
+        Counted {
+            first_ns: 0,
+            packets: (*c).packets,
+        }
     }
 }
 

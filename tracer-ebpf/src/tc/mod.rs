@@ -1,17 +1,17 @@
 //! The TC classifiers on every traced interface: parse, keep the VIP flows, count the hop,
 //! hand the packet to its route lookup ([`crate::tie`]) and write its record.
-use aya_ebpf::{
-    bindings::TC_ACT_UNSPEC, helpers::bpf_ktime_get_ns, macros::classifier, programs::TcContext,
-};
+use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
 use network_types::eth::EthHdr;
 use tracer_common::{
-    HopKey, IfaceKey, COUNTER_MATCHED, COUNTER_UNRECORDED, DIR_EGRESS, DIR_INGRESS, PROTO_TCP,
+    DeviceSite, HopKey, IfaceKey, COUNTER_MATCHED, COUNTER_UNRECORDED, DIR_EGRESS, DIR_INGRESS,
+    PROTO_TCP,
 };
 
 use crate::{
+    clock,
     events::bump,
     kernel::{dev_site, kread},
-    maps::{global, L3_IFACES, NETNS_OFFSETS, RECORD_BUDGET, SITE},
+    maps::{global, DEVICES, L3_IFACES, NETNS_OFFSETS, RECORD_BUDGET, SITE},
     packet::{self, frag, is_vlan, rd, Ip, VLAN_HDR_LEN},
     tie,
     vip::client_port_matches,
@@ -85,25 +85,24 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
     if !client_port_matches(ip.to_vip, key.sport, key.dport) {
         return Ok(());
     }
-    let Some(site) = site_of(ctx) else {
+    // SAFETY: ctx.skb.skb is the valid __sk_buff the program was called with.
+    let skb = unsafe { &*ctx.skb.skb };
+    // Map keys must live on the BPF stack, not point into the context.
+    key.ifindex = skb.ifindex;
+    let Some((site, l3_iface)) = iface_of(ctx, key.ifindex) else {
         return Ok(());
     };
     key.site = site;
     bump(COUNTER_MATCHED);
     frag::remember_first(&key, &ip);
 
-    let ts_ns = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: ctx.skb.skb is the valid __sk_buff the program was called with.
-    let skb = unsafe { &*ctx.skb.skb };
-    // Map keys must live on the BPF stack, not point into the context.
-    key.ifindex = skb.ifindex;
-    let l3_iface = routes(key.ifindex, site);
     let eth_dst: [u8; 6] = rd(ctx, 0)?;
     // The routed hop's count is kept per next-hop: its Ethernet destination is the key.
     if dir == DIR_EGRESS && l3_iface {
         key.eth_dst = eth_dst;
     }
-    let (first, count) = hop::count(&key, ip.len, ts_ns);
+    let counted = hop::count(&key, ip.len, clock::coarse_now_ns());
+    let first = counted.first_ns != 0;
     // A TCP flow starts with its SYN, or SYN-ACK on the VIP's side (a hop entry evicted and
     // made again is no new flow); other protocols with their hop's first packet.
     let new_flow = if key.proto == PROTO_TCP {
@@ -113,9 +112,15 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
     };
     hop::total(&key, ip.to_vip, ip.len, new_flow);
     let budget = global(&RECORD_BUDGET);
-    let record = first || tcp_flags & TCP_SYN_FIN_RST != 0 || count <= u64::from(budget);
+    let record = first || tcp_flags & TCP_SYN_FIN_RST != 0 || counted.packets <= u64::from(budget);
+    // Only a recorded packet reads the precise clock.
+    let ts_ns = match (record, first) {
+        (false, _) => 0,
+        (true, true) => counted.first_ns,
+        (true, false) => clock::now_ns(),
+    };
 
-    hand_to_lookup(&key, &ip, skb.mark, ts_ns, record, l3_iface);
+    hand_to_lookup(&key, &ip, skb.mark, ts_ns, l3_iface);
     if !record {
         bump(COUNTER_UNRECORDED);
         return Ok(());
@@ -123,20 +128,36 @@ fn observe_ip<const L3: usize>(ctx: &TcContext, dir: u8, ether_type: u16) -> Res
     record::write::<L3>(ctx, &key, &ip, tcp_flags, eth_dst, ts_ns)
 }
 
-/// The site of the namespace this TC program runs in: the object's own `SITE`, or, for the
-/// object every site shares, the traced namespace the device is in (`None`: not traced).
-/// Read only for packets of the traced flows.
+/// The site of the namespace this TC program runs in, and whether the interface routes
+/// (`None`: not traced). Read only for packets of the traced flows. An object of one site
+/// has its `SITE`; the object every site shares reads the packet's device, and finds it in
+/// `DEVICES`, or else reads its namespace and keeps the answer there.
 #[inline(always)]
-fn site_of(ctx: &TcContext) -> Option<u16> {
+fn iface_of(ctx: &TcContext, ifindex: u32) -> Option<(u16, bool)> {
     let site = global(&SITE);
     if site != 0 {
-        return Some(site);
+        return Some((site, routes(ifindex, site)));
     }
     let [skb_dev, dev_nd_net, net_ns_inum] = global(&NETNS_OFFSETS);
     // The context is the kernel's `sk_buff` (`__sk_buff` is its view for programs).
-    let skb = ctx.skb.skb as u64;
-    let dev: u64 = kread(skb, skb_dev).ok()?;
-    dev_site(dev, dev_nd_net, net_ns_inum)
+    let dev: u64 = kread(ctx.skb.skb as u64, skb_dev).ok()?;
+    // SAFETY: the value is copied out at once.
+    if let Some(d) = unsafe { DEVICES.get(dev) } {
+        if d.ifindex == ifindex {
+            return Some((d.site, d.l3 != 0));
+        }
+    }
+    let site = dev_site(dev, dev_nd_net, net_ns_inum)?;
+    let l3 = routes(ifindex, site);
+    let known = DeviceSite {
+        ifindex,
+        site,
+        l3: u8::from(l3),
+        _pad: 0,
+    };
+    // Full: the next packet reads the namespace again (slower, not wrong).
+    let _ = DEVICES.insert(dev, known, 0);
+    Some((site, l3))
 }
 
 /// Whether the interface routes (a site's bridge0, in `L3_IFACES`).
@@ -153,17 +174,17 @@ fn routes(ifindex: u32, site: u16) -> bool {
 
 /// The packet's part in the tie to its route lookup: at egress it has been routed (the
 /// ingress slot is done) and may take a lookup waiting for it; entering a routed interface
-/// it primes the lookup and hash hooks. Only a recorded packet primes them: a packet the
-/// budget leaves out gets no lookup or hash records either.
+/// it primes the lookup and hash hooks. Only a recorded packet (`ts_ns` not 0) primes them:
+/// a packet the budget leaves out gets no lookup or hash records either.
 #[inline(always)]
-fn hand_to_lookup(key: &HopKey, ip: &Ip, mark: u32, ts_ns: u64, record: bool, l3_iface: bool) {
+fn hand_to_lookup(key: &HopKey, ip: &Ip, mark: u32, ts_ns: u64, l3_iface: bool) {
     if key.dir == DIR_EGRESS {
         tie::forget_last_ingress();
-        tie::tie_lookup(key, ip.family, mark, ts_ns, record);
+        tie::tie_lookup(key, ip.family, mark, ts_ns);
     } else if l3_iface {
-        if ip.to_vip {
+        if ip.to_vip && ts_ns != 0 {
             tie::arm_deferred_lookups(ts_ns);
         }
-        tie::remember_ingress(key, ip.family, mark, if record { ts_ns } else { 0 });
+        tie::remember_ingress(key, ip.family, mark, ts_ns);
     }
 }

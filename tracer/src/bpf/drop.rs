@@ -56,12 +56,14 @@ fn attach_drop(ebpf: &mut Ebpf) -> Result<Option<HashMap<u32, String>>> {
     let fields = tracefs::parse_format(&text);
     let has_reason = fields.contains_key("reason");
     let reasons = tracefs::drop_reasons(&text);
-    let not_specified = reasons
-        .iter()
-        .find(|(_, name)| name.as_str() == "NOT_SPECIFIED")
-        .and_then(|(n, _)| u16::try_from(*n).ok())
-        .filter(|_| has_reason)
-        .unwrap_or(0);
+    let reason = |wanted: &str| {
+        reasons
+            .iter()
+            .find(|(_, name)| name.as_str() == wanted)
+            .and_then(|(n, _)| u16::try_from(*n).ok())
+            .filter(|_| has_reason)
+            .unwrap_or(0)
+    };
     let offsets = DropOffsets {
         tp_skbaddr: tracefs::field(&fields, "skbaddr", 8)?,
         tp_location: tracefs::field(&fields, "location", 8)?,
@@ -72,7 +74,8 @@ fn attach_drop(ebpf: &mut Ebpf) -> Result<Option<HashMap<u32, String>>> {
             FIELD_ABSENT
         },
         valid: 1,
-        reason_not_specified: not_specified,
+        reason_not_specified: reason("NOT_SPECIFIED"),
+        reason_otherhost: reason("OTHERHOST"),
         ..kernel_offsets().drop.clone().map_err(|e| anyhow!("{e}"))?
     };
     set_offsets(ebpf, "DROP_OFFSETS", 0, offsets)?;

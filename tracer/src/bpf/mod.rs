@@ -32,7 +32,7 @@ mod share;
 mod tc;
 pub(crate) mod tracefs;
 
-pub use node::{NodeProbes, NodeRequest};
+pub use node::{NodeProbes, NodeRequest, TracedIface};
 pub use options::{AttachMode, FibHook, HashHook, HookFamily, RecordBudget, TcPrograms};
 pub use ready::Ready;
 pub use tc::{Probes, Request};

@@ -3,7 +3,7 @@
 use std::{collections::HashSet, net::IpAddr, sync::Mutex};
 
 use anyhow::{anyhow, Context, Result};
-use aya::{maps::HashMap as BpfHashMap, Ebpf, EbpfLoader};
+use aya::{maps::HashMap as BpfHashMap, util::KernelVersion, Ebpf, EbpfLoader};
 use tracer_common::INLINE_VIPS;
 
 use super::options::RecordBudget;
@@ -31,6 +31,8 @@ pub(super) struct Globals {
     pub(super) netns_offsets: [u16; 3],
     /// Frame bytes the TC programs copy per record (`--pcap`), 0 for none.
     pub(super) snap_len: u32,
+    /// 1: the kernel has the coarse clock (see the object's `COARSE_CLOCK`).
+    coarse_clock: u8,
 }
 
 impl Globals {
@@ -71,6 +73,7 @@ impl Globals {
             site,
             netns_offsets: [0; 3],
             snap_len: 0,
+            coarse_clock: u8::from(coarse_clock()),
             vips,
         };
         for (slot, v) in g.vip4.iter_mut().zip(&v4) {
@@ -112,7 +115,8 @@ impl Globals {
             .override_global("VIPS_IN_MAP", &g.vips_in_map, true)
             .override_global("SITE", &g.site, true)
             .override_global("NETNS_OFFSETS", &g.netns_offsets, true)
-            .override_global("SNAP_LEN", &g.snap_len, true);
+            .override_global("SNAP_LEN", &g.snap_len, true)
+            .override_global("COARSE_CLOCK", &g.coarse_clock, true);
         configure(loader);
         let mut ebpf = loader.load(OBJECT).map_err(|e| {
             anyhow!("the kernel refused the tracer's eBPF maps ({e}); a kernel >= 5.8 with BPF ring buffers is needed")
@@ -127,6 +131,12 @@ impl Globals {
         }
         Ok(ebpf)
     }
+}
+
+/// Whether the kernel has `bpf_ktime_get_coarse_ns` (5.11). Unknown: no (the precise clock
+/// always loads).
+fn coarse_clock() -> bool {
+    matches!(KernelVersion::current(), Ok(v) if v >= KernelVersion::new(5, 11, 0))
 }
 
 /// The process's one aya loader, made on first use. `EbpfLoader::new()` parses the kernel

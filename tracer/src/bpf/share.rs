@@ -4,8 +4,8 @@
 //! to look for such lookups), `EVENTS` (one ring buffer for every
 //! program, so the records of one packet's path come out in the order they were written,
 //! and one reader serves the whole node), and the maps that are the same for every site:
-//! the per-hop counts (`HOPS`), the per-VIP totals (`TOTALS`), the routed interfaces
-//! (`L3_IFACES`), the counters, the traced namespaces (`NETNS_INUMS`) and the fragments'
+//! the per-hop counts (`HOPS`), the per-VIP totals (`TOTALS`), the traced interfaces
+//! (`L3_IFACES`, `DEVICES`), the counters, the traced namespaces (`NETNS_INUMS`) and the fragments'
 //! ports (`FRAGS`). Whether the TC
 //! programs are loaded once or once per site, userspace reads each of these in one place.
 //!
@@ -37,7 +37,7 @@ use aya::{
 };
 
 /// The shared maps, by their names in the object.
-pub const SHARED_MAPS: [&str; 10] = [
+pub const SHARED_MAPS: [&str; 11] = [
     "LAST_INGRESS",
     "LAST_LOOKUP",
     "DEFER_ARMED",
@@ -45,6 +45,7 @@ pub const SHARED_MAPS: [&str; 10] = [
     "HOPS",
     "TOTALS",
     "L3_IFACES",
+    "DEVICES",
     "COUNTERS",
     "NETNS_INUMS",
     "FRAGS",

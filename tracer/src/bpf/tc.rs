@@ -25,7 +25,7 @@ use aya::{
 use tracer_common::programs;
 
 use super::{
-    node::{NodeProbes, TcObjects},
+    node::{NodeProbes, TcObjects, TracedIface},
     object::{program, refused, Globals},
     offsets::netns_offsets,
     options::{AttachMode, RecordBudget, TcPrograms},
@@ -47,8 +47,8 @@ pub struct Probes {
     netlink: bool,
     /// Each interface's TC attachments (program index, link), to let go of one interface.
     tc_links: TcLinks,
-    /// The site's routed interfaces, as told to the programs.
-    l3: Vec<u32>,
+    /// The site's interfaces, as told to the programs (`NodeProbes::claim_ifaces`).
+    ifaces: Vec<(String, TracedIface)>,
 }
 
 pub struct Request<'a> {
@@ -61,8 +61,8 @@ pub struct Request<'a> {
     pub vips: &'a [IpAddr],
     pub client_port: Option<u16>,
     pub interfaces: &'a [String],
-    /// Ifindexes of the traced interfaces that route (not bridge ports): bridge0.
-    pub l3_ifindexes: &'a [u32],
+    /// The traced interfaces' indexes, and which route (not bridge ports: bridge0).
+    pub ifaces: &'a [(String, TracedIface)],
     /// Packet records per hop: every packet, none (counts only) or the first N.
     pub budget: RecordBudget,
     /// Frame bytes copied into each packet record (`--pcap`), 0 for none.
@@ -161,9 +161,11 @@ impl Probes {
             AttachMode::Tcx => false,
             AttachMode::Netlink => true,
         };
-        // Before anything is attached: the shared programs find the site by namespace.
+        // Before anything is attached: the shared programs find the site by interface, or
+        // by namespace.
         node.watch_netns(req.netns, req.site)?;
-        node.set_l3(req.site, req.l3_ifindexes, true)?;
+        let ifaces: Vec<TracedIface> = req.ifaces.iter().map(|(_, i)| *i).collect();
+        node.claim_ifaces(req.site, &ifaces)?;
         Ok(Probes {
             programs,
             site: req.site,
@@ -179,7 +181,7 @@ impl Probes {
             owned_clsact: Vec::new(),
             netlink,
             tc_links: Vec::new(),
-            l3: req.l3_ifindexes.to_vec(),
+            ifaces: req.ifaces.to_vec(),
         })
     }
 
@@ -272,11 +274,11 @@ impl Probes {
         &mut self,
         ns: &Netns,
         iface: &str,
-        l3_ifindexes: &[u32],
+        index: TracedIface,
         node: &mut NodeProbes,
     ) -> Result<()> {
-        node.set_l3(self.site, l3_ifindexes, true)?;
-        self.l3.extend_from_slice(l3_ifindexes);
+        node.claim_ifaces(self.site, &[index])?;
+        self.ifaces.push((iface.to_string(), index));
         let netlink = self.netlink;
         if netlink {
             ns.run(|| aya::programs::tc::qdisc_add_clsact(iface).is_ok())?;
@@ -292,7 +294,13 @@ impl Probes {
 
     /// Lets go of an interface that went away: its links are closed (the kernel already
     /// took the device's attachments down with it; errors saying so are expected).
-    pub fn detach_iface(&mut self, ns: &Netns, iface: &str) {
+    pub fn detach_iface(&mut self, ns: &Netns, iface: &str, node: &mut NodeProbes) {
+        let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ifaces)
+            .into_iter()
+            .partition(|(i, _)| i == iface);
+        self.ifaces = keep;
+        let gone: Vec<u32> = gone.iter().map(|(_, i)| i.ifindex).collect();
+        node.release_ifaces(self.site, &gone);
         let (gone, keep): (TcLinks, TcLinks) = std::mem::take(&mut self.tc_links)
             .into_iter()
             .partition(|(i, _, _)| i == iface);
@@ -314,9 +322,10 @@ impl Probes {
     }
 
     /// Detaches everything from inside the traced namespace by dropping the site's
-    /// handles there (their links go with them), and forgets its routed interfaces.
+    /// handles there (their links go with them), and forgets its interfaces.
     pub fn detach(self, ns: &Netns, node: &mut NodeProbes) -> Result<()> {
-        let _ = node.set_l3(self.site, &self.l3, false);
+        let ifindexes: Vec<u32> = self.ifaces.iter().map(|(_, i)| i.ifindex).collect();
+        node.release_ifaces(self.site, &ifindexes);
         let programs = self.programs;
         ns.run(move || drop(programs))
     }

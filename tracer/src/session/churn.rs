@@ -15,7 +15,7 @@ use crate::{
 use super::{
     event_loop::Session,
     monotonic_ns,
-    site::{l3_ifindexes, role_interfaces},
+    site::{role_interfaces, traced_ifaces},
     startup::{attach_sites, inspect_site, open_site},
     SiteSpec,
 };
@@ -57,7 +57,8 @@ impl Session<'_> {
             .collect();
         for gone in site.attached.difference(&now).cloned().collect::<Vec<_>>() {
             site.attached.remove(&gone);
-            site.probes.detach_iface(&site.ns, &gone);
+            site.probes
+                .detach_iface(&site.ns, &gone, &mut self.attached.node);
             let c = Change::Attached {
                 added: false,
                 ifname: gone,
@@ -65,10 +66,13 @@ impl Session<'_> {
             self.out.change(ts_ns, &site.label, &c);
         }
         for new in now.difference(&site.attached).cloned().collect::<Vec<_>>() {
-            let l3 = l3_ifindexes(&site.state, std::slice::from_ref(&new));
+            let Some((_, index)) = traced_ifaces(&site.state, std::slice::from_ref(&new)).pop()
+            else {
+                continue;
+            };
             match site
                 .probes
-                .attach_iface(&site.ns, &new, &l3, &mut self.attached.node)
+                .attach_iface(&site.ns, &new, index, &mut self.attached.node)
             {
                 Ok(()) => {
                     site.attached.insert(new.clone());

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use anyhow::{bail, Result};
 
 use crate::{
-    bpf::{NodeProbes, Probes},
+    bpf::{NodeProbes, Probes, TracedIface},
     correlate::flows::SiteView,
     discover::Role,
     netns::kernel_state::{ConnTask, KernelState, Netlink},
@@ -191,13 +191,19 @@ pub(super) fn pick_interfaces(
     Ok(asked.to_vec())
 }
 
-/// Interfaces that route (not bridge ports): their ingress hooks prime the fib matching.
-pub(super) fn l3_ifindexes(state: &KernelState, ifaces: &[String]) -> Vec<u32> {
+/// The interfaces' indexes, and which route (not bridge ports): the ingress hooks of those
+/// prime the fib matching. Names the namespace no longer has are left out.
+pub(super) fn traced_ifaces(state: &KernelState, ifaces: &[String]) -> Vec<(String, TracedIface)> {
     ifaces
         .iter()
-        .filter_map(|name| state.link_by_name(name))
-        .filter(|l| !state.is_bridge_port(l.index))
-        .map(|l| l.index)
+        .filter_map(|name| {
+            let l = state.link_by_name(name)?;
+            let index = TracedIface {
+                ifindex: l.index,
+                routes: !state.is_bridge_port(l.index),
+            };
+            Some((name.clone(), index))
+        })
         .collect()
 }
 

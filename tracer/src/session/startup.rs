@@ -15,7 +15,7 @@ use crate::{
 };
 
 use super::{
-    site::{l3_ifindexes, pick_interfaces, Attached, Site},
+    site::{pick_interfaces, traced_ifaces, Attached, Site},
     SiteSpec, Sites,
 };
 
@@ -231,7 +231,7 @@ pub(super) fn open_site(
             vips: &args.vips,
             client_port: args.port,
             interfaces: &interfaces,
-            l3_ifindexes: &l3_ifindexes(&state, &interfaces),
+            ifaces: &traced_ifaces(&state, &interfaces),
             budget: args.record_budget(),
             snap_len: if args.pcap.is_some() {
                 args.snap_len

@@ -37,6 +37,7 @@ impl Session<'_> {
         m.node(
             node.lost().unwrap_or(0),
             node.rsts_consumed().unwrap_or(0),
+            node.not_for_host().unwrap_or(0),
             &self.overflow(),
         );
         m.alive();

@@ -1,10 +1,10 @@
 //! The node object's maps every object shares, read and written here for every site at
-//! once: the traced namespaces, the routed interfaces, the ring buffer, the counters, the
+//! once: the traced namespaces, the ring buffer, the counters, the
 //! per-hop counts and the per-VIP totals.
 use anyhow::{Context, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use tracer_common::{
-    HopCount, HopKey, IfaceKey, TotalCount, TotalKey, COUNTER_HOP_NEW, COUNTER_LOST,
+    HopCount, HopKey, TotalCount, TotalKey, COUNTER_HOP_NEW, COUNTER_LOST, COUNTER_NOT_FOR_HOST,
     COUNTER_RST_CONSUMED, COUNTER_TOTALS_FULL,
 };
 
@@ -63,6 +63,12 @@ impl NodeProbes {
         self.counter(COUNTER_RST_CONSUMED)
     }
 
+    /// Packets of the traced flows a stack discarded as another host's (see
+    /// `COUNTER_NOT_FOR_HOST`): not reported as drops.
+    pub fn not_for_host(&self) -> Result<u64> {
+        self.counter(COUNTER_NOT_FOR_HOST)
+    }
+
     /// Packets the per-VIP totals had no room for (the map is full; it never evicts).
     pub fn totals_full(&self) -> Result<u64> {
         self.counter(COUNTER_TOTALS_FULL)
@@ -101,28 +107,6 @@ impl NodeProbes {
         let mut map: BpfHashMap<_, HopKey, HopCount> =
             BpfHashMap::try_from(self.ebpf.map_mut("HOPS").context("map HOPS missing")?)?;
         self.hops_forgotten += keys.iter().filter(|k| map.remove(k).is_ok()).count() as u64;
-        Ok(())
-    }
-
-    /// Tells the TC programs which interfaces of `site` route (bridge0), or no longer do.
-    pub fn set_l3(&mut self, site: u16, ifindexes: &[u32], routed: bool) -> Result<()> {
-        let mut map: BpfHashMap<_, IfaceKey, u8> = BpfHashMap::try_from(
-            self.ebpf
-                .map_mut("L3_IFACES")
-                .context("map L3_IFACES missing")?,
-        )?;
-        for &ifindex in ifindexes {
-            let key = IfaceKey {
-                ifindex,
-                site,
-                _pad: 0,
-            };
-            if routed {
-                map.insert(key, 1, 0)?;
-            } else {
-                let _ = map.remove(&key);
-            }
-        }
         Ok(())
     }
 }

@@ -18,7 +18,10 @@ use super::{
     share,
 };
 
+mod ifaces;
 mod maps;
+
+pub use ifaces::TracedIface;
 
 /// Where the TC programs are loaded. The node object keeps it for every site: the first
 /// site to load decides.
