@@ -2,7 +2,8 @@
 //! each provoked in a lab of its own and checked against the proxy's own counters
 //! (`/proc/net/netstat`, `/proc/net/snmp`, `/proc/net/snmp6` inside its namespace), never
 //! against the tracer: strict reverse-path filtering of a source the proxy has no route
-//! back to, and a next-hop whose neighbour never resolves.
+//! back to, and a next-hop whose neighbour never resolves; and copies a bridge flooded,
+//! which the hosts they were not for discard, told apart from drops.
 //!
 //! Labs use netns prefixes beginning with `p`.
 mod support;
@@ -231,4 +232,100 @@ fn a_next_hop_that_never_resolves_is_named_as_a_neighbour_failure() {
         // Queued for resolution, never handed to the device: no routed hop.
         assert_eq!(flow[0].egress.packets, 0, "{:?}", flow[0]);
     }
+}
+
+/// A bridge that has not learned where a frame's destination is floods it to every port,
+/// and the hosts it was not for discard their copies (reason `OTHERHOST`): no packet of
+/// the flow is lost. The proxy's bridge made a hub (ageing 0: nothing it learns stays),
+/// the target's own datagrams toward the gateway come back to it as flooded copies, as many
+/// as an nftables counter on the target's interface sees arriving for another MAC. The
+/// tracer reports none of them as a drop and counts each in `/metrics`.
+#[test]
+fn flooded_copies_another_host_discards_are_counted_not_dropped() {
+    let Some(_serial) =
+        root_or_skip("flooded_copies_another_host_discards_are_counted_not_dropped")
+    else {
+        return;
+    };
+    const METRICS: &str = "127.0.0.1:19474";
+    let lab = lab_up("p4-");
+    let (px, tg) = (lab.ns(Role::Proxy), lab.ns(Role::Target));
+    sh(
+        &px,
+        &[
+            "ip",
+            "link",
+            "set",
+            "bridge0",
+            "type",
+            "bridge",
+            "ageing_time",
+            "0",
+        ],
+    );
+    let (iface, mac) = only_interface(&tg);
+    let rules = format!(
+        "table netdev p4 {{\n counter flooded {{}}\n chain in {{ type filter hook ingress device \"{iface}\" priority 0; ether daddr != {mac} ip saddr 20.0.0.1 udp dport 9404 counter name flooded; }}\n}}"
+    );
+    nft(&tg, &rules);
+    let tracer = Tracer::start(&["--netns", &tg, "--vip", "20.0.0.1", "--metrics", METRICS]);
+    send_from_vip(&lab, IpAddr::V4(VIP4), IpAddr::V4(GATEWAY4), 9404, N);
+    // /metrics is brought up to date every second.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (code, body) = support::http_get(METRICS, "/metrics");
+    let f = tracer.stop(libc::SIGINT);
+    assert!(f.status.success(), "{}", f.stderr);
+    assert_eq!(code, 200, "{body}");
+    let counted = support::nft_counter(&tg, "netdev", "p4", "flooded");
+    eprintln!("flooded copies arriving at the target: {counted}");
+    assert_eq!(counted, u64::from(N), "one flooded copy of each datagram");
+    assert_eq!(
+        expected_reason(&f, "OTHERHOST"),
+        "OTHERHOST",
+        "this test needs a kernel with drop reasons"
+    );
+    let drops = drops_of(&f, 9404);
+    assert!(
+        drops.is_empty(),
+        "flooded copies reported as drops: {drops:#?}"
+    );
+    let not_for_host: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("meridio_tracer_not_for_host_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no not_for_host counter in {body}"));
+    assert_eq!(not_for_host, counted, "{body}");
+}
+
+/// The one interface of a namespace besides `lo`, and its MAC.
+fn only_interface(ns: &str) -> (String, String) {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-j", "link", "show"])
+        .output()
+        .unwrap();
+    let links: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let link = links
+        .iter()
+        .find(|l| l["ifname"] != "lo")
+        .unwrap_or_else(|| panic!("no interface in {ns}"));
+    (
+        link["ifname"].as_str().unwrap().to_string(),
+        link["address"].as_str().unwrap().to_string(),
+    )
+}
+
+fn nft(ns: &str, rules: &str) {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "nft: {rules}");
 }

@@ -99,6 +99,7 @@ pub struct Metrics {
     counters_evicted: Counter,
     flows_evicted: Counter,
     rsts_consumed: Counter,
+    not_for_host: Counter,
     totals_full: Counter,
     overflows: Family<BoundLabels, Counter>,
     hooks: Family<HookLabels, Gauge>,
@@ -157,6 +158,11 @@ impl Metrics {
             self.rsts_consumed.clone(),
         );
         r.register(
+            "not_for_host",
+            "Packets of VIP flows a traced stack discarded as another host's (OTHERHOST: copies a bridge flooded), not reported as drops",
+            self.not_for_host.clone(),
+        );
+        r.register(
             "totals_full",
             "Packets the per-VIP totals map had no room for",
             self.totals_full.clone(),
@@ -193,10 +199,11 @@ impl Metrics {
     }
 
     /// The node-wide counters, as last read (cumulative): records lost, RSTs consumed,
-    /// and every bound's overflow.
-    pub fn node(&self, lost: u64, rsts: u64, o: &Overflow) {
+    /// copies discarded as another host's, and every bound's overflow.
+    pub fn node(&self, lost: u64, rsts: u64, not_for_host: u64, o: &Overflow) {
         set(&self.records_lost, lost);
         set(&self.rsts_consumed, rsts);
+        set(&self.not_for_host, not_for_host);
         set(&self.counters_evicted, o.hop_counters);
         set(&self.flows_evicted, o.flows);
         set(&self.totals_full, o.totals_full);
@@ -310,7 +317,7 @@ mod tests {
             queued: 6,
             lb_changes: 7,
         };
-        m.node(8, 9, &o);
+        m.node(8, 9, 10, &o);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &m.registry()).unwrap();
         for line in [
@@ -323,6 +330,7 @@ mod tests {
             r#"meridio_tracer_overflows_total{bound="lb_changes"} 7"#,
             "meridio_tracer_records_lost_total 8",
             "meridio_tracer_rsts_consumed_total 9",
+            "meridio_tracer_not_for_host_total 10",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in {text}");
         }
