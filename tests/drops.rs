@@ -267,7 +267,7 @@ fn flooded_copies_another_host_discards_are_counted_not_dropped() {
     let rules = format!(
         "table netdev p4 {{\n counter flooded {{}}\n chain in {{ type filter hook ingress device \"{iface}\" priority 0; ether daddr != {mac} ip saddr 20.0.0.1 udp dport 9404 counter name flooded; }}\n}}"
     );
-    nft(&tg, &rules);
+    support::nft_apply(&tg, &rules);
     let tracer = Tracer::start(&["--netns", &tg, "--vip", "20.0.0.1", "--metrics", METRICS]);
     send_from_vip(&lab, IpAddr::V4(VIP4), IpAddr::V4(GATEWAY4), 9404, N);
     // /metrics is brought up to date every second.
@@ -312,20 +312,4 @@ fn only_interface(ns: &str) -> (String, String) {
         link["ifname"].as_str().unwrap().to_string(),
         link["address"].as_str().unwrap().to_string(),
     )
-}
-
-fn nft(ns: &str, rules: &str) {
-    use std::io::Write;
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(rules.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "nft: {rules}");
 }

@@ -755,7 +755,6 @@ impl Drop for ThirdFrontend {
 
 /// Ground truth in a frontend netns: UDP datagrams from the VIP that arrive there.
 pub fn add_udp_counter(ns: &str) {
-    use std::io::Write;
     let nft = format!(
         "add table inet tracer-truth\n\
          add chain inet tracer-truth pre {{ type filter hook prerouting priority -300; policy accept; }}\n\
@@ -764,6 +763,12 @@ pub fn add_udp_counter(ns: &str) {
         lab::VIP4,
         lab::VIP_PORT
     );
+    nft_apply(ns, &nft);
+}
+
+/// Loads nftables `rules` (`nft -f` syntax) in `ns`.
+pub fn nft_apply(ns: &str, rules: &str) {
+    use std::io::Write;
     let mut child = std::process::Command::new("ip")
         .args(["netns", "exec", ns, "nft", "-f", "-"])
         .stdin(std::process::Stdio::piped())
@@ -773,9 +778,9 @@ pub fn add_udp_counter(ns: &str) {
         .stdin
         .take()
         .unwrap()
-        .write_all(nft.as_bytes())
+        .write_all(rules.as_bytes())
         .unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(child.wait().unwrap().success(), "nft in {ns}: {rules}");
 }
 
 pub fn read_udp_counter(ns: &str) -> u64 {
