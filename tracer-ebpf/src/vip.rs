@@ -1,6 +1,6 @@
 //! Which packets are traced: those to or from a VIP (and of the client port, when one is
 //! given).
-use tracer_common::INLINE_VIPS;
+use tracer_common::{v4_mapped, INLINE_VIPS};
 
 use crate::maps::{global, CLIENT_PORT, VIP4, VIP4_COUNT, VIP6, VIP6_COUNT, VIPS, VIPS_IN_MAP};
 
@@ -23,6 +23,16 @@ pub fn is_vip(addr: &[u8; 16]) -> bool {
         ]);
         is_vip6(hi, lo)
     }
+}
+
+/// Is this IPv4 address a VIP? Without building its IPv4-mapped form, unless the VIPs are in
+/// the map (keyed by that form).
+#[inline(always)]
+pub fn is_vip_v4(a: [u8; 4]) -> bool {
+    if global(&VIPS_IN_MAP) != 0 {
+        return is_vip(&v4_mapped(a));
+    }
+    is_vip4(u32::from_ne_bytes(a))
 }
 
 #[inline(always)]

@@ -7,7 +7,7 @@ use network_types::ip::Ipv6Hdr;
 use tracer_common::{v4_mapped, HopKey, AF_INET, AF_INET6, FRAG_IS, FRAG_MORE};
 
 use super::{rd, ETH_P_IP, ETH_P_IPV6};
-use crate::vip::is_vip;
+use crate::vip::{is_vip, is_vip_v4};
 
 /// IPv6 extension headers walked to the transport header (hop-by-hop, routing,
 /// destination options, fragment; more than this and the packet is not traced).
@@ -52,12 +52,14 @@ pub fn parse<const L3: usize>(
 fn ipv4<const L3: usize>(ctx: &TcContext, key: &mut HopKey) -> Result<Option<Ip>, ()> {
     let l3 = L3;
     // Version/IHL, total length, protocol and both addresses, each read on its own.
-    key.src = v4_mapped(rd::<[u8; 4]>(ctx, l3 + 12)?);
-    key.dst = v4_mapped(rd::<[u8; 4]>(ctx, l3 + 16)?);
-    let to_vip = is_vip(&key.dst);
-    if !to_vip && !is_vip(&key.src) {
+    let src: [u8; 4] = rd(ctx, l3 + 12)?;
+    let dst: [u8; 4] = rd(ctx, l3 + 16)?;
+    let to_vip = is_vip_v4(dst);
+    if !to_vip && !is_vip_v4(src) {
         return Ok(None);
     }
+    key.src = v4_mapped(src);
+    key.dst = v4_mapped(dst);
     let vihl: u8 = rd(ctx, l3)?;
     let ihl = (vihl & 0x0f) as usize;
     if ihl < 5 {
